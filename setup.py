@@ -1,0 +1,44 @@
+"""Builds one C extension per env folder: shoal/envs/<name>/binding.c -> shoal.envs.<name>._c.
+
+Flags: warnings on (-Wall -Wextra); -O3 -march=native unless SHOAL_PORTABLE=1.
+SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py).
+SHOAL_ONLY=maze,tetris builds only those extensions (the last path component before /_c).
+"""
+
+import glob
+import os
+
+from setuptools import Extension, setup
+
+ENV_DIR = os.path.join("shoal", "envs")
+
+warnings = ["-Wall", "-Wextra", "-Wno-unused-function", "-Wno-missing-field-initializers"]
+if os.environ.get("SHOAL_SANITIZE") == "1":
+    optimise = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined"]
+    link = ["-fsanitize=address,undefined"]
+elif os.environ.get("SHOAL_PORTABLE") == "1":
+    optimise, link = ["-O3"], []
+else:
+    optimise, link = ["-O3", "-march=native"], []
+if os.environ.get("SHOAL_WERROR") == "1":
+    warnings.append("-Werror")
+
+extensions = [
+    Extension(
+        name=f"shoal.envs.{os.path.basename(os.path.dirname(src))}._c",
+        sources=[src],
+        include_dirs=[ENV_DIR],
+        depends=glob.glob(os.path.join(os.path.dirname(src), "*.h"))
+        + glob.glob(os.path.join(ENV_DIR, "*.h")),
+        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-pthread", *warnings, *optimise],
+        extra_link_args=["-pthread", "-lm", *link],
+    )
+    for src in sorted(glob.glob(os.path.join(ENV_DIR, "*", "binding.c")))
+]
+
+only = [name for name in os.environ.get("SHOAL_ONLY", "").split(",") if name]
+if only:
+    extensions = [ext for ext in extensions if ext.name.split(".")[-2] in only]
+
+setup(ext_modules=extensions)

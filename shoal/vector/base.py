@@ -1,0 +1,314 @@
+"""The vector-env interface every backend shares, and the buffers it owns.
+
+A vector env holds ``num_agents`` rows in persistent numpy buffers (observations, actions,
+rewards, terminals, truncations, final_observations, masks). ``step`` and ``recv`` return views
+of them, never copies: read or copy what you need before the next step.
+
+Double buffering: with ``num_buffers=2`` the envs form two groups. ``recv()`` hands back the next
+group that is ready, ``send(actions)`` starts that group stepping, and while it steps the caller
+runs its policy on the other group::
+
+    env.reset(seed=0)
+    while True:
+        obs, rewards, terminals, truncations, infos, rows = env.recv()
+        env.send(policy(obs))          # rows: the slice of agent rows this group covers
+
+``step(actions)`` is the synchronous form over all groups at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from gymnasium import spaces
+
+
+@dataclass
+class Buffers:
+    """The arrays a vector env and its envs share: one row per agent."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    truncations: np.ndarray
+    final_observations: np.ndarray
+    masks: np.ndarray
+
+    FIELDS = ("observations", "actions", "rewards", "terminals", "truncations",
+              "final_observations", "masks")
+
+    def rows(self, lo: int, hi: int) -> "Buffers":
+        """Views of rows [lo, hi) of every buffer."""
+        return Buffers(*(getattr(self, f)[lo:hi] for f in self.FIELDS))
+
+
+def buffer_layout(num_agents: int, obs_space: spaces.Space, act_space: spaces.Space,
+                  act_dtype: Any) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape, dtype) of each buffer, in Buffers.FIELDS order."""
+    obs_shape = (num_agents, *obs_space.shape)
+    act_shape = (num_agents, *action_shape(act_space))
+    return [
+        ("observations", obs_shape, np.dtype(obs_space.dtype)),
+        ("actions", act_shape, np.dtype(act_dtype)),
+        ("rewards", (num_agents,), np.dtype(np.float32)),
+        ("terminals", (num_agents,), np.dtype(np.bool_)),
+        ("truncations", (num_agents,), np.dtype(np.bool_)),
+        ("final_observations", obs_shape, np.dtype(obs_space.dtype)),
+        ("masks", (num_agents,), np.dtype(np.bool_)),
+    ]
+
+
+def allocate_buffers(layout: list[tuple[str, tuple[int, ...], np.dtype]],
+                     alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.zeros) -> Buffers:
+    arrays = {name: alloc(shape, dtype) for name, shape, dtype in layout}
+    arrays["masks"][:] = True
+    return Buffers(**arrays)
+
+
+def action_shape(space: spaces.Space) -> tuple[int, ...]:
+    """Per-agent shape of the action buffer for a space: () for Discrete, (k,) for MultiDiscrete."""
+    if isinstance(space, spaces.Discrete):
+        return ()
+    if isinstance(space, (spaces.MultiDiscrete, spaces.Box, spaces.MultiBinary)):
+        return tuple(space.shape)
+    raise TypeError(f"unsupported action space {space}: use Discrete, MultiDiscrete or Box")
+
+
+def action_nvec(space: spaces.Space) -> tuple[int, ...] | None:
+    """One n per action dimension for discrete spaces, None for continuous ones."""
+    if isinstance(space, spaces.Discrete):
+        return (int(space.n),)
+    if isinstance(space, spaces.MultiDiscrete):
+        return tuple(int(n) for n in np.asarray(space.nvec).ravel())
+    if isinstance(space, spaces.MultiBinary):
+        return (2,) * int(np.prod(space.shape))
+    return None
+
+
+def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges that cover range(n) in ``parts`` contiguous pieces of near-equal size."""
+    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+class VecEnv:
+    """Base class: buffers, action checks and the send/recv state machine.
+
+    Backends implement ``_reset(seed)``, ``_send(group)``, ``_recv(group)``, ``_log(group)``
+    (returns episode means with their count ``n``), ``_render(index, mode)`` and ``_close()``.
+    """
+
+    single_observation_space: spaces.Space
+    single_action_space: spaces.Space
+
+    def _setup(self, *, name: str, obs_space: spaces.Space, act_space: spaces.Space,
+               num_envs: int, agents_per_env: int, num_buffers: int, seed: int | None,
+               buffers: Buffers) -> None:
+        if num_buffers < 1 or num_envs % num_buffers:
+            raise ValueError(
+                f"num_envs={num_envs} must be a multiple of num_buffers={num_buffers}: "
+                f"each buffer (group of envs that step together) gets num_envs/num_buffers envs"
+            )
+        self.name = name
+        self.single_observation_space = obs_space
+        self.single_action_space = act_space
+        self.num_envs = num_envs
+        self.agents_per_env = agents_per_env
+        self.num_agents = num_envs * agents_per_env
+        self.num_buffers = num_buffers
+        self.buffers = buffers
+        for f in Buffers.FIELDS:
+            setattr(self, f, getattr(buffers, f))
+        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
+        self._resets = 0
+        self.env_groups = split_evenly(num_envs, num_buffers)
+        self.agent_groups = [slice(lo * agents_per_env, hi * agents_per_env) for lo, hi in self.env_groups]
+        self._act_shape = action_shape(act_space)
+        self._act_discrete = action_nvec(act_space) is not None
+        # Persistent results, one per group: recv() returns the same tuple of views every time.
+        self._results = []
+        for rows in self.agent_groups:
+            infos = {"final_observation": self.final_observations[rows], "mask": self.masks[rows]}
+            self._results.append((self.observations[rows], self.rewards[rows], self.terminals[rows],
+                                  self.truncations[rows], infos, rows))
+        self._full_infos = {"final_observation": self.final_observations, "mask": self.masks}
+        self._stepping = [False] * num_buffers
+        self._next = 0          # next group recv() hands out
+        self._held = None       # group handed out by recv() and awaiting send()
+        self._ready = False
+        self._closed = False
+
+    # ---- public API ----
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        """Resets every env; ``seed=None`` continues from the seed given to make()."""
+        self._check_open()
+        self._drain()
+        if seed is None:
+            seed = self.seed + self._resets
+        self._resets += 1
+        self._reset(int(seed) % (2**64))
+        self._next, self._held, self._ready = 0, None, True
+        return self.observations, self._full_infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Steps every env with ``actions`` (one row per agent); returns views of the buffers."""
+        self._check_ready()
+        if self._held is not None or any(self._stepping):
+            raise RuntimeError("step() mixed with send()/recv(): finish the recv()/send() cycle first")
+        self._put_actions(actions, slice(0, self.num_agents))
+        for g in range(self.num_buffers):
+            self._stepping[g] = True
+            self._send(g)
+        for g in range(self.num_buffers):
+            self._recv(g)
+            self._stepping[g] = False
+        return self.observations, self.rewards, self.terminals, self.truncations, self._full_infos
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict, slice]:
+        """Waits for the next group: (obs, rewards, terminals, truncations, infos, agent_rows)."""
+        self._check_ready()
+        if self._held is not None:
+            raise RuntimeError("recv() called twice: send() actions for the group it returned first")
+        g = self._next
+        if self._stepping[g]:
+            self._recv(g)
+            self._stepping[g] = False
+        self._held = g
+        self._next = (g + 1) % self.num_buffers
+        return self._results[g]
+
+    def send(self, actions: Any) -> None:
+        """Starts the group last returned by recv() stepping with ``actions`` (its rows only)."""
+        self._check_ready()
+        g = self._held
+        if g is None:
+            raise RuntimeError("send() without recv(): call recv() to get the group to act on")
+        self._put_actions(actions, self.agent_groups[g])
+        self._held = None
+        self._stepping[g] = True
+        self._send(g)
+
+    def log(self) -> dict[str, float]:
+        """Means of the episode stats finished since the last call (``n`` = episodes); {} if none."""
+        self._check_open()
+        total: dict[str, float] = {}
+        n_total = 0.0
+        for g in range(self.num_buffers):
+            if self._stepping[g]:
+                continue  # its envs are being written; their episodes are counted next call
+            stats = self._log(g)
+            n = stats.pop("n", 0.0)
+            if n <= 0:
+                continue
+            for k, v in stats.items():
+                total[k] = total.get(k, 0.0) + v * n
+            n_total += n
+        if n_total == 0:
+            return {}
+        out = {k: v / n_total for k, v in total.items()}
+        out["n"] = n_total
+        return out
+
+    def render(self, mode: str = "rgb_array", index: int = 0) -> Any:
+        """Env ``index`` as an RGB frame (``mode="rgb_array"``, HxWx3 uint8) or text (``"ansi"``)."""
+        self._check_open()
+        if mode not in ("rgb_array", "ansi"):
+            raise ValueError(f"render mode must be 'rgb_array' or 'ansi', got {mode!r}")
+        if not 0 <= index < self.num_envs:
+            raise IndexError(f"env index {index} is outside [0, {self.num_envs})")
+        return self._render(index, mode)
+
+    def close(self) -> None:
+        """Stops workers and frees the envs; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    def __enter__(self) -> "VecEnv":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, num_envs={self.num_envs}, "
+                f"num_agents={self.num_agents}, obs={self.single_observation_space}, "
+                f"act={self.single_action_space})")
+
+    # ---- helpers ----
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", True):
+            raise RuntimeError("this env is closed; make a new one with shoal.make()")
+
+    def _check_ready(self) -> None:
+        self._check_open()
+        if not self._ready:
+            raise RuntimeError("call reset() before step()/recv()/send()")
+
+    def _drain(self) -> None:
+        for g in range(self.num_buffers):
+            if self._stepping[g]:
+                self._recv(g)
+                self._stepping[g] = False
+        self._held = None
+
+    def _put_actions(self, actions: Any, rows: slice) -> None:
+        dest = self.actions[rows]
+        if isinstance(actions, np.ndarray) and actions.ctypes.data == dest.ctypes.data \
+                and actions.shape == dest.shape and actions.dtype == dest.dtype:
+            return  # the caller wrote into env.actions directly
+        a = np.asarray(actions)
+        n = rows.stop - rows.start
+        want = (n, *self._act_shape)
+        if a.shape != want:
+            if a.size == int(np.prod(want)) and (self._act_shape == (1,) or a.shape == (n,)):
+                a = a.reshape(want)
+            else:
+                raise ValueError(
+                    f"actions have shape {a.shape} but this env needs {want}: one row per agent "
+                    f"({n} agents) of the action space {self.single_action_space}"
+                )
+        if self._act_discrete:
+            if a.dtype.kind not in "iub":
+                raise TypeError(
+                    f"actions have dtype {a.dtype} but {self.single_action_space} needs integers: "
+                    f"pass actions.astype(np.int32)"
+                )
+        elif a.dtype.kind not in "fiu":
+            raise TypeError(
+                f"actions have dtype {a.dtype} but {self.single_action_space} needs floats: "
+                f"pass actions.astype(np.float32)"
+            )
+        np.copyto(dest, a, casting="unsafe")
+
+    # ---- backend hooks ----
+
+    def _reset(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def _send(self, group: int) -> None:
+        raise NotImplementedError
+
+    def _recv(self, group: int) -> None:
+        raise NotImplementedError
+
+    def _log(self, group: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _render(self, index: int, mode: str) -> Any:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,86 @@
+"""The ``serial`` and ``threads`` backends for shoal's C envs.
+
+``serial`` steps a whole group in one C call on the calling thread (GIL released). ``threads``
+hands each group to a pool of C worker threads split into shards and returns at once, so the
+caller's policy runs on one group while the other steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..envs.spec import EnvSpec
+from .base import Buffers, VecEnv, action_nvec, allocate_buffers, buffer_layout
+
+
+class NativeVecEnv(VecEnv):
+    """A vector of one C env type over buffers it owns (or is given, for process workers)."""
+
+    def __init__(self, spec: EnvSpec, params: Mapping[str, Any], num_envs: int, *,
+                 seed: int | None = None, num_threads: int = 0, num_buffers: int = 1,
+                 buffers: Buffers | None = None, env_offset: int = 0) -> None:
+        obs_space = spec.observation_space(params)
+        act_space = spec.action_space(params)
+        agents = int(spec.agents_per_env(params))
+        if buffers is None:
+            buffers = allocate_buffers(buffer_layout(num_envs * agents, obs_space, act_space,
+                                                     spec.action_dtype))
+        self._c = spec.load()
+        self._h = None
+        self._setup(name=spec.name, obs_space=obs_space, act_space=act_space, num_envs=num_envs,
+                    agents_per_env=agents, num_buffers=num_buffers, seed=seed, buffers=buffers)
+        self.params = dict(params)
+        self.num_threads = num_threads
+        self.env_offset = env_offset
+        obs_size = int(np.prod(obs_space.shape))
+        act_size = max(1, int(np.prod(self.actions.shape[1:])))
+        self._h = self._c.vec_init(
+            buffers.observations, buffers.actions, buffers.rewards,
+            buffers.terminals.view(np.uint8), buffers.truncations.view(np.uint8),
+            buffers.final_observations, num_envs, env_offset, num_threads, agents, obs_size,
+            act_size, action_nvec(act_space), dict(params))
+        self._closed = False
+
+    def state(self, index: int = 0) -> dict[str, Any]:
+        """Internal state of env ``index`` as a dict (what the env exposes, for tests/debugging)."""
+        self._check_open()
+        return self._c.vec_state(self._h, index)
+
+    def _reset(self, seed: int) -> None:
+        self._c.vec_reset(self._h, seed, self.env_offset)
+
+    def _send(self, group: int) -> None:
+        lo, hi = self.env_groups[group]
+        if self.num_threads:
+            try:
+                self._c.vec_send(self._h, group, lo, hi)
+            except Exception:
+                self._stepping[group] = False
+                raise
+        else:
+            try:
+                self._c.vec_step(self._h, lo, hi)
+            finally:
+                self._stepping[group] = False
+
+    def _recv(self, group: int) -> None:
+        if self.num_threads:
+            self._c.vec_recv(self._h, group)
+
+    def _log(self, group: int) -> dict[str, float]:
+        lo, hi = self.env_groups[group]
+        return self._c.vec_log(self._h, lo, hi)
+
+    def _render(self, index: int, mode: str) -> Any:
+        if mode == "ansi":
+            return self._c.vec_render_text(self._h, index)
+        data, h, w = self._c.vec_render_rgb(self._h, index)
+        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3).copy()
+
+    def _close(self) -> None:
+        if self._h is not None:
+            self._drain()
+            self._c.vec_close(self._h)
+            self._h = None

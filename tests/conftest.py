@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+
+def random_actions(space: spaces.Space, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n random actions from a single-agent action space, in the dtype the env buffers use."""
+    if isinstance(space, spaces.Discrete):
+        return rng.integers(0, space.n, n).astype(np.int32)
+    if isinstance(space, spaces.MultiDiscrete):
+        return np.stack([rng.integers(0, k, n) for k in space.nvec.ravel()], -1).astype(np.int32)
+    if isinstance(space, spaces.Box):
+        low = np.maximum(space.low, -10.0)
+        high = np.minimum(space.high, 10.0)
+        return rng.uniform(low, high, (n, *space.shape)).astype(np.float32)
+    raise TypeError(space)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

@@ -13,8 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "envs": ("shoal.tools.envs_cmd", "list the environments with their spaces and parameters"),
     "bench": ("shoal.tools.bench", "measure random-action stepping throughput of an env"),
-    "train": ("shoal.train.cli", "train a policy on an env"),
-    "eval": ("shoal.train.eval_cli", "evaluate a checkpoint: mean score over episodes"),
+    "train": ("shoal.trainer.cli", "train a policy on an env"),
+    "eval": ("shoal.trainer.eval_cli", "evaluate a checkpoint: mean score over episodes"),
 }
 
 

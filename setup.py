@@ -37,6 +37,18 @@ extensions = [
     for src in sorted(glob.glob(os.path.join(ENV_DIR, "*", "binding.c")))
 ]
 
+# The trainer's advantage kernel (shoal/trainer/advantage.c -> shoal.trainer._advantage).
+ADVANTAGE_SRC = os.path.join("shoal", "trainer", "advantage.c")
+if os.path.exists(ADVANTAGE_SRC):
+    extensions.append(
+        Extension(
+            name="shoal.trainer._advantage",
+            sources=[ADVANTAGE_SRC],
+            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
+            extra_link_args=["-lm", *link],
+        )
+    )
+
 only = [name for name in os.environ.get("SHOAL_ONLY", "").split(",") if name]
 if only:
     extensions = [ext for ext in extensions if ext.name.split(".")[-2] in only]

@@ -1,0 +1,41 @@
+"""Every C env built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runtime(lib: str) -> str | None:
+    out = subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True)
+    path = out.stdout.strip()
+    return path if out.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or _runtime("libasan.so") is None,
+                    reason="needs gcc with the AddressSanitizer runtime")
+def test_envs_under_asan_and_ubsan(tmp_path):
+    lib = tmp_path / "lib"
+    shutil.copytree(ROOT / "shoal", lib / "shoal",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    env = dict(os.environ, SHOAL_SANITIZE="1", SHOAL_WERROR="1")
+    build = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
+         "--build-temp", str(tmp_path / "tmp")],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    assert build.returncode == 0, f"sanitizer build failed (warnings are errors):\n{build.stderr[-4000:]}"
+    preload = ":".join(p for p in (_runtime("libasan.so"), _runtime("libubsan.so")) if p)
+    run_env = dict(os.environ, PYTHONPATH=str(lib), LD_PRELOAD=preload,
+                   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+                   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "fuzz_envs.py")],
+                         cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)
+    report = run.stdout[-2000:] + run.stderr[-6000:]
+    assert run.returncode == 0, f"fuzzing under sanitizers failed:\n{report}"
+    assert "fuzz ok" in run.stdout
+    assert "runtime error" not in run.stderr and "AddressSanitizer" not in run.stderr, report

@@ -28,6 +28,7 @@
 #include "binding.h"
 
 #define SHOAL_MAX_GROUPS 16
+#define SHOAL_SYNC_GROUP (SHOAL_MAX_GROUPS - 1) /* reserved for vec_step */
 #define SHOAL_LOG_FIELDS ((int)(sizeof(Log) / sizeof(float)))
 _Static_assert(sizeof(Log) % sizeof(float) == 0, "Log must hold only floats, with n last");
 _Static_assert(sizeof(LOG_NAMES) / sizeof(LOG_NAMES[0]) == sizeof(Log) / sizeof(float) - 1,
@@ -94,7 +95,8 @@ static void* shoal_worker_main(void* arg) {
         shoal_step_range(v, t.lo, t.hi);
 
         pthread_mutex_lock(&v->done_mu);
-        if (--v->pending[t.group] == 0) pthread_cond_broadcast(&v->done_cv);
+        if (__atomic_sub_fetch(&v->pending[t.group], 1, __ATOMIC_ACQ_REL) == 0)
+            pthread_cond_broadcast(&v->done_cv);
         pthread_mutex_unlock(&v->done_mu);
     }
 }
@@ -358,7 +360,42 @@ static PyObject* py_vec_reset(PyObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
-/* vec_step(capsule, lo, hi): steps envs [lo, hi) in the calling thread, GIL released. */
+/* Queues [lo, hi) on worker w as part of `group` (the caller has counted it in pending). */
+static void shoal_enqueue(ShoalVec* v, int w_index, int group, int lo, int hi) {
+    ShoalWorker* w = &v->workers[w_index];
+    pthread_mutex_lock(&w->mu);
+    w->queue[(w->head + w->count) % SHOAL_MAX_GROUPS] = (ShoalTask){lo, hi, group};
+    w->count++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Spin briefly before sleeping: a condition-variable wake-up costs tens of microseconds on these
+ * machines, more than a shard of a fast env takes; the waiting thread has nothing else to do. */
+#ifndef SHOAL_SPIN_ITERS
+#define SHOAL_SPIN_ITERS 20000
+#endif
+static inline void shoal_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void shoal_wait_group(ShoalVec* v, int group) {
+    for (int i = 0; i < SHOAL_SPIN_ITERS; i++) {
+        if (__atomic_load_n(&v->pending[group], __ATOMIC_ACQUIRE) == 0) return;
+        shoal_cpu_relax();
+    }
+    pthread_mutex_lock(&v->done_mu);
+    while (v->pending[group] > 0) pthread_cond_wait(&v->done_cv, &v->done_mu);
+    pthread_mutex_unlock(&v->done_mu);
+}
+
+/* vec_step(capsule, lo, hi): steps envs [lo, hi) and returns when they are done, GIL released.
+ * With worker threads the range is split num_threads ways and the calling thread steps the first
+ * piece itself: one fewer hand-off than send+recv, and no core idles while the caller waits. */
 static PyObject* py_vec_step(PyObject* self, PyObject* args) {
     (void)self;
     PyObject* capsule;
@@ -366,8 +403,28 @@ static PyObject* py_vec_step(PyObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "Oii", &capsule, &lo, &hi)) return NULL;
     ShoalVec* v = shoal_get(capsule);
     if (!v || shoal_check_range(v, lo, hi) || shoal_check_actions(v, lo, hi)) return NULL;
+    int n = hi - lo;
+    int pieces = v->num_threads < n ? v->num_threads : n;
+    if (pieces <= 1) {
+        Py_BEGIN_ALLOW_THREADS
+        shoal_step_range(v, lo, hi);
+        Py_END_ALLOW_THREADS
+        Py_RETURN_NONE;
+    }
+    pthread_mutex_lock(&v->done_mu);
+    int busy = v->pending[SHOAL_SYNC_GROUP];
+    if (!busy) v->pending[SHOAL_SYNC_GROUP] = pieces - 1;
+    pthread_mutex_unlock(&v->done_mu);
+    if (busy) {
+        PyErr_SetString(PyExc_RuntimeError, "vec_step called from two threads at once on one env");
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    shoal_step_range(v, lo, hi);
+    for (int t = 1; t < pieces; t++)
+        shoal_enqueue(v, t - 1, SHOAL_SYNC_GROUP, lo + (int)((long long)n * t / pieces),
+                      lo + (int)((long long)n * (t + 1) / pieces));
+    shoal_step_range(v, lo, lo + n / pieces);
+    shoal_wait_group(v, SHOAL_SYNC_GROUP);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -385,8 +442,8 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_SetString(PyExc_RuntimeError, "vec_send needs worker threads (num_threads > 0)");
         return NULL;
     }
-    if (group < 0 || group >= SHOAL_MAX_GROUPS) {
-        PyErr_Format(PyExc_ValueError, "group must be in [0, %d)", SHOAL_MAX_GROUPS);
+    if (group < 0 || group >= SHOAL_SYNC_GROUP) {
+        PyErr_Format(PyExc_ValueError, "group must be in [0, %d)", SHOAL_SYNC_GROUP);
         return NULL;
     }
     if (shoal_check_actions(v, lo, hi)) return NULL;
@@ -397,22 +454,14 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_Format(PyExc_RuntimeError, "group %d is already stepping: recv() it before send()", group);
         return NULL;
     }
-    int n = hi - lo, t_used = 0;
+    int n = hi - lo;
     int chunks = v->num_threads < n ? v->num_threads : n;
     pthread_mutex_lock(&v->done_mu);
     v->pending[group] = chunks;
     pthread_mutex_unlock(&v->done_mu);
-    for (int t = 0; t < chunks; t++) {
-        ShoalWorker* w = &v->workers[t];
-        int a = lo + (int)((long long)n * t / chunks), b = lo + (int)((long long)n * (t + 1) / chunks);
-        pthread_mutex_lock(&w->mu);
-        w->queue[(w->head + w->count) % SHOAL_MAX_GROUPS] = (ShoalTask){a, b, group};
-        w->count++;
-        pthread_cond_signal(&w->cv);
-        pthread_mutex_unlock(&w->mu);
-        t_used++;
-    }
-    (void)t_used;
+    for (int t = 0; t < chunks; t++)
+        shoal_enqueue(v, t, group, lo + (int)((long long)n * t / chunks),
+                      lo + (int)((long long)n * (t + 1) / chunks));
     Py_RETURN_NONE;
 }
 
@@ -428,9 +477,7 @@ static PyObject* py_vec_recv(PyObject* self, PyObject* args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&v->done_mu);
-    while (v->pending[group] > 0) pthread_cond_wait(&v->done_cv, &v->done_mu);
-    pthread_mutex_unlock(&v->done_mu);
+    shoal_wait_group(v, group);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }

@@ -160,12 +160,7 @@ class VecEnv:
         if self._held is not None or any(self._stepping):
             raise RuntimeError("step() mixed with send()/recv(): finish the recv()/send() cycle first")
         self._put_actions(actions, slice(0, self.num_agents))
-        for g in range(self.num_buffers):
-            self._stepping[g] = True
-            self._send(g)
-        for g in range(self.num_buffers):
-            self._recv(g)
-            self._stepping[g] = False
+        self._step_all()
         return self.observations, self.rewards, self.terminals, self.truncations, self._full_infos
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict, slice]:
@@ -294,6 +289,15 @@ class VecEnv:
         np.copyto(dest, a, casting="unsafe")
 
     # ---- backend hooks ----
+
+    def _step_all(self) -> None:
+        """Steps every env and waits; backends with a faster synchronous path override it."""
+        for g in range(self.num_buffers):
+            self._stepping[g] = True
+            self._send(g)
+        for g in range(self.num_buffers):
+            self._recv(g)
+            self._stepping[g] = False
 
     def _reset(self, seed: int) -> None:
         raise NotImplementedError

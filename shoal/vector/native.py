@@ -51,6 +51,10 @@ class NativeVecEnv(VecEnv):
     def _reset(self, seed: int) -> None:
         self._c.vec_reset(self._h, seed, self.env_offset)
 
+    def _step_all(self) -> None:
+        # One call over every env: with threads the caller steps a shard itself (vec_step).
+        self._c.vec_step(self._h, 0, self.num_envs)
+
     def _send(self, group: int) -> None:
         lo, hi = self.env_groups[group]
         if self.num_threads:

@@ -79,7 +79,8 @@ def test_same_seed_same_stream(name):
 @pytest.mark.parametrize("name", ENVS)
 def test_backends_agree(name):
     ref = rollout(shoal.make(name, num_envs=6), 100, seed=3)
-    for backend, kw in [("threads", dict(num_workers=2)), ("threads", dict(num_workers=3, num_buffers=2))]:
+    for backend, kw in [("threads", dict(num_workers=2)), ("threads", dict(num_workers=3, num_buffers=2)),
+                        ("processes", dict(num_workers=2, num_buffers=2))]:
         env = shoal.make(name, num_envs=6, backend=backend, **kw)
         got = rollout(env, 100, seed=3)
         env.close()

@@ -350,6 +350,7 @@ static PyObject* py_vec_reset(PyObject* self, PyObject* args) {
     memset(v->envs[0].rewards, 0, rows * sizeof(float));
     memset(v->envs[0].terminals, 0, rows);
     memset(v->envs[0].truncations, 0, rows);
+    memset(v->envs[0].final_observations, 0, rows * (size_t)v->obs_size * sizeof(OBS_TYPE));
     for (int i = 0; i < v->num_envs; i++) {
         Env* e = &v->envs[i];
         shoal_rng_seed(&e->rng, (uint64_t)seed, (uint64_t)(offset + i));

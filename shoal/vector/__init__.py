@@ -40,7 +40,14 @@ def make(name: str, num_envs: int = 1, *, seed: int | None = None, backend: str 
     if not isinstance(num_buffers, int) or num_buffers < 1:
         raise ValueError(f"num_buffers must be a positive integer, got {num_buffers!r}")
     if num_workers is None:
-        num_workers = 1 if backend == "serial" else max(1, min(os.cpu_count() or 1, num_envs))
+        cores = max(1, min(os.cpu_count() or 1, num_envs))
+        if backend == "serial":
+            num_workers = 1
+        elif backend == "threads":
+            num_workers = cores
+        else:  # each process owns whole envs of one buffer group
+            num_workers = max((w for w in range(num_buffers, cores + 1, num_buffers)
+                               if num_envs % w == 0), default=num_buffers)
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
     spec = get_spec(name)

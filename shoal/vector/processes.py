@@ -1,0 +1,640 @@
+"""The ``processes`` backend: worker processes step shards of envs in place in shared memory.
+
+Every buffer of the vector env (observations, actions, rewards, ...) lives in one block of
+shared memory created by the parent. Worker ``w`` owns a contiguous shard of
+``num_envs / num_workers`` envs and steps them directly in that block, so no observation or action
+is ever copied between processes: the parent only sends one byte ("step") and waits for one byte
+back ("done").
+
+Workers are grouped for double buffering: with ``num_buffers=2`` the first half of the workers
+steps buffer group 0 and the second half group 1. ``send`` signals that group's workers and returns
+at once; ``recv`` waits for them. So ``num_workers`` must divide ``num_envs`` and be a multiple of
+``num_buffers``.
+
+Workers are started with the ``spawn`` method (a fresh interpreter: safe when torch or threads are
+loaded in the parent). As with any spawning library, a script that creates a process env must keep
+its top-level code under ``if __name__ == "__main__":``.
+
+The shard protocol
+------------------
+A backend-independent *shard factory* says what a worker runs. It is any picklable object with:
+
+``describe() -> (name, single_observation_space, single_action_space, agents_per_env, action_dtype)``
+    Called in the parent, before any worker starts, to size the shared buffers; it should not
+    build envs where that can be avoided.
+
+``__call__(num_envs, env_offset, buffers) -> VecEnv``
+    Called in the worker: builds a vector env of ``num_envs`` envs over ``buffers`` (a
+    :class:`~shoal.vector.base.Buffers` of this shard's rows of the shared arrays) in which env
+    ``i`` is env ``env_offset + i`` of the whole vector (for C envs: it uses RNG stream
+    ``env_offset + i``, so every backend produces identical results).
+
+The worker drives the returned env only through its backend hooks, always on buffer group 0:
+``_reset(seed)``, ``_send(0)`` (the actions are already in the shared buffer; it must finish
+stepping before it returns), ``_log(0)``, ``_render(index, mode)`` and ``close()``.
+``_send(0)`` raising :class:`ValueError` means the actions were rejected *before any env of the
+shard moved* (the C binding's range check); the parent re-raises it as a ValueError and the env
+stays usable. Any other exception is fatal: the parent raises a RuntimeError holding the worker's
+traceback and closes the env. :func:`native_shard_factory` is the factory for shoal's C envs; a
+Python (Gymnasium/PettingZoo) factory plugs in the same way.
+
+Failure handling: the parent waits on the workers' pipes and on their process sentinels together,
+so a worker that dies (killed, segfault, ``os._exit``) raises a RuntimeError naming it, its pid and
+exit code instead of hanging. Workers ignore SIGINT (Ctrl-C is the parent's to handle), exit when
+the parent's end of their pipe closes or the parent process disappears, and the shared memory is
+unlinked by ``close()``, by garbage collection of the env, at interpreter exit, or (if the parent
+is killed) by multiprocessing's resource tracker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import re
+import select
+import signal
+import struct
+import time
+import traceback
+import weakref
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+from gymnasium import spaces
+
+from .base import Buffers, VecEnv, buffer_layout
+
+__all__ = ["NativeShardFactory", "ProcessVecEnv", "ShardFactory", "native_shard_factory"]
+
+# Messages on a worker's pipe: one tag byte, then (for the tags in _WITH_PAYLOAD) an 8-byte
+# length and a pickle. The per-step traffic is a single byte each way.
+_STEP = b"s"          # parent -> worker: step your shard (actions are in shared memory)
+_CALL = b"c"          # parent -> worker: (method, args) for reset / log / render
+_QUIT = b"q"          # parent -> worker: exit
+_OK = b"k"            # worker -> parent: done
+_RESULT = b"r"        # worker -> parent: the return value of a _CALL
+_REJECTED = b"v"      # worker -> parent: the shard rejected the actions (ValueError text)
+_FAILED = b"e"        # worker -> parent: (summary, traceback text) of an exception
+_WITH_PAYLOAD = frozenset((_CALL, _RESULT, _REJECTED, _FAILED))
+_LENGTH = struct.Struct("<Q")
+
+_PARENT_CHECK_MS = 1000   # how often an idle worker checks that its parent is still alive
+_QUIT_GRACE_S = 2.0       # how long close() waits for workers to exit before terminating them
+_ALIGN = 64               # byte alignment of each array in the shared block
+
+
+class ShardFactory(Protocol):
+    """What a worker process runs: see the module docstring for the contract."""
+
+    def describe(self) -> tuple[str, spaces.Space, spaces.Space, int, Any]: ...
+
+    def __call__(self, num_envs: int, env_offset: int, buffers: Buffers) -> VecEnv: ...
+
+
+class NativeShardFactory:
+    """Shard factory for a registered C env: a serial :class:`NativeVecEnv` per worker."""
+
+    def __init__(self, name: str, params: Mapping[str, Any]) -> None:
+        self.name = name
+        self.params = dict(params)
+
+    def describe(self) -> tuple[str, spaces.Space, spaces.Space, int, Any]:
+        from ..envs import get_spec
+
+        spec = get_spec(self.name)
+        return (spec.name, spec.observation_space(self.params), spec.action_space(self.params),
+                int(spec.agents_per_env(self.params)), spec.action_dtype)
+
+    def __call__(self, num_envs: int, env_offset: int, buffers: Buffers) -> VecEnv:
+        from ..envs import get_spec
+        from .native import NativeVecEnv
+
+        return NativeVecEnv(get_spec(self.name), self.params, num_envs, seed=0, buffers=buffers,
+                            env_offset=env_offset)
+
+    def __repr__(self) -> str:
+        return f"NativeShardFactory({self.name!r}, {self.params!r})"
+
+
+def native_shard_factory(name: str, params: Mapping[str, Any] | None = None) -> NativeShardFactory:
+    """The shard factory of C env ``name`` with ``params`` (validated against its spec)."""
+    from ..envs import get_spec
+
+    spec = get_spec(name)
+    return NativeShardFactory(spec.name, spec.resolve(params))
+
+
+# ---- shared memory ----
+
+class _SharedBlock(shared_memory.SharedMemory):
+    """A shared memory block whose close() tolerates numpy views that outlive it.
+
+    The caller may keep an observation array after close(); its mapping is then released with the
+    last such view, and close() only gives back the file descriptor.
+    """
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except BufferError:
+            fd = getattr(self, "_fd", -1)
+            if fd >= 0:
+                os.close(fd)
+                self._fd = -1
+
+    @classmethod
+    def attach_untracked(cls, name: str) -> "_SharedBlock":
+        """Attaches to the parent's block without telling the resource tracker.
+
+        A spawned worker shares its parent's resource tracker. The parent registered the block
+        when it created it and is the only one that unlinks it (or the tracker does, if the parent
+        is killed); a worker registering (or unregistering) the same name would only disturb that.
+        """
+        register = resource_tracker.register
+        resource_tracker.register = lambda name, rtype: None
+        try:
+            return cls(name=name)
+        finally:
+            resource_tracker.register = register
+
+
+def _block_size(layout: list[tuple[str, tuple[int, ...], np.dtype]]) -> int:
+    size = 0
+    for _, shape, dtype in layout:
+        size += -size % _ALIGN
+        size += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return max(size, 1)
+
+
+def _carve(layout: list[tuple[str, tuple[int, ...], np.dtype]], buf: memoryview) -> Buffers:
+    """Numpy views of each buffer of ``layout`` laid out one after another in ``buf``."""
+    arrays = {}
+    offset = 0
+    for name, shape, dtype in layout:
+        offset += -offset % _ALIGN
+        count = int(np.prod(shape, dtype=np.int64))
+        # frombuffer (unlike ndarray(buffer=...)) holds a buffer export, so the mapping cannot be
+        # closed under a live view: close() then fails with BufferError instead of leaving
+        # dangling arrays.
+        arrays[name] = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape)
+        offset += count * dtype.itemsize
+    return Buffers(**arrays)
+
+
+# ---- pipe messages (raw reads and writes on the Connection's descriptor: no framing overhead) ----
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("the other end of the pipe closed")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send_message(fd: int, tag: bytes, payload: Any = None) -> None:
+    if tag in _WITH_PAYLOAD:
+        data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_all(fd, tag + _LENGTH.pack(len(data)) + data)
+    else:
+        os.write(fd, tag)
+
+
+def _recv_message(fd: int) -> tuple[bytes, Any]:
+    tag = _read_exact(fd, 1)
+    if tag in _WITH_PAYLOAD:
+        (n,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size))
+        return tag, pickle.loads(_read_exact(fd, n))
+    return tag, None
+
+
+# ---- the worker process ----
+
+def _failure_payload(exc: BaseException) -> tuple[str, str]:
+    summary = f"{type(exc).__name__}: {exc}"
+    return summary, "".join(traceback.format_exception(exc))
+
+
+def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: int,
+                 agents_per_env: int, factory: ShardFactory, parent_pid: int) -> None:
+    """Entry point of a worker process: builds its shard, then serves the parent's requests."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd = conn.fileno()
+    block = vec = None
+    try:
+        try:
+            block = _SharedBlock.attach_untracked(shm_name)
+            shard = _carve(layout, block.buf).rows(env_lo * agents_per_env, env_hi * agents_per_env)
+            vec = factory(env_hi - env_lo, env_lo, shard)
+            del shard
+        except Exception as exc:
+            _send_message(fd, _FAILED, _failure_payload(exc))
+            return
+        _send_message(fd, _OK)
+        _serve(fd, vec, parent_pid)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the parent went away: nothing left to serve
+    finally:
+        if vec is not None:
+            try:
+                vec.close()
+            except Exception:
+                pass
+            vec = None
+        if block is not None:
+            block.close()
+
+
+def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render}
+    while True:
+        if not poller.poll(_PARENT_CHECK_MS):
+            # Idle: leave if the parent died without closing the pipe (e.g. it forked a child
+            # that still holds the parent's end).
+            if os.getppid() != parent_pid:
+                return
+            continue
+        tag, payload = _recv_message(fd)
+        if tag == _STEP:
+            try:
+                vec._send(0)
+            except ValueError as exc:
+                _send_message(fd, _REJECTED, str(exc))
+            except Exception as exc:
+                _send_message(fd, _FAILED, _failure_payload(exc))
+            else:
+                os.write(fd, _OK)
+        elif tag == _CALL:
+            method, args = payload
+            try:
+                result = calls[method](*args)
+            except Exception as exc:
+                _send_message(fd, _FAILED, _failure_payload(exc))
+            else:
+                _send_message(fd, _RESULT, result)
+        elif tag == _QUIT:
+            return
+        else:
+            raise RuntimeError(f"unknown message {tag!r} from the parent")
+
+
+# ---- the parent's side ----
+
+class _Workers:
+    """The processes, pipes and shared block of one ProcessVecEnv.
+
+    Kept apart from the env so that a finalizer can shut them down when the env is garbage
+    collected (or at interpreter exit) without keeping the env alive.
+    """
+
+    def __init__(self, block: _SharedBlock) -> None:
+        self.block = block
+        self.procs: list[Any] = []
+        self.conns: list[Any] = []
+        self.closed = False
+
+    def shutdown(self) -> None:
+        """Asks workers to quit, terminates the ones that do not, unlinks the block. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for conn in self.conns:
+            try:
+                os.write(conn.fileno(), _QUIT)
+            except OSError:
+                pass  # already gone
+        deadline = time.monotonic() + _QUIT_GRACE_S
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(0.5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(0.5)
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            try:
+                proc.close()
+            except ValueError:
+                pass  # still running after kill: leave it to the OS
+        try:
+            self.block.unlink()
+        except FileNotFoundError:
+            pass
+        self.block.close()
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return ""
+    try:
+        return f" ({signal.Signals(-exitcode).name})"
+    except ValueError:
+        return ""
+
+
+def _valid_worker_counts(num_envs: int, num_buffers: int) -> str:
+    counts = [w for w in range(num_buffers, min(num_envs, 256) + 1, num_buffers) if num_envs % w == 0]
+    return ", ".join(map(str, counts[:8])) or "none (make num_envs a multiple of num_buffers)"
+
+
+class ProcessVecEnv(VecEnv):
+    """Envs stepped by worker processes in shared memory (see the module docstring).
+
+    Args:
+        factory: a shard factory (:func:`native_shard_factory` for C envs).
+        num_envs: envs in all; each of the ``num_workers`` workers steps ``num_envs/num_workers``.
+        seed: seeds every env (env i uses stream i); None draws one at random.
+        num_workers: worker processes; must divide ``num_envs`` and be a multiple of
+            ``num_buffers``.
+        num_buffers: buffer groups for double buffering; each worker belongs to exactly one.
+    """
+
+    def __init__(self, factory: ShardFactory, num_envs: int, *, seed: int | None = None,
+                 num_workers: int = 1, num_buffers: int = 1) -> None:
+        for arg, value in (("num_envs", num_envs), ("num_workers", num_workers),
+                           ("num_buffers", num_buffers)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        num_envs, num_workers, num_buffers = int(num_envs), int(num_workers), int(num_buffers)
+        if num_workers % num_buffers:
+            raise ValueError(
+                f"num_workers={num_workers} must be a multiple of num_buffers={num_buffers}: each "
+                f"worker process belongs to exactly one buffer group. Valid num_workers for "
+                f"num_envs={num_envs}: {_valid_worker_counts(num_envs, num_buffers)}"
+            )
+        if num_envs % num_workers:
+            raise ValueError(
+                f"num_envs={num_envs} must be a multiple of num_workers={num_workers}: each worker "
+                f"process steps an equal shard of num_envs/num_workers envs. Valid num_workers "
+                f"for num_envs={num_envs} and num_buffers={num_buffers}: "
+                f"{_valid_worker_counts(num_envs, num_buffers)}"
+            )
+        name, obs_space, act_space, agents, act_dtype = factory.describe()
+        agents = int(agents)
+        layout = buffer_layout(num_envs * agents, obs_space, act_space, act_dtype)
+        block = _SharedBlock(create=True, size=_block_size(layout))
+        self._workers = workers = _Workers(block)
+        self._finalizer = weakref.finalize(self, workers.shutdown)
+        buffers = _carve(layout, block.buf)
+        buffers.masks[:] = True
+        self._setup(name=name, obs_space=obs_space, act_space=act_space, num_envs=num_envs,
+                    agents_per_env=agents, num_buffers=num_buffers, seed=seed, buffers=buffers)
+        self.factory = factory
+        self.num_workers = num_workers
+        self.shm_name = block.name
+        per_worker = num_envs // num_workers
+        #: [lo, hi) env range of each worker
+        self.worker_envs = [(w * per_worker, (w + 1) * per_worker) for w in range(num_workers)]
+        per_group = num_workers // num_buffers
+        self._group_workers = [list(range(g * per_group, (g + 1) * per_group))
+                               for g in range(num_buffers)]
+        self._awaiting = [False] * num_workers   # a step reply is due from this worker
+        self._stale = [0] * num_workers          # replies of interrupted calls to skip
+        try:
+            self._start(layout, agents)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers, in shard order."""
+        return [p.pid for p in self._workers.procs]
+
+    # ---- start-up ----
+
+    def _start(self, layout: list, agents: int) -> None:
+        ctx = mp.get_context("spawn")
+        workers = self._workers
+        for w, (lo, hi) in enumerate(self.worker_envs):
+            parent_end, child_end = ctx.Pipe(duplex=True)
+            proc = ctx.Process(
+                target=_worker_main, name=f"shoal-{self.name}-worker-{w}", daemon=True,
+                args=(child_end, self.shm_name, layout, lo, hi, agents, self.factory, os.getpid()))
+            workers.conns.append(parent_end)
+            try:
+                proc.start()
+            finally:
+                child_end.close()  # the worker holds it now: its exit closes the pipe
+            workers.procs.append(proc)
+        self._fds = [c.fileno() for c in workers.conns]
+        self._fd_worker = {fd: w for w, fd in enumerate(self._fds)}
+        self._sentinel_worker = {p.sentinel: w for w, p in enumerate(workers.procs)}
+        self._pollers = []
+        for group in self._group_workers:
+            poller = select.poll()
+            for w in group:
+                poller.register(self._fds[w], select.POLLIN)
+                poller.register(workers.procs[w].sentinel, select.POLLIN)
+            self._pollers.append(poller)
+        self._all_poller = select.poll()
+        for w in range(self.num_workers):
+            self._all_poller.register(self._fds[w], select.POLLIN)
+            self._all_poller.register(workers.procs[w].sentinel, select.POLLIN)
+        replies: dict[int, tuple[bytes, Any]] = {}
+        self._collect(list(range(self.num_workers)), "starting", self._all_poller, replies)
+        self._check_replies(replies, "starting")
+
+    # ---- talking to workers ----
+
+    def _describe(self, w: int) -> str:
+        lo, hi = self.worker_envs[w]
+        return f"worker {w} (pid {self._workers.procs[w].pid}, envs [{lo}, {hi}))"
+
+    def _fail(self, message: str) -> RuntimeError:
+        """Closes the env (terminating the other workers) and returns the error to raise."""
+        self.close()
+        return RuntimeError(message)
+
+    def _died(self, w: int, doing: str) -> RuntimeError:
+        proc = self._workers.procs[w]
+        desc = self._describe(w)
+        proc.join(1.0)
+        code = proc.exitcode
+        if code is None:
+            state = "closed its pipe but is still running"
+        else:
+            state = f"died with exit code {code}{_signal_name(code)}"
+        hint = ""
+        if doing == "starting":
+            hint = (" Its traceback, if any, is on stderr above; a script that makes process envs "
+                    "must keep its top-level code under `if __name__ == '__main__':`.")
+        return self._fail(f"{self.name}: {desc} {state} while {doing}; the env is closed.{hint}")
+
+    def _read(self, w: int, doing: str) -> tuple[bytes, Any]:
+        try:
+            while self._stale[w]:
+                tag, _ = _recv_message(self._fds[w])
+                self._stale[w] -= 1
+            return _recv_message(self._fds[w])
+        except (EOFError, OSError):
+            raise self._died(w, doing) from None
+
+    def _write(self, w: int, tag: bytes, payload: Any, doing: str) -> None:
+        try:
+            _send_message(self._fds[w], tag, payload)
+        except OSError:
+            raise self._died(w, doing) from None
+
+    def _collect(self, waiting: list[int], doing: str, poller: Any,
+                 replies: dict[int, tuple[bytes, Any]]) -> None:
+        """Reads one reply from each worker in ``waiting`` into ``replies``, watching their
+        liveness (pipe and process sentinel) while waiting. If interrupted, ``replies`` holds the
+        replies read so far."""
+        pending = set(waiting)
+        while pending:
+            events = poller.poll()
+            dead = []
+            for fd, _ in events:
+                w = self._fd_worker.get(fd)
+                if w is None:
+                    dead.append(self._sentinel_worker[fd])
+                elif w in pending:
+                    replies[w] = self._read(w, doing)
+                    pending.discard(w)
+            for w in dead:
+                if w in pending:
+                    raise self._died(w, doing)
+
+    def _collect_steps(self, waiting: list[int], poller: Any) -> dict[int, tuple[bytes, Any]]:
+        replies: dict[int, tuple[bytes, Any]] = {}
+        try:
+            self._collect(waiting, "stepping", poller, replies)
+        finally:
+            # Interrupted (e.g. KeyboardInterrupt): the workers not read yet stay awaited, and
+            # the next _recv() of their group reads their replies.
+            for w in replies:
+                self._awaiting[w] = False
+        return replies
+
+    def _check_replies(self, replies: dict[int, tuple[bytes, Any]], doing: str) -> None:
+        rejected = None
+        for w in sorted(replies):
+            tag, payload = replies[w]
+            if tag == _FAILED:
+                summary, tb = payload
+                raise self._fail(f"{self.name}: {self._describe(w)} raised while {doing}; the env "
+                                 f"is closed. {summary}\n\nWorker traceback:\n{tb}")
+            if tag == _REJECTED and rejected is None:
+                rejected = (w, payload)
+            elif tag not in (_OK, _RESULT, _REJECTED):
+                raise self._fail(f"{self.name}: {self._describe(w)} sent an unexpected reply "
+                                 f"{tag!r} while {doing}; the env is closed")
+        if rejected is not None:
+            w, message = rejected
+            first_agent = self.worker_envs[w][0] * self.agents_per_env
+            # The binding counts agents within the worker's shard; name the row of the whole env.
+            message = re.sub(r"for agent (\d+)",
+                             lambda m: f"for agent {int(m.group(1)) + first_agent}", message)
+            raise ValueError(message)
+
+    def _call(self, workers: list[int], method: str, *args: Any) -> dict[int, Any]:
+        doing = f"running {method}()"
+        for w in workers:
+            self._write(w, _CALL, (method, args), doing)
+        poller = self._all_poller if len(workers) == self.num_workers else None
+        if poller is None:
+            poller = select.poll()
+            for w in workers:
+                poller.register(self._fds[w], select.POLLIN)
+                poller.register(self._workers.procs[w].sentinel, select.POLLIN)
+        replies: dict[int, tuple[bytes, Any]] = {}
+        try:
+            self._collect(workers, doing, poller, replies)
+        finally:
+            if not self._closed:
+                for w in workers:
+                    if w not in replies:  # interrupted: skip this reply when it comes
+                        self._stale[w] += 1
+        self._check_replies(replies, doing)
+        return {w: payload for w, (_, payload) in replies.items()}
+
+    # ---- backend hooks ----
+
+    def _reset(self, seed: int) -> None:
+        self._call(list(range(self.num_workers)), "reset", seed)
+
+    def _send(self, group: int) -> None:
+        for w in self._group_workers[group]:
+            try:
+                os.write(self._fds[w], _STEP)
+            except OSError:
+                raise self._died(w, "stepping") from None
+            self._awaiting[w] = True
+
+    def _step_all(self) -> None:
+        # Every worker at once, waited for with one poll over all of them.
+        for g in range(self.num_buffers):
+            self._stepping[g] = True  # until collected: reset() then waits for the replies
+        for w in range(self.num_workers):
+            try:
+                os.write(self._fds[w], _STEP)
+            except OSError:
+                raise self._died(w, "stepping") from None
+            self._awaiting[w] = True
+        replies = self._collect_steps(list(range(self.num_workers)), self._all_poller)
+        for g in range(self.num_buffers):
+            self._stepping[g] = False
+        if any(tag != _OK for tag, _ in replies.values()):
+            self._check_replies(replies, "stepping")
+
+    def _recv(self, group: int) -> None:
+        waiting = [w for w in self._group_workers[group] if self._awaiting[w]]
+        if not waiting:
+            return
+        replies = self._collect_steps(waiting, self._pollers[group])
+        if any(tag != _OK for tag, _ in replies.values()):
+            self._stepping[group] = False
+            if any(tag == _REJECTED for tag, _ in replies.values()):
+                # Rejected actions leave the env usable: settle the other groups in flight too,
+                # so that step() can be called again.
+                for g in range(self.num_buffers):
+                    if g != group and self._stepping[g]:
+                        self._recv(g)
+                        self._stepping[g] = False
+            self._check_replies(replies, "stepping")
+
+    def _log(self, group: int) -> dict[str, float]:
+        total: dict[str, float] = {}
+        n_total = 0.0
+        for stats in self._call(self._group_workers[group], "log").values():
+            n = float(stats.pop("n", 0.0))
+            if n <= 0:
+                continue
+            for k, v in stats.items():
+                total[k] = total.get(k, 0.0) + v * n
+            n_total += n
+        if n_total == 0:
+            return {}
+        out = {k: v / n_total for k, v in total.items()}
+        out["n"] = n_total
+        return out
+
+    def _render(self, index: int, mode: str) -> Any:
+        w = index // (self.num_envs // self.num_workers)
+        group = w // (self.num_workers // self.num_buffers)
+        if self._stepping[group]:
+            self._recv(group)  # the frame must show the finished step, not a half-written one
+            self._stepping[group] = False
+        return self._call([w], "render", index - self.worker_envs[w][0], mode)[w]
+
+    def _close(self) -> None:
+        self._workers.shutdown()
+        self._finalizer.detach()

@@ -103,6 +103,9 @@ class VecEnv:
 
     single_observation_space: spaces.Space
     single_action_space: spaces.Space
+    #: whether step()/send() range-check actions in Python before any env steps (set by backends
+    #: whose envs would otherwise reject a batch after part of it has stepped)
+    check_actions_before_send: bool = False
 
     def _setup(self, *, name: str, obs_space: spaces.Space, act_space: spaces.Space,
                num_envs: int, agents_per_env: int, num_buffers: int, seed: int | None,
@@ -127,7 +130,9 @@ class VecEnv:
         self.env_groups = split_evenly(num_envs, num_buffers)
         self.agent_groups = [slice(lo * agents_per_env, hi * agents_per_env) for lo, hi in self.env_groups]
         self._act_shape = action_shape(act_space)
-        self._act_discrete = action_nvec(act_space) is not None
+        nvec = action_nvec(act_space)
+        self._act_discrete = nvec is not None
+        self._act_nvec = None if nvec is None else np.array(nvec, dtype=np.int64)
         # Persistent results, one per group: recv() returns the same tuple of views every time.
         self._results = []
         for rows in self.agent_groups:
@@ -287,6 +292,26 @@ class VecEnv:
                 f"pass actions.astype(np.float32)"
             )
         np.copyto(dest, a, casting="unsafe")
+        if self.check_actions_before_send:
+            self._check_action_values(dest, rows.start)
+
+    def _check_action_values(self, acts: np.ndarray, first_row: int) -> None:
+        """Range/finiteness check in Python, for backends whose envs check too late to refuse
+        the whole batch (a process worker has stepped its shard before another rejects)."""
+        flat = acts.reshape(len(acts), -1)
+        if self._act_nvec is not None:
+            bad = (flat < 0) | (flat >= self._act_nvec)
+            if bad.any():
+                row, dim = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"action {flat[row, dim]} for agent {first_row + row} (dimension {dim}) is outside "
+                    f"the action space: it must be an integer in [0, {self._act_nvec[dim]})")
+        else:
+            bad = ~np.isfinite(flat)
+            if bad.any():
+                row, dim = np.argwhere(bad)[0]
+                raise ValueError(f"action for agent {first_row + row} (dimension {dim}) is not "
+                                 f"finite (NaN or inf): check the policy's outputs")
 
     # ---- backend hooks ----
 

@@ -366,6 +366,8 @@ class ProcessVecEnv(VecEnv):
         num_buffers: buffer groups for double buffering; each worker belongs to exactly one.
     """
 
+    check_actions_before_send = True  # a group's workers must accept or refuse its batch as one
+
     def __init__(self, factory: ShardFactory, num_envs: int, *, seed: int | None = None,
                  num_workers: int = 1, num_buffers: int = 1) -> None:
         for arg, value in (("num_envs", num_envs), ("num_workers", num_workers),

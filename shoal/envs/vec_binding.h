@@ -126,6 +126,22 @@ static int shoal_check_actions(ShoalVec* v, int lo, int hi) {
     const ACT_TYPE* a = v->envs[0].actions;
     size_t start = (size_t)lo * v->agents_per_env * v->act_size;
     size_t end = (size_t)hi * v->agents_per_env * v->act_size;
+    /* Fast pass without division or formatting (it vectorises); the loop below runs only to name
+     * the bad entry. */
+    int all_ok = 1;
+    if (v->nvec == NULL) {
+        for (size_t k = start; k < end; k++) {
+            float x = (float)a[k];
+            all_ok &= (x - x) == 0.0f; /* false for NaN and inf */
+        }
+    } else if (v->act_size == 1) {
+        const ACT_TYPE n = (ACT_TYPE)v->nvec[0];
+        for (size_t k = start; k < end; k++)
+            all_ok &= a[k] >= 0 && a[k] < n && a[k] == (ACT_TYPE)(int32_t)a[k];
+    } else {
+        all_ok = 0;
+    }
+    if (all_ok) return 0;
     for (size_t k = start; k < end; k++) {
         int d = (int)(k % (size_t)v->act_size);
         double x = (double)a[k];

@@ -76,7 +76,8 @@ static inline int shoal_clampi(int x, int lo, int hi) {
 
 /* Fills an RGB frame (h*w*3 bytes) with one colour. */
 static inline void shoal_fill_rgb(uint8_t* rgb, int h, int w, uint8_t r, uint8_t g, uint8_t b) {
-    for (int i = 0; i < h * w; i++) {
+    size_t pixels = (size_t)h * (size_t)w;
+    for (size_t i = 0; i < pixels; i++) {
         rgb[3 * i] = r;
         rgb[3 * i + 1] = g;
         rgb[3 * i + 2] = b;
@@ -89,7 +90,7 @@ static inline void shoal_rect_rgb(uint8_t* rgb, int h, int w, int y, int x, int 
     int y0 = shoal_clampi(y, 0, h), y1 = shoal_clampi(y + rh, 0, h);
     int x0 = shoal_clampi(x, 0, w), x1 = shoal_clampi(x + rw, 0, w);
     for (int yy = y0; yy < y1; yy++) {
-        uint8_t* row = rgb + 3 * (yy * w);
+        uint8_t* row = rgb + 3 * ((size_t)yy * (size_t)w);
         for (int xx = x0; xx < x1; xx++) {
             row[3 * xx] = r;
             row[3 * xx + 1] = g;

@@ -573,6 +573,11 @@ static PyObject* py_vec_render_rgb(PyObject* self, PyObject* args) {
     Env* e = shoal_env_at(args, NULL);
     if (!e) return NULL;
     int h = RENDER_HEIGHT(e), w = RENDER_WIDTH(e);
+    if (h < 1 || w < 1 || (long long)h * w > (1LL << 26)) {
+        PyErr_Format(PyExc_ValueError, "this env's frame would be %d x %d pixels: too large to render "
+                     "(use render(mode=\"ansi\") or smaller parameters)", h, w);
+        return NULL;
+    }
     PyObject* bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h * w * 3);
     if (!bytes) return NULL;
     uint8_t* rgb = (uint8_t*)PyBytes_AS_STRING(bytes);

@@ -10,7 +10,8 @@ from gymnasium import spaces
 import shoal
 from shoal.envs import get_spec, list_envs
 
-AGENT_STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+LONG_RUN = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000  # agent-steps at default params
+AGENT_STEPS = 100_000  # agent-steps for each extreme-parameter and backend run
 
 
 def actions_for(space, n, rng):
@@ -38,7 +39,22 @@ def param_sets(spec):
             yield {key: value}
 
 
+def long_run(name, rng):
+    """LONG_RUN random agent-steps at default parameters: no fault, no NaN, obs in bounds."""
+    env = shoal.make(name, num_envs=256, seed=int(rng.integers(1 << 30)))
+    env.reset()
+    cache = [actions_for(env.single_action_space, env.num_agents, rng) for _ in range(16)]
+    space = env.single_observation_space
+    for t in range(max(1, LONG_RUN // env.num_agents)):
+        obs, rew, _, _, _ = env.step(cache[t % 16])
+        if t % 64 == 0:
+            if not (np.isfinite(rew).all() and (obs >= space.low).all() and (obs <= space.high).all()):
+                raise AssertionError(f"{name}: NaN reward or observation out of bounds at step {t}")
+    env.close()
+
+
 def fuzz(name, rng):
+    long_run(name, rng)
     spec = get_spec(name)
     for params in param_sets(spec):
         try:

@@ -7,8 +7,8 @@
 #define ACT_TYPE int32_t
 #define OBS_SIZE(env) ((env)->view * (env)->view)
 #define NUM_AGENTS(env) ((env)->num_agents)
-#define RENDER_HEIGHT(env) ((env)->size * FORAGE_CELL_PX)
-#define RENDER_WIDTH(env) ((env)->size * FORAGE_CELL_PX)
+#define RENDER_HEIGHT(env) ((env)->size * FORAGE_CELL_PX(env))
+#define RENDER_WIDTH(env) ((env)->size * FORAGE_CELL_PX(env))
 #define c_reset forage_reset
 #define c_step forage_step
 #define c_close forage_close

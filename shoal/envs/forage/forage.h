@@ -191,15 +191,16 @@ static int forage_render_text(Forage* env, char* buf, int cap) {
     return len;
 }
 
-#define FORAGE_CELL_PX 8
+/* Pixels per cell: 8, shrinking for large grids so the frame stays near 2048 px or less. */
+#define FORAGE_CELL_PX(env) ((env)->size <= 256 ? 8 : ((env)->size <= 1024 ? 2 : 1))
 static void forage_render_rgb(Forage* env, uint8_t* rgb) {
-    int px = FORAGE_CELL_PX, side = env->size * px;
+    int px = FORAGE_CELL_PX(env), side = env->size * px;
     shoal_fill_rgb(rgb, side, side, 20, 20, 30);
     for (int row = 0; row < env->size; row++)
         for (int col = 0; col < env->size; col++) {
             uint8_t c = env->grid[forage_cell(env, row, col)];
-            if (c == FORAGE_FOOD) shoal_rect_rgb(rgb, side, side, row * px + 2, col * px + 2, px - 4, px - 4, 40, 200, 80);
-            if (c == FORAGE_AGENT) shoal_rect_rgb(rgb, side, side, row * px + 1, col * px + 1, px - 2, px - 2, 230, 200, 40);
+            if (c == FORAGE_FOOD) shoal_rect_rgb(rgb, side, side, row * px + px / 4, col * px + px / 4, px - px / 2 > 0 ? px - px / 2 : 1, px - px / 2 > 0 ? px - px / 2 : 1, 40, 200, 80);
+            if (c == FORAGE_AGENT) shoal_rect_rgb(rgb, side, side, row * px + px / 8, col * px + px / 8, px - px / 4, px - px / 4, 230, 200, 40);
         }
 }
 

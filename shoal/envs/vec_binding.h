@@ -15,6 +15,9 @@
  *   static int  c_render_text(Env* env, char* buf, int cap);   returns the length written
  *   static void c_render_rgb(Env* env, uint8_t* rgb);          RENDER_HEIGHT x RENDER_WIDTH x 3
  *   optional: #define HAS_STATE and static PyObject* my_state(Env* env)   (a dict, for tests)
+ *   optional: #define ENV_HEAP(X) X(field, count) ...   every array the env mallocs, with its
+ *             element count as an expression of `env`; snapshots (vec_save/vec_load) copy the
+ *             struct and these arrays, so an env with heap memory must list all of it here
  *
  * The module it builds is called "_c" and holds a vector of envs over caller-owned buffers, plus a
  * small pthread pool so that shards of that vector step on worker threads while Python (holding
@@ -598,6 +601,115 @@ static PyObject* py_vec_state(PyObject* self, PyObject* args) {
 #endif
 }
 
+/* ---- snapshots: the whole state of every env, for exact resume ----
+ * A snapshot is each env's struct bytes followed by the contents of its ENV_HEAP arrays. Loading
+ * copies the struct back but keeps this process's pointers (buffer rows and heap arrays), so a
+ * snapshot taken in one process restores in another with the same parameters. */
+
+static size_t shoal_snapshot_size(Env* env) {
+    size_t n = sizeof(Env);
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_SIZE(field, count) n += sizeof(*env->field) * (size_t)(count);
+    ENV_HEAP(SHOAL_HEAP_SIZE)
+#undef SHOAL_HEAP_SIZE
+#endif
+    (void)env;
+    return n;
+}
+
+static void shoal_snapshot_save(Env* env, char* out) {
+    memcpy(out, env, sizeof(Env));
+    out += sizeof(Env);
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_SAVE(field, count)                                   \
+    memcpy(out, env->field, sizeof(*env->field) * (size_t)(count));    \
+    out += sizeof(*env->field) * (size_t)(count);
+    ENV_HEAP(SHOAL_HEAP_SAVE)
+#undef SHOAL_HEAP_SAVE
+#endif
+    (void)out;
+}
+
+static void shoal_snapshot_load(Env* env, const char* in) {
+    Env keep = *env;
+    memcpy(env, in, sizeof(Env));
+    in += sizeof(Env);
+    env->observations = keep.observations;
+    env->final_observations = keep.final_observations;
+    env->actions = keep.actions;
+    env->rewards = keep.rewards;
+    env->terminals = keep.terminals;
+    env->truncations = keep.truncations;
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_LOAD(field, count)                                   \
+    env->field = keep.field;                                           \
+    memcpy(env->field, in, sizeof(*env->field) * (size_t)(count));     \
+    in += sizeof(*env->field) * (size_t)(count);
+    ENV_HEAP(SHOAL_HEAP_LOAD)
+#undef SHOAL_HEAP_LOAD
+#endif
+    (void)in;
+}
+
+static int shoal_idle(ShoalVec* v) {
+    for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
+        if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
+            PyErr_SetString(PyExc_RuntimeError, "envs are stepping: recv() them before a snapshot");
+            return 0;
+        }
+    return 1;
+}
+
+/* vec_save(capsule) -> bytes: a snapshot of every env. */
+static PyObject* py_vec_save(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject* capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    ShoalVec* v = shoal_get(capsule);
+    if (!v || !shoal_idle(v)) return NULL;
+    size_t total = 0;
+    for (int i = 0; i < v->num_envs; i++) total += shoal_snapshot_size(&v->envs[i]);
+    PyObject* bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!bytes) return NULL;
+    char* out = PyBytes_AS_STRING(bytes);
+    for (int i = 0; i < v->num_envs; i++) {
+        shoal_snapshot_save(&v->envs[i], out);
+        out += shoal_snapshot_size(&v->envs[i]);
+    }
+    return bytes;
+}
+
+/* vec_load(capsule, bytes_like): restores a snapshot taken with the same env count and params. */
+static PyObject* py_vec_load(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject* capsule;
+    Py_buffer snap;
+    if (!PyArg_ParseTuple(args, "Oy*", &capsule, &snap)) return NULL;
+    ShoalVec* v = shoal_get(capsule);
+    if (!v || !shoal_idle(v)) {
+        PyBuffer_Release(&snap);
+        return NULL;
+    }
+    size_t total = 0;
+    for (int i = 0; i < v->num_envs; i++) total += shoal_snapshot_size(&v->envs[i]);
+    if ((size_t)snap.len != total) {
+        PyErr_Format(PyExc_ValueError,
+                     "env snapshot holds %zd bytes but these %d envs need %zu: it was taken with "
+                     "another env count, other parameters or another build",
+                     snap.len, v->num_envs, total);
+        PyBuffer_Release(&snap);
+        return NULL;
+    }
+    const char* in = (const char*)snap.buf;
+    for (int i = 0; i < v->num_envs; i++) {
+        size_t n = shoal_snapshot_size(&v->envs[i]);
+        shoal_snapshot_load(&v->envs[i], in);
+        in += n;
+    }
+    PyBuffer_Release(&snap);
+    Py_RETURN_NONE;
+}
+
 static PyObject* py_vec_close(PyObject* self, PyObject* args) {
     (void)self;
     PyObject* capsule;
@@ -618,6 +730,8 @@ static PyMethodDef shoal_methods[] = {
     {"vec_render_text", py_vec_render_text, METH_VARARGS, "vec_render_text(h, i) -> str"},
     {"vec_render_rgb", py_vec_render_rgb, METH_VARARGS, "vec_render_rgb(h, i) -> (bytes, h, w)"},
     {"vec_state", py_vec_state, METH_VARARGS, "vec_state(h, i) -> dict of internal state"},
+    {"vec_save", py_vec_save, METH_VARARGS, "vec_save(h) -> bytes: snapshot of every env."},
+    {"vec_load", py_vec_load, METH_VARARGS, "vec_load(h, snapshot): restore a vec_save snapshot."},
     {"vec_close", py_vec_close, METH_VARARGS, "vec_close(h): stop threads, free envs."},
     {NULL, NULL, 0, NULL},
 };

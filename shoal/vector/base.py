@@ -213,6 +213,42 @@ class VecEnv:
         out["n"] = n_total
         return out
 
+    def save_state(self) -> dict[str, np.ndarray]:
+        """A snapshot of every env and buffer, for exact resume (arrays only: checkpoint-safe).
+
+        Waits for any group still stepping; a group handed out by recv() keeps its place, so take
+        snapshots between full steps or at the same point of the recv()/send() cycle.
+        """
+        self._check_ready()
+        if self._held is not None or any(self._stepping):
+            raise RuntimeError("save_state() in the middle of a recv()/send() cycle: call it "
+                               "after step(), or before the first recv() of a cycle")
+        state = {f"buffer.{f}": getattr(self, f).copy() for f in Buffers.FIELDS}
+        state.update(self._save_state())
+        state["resets"] = np.array(self._resets, dtype=np.int64)
+        state["seed"] = np.array(self.seed, dtype=np.uint64)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`save_state` output into envs made with the same name, count and params."""
+        self._check_open()
+        self._drain()
+        missing = [f for f in Buffers.FIELDS if f"buffer.{f}" not in state]
+        if missing:
+            raise ValueError(f"not an env snapshot: missing {', '.join(missing)}")
+        for f in Buffers.FIELDS:
+            src, dst = np.asarray(state[f"buffer.{f}"]), getattr(self, f)
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise ValueError(f"env snapshot's {f} is {src.dtype}{list(src.shape)} but this env "
+                                 f"has {dst.dtype}{list(dst.shape)}: make the env with the same "
+                                 f"num_envs and parameters as the run that saved it")
+        self._load_state(state)
+        for f in Buffers.FIELDS:
+            getattr(self, f)[...] = np.asarray(state[f"buffer.{f}"])
+        self._resets = int(state["resets"])
+        self.seed = int(state["seed"])
+        self._next, self._held, self._ready = 0, None, True
+
     def render(self, mode: str = "rgb_array", index: int = 0) -> Any:
         """Env ``index`` as an RGB frame (``mode="rgb_array"``, HxWx3 uint8) or text (``"ansi"``)."""
         self._check_open()
@@ -338,6 +374,12 @@ class VecEnv:
 
     def _render(self, index: int, mode: str) -> Any:
         raise NotImplementedError
+
+    def _save_state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} cannot snapshot its envs")
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot snapshot its envs")
 
     def _close(self) -> None:
         raise NotImplementedError

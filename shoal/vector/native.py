@@ -7,6 +7,7 @@ caller's policy runs on one group while the other steps.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -82,6 +83,23 @@ class NativeVecEnv(VecEnv):
             return self._c.vec_render_text(self._h, index)
         data, h, w = self._c.vec_render_rgb(self._h, index)
         return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3).copy()
+
+    def _save_state(self) -> dict[str, np.ndarray]:
+        params = json.dumps({"env": self.name, **self.params}, sort_keys=True).encode()
+        return {"c_envs": np.frombuffer(self._c.vec_save(self._h), dtype=np.uint8).copy(),
+                "c_params": np.frombuffer(params, dtype=np.uint8).copy()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if "c_envs" not in state or "c_params" not in state:
+            raise ValueError("not a snapshot of C envs (no 'c_envs'/'c_params' entries)")
+        saved = json.loads(np.asarray(state["c_params"], dtype=np.uint8).tobytes())
+        mine = {"env": self.name, **self.params}
+        if saved != mine:
+            diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
+                    if saved.get(k) != mine.get(k)}
+            raise ValueError(f"env snapshot was taken with other env parameters (saved, here): "
+                             f"{diff}; make the env with the saved parameters")
+        self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
 
     def _close(self) -> None:
         if self._h is not None:

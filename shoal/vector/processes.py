@@ -259,7 +259,8 @@ def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: in
 def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render}
+    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render,
+             "save": vec._save_state, "load": vec._load_state}
     while True:
         if not poller.poll(_PARENT_CHECK_MS):
             # Idle: leave if the parent died without closing the pipe (e.g. it forked a child
@@ -636,6 +637,19 @@ class ProcessVecEnv(VecEnv):
             self._recv(group)  # the frame must show the finished step, not a half-written one
             self._stepping[group] = False
         return self._call([w], "render", index - self.worker_envs[w][0], mode)[w]
+
+    def _save_state(self) -> dict[str, np.ndarray]:
+        shards = self._call(list(range(self.num_workers)), "save")
+        return {f"worker{w}.{k}": v for w, state in shards.items() for k, v in state.items()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        saved = {k.split(".", 1)[0] for k in state if k.startswith("worker")}
+        if saved != {f"worker{w}" for w in range(self.num_workers)}:
+            raise ValueError(f"env snapshot was taken with {len(saved)} worker processes but this env "
+                             f"has {self.num_workers}: use the same num_workers")
+        for w in range(self.num_workers):
+            prefix = f"worker{w}."
+            self._call([w], "load", {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     def _close(self) -> None:
         self._workers.shutdown()

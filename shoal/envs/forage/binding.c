@@ -15,6 +15,12 @@
 #define c_render_text forage_render_text
 #define c_render_rgb forage_render_rgb
 
+/* Heap arrays, for snapshots. */
+#define ENV_HEAP(X)                                     \
+    X(grid, (size_t)env->stride * (size_t)env->stride)  \
+    X(agent_cell, env->num_agents)                      \
+    X(order, env->num_agents)
+
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 
 static int my_init(Env* env, PyObject* params) {

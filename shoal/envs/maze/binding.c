@@ -33,6 +33,12 @@ static int my_init(Env* env, PyObject* params) {
     return 0;
 }
 
+/* Heap arrays, for snapshots: the padded grid and the generator's buffers. */
+#define ENV_HEAP(X)                                         \
+    X(cells, (size_t)env->stride * (size_t)env->stride)     \
+    X(stack, (size_t)env->lattice * (size_t)env->lattice)   \
+    X(open, (size_t)2 * env->lattice * env->lattice)
+
 #define HAS_STATE
 /* grid: size*size bytes, row-major (0 open, 1 wall, 2 goal); agent, goal: (row, col). */
 static PyObject* my_state(Env* env) {

@@ -68,6 +68,8 @@ def fuzz(name, rng):
         env.render()
         env.render(mode="ansi")
         env.log()
+        env.load_state(env.save_state())
+        env.step(actions_for(env.single_action_space, env.num_agents, rng))
         env.close()
     for backend, kw in (("serial", {}), ("threads", dict(num_workers=2, num_buffers=2))):
         env = shoal.make(name, num_envs=8, seed=1, backend=backend, **kw)

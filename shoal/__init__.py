@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["make", "list_envs", "__version__"]
+__all__ = ["make", "list_envs", "train", "__version__"]
 
 
 def make(name: str, num_envs: int = 1, **kwargs: Any):
@@ -28,3 +28,18 @@ def list_envs() -> list[str]:
     from .envs import list_envs as _list
 
     return _list()
+
+
+def train(env: Any, **overrides: Any) -> dict:
+    """Trains a policy on ``env`` (an env name or a built vector env); returns the summary dict
+    (env, agent_steps, wall_seconds, sps, score, episodes, run_dir, ...).
+
+    Overrides are flat ``section_key=value`` keywords mirroring ``shoal train``'s flags:
+    ``shoal.train("maze", env_size=15, train_total_steps=2_000_000, policy_name="lstm")`` is
+    ``shoal train maze --env.size 15 --train.total-steps 2000000 --policy.name lstm``. Also
+    ``config="file.toml"``, ``resume="runs/<run>"``, ``policy=<nn.Module or factory>`` and
+    ``callback=fn(trainer, metrics)``; see :func:`shoal.trainer.ppo.train`. Needs torch.
+    """
+    from .trainer.ppo import train as _train
+
+    return _train(env, **overrides)

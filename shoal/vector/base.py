@@ -216,17 +216,20 @@ class VecEnv:
     def save_state(self) -> dict[str, np.ndarray]:
         """A snapshot of every env and buffer, for exact resume (arrays only: checkpoint-safe).
 
-        Waits for any group still stepping; a group handed out by recv() keeps its place, so take
-        snapshots between full steps or at the same point of the recv()/send() cycle.
+        Groups still stepping are waited for first (their results stay in the buffers for the
+        next recv(), here and after load_state()); a group handed out by recv() and not yet
+        sent cannot be snapshotted, since its actions are not known.
         """
         self._check_ready()
-        if self._held is not None or any(self._stepping):
-            raise RuntimeError("save_state() in the middle of a recv()/send() cycle: call it "
-                               "after step(), or before the first recv() of a cycle")
+        if self._held is not None:
+            raise RuntimeError("save_state() between recv() and send(): send() the actions of "
+                               "the group recv() returned first")
+        self._drain()
         state = {f"buffer.{f}": getattr(self, f).copy() for f in Buffers.FIELDS}
         state.update(self._save_state())
         state["resets"] = np.array(self._resets, dtype=np.int64)
         state["seed"] = np.array(self.seed, dtype=np.uint64)
+        state["next_group"] = np.array(self._next, dtype=np.int64)
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -247,7 +250,8 @@ class VecEnv:
             getattr(self, f)[...] = np.asarray(state[f"buffer.{f}"])
         self._resets = int(state["resets"])
         self.seed = int(state["seed"])
-        self._next, self._held, self._ready = 0, None, True
+        self._next = int(state.get("next_group", 0)) % self.num_buffers
+        self._held, self._ready = None, True
 
     def render(self, mode: str = "rgb_array", index: int = 0) -> Any:
         """Env ``index`` as an RGB frame (``mode="rgb_array"``, HxWx3 uint8) or text (``"ansi"``)."""

@@ -1,0 +1,140 @@
+"""Checkpoints: written atomically, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint is one ``.pt`` file holding a dict of tensors and plain Python values only (so the
+safe loader can read it): the model and optimizer state, the config, the global step and epoch,
+every RNG state, the sampler's state, the rollout carry (the first step of the next epoch, which
+the pre-update policy already took) and, when the env can snapshot itself, the env state. See
+:mod:`shoal.trainer.ppo` for what "exact resume" covers.
+
+Writes go to a temporary file in the same directory, are fsynced, then ``os.replace``-d over the
+target, so a crash mid-write never leaves a truncated checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointError", "FORMAT", "save_checkpoint", "load_checkpoint", "list_checkpoints",
+           "latest_checkpoint", "prune_checkpoints", "checkpoint_path"]
+
+FORMAT = 1
+KIND = "shoal-checkpoint"
+_NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or does not fit the env/policy it is loaded into."""
+
+
+def checkpoint_path(run_dir: str, epoch: int) -> str:
+    """``<run_dir>/checkpoints/checkpoint_<epoch>.pt``."""
+    return os.path.join(run_dir, "checkpoints", f"checkpoint_{epoch:07d}.pt")
+
+
+def atomic_write_bytes(path: str, write: Any) -> None:
+    """Calls ``write(fileobj)`` on a temp file next to ``path``, fsyncs, then renames it over
+    ``path`` (and fsyncs the directory so the rename itself is durable)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # os.open with 0o666 lets the umask decide the permissions, as for any new file
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(4)}-"
+                                  f"{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes a text file atomically (same procedure as checkpoints)."""
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def save_checkpoint(path: str, payload: dict[str, Any]) -> str:
+    """Writes ``payload`` (tensors and plain values) to ``path`` atomically; returns ``path``."""
+    payload = dict(payload, format=FORMAT, kind=KIND)
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    return path
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Reads a checkpoint with the safe loader; any problem raises :class:`CheckpointError`
+    saying what is wrong with which file."""
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path} holds no checkpoints (looked for "
+                                  f"checkpoints/checkpoint_*.pt): pass a run directory of "
+                                  f"`shoal train` or a .pt file")
+        path = found
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated/garbage files
+        raise CheckpointError(
+            f"checkpoint {path!r} could not be read ({type(exc).__name__}): it is corrupt, "
+            f"truncated or not a shoal checkpoint. Use an earlier checkpoint from the same run "
+            f"directory (checkpoints/).") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise CheckpointError(f"{path!r} is not a shoal checkpoint (no 'kind': '{KIND}' entry)")
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} has checkpoint format {data.get('format')!r}; this "
+                              f"version of shoal reads format {FORMAT}")
+    for key in ("config", "model"):
+        if key not in data:
+            raise CheckpointError(f"{path!r} is incomplete: it has no '{key}' entry")
+    data["path"] = path
+    return data
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    """Checkpoint files of a run directory, oldest first (by epoch number)."""
+    directory = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        m = _NAME.match(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(directory, name)))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """The newest checkpoint of a run directory, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(run_dir: str, keep: int) -> None:
+    """Deletes all but the ``keep`` newest checkpoints."""
+    for path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,485 @@
+"""The trainer's configuration: typed sections with defaults, TOML files and override parsing.
+
+A :class:`Config` has four sections, each a dataclass: ``env`` (:class:`EnvConfig`), ``train``
+(:class:`TrainConfig`), ``policy`` (:class:`PolicyConfig`) and ``log`` (:class:`LogConfig`).
+Every key has a type, a default and a one-line meaning (the field's ``help`` metadata), which
+``shoal train --help`` prints.
+
+Where values come from, later ones winning:
+
+1. the dataclass defaults (``configs/default.toml`` holds the same values, for reading);
+2. ``configs/<env>.toml`` shipped in the package (per-env tuning, e.g. breakout's num_envs);
+3. a user's TOML file (``--config FILE.toml`` / ``config=`` in :func:`shoal.train`);
+4. single overrides (``--train.learning-rate 0.01`` / ``train_learning_rate=0.01``).
+
+The env's own parameters (a maze's size, ...) live in the ``[env]`` table next to the generic
+keys and are checked against the env's spec; an unknown key anywhere is an error naming the
+closest known keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "Config", "ConfigError", "EnvConfig", "LogConfig", "PolicyConfig", "TrainConfig",
+    "SECTIONS", "build_config", "default_config", "env_defaults_path", "load_toml", "to_toml",
+]
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config; the message names the problem and the fix."""
+
+
+def _f(default: Any, help: str, choices: tuple[Any, ...] | None = None, low: float | None = None,
+       high: float | None = None) -> Any:
+    """A dataclass field carrying its meaning and allowed values for --help and validation."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class EnvConfig:
+    """Which env to train on and how to vectorise it; the env's own parameters sit here too."""
+
+    name: str = _f("", "registered env to train on (`shoal envs` lists them)")
+    num_envs: int = _f(256, "env copies stepped together; batch = num_envs x agents x horizon",
+                       low=1)
+    backend: str = _f("serial", "vectorisation backend",
+                      choices=("serial", "threads", "processes"))
+    num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core)",
+                          low=0)
+    num_buffers: int = _f(1, "env groups for double buffering (2 = step one while acting on "
+                             "the other)", low=1, high=16)
+    seed: int = _f(-1, "seed of the envs (-1 = use train.seed)", low=-1)
+    params: dict[str, Any] = field(default_factory=dict,
+                                   metadata={"help": "the env's own parameters"})
+
+
+@dataclass
+class TrainConfig:
+    """PPO with V-trace-style advantages, prioritised segment sampling and cosine LR decay."""
+
+    total_steps: int = _f(10_000_000, "agent steps to train for (all agents summed)", low=1)
+    horizon: int = _f(64, "segment length T: steps per agent per epoch, and the BPTT length",
+                      low=1)
+    batch_size: int = _f(0, "steps per epoch; 0 = num_envs x agents x horizon (if set it must "
+                            "equal that)", low=0)
+    minibatch_size: int = _f(16384, "steps per gradient step (a multiple of horizon; capped "
+                                    "at the batch)", low=1)
+    update_epochs: int = _f(1, "passes over each batch", low=1)
+    learning_rate: float = _f(0.003, "peak learning rate", low=0.0)
+    anneal_lr: bool = _f(True, "cosine-decay the learning rate to 0 over total_steps")
+    gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
+    gae_lambda: float = _f(0.95, "GAE lambda", low=0.0, high=1.0)
+    rho_clip: float = _f(1.0, "V-trace clip of the importance ratio in the TD term (rho bar)",
+                         low=0.0)
+    c_clip: float = _f(1.0, "V-trace clip of the importance ratio in the trace (c bar)", low=0.0)
+    clip_coef: float = _f(0.2, "PPO policy ratio clip", low=0.0)
+    vf_clip_coef: float = _f(0.2, "value clip around the rollout value (0 = no clipping)",
+                             low=0.0)
+    vf_coef: float = _f(0.5, "weight of the value loss", low=0.0)
+    ent_coef: float = _f(0.01, "weight of the entropy bonus", low=0.0)
+    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this (0 = no clipping)",
+                              low=0.0)
+    norm_adv: bool = _f(True, "normalise advantages within each minibatch")
+    optimizer: str = _f("adam", "adam, or muon (Muon for 2-D weight matrices, Adam for the rest)",
+                        choices=("adam", "muon"))
+    adam_beta1: float = _f(0.9, "Adam beta1", low=0.0, high=1.0)
+    adam_beta2: float = _f(0.999, "Adam beta2", low=0.0, high=1.0)
+    adam_eps: float = _f(1e-8, "Adam epsilon", low=0.0)
+    muon_momentum: float = _f(0.95, "Muon momentum", low=0.0, high=1.0)
+    weight_decay: float = _f(0.0, "decoupled weight decay of Muon's matrices", low=0.0)
+    prio_alpha: float = _f(0.0, "prioritised sampling exponent: priority = (sum |A|)^alpha "
+                                "(0 = uniform)", low=0.0)
+    prio_beta0: float = _f(0.4, "initial importance-weight exponent, annealed linearly to 1",
+                           low=0.0, high=1.0)
+    device: str = _f("auto", "torch device: cpu, cuda, cuda:N or auto (cuda if available)")
+    seed: int = _f(0, "seed of torch, the sampler and (by default) the envs", low=0)
+    torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0)
+    compile: bool = _f(False, "torch.compile the policy for training (slow to start)")
+
+
+@dataclass
+class PolicyConfig:
+    """The network: ``name`` picks one of shoal's policies (a custom nn.Module can be passed in
+    Python instead, see examples/custom_policy.py)."""
+
+    name: str = _f("mlp", "policy architecture", choices=("mlp", "lstm", "cnn"))
+    hidden: int = _f(128, "hidden width", low=1)
+
+
+@dataclass
+class LogConfig:
+    """Where runs are written and what is shown."""
+
+    run_dir: str = _f("", "run directory ('' = runs/<env>-<timestamp> under the current "
+                          "directory)")
+    checkpoint_interval: int = _f(50, "epochs between checkpoints (one is always written at "
+                                      "the end)", low=1)
+    keep_checkpoints: int = _f(3, "most recent checkpoints kept in the run directory", low=1)
+    dashboard: str = _f("auto", "terminal output: auto (rich when stdout is a terminal), rich, "
+                                "plain, or off", choices=("auto", "rich", "plain", "off"))
+    print_interval: float = _f(5.0, "seconds between plain-text progress lines", low=0.0)
+    tensorboard: bool = _f(False, "also write TensorBoard event files (needs tensorboard)")
+    wandb: bool = _f(False, "also log to Weights & Biases (needs wandb)")
+    wandb_project: str = _f("shoal", "W&B project name")
+
+
+SECTIONS: dict[str, type] = {
+    "env": EnvConfig, "train": TrainConfig, "policy": PolicyConfig, "log": LogConfig,
+}
+
+
+@dataclass
+class Config:
+    """A complete trainer configuration."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict; env parameters sit in ``env`` next to the generic keys."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            if section == "env":
+                params = values.pop("params")
+                values.update(params)
+            out[section] = values
+        return out
+
+    def env_seed(self) -> int:
+        """The seed the envs use."""
+        return self.train.seed if self.env.seed < 0 else self.env.seed
+
+    def make_env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`shoal.make` for this config."""
+        e = self.env
+        kwargs: dict[str, Any] = dict(num_envs=e.num_envs, seed=self.env_seed(),
+                                      backend=e.backend, num_buffers=e.num_buffers, **e.params)
+        if e.num_workers > 0:
+            kwargs["num_workers"] = e.num_workers
+        return kwargs
+
+
+# ---- key metadata ----
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    """The typed keys of a section (env's ``params`` excluded)."""
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section]) if f.name != "params"}
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """int, float, bool or str: the type of a config field (from its default)."""
+    return type(f.default)
+
+
+def all_keys() -> list[str]:
+    """Every generic key as ``section.key``."""
+    return [f"{s}.{k}" for s in SECTIONS for k in section_fields(s)]
+
+
+def _env_spec(name: str):
+    from ..envs import get_spec
+
+    try:
+        return get_spec(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def env_params_of(name: str) -> dict[str, Any]:
+    """The env's parameters with their Param objects ({} when the env is unknown or empty)."""
+    if not name:
+        return {}
+    return dict(_env_spec(name).params)
+
+
+# ---- value parsing and checking ----
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def parse_value(kind: type, text: str, key: str) -> Any:
+    """Converts a command-line string to ``kind`` (int accepts 1e6, 1_000_000, 2**20)."""
+    text = text.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{key} needs true or false, got {text!r}")
+    if kind is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            pass
+        try:
+            if "**" in text:
+                base, exp = text.split("**", 1)
+                return int(base) ** int(exp)
+            value = float(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key} needs an integer, got {text!r}") from None
+        if not value.is_integer():
+            raise ConfigError(f"{key} needs an integer, got {text!r}")
+        return int(value)
+    if kind is float:
+        try:
+            value = float(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key} needs a number, got {text!r}") from None
+        return value
+    return text
+
+
+def check_value(f: dataclasses.Field, value: Any, key: str) -> Any:
+    """``value`` checked against a field's type, choices and range; returns it normalised."""
+    kind = field_type(f)
+    if isinstance(value, str) and kind is not str:
+        value = parse_value(kind, value, key)
+    if kind is bool:
+        if not isinstance(value, bool):
+            if value in (0, 1):
+                value = bool(value)
+            else:
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+    elif not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, meta['choices']))}; "
+                          f"got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else (f"<= {high}" if low is None else
+                                                   f"in [{low}, {high}]")
+        raise ConfigError(f"{key} must be {bounds}; got {value!r} ({meta['help']})")
+    return value
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    if where == "flag":  # command line: show keys the way they are typed there
+        show = lambda k: "--" + k.replace("_", "-")  # noqa: E731
+        hint = f" Did you mean {' or '.join(show(c) for c in close)}?" if close else ""
+        return ConfigError(f"unknown flag {show(key)}.{hint} "
+                           f"(`shoal train ENV --help` lists every flag)")
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"unknown {where} key '{key}'.{hint} "
+                       f"(`shoal train ENV --help` lists every key)")
+
+
+def normalise_key(key: str) -> str:
+    """``train.learning-rate`` / ``train_learning_rate`` -> ``train.learning_rate``."""
+    key = key.strip().lstrip("-")
+    if "." not in key:
+        for section in SECTIONS:
+            if key.startswith(section + "_"):
+                key = section + "." + key[len(section) + 1:]
+                break
+    section, _, name = key.partition(".")
+    return f"{section}.{name.replace('-', '_')}" if name else section.replace("-", "_")
+
+
+# ---- building a config ----
+
+def env_defaults_path(env_name: str) -> str:
+    """Path of the shipped per-env defaults (may not exist)."""
+    return os.path.join(CONFIG_DIR, f"{env_name}.toml")
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Reads a TOML file with a clear error on syntax problems."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+
+
+def default_config() -> Config:
+    """The dataclass defaults (no env chosen)."""
+    return Config()
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None:
+    if section not in SECTIONS:
+        raise _unknown(f"{section}.{key}" if key else section, all_keys(), origin)
+    fields = section_fields(section)
+    full = f"{section}.{key}"
+    if key in fields:
+        if section == "env" and key == "name" and value != cfg.env.name and cfg.env.name:
+            # switching env drops params meant for the previous one
+            cfg.env.params = {}
+        setattr(getattr(cfg, section), key, check_value(fields[key], value, full))
+        return
+    if section == "env":
+        params = env_params_of(cfg.env.name)
+        if key in params:
+            cfg.env.params[key] = value  # checked (and converted) by the spec in finalise()
+            return
+        known = all_keys() + [f"env.{p}" for p in params]
+        raise _unknown(full, known, origin)
+    raise _unknown(full, all_keys(), origin)
+
+
+def apply_mapping(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
+    """Applies a nested mapping ``{section: {key: value}}`` (a parsed TOML file)."""
+    # env.name first, so that the env's parameters are known when its other keys are applied
+    env_table = data.get("env")
+    if isinstance(env_table, Mapping) and "name" in env_table:
+        _apply(cfg, "env", "name", env_table["name"], origin)
+    for section, table in data.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{origin}: '{section}' must be a table like [{section}], got "
+                              f"{table!r}")
+        for key, value in table.items():
+            if section == "env" and key == "name":
+                continue
+            if section == "env" and key == "params" and isinstance(value, Mapping):
+                for pk, pv in value.items():
+                    _apply(cfg, "env", pk, pv, origin)
+                continue
+            _apply(cfg, section, key.replace("-", "_"), value, origin)
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any], origin: str = "override") -> None:
+    """Applies flat overrides ``{"train.learning_rate": 0.01}`` (also ``train_learning_rate``)."""
+    items = [(normalise_key(k), v) for k, v in overrides.items()]
+    items.sort(key=lambda kv: kv[0] != "env.name")
+    for key, value in items:
+        section, _, name = key.partition(".")
+        if not name:
+            raise _unknown(key, all_keys(), origin)
+        if section == "env" and name not in section_fields("env") and isinstance(value, str):
+            params = env_params_of(cfg.env.name)
+            if name in params:
+                value = parse_value(params[name].kind, value, key)
+        _apply(cfg, section, name, value, origin)
+
+
+def finalise(cfg: Config) -> Config:
+    """Checks the config as a whole (env params against the spec, sizes); returns it."""
+    if not cfg.env.name:
+        raise ConfigError("no env chosen: pass one, e.g. `shoal train template`")
+    spec = _env_spec(cfg.env.name)
+    try:
+        cfg.env.params = {k: v for k, v in spec.resolve(cfg.env.params).items()
+                          if k in cfg.env.params}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    t = cfg.train
+    if cfg.env.num_envs % cfg.env.num_buffers:
+        raise ConfigError(
+            f"env.num_envs={cfg.env.num_envs} must be a multiple of env.num_buffers="
+            f"{cfg.env.num_buffers}")
+    if t.minibatch_size % t.horizon:
+        raise ConfigError(
+            f"train.minibatch_size={t.minibatch_size} must be a multiple of train.horizon="
+            f"{t.horizon} (minibatches are whole segments)")
+    if t.batch_size:
+        agents = int(spec.agents_per_env(spec.resolve(cfg.env.params)))
+        batch = cfg.env.num_envs * agents * t.horizon
+        if batch != t.batch_size:
+            need = t.batch_size / (agents * t.horizon)
+            hint = (f"set env.num_envs={int(need)}" if need.is_integer() and need >= 1
+                    else "make it a multiple of agents x horizon")
+            raise ConfigError(
+                f"train.batch_size={t.batch_size} but num_envs x agents x horizon = "
+                f"{cfg.env.num_envs} x {agents} x {t.horizon} = {batch}: {hint}, or leave "
+                f"batch_size at 0")
+    return cfg
+
+
+def build_config(env_name: str | None = None, files: list[str] | tuple[str, ...] = (),
+                 overrides: Mapping[str, Any] | None = None, base: Config | None = None,
+                 origin: str = "override") -> Config:
+    """Defaults -> configs/<env>.toml -> ``files`` -> ``overrides``, checked.
+
+    ``env_name`` may also come from a file or the overrides (``env.name``). ``base`` replaces the
+    defaults and the per-env file (used when resuming a run from its config.toml).
+    """
+    overrides = dict(overrides or {})
+    cfg = base if base is not None else default_config()
+    name = env_name or overrides.get("env.name") or overrides.get("env_name")
+    if name is None:
+        for path in files:
+            data = load_toml(path)
+            if isinstance(data.get("env"), Mapping) and data["env"].get("name"):
+                name = data["env"]["name"]
+    if base is None:
+        default_path = os.path.join(CONFIG_DIR, "default.toml")
+        if os.path.exists(default_path):
+            apply_mapping(cfg, load_toml(default_path), "configs/default.toml")
+        if name:
+            _apply(cfg, "env", "name", name, "env name")
+            per_env = env_defaults_path(name)
+            if os.path.exists(per_env):
+                apply_mapping(cfg, load_toml(per_env), f"configs/{name}.toml")
+    elif name:
+        _apply(cfg, "env", "name", name, "env name")
+    for path in files:
+        apply_mapping(cfg, load_toml(path), path)
+    apply_overrides(cfg, overrides, origin)
+    return finalise(cfg)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """A config from :meth:`Config.to_dict` output (a run's config.toml), checked."""
+    cfg = default_config()
+    apply_mapping(cfg, data, "saved config")
+    return finalise(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    """The config as TOML text, one table per section, with each key's meaning as a comment."""
+    lines: list[str] = []
+    data = cfg.to_dict()
+    for section in SECTIONS:
+        if lines:
+            lines.append("")
+        lines.append(f"[{section}]")
+        fields = section_fields(section)
+        for key, value in data[section].items():
+            doc = fields[key].metadata["help"] if key in fields else "env parameter"
+            lines.append(f"{key} = {_toml_value(value)}  # {doc}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if ("." in text or "e" in text or "inf" in text or "nan" in text) else text + ".0"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

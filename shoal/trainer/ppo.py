@@ -1,0 +1,1047 @@
+"""The PPO trainer: rollout, advantages, update, logging and checkpoints, top to bottom.
+
+One epoch is:
+
+1. **Rollout.** Every agent row of the vector env is one segment; the rollout fills ``[S, T]``
+   storage (``S`` = agents, ``T`` = ``train.horizon``) preallocated on the training device:
+   observations, actions, log-probs, values (``[S, T+1]``; column T bootstraps the segment's
+   end), rewards, dones, episode starts, masks and (recurrent policies) the state each segment
+   starts from. Stepping goes through ``env.recv()``/``env.send()``, so with
+   ``env.num_buffers=2`` one group of envs steps while the policy acts on the other. The policy
+   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd).
+
+   Slot ``T`` of the storage is the next epoch's slot 0: at the end of a segment the
+   pre-update policy already acts on the next observation (the envs never wait for the update),
+   that action's log-prob is stored with it, and its value is the bootstrap value of the
+   segment just collected.
+
+   Truncation: when an episode is cut short (``truncations`` and not ``terminals``) the value of
+   its final observation, ``V(final_observation)``, computed with the recurrent state the
+   episode ended with, is folded into the reward: ``rewards[s, t] += γ·V``. ``dones[s, t]`` is 1
+   for both kinds of ending, so the advantage kernel never bootstraps across an episode
+   boundary and a terminated episode gets no bootstrap at all.
+
+   Recurrent state: ``starts[s, t] = dones[s, t-1]`` and the policy zeroes its state before a
+   step that starts an episode, both in the rollout (one step at a time) and in training (the
+   whole segment from the stored start state), so both see the same boundaries.
+
+2. **Update.** Plain GAE advantages give each segment a priority ``(Σ|A|)^α``; every minibatch
+   draws ``minibatch_size / T`` segments by priority, replays them through the policy, and
+   recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
+   c). Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
+   ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
+   *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
+   ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the
+   rest; the learning rate follows a cosine from ``learning_rate`` to 0 over ``total_steps``.
+
+3. **Logging.** One JSON line per epoch in ``metrics.jsonl`` (steps, SPS, losses, episode
+   stats, the time split env / inference / learn / other), the terminal dashboard, and every
+   ``log.checkpoint_interval`` epochs an atomic checkpoint.
+
+Exact resume. A checkpoint is written only at an epoch boundary and holds the model, optimizer,
+every RNG (torch's, the action sampler's, the segment sampler's), the step/epoch counters, the
+slot-0 carry described above, the episode-score window, and the env's own state when the env can
+snapshot itself (``env.save_state()``/``env.load_state()``): then a stopped and resumed run
+produces exactly the metrics of an uninterrupted one (same seed, same backend). An env without
+snapshots is instead reset at resume with a seed derived from ``(seed, epoch)`` and the policy
+acts afresh: the model, optimizer and RNGs continue exactly, but episodes in progress restart, so
+later metrics differ from an uninterrupted run. Ctrl-C (the first one) finishes the current epoch,
+checkpoints and returns; a second Ctrl-C aborts at once (after saving what it can).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from collections import deque
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .advantage import compute_advantages
+from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, load_checkpoint,
+                         prune_checkpoints, save_checkpoint)
+from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
+    default_config, finalise, load_toml, to_toml
+from .dashboard import Dashboard
+from .policies import Inference, make_policy, policy_initial_state
+from .sampling import anneal_beta, sample_segments, segment_priorities
+
+__all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
+           "make_optimizer", "resolve_device"]
+
+State = tuple[torch.Tensor, ...] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------
+
+def _torch_dtype(np_dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
+
+
+class RolloutStorage:
+    """The ``[S, T]`` batch, preallocated once on the training device.
+
+    ``obs``, ``actions``, ``logprobs``, ``values``, ``starts`` and ``masks`` have ``T+1`` slots:
+    slot T is the first step of the next segment (see the module docstring); ``rewards`` and
+    ``dones`` have ``T``. ``state0`` is the recurrent state each segment starts from (None for
+    stateless policies) and ``state0_next`` the one the next segment will start from.
+    """
+
+    def __init__(self, S: int, T: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype,
+                 act_shape: tuple[int, ...], act_dtype: torch.dtype, state_template: State,
+                 device: torch.device) -> None:
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        self.S, self.T = S, T
+        self.obs = zeros(S, T + 1, *obs_shape, dtype=obs_dtype)
+        self.actions = zeros(S, T + 1, *act_shape, dtype=act_dtype)
+        self.logprobs = zeros(S, T + 1)
+        self.values = zeros(S, T + 1)
+        self.starts = zeros(S, T + 1)
+        self.masks = zeros(S, T + 1)
+        self.rewards = zeros(S, T)
+        self.dones = zeros(S, T)
+        self.advantages = zeros(S, T)
+        if state_template is None:
+            self.state0 = self.state0_next = None
+        else:
+            self.state0 = tuple(torch.zeros_like(s, device=device) for s in state_template)
+            self.state0_next = tuple(torch.zeros_like(s, device=device) for s in state_template)
+
+    CARRIED = ("obs", "actions", "logprobs", "values", "starts", "masks")
+
+    def shift(self) -> None:
+        """Slot T becomes slot 0 and the next segment's start state becomes the current one."""
+        for name in self.CARRIED:
+            buf = getattr(self, name)
+            buf[:, 0].copy_(buf[:, self.T])
+        if self.state0 is not None:
+            for s, n in zip(self.state0, self.state0_next):
+                s.copy_(n)
+
+
+class Minibatch:
+    """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
+
+    def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor) -> None:
+        T = storage.T
+        self.idx = idx
+        self.obs = storage.obs[idx, :T]
+        self.actions = storage.actions[idx, :T]
+        self.logprobs = storage.logprobs[idx, :T]
+        self.values = storage.values[idx]                # [B, T+1], bootstrap column included
+        self.rewards = storage.rewards[idx]
+        self.dones = storage.dones[idx]
+        self.starts = storage.starts[idx, :T]
+        self.masks = storage.masks[idx, :T]
+        self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
+        self.weights = weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+def replay(policy: nn.Module, distribution: Any, mb: Minibatch,
+           forward: Callable[..., Any] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs the policy over whole segments from their stored start state, with the stored
+    episode starts: ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the stored actions."""
+    params, values, _ = (forward or policy)(mb.obs, mb.state0, mb.starts)
+    logprobs, entropy = distribution.log_prob_and_entropy(params, mb.actions)
+    return logprobs, entropy, values
+
+
+def _masked_mean(x: torch.Tensor, masks: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    return torch.where(masks > 0, x, torch.zeros_like(x)).sum() / count
+
+
+def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
+             forward: Callable[..., Any] | None = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """The PPO loss of one minibatch; ``t`` is a :class:`~shoal.trainer.config.TrainConfig`.
+
+    Returns ``(loss, stats, advantages)``. Advantages are recomputed here from the stored
+    rewards, dones and values with the current importance ratio (V-trace-style). Every term is
+    averaged over unmasked steps only.
+    """
+    newlogp, entropy, newvalues = replay(policy, distribution, mb, forward)
+    logratio = newlogp - mb.logprobs
+    ratio = logratio.exp()
+    with torch.no_grad():
+        adv = compute_advantages(mb.values, mb.rewards, mb.dones, ratio.detach(), t.gamma,
+                                 t.gae_lambda, t.rho_clip, t.c_clip)
+        returns = adv + mb.values[:, :-1]
+        masks = mb.masks
+        count = masks.sum().clamp_min(1.0)
+        if t.norm_adv:
+            mean = _masked_mean(adv, masks, count)
+            var = _masked_mean((adv - mean).square(), masks, count)
+            adv_n = (adv - mean) / (var.sqrt() + 1e-8)
+        else:
+            adv_n = adv
+        adv_w = adv_n * mb.weights.unsqueeze(1)
+    pg1 = -adv_w * ratio
+    pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
+    pg_loss = _masked_mean(torch.max(pg1, pg2), masks, count)
+
+    old_values = mb.values[:, :-1]
+    v_err = (newvalues - returns).square()
+    if t.vf_clip_coef > 0:
+        clipped = old_values + (newvalues - old_values).clamp(-t.vf_clip_coef, t.vf_clip_coef)
+        v_err = torch.max(v_err, (clipped - returns).square())
+    v_loss = 0.5 * _masked_mean(v_err, masks, count)
+    ent = _masked_mean(entropy, masks, count)
+    loss = pg_loss + t.vf_coef * v_loss - t.ent_coef * ent
+
+    with torch.no_grad():
+        stats = {
+            "policy": pg_loss.detach(), "value": v_loss.detach(), "entropy": ent.detach(),
+            "approx_kl": _masked_mean((ratio - 1.0) - logratio, masks, count),
+            "clipfrac": _masked_mean(((ratio - 1.0).abs() > t.clip_coef).float(), masks, count),
+            "ratio": _masked_mean(ratio, masks, count),
+        }
+    return loss, stats, adv
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer, device, seeds
+# ---------------------------------------------------------------------------------------------
+
+class _Optimizers:
+    """Several optimizers stepped as one (Muon for matrices + Adam for the rest)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = state["optimizers"]
+        if len(saved) != len(self.optimizers):
+            raise CheckpointError(f"the checkpoint holds {len(saved)} optimizer(s) but this "
+                                  f"config builds {len(self.optimizers)}: was train.optimizer "
+                                  f"changed?")
+        for o, s in zip(self.optimizers, saved):
+            o.load_state_dict(s)
+
+
+def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
+    """Adam over every parameter, or (``optimizer = "muon"``) ``torch.optim.Muon`` over the 2-D
+    weight matrices and Adam over the rest (biases, gains, log-std). Muon's learning rate is
+    adjusted to match Adam's update RMS, so one ``learning_rate`` serves both."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the policy has no trainable parameters")
+    adam_kw = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps)
+    if t.optimizer == "adam":
+        return _Optimizers([torch.optim.Adam(params, **adam_kw)])
+    matrices = [p for p in params if p.ndim == 2]
+    rest = [p for p in params if p.ndim != 2]
+    optimizers: list[torch.optim.Optimizer] = []
+    if matrices:
+        optimizers.append(torch.optim.Muon(matrices, lr=t.learning_rate,
+                                           weight_decay=t.weight_decay, momentum=t.muon_momentum,
+                                           adjust_lr_fn="match_rms_adamw"))
+    if rest:
+        optimizers.append(torch.optim.Adam(rest, **adam_kw))
+    return _Optimizers(optimizers)
+
+
+def cosine_lr(base: float, progress: float) -> float:
+    """``base`` decayed by a half cosine: ``base`` at progress 0, 0 at progress 1."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; other names are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is not a torch device: use cpu, cuda, cuda:N "
+                          f"or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available: use "
+                          f"--train.device cpu")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """While training, the first Ctrl-C only sets a flag (the loop checkpoints and stops at the
+    end of the epoch); a second one raises KeyboardInterrupt as usual. Only in the main thread
+    and only if SIGINT still has Python's default handler; restored on exit."""
+    flag = {"stop": False}
+    installed = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.default_int_handler:
+            def handler(signum: int, frame: Any) -> None:
+                if flag["stop"]:
+                    raise KeyboardInterrupt
+                flag["stop"] = True
+                print("\nCtrl-C: finishing this epoch, then saving a checkpoint "
+                      "(Ctrl-C again to stop now)", flush=True)
+
+            signal.signal(signal.SIGINT, handler)
+            installed = True
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+class ScoreWindow:
+    """Mean score of (about) the most recent ``size`` episodes, from ``env.log()`` means.
+
+    ``env.log()`` reports means over the episodes finished since the last call; each report is
+    kept as (mean, count) and the oldest report is weighted down so the counts sum to ``size``.
+    """
+
+    def __init__(self, size: int = 100) -> None:
+        self.size = size
+        self.chunks: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+    def add(self, mean: float, n: float) -> None:
+        if n <= 0:
+            return
+        self.chunks.append((float(mean), float(n)))
+        self.total += n
+        while self.chunks and self.total - self.chunks[0][1] >= self.size:
+            self.total -= self.chunks.popleft()[1]
+
+    def mean(self) -> float | None:
+        if not self.chunks:
+            return None
+        excess = max(0.0, self.total - self.size)
+        weighted = count = 0.0
+        for i, (m, n) in enumerate(self.chunks):
+            w = n - excess if i == 0 else n
+            weighted += m * w
+            count += w
+        return weighted / count if count > 0 else None
+
+
+class Trainer:
+    """PPO on a vector env; see the module docstring for what each epoch does.
+
+    Args:
+        config: a checked :class:`~shoal.trainer.config.Config`.
+        env: an already-built vector env to train on (default: ``shoal.make`` from the config).
+            The trainer closes it when training ends.
+        policy: an ``nn.Module`` following the policy contract, or a callable
+            ``(observation_space, action_space) -> nn.Module`` (default: ``policy.name``).
+        callback: called after every epoch as ``callback(trainer, metrics)``; returning True
+            stops training after a checkpoint (as Ctrl-C does).
+        checkpoint: a loaded checkpoint to continue from (see :meth:`resume`).
+        run_dir: where to write the run (default: ``log.run_dir`` or runs/<env>-<timestamp>).
+    """
+
+    def __init__(self, config: Config, env: Any = None, policy: Any = None,
+                 callback: Callable[["Trainer", dict], Any] | None = None,
+                 checkpoint: Mapping[str, Any] | None = None, run_dir: str | None = None) -> None:
+        self.config = config
+        self.callback = callback
+        t = config.train
+        self.device = resolve_device(t.device)
+        if t.torch_threads > 0:
+            torch.set_num_threads(t.torch_threads)
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed % (2**32))
+
+        # ---- env ----
+        if env is None:
+            from ..vector import make as make_env
+
+            env = make_env(config.env.name, **config.make_env_kwargs())
+            self.env_owned_seed = config.env_seed()
+        else:
+            config.env.name = config.env.name or getattr(env, "name", "custom")
+            config.env.num_envs = int(getattr(env, "num_envs", config.env.num_envs))
+            config.env.num_buffers = int(getattr(env, "num_buffers", 1))
+            self.env_owned_seed = int(getattr(env, "seed", config.env_seed()))
+        self.env = env
+        try:
+            self._setup(policy, checkpoint, run_dir)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _setup(self, policy: Any, checkpoint: Mapping[str, Any] | None,
+               run_dir: str | None) -> None:
+        config, t, env = self.config, self.config.train, self.env
+        self.S = int(env.num_agents)
+        self.T = int(t.horizon)
+        self.batch_size = self.S * self.T
+        self.groups = list(env.agent_groups)
+
+        # ---- policy, inference, optimizer ----
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        if policy is None:
+            policy = make_policy(env, config.policy.name, hidden=config.policy.hidden)
+        elif not isinstance(policy, nn.Module):
+            policy = policy(obs_space, act_space)
+        self.policy = policy.to(self.device)
+        self.action_generator = torch.Generator(device=self.device).manual_seed(t.seed + 1)
+        self.sampler_generator = torch.Generator(device=self.device).manual_seed(t.seed + 2)
+        self.inference = Inference(self.policy, act_space, self.device,
+                                   generator=self.action_generator)
+        self.distribution = self.inference.distribution
+        self.forward = torch.compile(self.policy) if t.compile else self.policy
+        self.optimizer = make_optimizer(self.policy, t)
+
+        # ---- storage (training device) and env views (CPU, no copies) ----
+        self.state = policy_initial_state(self.policy, self.S, self.device)
+        self.storage = RolloutStorage(
+            self.S, self.T, tuple(obs_space.shape), _torch_dtype(env.observations.dtype),
+            tuple(self.distribution.action_shape), self.distribution.action_dtype, self.state,
+            self.device)
+        self.env_obs = torch.from_numpy(env.observations)
+        self.env_rewards = torch.from_numpy(env.rewards)
+        self.env_terminals = torch.from_numpy(env.terminals)
+        self.env_truncations = torch.from_numpy(env.truncations)
+        self.env_masks = torch.from_numpy(env.masks)
+        self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
+
+        # ---- counters and logs ----
+        self.epoch = 0
+        self.agent_steps = 0
+        self.wall_before = 0.0          # seconds spent in earlier sessions of a resumed run
+        self.scores = ScoreWindow(100)
+        self.episodes_total = 0.0
+        self.last_metrics: dict[str, Any] = {}
+        self.num_epochs = max(1, math.ceil(t.total_steps / self.batch_size))
+        self._env_time = 0.0
+        self._session_start = time.perf_counter()
+        self._session_steps0 = 0
+        self.exact_resume = None
+        self.resumed_from: str | None = None
+
+        # ---- run directory ----
+        self.run_dir = run_dir or config.log.run_dir or self._new_run_dir()
+        os.makedirs(os.path.join(self.run_dir, "checkpoints"), exist_ok=True)
+        config.log.run_dir = self.run_dir
+        self.metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
+
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        else:
+            if os.path.exists(self.metrics_path) and os.path.getsize(self.metrics_path):
+                raise ConfigError(
+                    f"{self.run_dir} already holds a run (metrics.jsonl): continue it with "
+                    f"--resume {self.run_dir}, or choose another --run-dir")
+            self._reset_env(self.env_owned_seed)
+        atomic_write_text(os.path.join(self.run_dir, "config.toml"), to_toml(config))
+
+    def _new_run_dir(self) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = os.path.join(os.getcwd(), "runs", f"{self.config.env.name}-{stamp}")
+        path, k = base, 1
+        while os.path.exists(path):
+            k += 1
+            path = f"{base}-{k}"
+        return path
+
+    # ---- rollout ----
+
+    def _reset_env(self, seed: int) -> None:
+        """Resets the envs and lets the policy take the first step into slot 0."""
+        self.env.reset(seed)
+        if self.state is not None:
+            for s in self.state:
+                s.zero_()
+        b = self.storage
+        for _ in self.groups:
+            _, _, _, _, _, rows = self.env.recv()
+            b.starts[rows, 0] = 1.0
+            self._act(rows, 0)
+
+    def _act(self, rows: slice, t: int) -> None:
+        """The policy acts on the observations of ``rows`` (already received) into slot ``t``,
+        then those envs start stepping."""
+        b = self.storage
+        b.obs[rows, t].copy_(self.env_obs[rows])
+        b.masks[rows, t].copy_(self.env_masks[rows])
+        state_in = None if self.state is None else tuple(s[rows] for s in self.state)
+        if state_in is not None:
+            # the state the segment starting at this slot replays from
+            target = b.state0 if t == 0 else (b.state0_next if t == self.T else None)
+            if target is not None:
+                for dst, src in zip(target, state_in):
+                    dst[rows].copy_(src)
+        actions, logprobs, values, new_state = self.inference.act(
+            b.obs[rows, t], state_in, b.starts[rows, t])
+        b.actions[rows, t] = actions
+        b.logprobs[rows, t] = logprobs
+        b.values[rows, t] = values
+        if new_state is not None:
+            for dst, src in zip(self.state, new_state):
+                dst[rows].copy_(src)
+        self.inference.env_actions(actions, out=self.env.actions[rows])
+        t0 = time.perf_counter()
+        self.env.send(self.env.actions[rows])
+        self._env_time += time.perf_counter() - t0
+
+    def _bootstrap_truncated(self, rows: slice, t: int) -> None:
+        """``rewards[s, t] += γ·V(final_observation)`` for rows whose episode was truncated (not
+        terminated) at step t, using the recurrent state the episode ended with."""
+        trunc = self.env.truncations[rows]
+        if not trunc.any():
+            return
+        local = np.flatnonzero(trunc & ~self.env.terminals[rows])
+        if local.size == 0:
+            return
+        index = torch.from_numpy(local + rows.start)
+        final = torch.from_numpy(self.env.final_observations[index.numpy()]).to(self.device)
+        dev_index = index.to(self.device)
+        state = None if self.state is None else tuple(s[dev_index] for s in self.state)
+        with torch.inference_mode():
+            _, values, _ = self.policy(final.unsqueeze(1), state, None)
+        b = self.storage
+        b.rewards[dev_index, t] += self.config.train.gamma * values.reshape(-1).float()
+
+    def rollout(self) -> dict[str, float]:
+        """Collects one ``[S, T]`` batch (slot 0 is already filled); returns episode stats."""
+        b, env, T = self.storage, self.env, self.T
+        stats: dict[str, float] = {}
+        for t in range(1, T + 1):
+            for _ in self.groups:
+                t0 = time.perf_counter()
+                _, _, _, _, _, rows = env.recv()
+                self._env_time += time.perf_counter() - t0
+                # results of the actions taken at step t-1
+                ended = self.ended[rows]
+                torch.logical_or(self.env_terminals[rows], self.env_truncations[rows], out=ended)
+                b.rewards[rows, t - 1].copy_(self.env_rewards[rows])
+                b.dones[rows, t - 1].copy_(ended)
+                b.starts[rows, t].copy_(ended)
+                self._bootstrap_truncated(rows, t - 1)
+                if t == T:
+                    # this group is not stepping now, so its episode stats can be read
+                    _merge_log(stats, env.log())
+                self._act(rows, t)
+        return stats
+
+    # ---- update ----
+
+    def update(self) -> dict[str, float]:
+        """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected."""
+        t, b = self.config.train, self.storage
+        T, S = self.T, self.S
+        progress = self.agent_steps / max(1, t.total_steps)
+        lr = cosine_lr(t.learning_rate, progress) if t.anneal_lr else t.learning_rate
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        beta = anneal_beta(t.prio_beta0, progress)
+
+        masks = b.masks[:, :T]
+        adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
+                                 t.rho_clip, t.c_clip, out=b.advantages)
+        explained = _explained_variance(b.values[:, :T], adv + b.values[:, :T], masks)
+        priorities = segment_priorities(adv, masks, t.prio_alpha)
+
+        segments = max(1, min(S, t.minibatch_size // T))
+        num_minibatches = max(1, S // segments) * t.update_epochs
+        totals: dict[str, torch.Tensor] = {}
+        grad_norm_sum = torch.zeros((), device=self.device)
+        self.policy.train()
+        for _ in range(num_minibatches):
+            draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
+                                   self.sampler_generator, priorities=priorities)
+            mb = Minibatch(b, draw.indices, draw.weights)
+            loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for p in self.policy.parameters() if p.grad is not None]
+            if t.max_grad_norm > 0:
+                grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+            else:
+                grad_norm = torch.linalg.vector_norm(
+                    torch.stack([p.grad.detach().norm() for p in params]))
+            self.optimizer.step()
+            # the freshest advantage estimates feed the next draws' priorities
+            adv[mb.idx] = mb_adv
+            priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            grad_norm_sum += grad_norm.detach()
+        out = {k: float(v) / num_minibatches for k, v in totals.items()}
+        out["grad_norm"] = float(grad_norm_sum) / num_minibatches
+        out["explained_variance"] = explained
+        out["lr"] = lr
+        out["beta"] = beta
+        return out
+
+    # ---- the loop ----
+
+    def train(self) -> dict[str, Any]:
+        """Runs until ``train.total_steps`` agent steps; returns the run summary (also written to
+        ``summary.json``). Closes the env when done."""
+        log = self.config.log
+        dash = Dashboard(log.dashboard, title=f"shoal train {self.config.env.name}  "
+                         f"({self.run_dir})", print_interval=log.print_interval)
+        writers = _extra_loggers(self.config, self.run_dir)
+        finished = False
+        self._session_start = time.perf_counter()
+        self._session_steps0 = self.agent_steps
+        try:
+            dash.start()
+            if self.resumed_from:
+                dash.message(f"resumed from {self.resumed_from} at epoch {self.epoch}"
+                             + ("" if self.exact_resume else
+                                " (env state not restored: episodes in progress restarted)"))
+            with _deferred_interrupt() as interrupted, \
+                    open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
+                while self.agent_steps < self.config.train.total_steps:
+                    metrics = self.run_epoch()
+                    metrics_file.write(json.dumps(metrics) + "\n")
+                    metrics_file.flush()
+                    dash.update(metrics)
+                    for w in writers:
+                        w(metrics)
+                    stop = bool(self.callback(self, metrics)) if self.callback else False
+                    done = self.agent_steps >= self.config.train.total_steps
+                    if done or stop or interrupted() or \
+                            self.epoch % log.checkpoint_interval == 0:
+                        path = self.save()
+                        if not done:
+                            dash.message(f"checkpoint: {path}")
+                    if stop or interrupted():
+                        break
+                finished = self.agent_steps >= self.config.train.total_steps
+        except KeyboardInterrupt:
+            # a second Ctrl-C (or one outside the main thread): the epoch in progress is lost,
+            # the last boundary's model is kept only if the update had not started
+            dash.stop()
+            self._emergency_save()
+            raise
+        finally:
+            dash.stop()
+            self.close()
+            for w in writers:
+                close = getattr(w, "close", None)
+                if close:
+                    close()
+        summary = self.summary(finished)
+        if dash.mode != "off":
+            print(_summary_line(summary), flush=True)
+        return summary
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Rollout + update + bookkeeping for one epoch; returns its metrics."""
+        start = time.perf_counter()
+        self._env_time = 0.0
+        t0 = time.perf_counter()
+        episodes = self.rollout()
+        rollout_time = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        losses = self.update()
+        self.storage.shift()
+        learn_time = time.perf_counter() - t1
+        self.epoch += 1
+        self.agent_steps += self.batch_size
+        if episodes.get("n", 0) > 0:
+            self.scores.add(episodes.get("score", episodes.get("episode_return", 0.0)),
+                            episodes["n"])
+            self.episodes_total += episodes["n"]
+        epoch_time = time.perf_counter() - start
+        elapsed = self.wall_before + (time.perf_counter() - self._session_start)
+        done_steps = self.agent_steps
+        session_steps = max(1, done_steps - self._session_steps0)
+        session_secs = max(1e-9, time.perf_counter() - self._session_start)
+        rate = session_steps / session_secs
+        times = {
+            "env": self._env_time,
+            "inference": rollout_time - self._env_time,
+            "learn": learn_time,
+        }
+        times["other"] = max(0.0, epoch_time - sum(times.values()))
+        score100 = self.scores.mean()
+        metrics = {
+            "epoch": self.epoch,
+            "agent_steps": self.agent_steps,
+            "total_steps": self.config.train.total_steps,
+            "sps": self.batch_size / max(epoch_time, 1e-9),
+            "sps_avg": rate,
+            "elapsed": elapsed,
+            "remaining": max(0, self.config.train.total_steps - done_steps) / max(rate, 1e-9),
+            "time": times,
+            "lr": losses.pop("lr"),
+            "beta": losses.pop("beta"),
+            "losses": losses,
+            "episodes": episodes,
+            "score100": score100,
+            "episodes_total": self.episodes_total,
+        }
+        self.last_metrics = metrics
+        return metrics
+
+    # ---- summary, checkpoints ----
+
+    def summary(self, finished: bool = True) -> dict[str, Any]:
+        """The run summary; also written to ``<run_dir>/summary.json``."""
+        wall = self.wall_before + (time.perf_counter() - self._session_start)
+        last = self.last_metrics.get("episodes", {})
+        summary = {
+            "env": self.config.env.name,
+            "agent_steps": self.agent_steps,
+            "epochs": self.epoch,
+            "wall_seconds": wall,
+            "sps": self.agent_steps / max(wall, 1e-9),
+            "score": self.scores.mean(),
+            "episodes": int(self.episodes_total),
+            "episode_return": last.get("episode_return"),
+            "finished": finished,
+            "run_dir": self.run_dir,
+            "checkpoint": getattr(self, "last_checkpoint", None),
+            "batch_size": self.batch_size,
+            "exact_resume": self.exact_resume,
+        }
+        atomic_write_text(os.path.join(self.run_dir, "summary.json"),
+                          json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds (tensors on the CPU, plain values otherwise)."""
+        b = self.storage
+        cpu = lambda x: x.detach().to("cpu", copy=True)  # noqa: E731
+        carry = {name: cpu(getattr(b, name)[:, 0]) for name in RolloutStorage.CARRIED}
+        carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
+        carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
+        env_state = None
+        save_state = getattr(self.env, "save_state", None)
+        if callable(save_state):
+            env_state = {k: (torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray)
+                             else v) for k, v in save_state().items()}
+        wall = self.wall_before + (time.perf_counter() - self._session_start)
+        cls = type(self.policy)
+        return {
+            "config": self.config.to_dict(),
+            "model": {k: cpu(v) for k, v in self.policy.state_dict().items()},
+            "policy_class": f"{cls.__module__}.{cls.__qualname__}",
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "agent_steps": self.agent_steps,
+            "wall_seconds": wall,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "actions": self.action_generator.get_state().cpu(),
+                "sampler": self.sampler_generator.get_state().cpu(),
+                "numpy": torch.from_numpy(np.frombuffer(
+                    json.dumps(_np_rng_state()).encode(), dtype=np.uint8).copy()),
+            },
+            "carry": carry,
+            "env_state": env_state,
+            "scores": [list(c) for c in self.scores.chunks],
+            "episodes_total": self.episodes_total,
+            "spaces": {"observation": repr(self.env.single_observation_space),
+                       "action": repr(self.env.single_action_space),
+                       "num_agents": self.S, "horizon": self.T},
+        }
+
+    def save(self) -> str:
+        """Writes a checkpoint for the current epoch boundary; returns its path."""
+        path = checkpoint_path(self.run_dir, self.epoch)
+        save_checkpoint(path, self.state_dict())
+        prune_checkpoints(self.run_dir, self.config.log.keep_checkpoints)
+        self.last_checkpoint = path
+        return path
+
+    def _emergency_save(self) -> None:
+        """After an abrupt stop: keep the newest periodic checkpoint (saved at a boundary);
+        write one now only if there is none."""
+        try:
+            if getattr(self, "last_checkpoint", None) is None:
+                self.save()
+            self.summary(finished=False)
+        except Exception as exc:  # never mask the interrupt
+            warnings.warn(f"could not save a checkpoint on interrupt: {exc}")
+
+    def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Loads a checkpoint's state into this freshly built trainer."""
+        spaces = ckpt.get("spaces", {})
+        mine = {"observation": repr(self.env.single_observation_space),
+                "action": repr(self.env.single_action_space), "num_agents": self.S,
+                "horizon": self.T}
+        for key in ("observation", "action"):
+            if spaces.get(key) != mine[key]:
+                raise CheckpointError(
+                    f"{ckpt.get('path')}: the checkpoint's {key} space is {spaces.get(key)} but "
+                    f"this env's is {mine[key]}: resume with the same env and env parameters")
+        try:
+            self.policy.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
+                                  f"({str(exc).splitlines()[0]}); was policy.name or "
+                                  f"policy.hidden changed?") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch = int(ckpt["epoch"])
+        self.agent_steps = int(ckpt["agent_steps"])
+        self.wall_before = float(ckpt.get("wall_seconds", 0.0))
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.action_generator.set_state(rng["actions"])
+        self.sampler_generator.set_state(rng["sampler"])
+        _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
+        for mean, n in ckpt.get("scores", []):
+            self.scores.add(mean, n)
+        self.episodes_total = float(ckpt.get("episodes_total", 0.0))
+        self.resumed_from = ckpt.get("path")
+        _truncate_metrics(self.metrics_path, self.epoch)
+
+        same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
+        load_state = getattr(self.env, "load_state", None)
+        env_state = ckpt.get("env_state")
+        if env_state is not None and callable(load_state) and same_batch:
+            load_state({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                        for k, v in env_state.items()})
+            b, carry = self.storage, ckpt["carry"]
+            for name in RolloutStorage.CARRIED:
+                getattr(b, name)[:, 0].copy_(carry[name])
+            if b.state0 is not None:
+                for dst, src in zip(b.state0, carry["state0"]):
+                    dst.copy_(src)
+                for dst, src in zip(self.state, carry["state"]):
+                    dst.copy_(src)
+            self.exact_resume = True
+        else:
+            # No env snapshot: restart the episodes from a reset seeded by (seed, epoch).
+            self._reset_env(self.env_owned_seed + 1_000_003 * self.epoch)
+            self.exact_resume = False
+
+    @classmethod
+    def resume(cls, path: str, env_name: str | None = None, files: list[str] | tuple = (),
+               overrides: Mapping[str, Any] | None = None, env: Any = None, policy: Any = None,
+               callback: Callable[["Trainer", dict], Any] | None = None,
+               origin: str = "override") -> "Trainer":
+        """A trainer continuing the run at ``path`` (a run directory: its newest checkpoint; or
+        a checkpoint file). ``files``/``overrides`` change the saved config (e.g. a larger
+        ``train.total_steps``); resume is exact only without them."""
+        ckpt = load_checkpoint(path)
+        ckpt_path = ckpt["path"]
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+        cfg = default_config()
+        apply_mapping(cfg, ckpt["config"], f"{ckpt_path} config")
+        if env_name and env_name != cfg.env.name:
+            raise ConfigError(f"{path} is a run of env '{cfg.env.name}', not '{env_name}'")
+        for f in files:
+            apply_mapping(cfg, load_toml(f), f)
+        apply_overrides(cfg, dict(overrides or {}), origin)
+        cfg.log.run_dir = run_dir
+        if env is None:
+            finalise(cfg)
+        return cls(cfg, env=env, policy=policy, callback=callback, checkpoint=ckpt,
+                   run_dir=run_dir)
+
+    def close(self) -> None:
+        """Closes the env (stops its workers); safe to call twice."""
+        env = getattr(self, "env", None)
+        if env is not None:
+            env.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _merge_log(total: dict[str, float], stats: Mapping[str, float]) -> None:
+    """Adds ``env.log()`` means (with their count ``n``) into running means."""
+    n = float(stats.get("n", 0.0))
+    if n <= 0:
+        return
+    old = float(total.get("n", 0.0))
+    for key, value in stats.items():
+        if key == "n":
+            continue
+        total[key] = (total.get(key, 0.0) * old + float(value) * n) / (old + n)
+    total["n"] = old + n
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor) -> float:
+    m = masks > 0
+    if not bool(m.any()):
+        return float("nan")
+    y, v = returns[m], values[m]
+    var = y.var(unbiased=False)
+    return float("nan") if float(var) == 0 else float(1.0 - (y - v).var(unbiased=False) / var)
+
+
+def _np_rng_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_np_rng_state(state: list) -> None:
+    name, keys, pos, has_gauss, cached = state
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _truncate_metrics(path: str, epoch: int) -> None:
+    """Drops metric lines written after the checkpoint being resumed (a crash between
+    checkpoints leaves some), so the resumed run's file reads as one uninterrupted run."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                if json.loads(line)["epoch"] <= epoch:
+                    keep.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError):
+                continue
+    atomic_write_text(path, "".join(keep))
+
+
+def _summary_line(s: Mapping[str, Any]) -> str:
+    score = "n/a" if s.get("score") is None else f"{s['score']:.3f}"
+    state = "done" if s.get("finished") else "stopped"
+    return (f"{state}: {s['env']}  {s['agent_steps']:,} steps in {s['wall_seconds']:.1f}s "
+            f"({s['sps']:,.0f} steps/s)  score {score} over the last 100 of {s['episodes']:,} "
+            f"episodes  -> {s['run_dir']}")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}" if prefix else k, v, out)
+    elif isinstance(value, (int, float)) and value is not None:
+        out[prefix] = float(value)
+
+
+def _extra_loggers(config: Config, run_dir: str) -> list[Callable[[dict], None]]:
+    """TensorBoard and W&B writers when enabled (both off by default)."""
+    writers: list[Any] = []
+    if config.log.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("log.tensorboard=true needs the tensorboard package: "
+                              "pip install tensorboard") from None
+        tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+        class _TB:
+            def __call__(self, m: dict) -> None:
+                flat: dict[str, float] = {}
+                _flatten("", m, flat)
+                for k, v in flat.items():
+                    tb.add_scalar(k, v, m["agent_steps"])
+
+            def close(self) -> None:
+                tb.close()
+
+        writers.append(_TB())
+    if config.log.wandb:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("log.wandb=true needs the wandb package: pip install wandb") from None
+        run = wandb.init(project=config.log.wandb_project, config=config.to_dict(),
+                         dir=run_dir, name=os.path.basename(run_dir))
+
+        class _WB:
+            def __call__(self, m: dict) -> None:
+                flat: dict[str, float] = {}
+                _flatten("", m, flat)
+                run.log(flat, step=m["agent_steps"])
+
+            def close(self) -> None:
+                run.finish()
+
+        writers.append(_WB())
+    return writers
+
+
+def train(env: Any, *, config: str | None = None, resume: str | None = None,
+          policy: Any = None, callback: Callable[[Trainer, dict], Any] | None = None,
+          **overrides: Any) -> dict[str, Any]:
+    """Trains on ``env`` (a registered env name, or a built vector env); returns the summary.
+
+    Overrides are flat ``section_key=value`` keywords mirroring the CLI flags:
+    ``train_learning_rate=0.01`` is ``--train.learning-rate 0.01``, ``env_num_envs=64`` is
+    ``--env.num-envs 64`` and env parameters are ``env_<param>`` (``env_size=15``).
+    ``config`` is a TOML file applied before them; ``resume`` a run directory (or checkpoint)
+    to continue; ``policy`` an ``nn.Module`` or a callable ``(obs_space, act_space) -> Module``.
+    """
+    flat = {k: v for k, v in overrides.items()}
+    files = [config] if config else []
+    if resume is not None:
+        name = env if isinstance(env, str) else None
+        trainer = Trainer.resume(resume, env_name=name, files=files, overrides=flat,
+                                 env=None if isinstance(env, str) else env, policy=policy,
+                                 callback=callback)
+        return trainer.train()
+    if isinstance(env, str):
+        cfg = build_config(env, files, flat)
+        return Trainer(cfg, policy=policy, callback=callback).train()
+    cfg = _config_for_env(env, files, flat)
+    return Trainer(cfg, env=env, policy=policy, callback=callback).train()
+
+
+def _config_for_env(env: Any, files: list[str], overrides: Mapping[str, Any]) -> Config:
+    """A config for a prebuilt env object: defaults (+ that env's shipped file if it is a
+    registered env), then files and overrides; env keys describe the given env."""
+    cfg = default_config()
+    from .config import CONFIG_DIR, env_defaults_path
+
+    default_path = os.path.join(CONFIG_DIR, "default.toml")
+    if os.path.exists(default_path):
+        apply_mapping(cfg, load_toml(default_path), "configs/default.toml")
+    name = getattr(env, "name", "custom")
+    if os.path.exists(env_defaults_path(name)):
+        data = load_toml(env_defaults_path(name))
+        data = {k: v for k, v in data.items() if k != "env"}
+        apply_mapping(cfg, data, f"configs/{name}.toml")
+    for f in files:
+        apply_mapping(cfg, {k: v for k, v in load_toml(f).items() if k != "env"}, f)
+    env_keys = [k for k in overrides if str(k).replace(".", "_").startswith("env_")]
+    if env_keys:
+        raise ConfigError(f"{', '.join(env_keys)}: env settings come from the env object passed "
+                          f"in; set them when building it (shoal.make(...))")
+    apply_overrides(cfg, overrides)
+    cfg.env.name = name
+    cfg.env.num_envs = int(env.num_envs)
+    cfg.env.num_buffers = int(getattr(env, "num_buffers", 1))
+    cfg.env.params = dict(getattr(env, "params", {}) or {})
+    t = cfg.train
+    if t.minibatch_size % t.horizon:
+        raise ConfigError(f"train.minibatch_size={t.minibatch_size} must be a multiple of "
+                          f"train.horizon={t.horizon}")
+    return cfg

@@ -1,0 +1,213 @@
+"""The env checker (``shoal check``): each broken env gets a message naming the problem and its fix."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from shoal.emulation.checker import check_env
+from shoal.tools.check_cmd import main as check_main
+
+
+class _Base(gymnasium.Env):
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32)
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, self.t >= 10, False, {}
+
+
+class WrongDtypeEnv(_Base):
+    """Returns float64 observations for a float32 space."""
+
+    def _obs(self):
+        return self.np_random.uniform(-1, 1, 3)
+
+
+class OutOfSpaceEnv(_Base):
+    """Observations reach 2.0 in a space bounded by [-1, 1]."""
+
+    def _obs(self):
+        return (self.np_random.uniform(-1, 1, 3) * 2).astype(np.float32)
+
+
+class ResetReturnsObsEnv(_Base):
+    """The old Gym API: reset returns the observation alone."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs()
+
+
+class FourTupleStepEnv(_Base):
+    """The old Gym API: step returns (obs, reward, done, info)."""
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, self.t >= 10, {}
+
+
+class UnseededEnv(_Base):
+    """Draws from the global numpy RNG, so a seed does not fix its stream."""
+
+    def _obs(self):
+        return np.random.uniform(-1, 1, 3).astype(np.float32)
+
+
+class NoSeedArgEnv(_Base):
+    """reset() without seed/options parameters."""
+
+    def reset(self):  # type: ignore[override]
+        self.t = 0
+        return self._obs(), {}
+
+
+class ListObsEnv(_Base):
+    """Returns Python lists instead of arrays."""
+
+    def _obs(self):
+        return [0.0, 0.5, -0.5]
+
+
+class BadRewardEnv(_Base):
+    """Returns the reward as a 1-element array, and flags as ints."""
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), np.array([1.0]), int(self.t >= 10), 0, {}
+
+
+def make_wrong_dtype() -> gymnasium.Env:
+    return WrongDtypeEnv()
+
+
+class DictObsWrongKeysEnv(_Base):
+    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, (2,), np.float32),
+                                     "b": spaces.Discrete(3)})
+
+    def _obs(self):
+        return {"a": np.zeros(2, np.float32), "c": 1}
+
+
+try:
+    from pettingzoo import ParallelEnv
+except ImportError:
+    ParallelEnv = None
+
+
+def problems(report) -> str:
+    return "\n".join(str(p) for p in report.errors)
+
+
+def only_error(report, *needles: str) -> str:
+    """The text of the report's errors; asserts each needle appears in it."""
+    assert not report.ok, str(report)
+    text = problems(report)
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{report}"
+    return text
+
+
+def test_a_good_env_passes():
+    report = check_env("gym:CartPole-v1")
+    assert report.ok, str(report)
+    assert any("deterministic" in p for p in report.passed)
+    assert any("vectorises" in p for p in report.passed)
+
+
+def test_wrong_dtype_observation():
+    text = only_error(check_env(WrongDtypeEnv), "dtype float64", "declares float32",
+                      "obs.astype(np.float32)")
+    assert "reset()" in text
+
+
+def test_observation_outside_its_space():
+    only_error(check_env(OutOfSpaceEnv), "outside its space", "bounds [-1.0, 1.0]", "np.clip")
+
+
+def test_reset_returning_the_observation_alone():
+    only_error(check_env(ResetReturnsObsEnv), "reset(): returned a numpy array",
+               "not (observation, info)", "return `obs, {}`")
+
+
+def test_step_returning_four_values():
+    only_error(check_env(FourTupleStepEnv), "step(): returned 4 values",
+               "terminated, truncated, info", "bootstrap")
+
+
+def test_non_deterministic_under_a_seed():
+    only_error(check_env(UnseededEnv), "not deterministic under a seed", "self.np_random",
+               "super().reset(seed=seed)")
+
+
+def test_reset_without_seed_parameter():
+    only_error(check_env(NoSeedArgEnv), "takes no seed or options argument",
+               "def reset(self, *, seed=None, options=None)")
+
+
+def test_list_observation_and_bad_step_types():
+    only_error(check_env(ListObsEnv), "not a numpy array", "np.asarray(obs, dtype=np.float32)")
+    only_error(check_env(BadRewardEnv), "reward array([1.])", "float(reward)",
+               "terminated=0", "bool(terminated)")
+
+
+def test_dict_observation_with_wrong_keys():
+    only_error(check_env(DictObsWrongKeysEnv), "missing ['b']", "not in the space: ['c']")
+
+
+def test_unsupported_space():
+    class TextEnv(_Base):
+        observation_space = spaces.Text(8)
+
+    only_error(check_env(TextEnv), "Text", "fixed size")
+
+
+def test_unknown_names():
+    only_error(check_env("gym:NoSuchEnv-v0"), "gymnasium cannot make it", "pprint_registry")
+    only_error(check_env("pz:no_such_module_xyz"), "no_such_module_xyz")
+
+
+@pytest.mark.skipif(ParallelEnv is None, reason="pettingzoo is not installed")
+def test_pettingzoo_checks():
+    class Mixed(ParallelEnv):
+        metadata = {"name": "mixed"}
+        possible_agents = ["x", "y"]
+
+        def observation_space(self, agent):
+            return spaces.Box(0, 1, (2 if agent == "x" else 3,), np.float32)
+
+        def action_space(self, agent):
+            return spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            self.agents = list(self.possible_agents)
+            return {a: self.observation_space(a).sample() for a in self.agents}, {}
+
+        def step(self, actions):
+            raise AssertionError("not reached")
+
+    only_error(check_env(Mixed), "agent 'y' has observation space", "same observation space")
+
+
+def test_cli_exit_status_and_json(capsys):
+    assert check_main(["tests.test_checker:make_wrong_dtype"]) == 1
+    out = capsys.readouterr().out
+    assert "dtype float64" in out and "fix:" in out
+    assert check_main(["gym:CartPole-v1", "--json", "--steps", "50"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["kind"] == "gymnasium"
+    assert check_main(["maze"]) == 0 and "C envs" in capsys.readouterr().out

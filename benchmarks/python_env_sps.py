@@ -16,6 +16,8 @@ policy, env-steps per second counted over all envs.
 Envs: ``cartpole`` (``gymnasium.make("CartPole-v1")``, ~10 us per step) and ``slow`` (CartPole
 plus ``--work-us`` microseconds of pure-Python work per step, an env dominated by its own code).
 
+SB3 is measured only when ``stable_baselines3`` is installed (it is not a shoal dependency).
+
     python benchmarks/python_env_sps.py [--rounds 5] [--seconds 3] [--workers 2]
                                         [--envs-per-worker 16] [--work-us 200]
 """
@@ -23,6 +25,7 @@ plus ``--work-us`` microseconds of pure-Python work per step, an env dominated b
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -200,9 +203,13 @@ def main() -> None:
         return
     iterations = busy_loop_iterations(a.work_us)
     shoal_envs = a.workers * a.envs_per_worker
-    runners = [("shoal", shoal_envs), ("shoal2", shoal_envs), ("gymnasium", a.workers),
-               ("sb3", a.workers)]
-    runners += [(r, n) for n in a.peer_envs for r in ("gymnasium", "sb3")]
+    peers = ["gymnasium"]
+    if importlib.util.find_spec("stable_baselines3") is not None:
+        peers.append("sb3")
+    else:
+        print("stable_baselines3 is not installed: SB3 SubprocVecEnv is left out", flush=True)
+    runners = [("shoal", shoal_envs), ("shoal2", shoal_envs)] + [(r, a.workers) for r in peers]
+    runners += [(r, n) for n in a.peer_envs for r in peers]
     labels = {"shoal": "shoal processes step()", "shoal2": "shoal processes recv/send",
               "gymnasium": "gymnasium AsyncVectorEnv", "sb3": "SB3 SubprocVecEnv"}
     print(f"{a.workers} worker processes, {os.cpu_count()} cores; slow env = CartPole + "

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("shoal.tools.bench", "measure random-action stepping throughput of an env"),
     "train": ("shoal.trainer.cli", "train a policy on an env"),
     "eval": ("shoal.trainer.eval_cli", "evaluate a checkpoint: mean score over episodes"),
+    "check": ("shoal.tools.check_cmd", "check a Python env (gym:ID, pz:MODULE.ENV, module:creator): "
+                                       "each problem with its fix"),
 }
 
 

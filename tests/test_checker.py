@@ -6,7 +6,6 @@ import json
 
 import gymnasium
 import numpy as np
-import pytest
 from gymnasium import spaces
 
 from shoal.emulation.checker import check_env
@@ -103,10 +102,7 @@ class DictObsWrongKeysEnv(_Base):
         return {"a": np.zeros(2, np.float32), "c": 1}
 
 
-try:
-    from pettingzoo import ParallelEnv
-except ImportError:
-    ParallelEnv = None
+from pettingzoo import ParallelEnv  # a test dependency: pip install -e '.[test]'
 
 
 def problems(report) -> str:
@@ -181,7 +177,6 @@ def test_unknown_names():
     only_error(check_env("pz:no_such_module_xyz"), "no_such_module_xyz")
 
 
-@pytest.mark.skipif(ParallelEnv is None, reason="pettingzoo is not installed")
 def test_pettingzoo_checks():
     class Mixed(ParallelEnv):
         metadata = {"name": "mixed"}
@@ -211,3 +206,71 @@ def test_cli_exit_status_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] and data["kind"] == "gymnasium"
     assert check_main(["maze"]) == 0 and "C envs" in capsys.readouterr().out
+
+
+class _Squad(ParallelEnv):
+    """Two agents; ``mode`` picks the bug: "vanish" (y leaves env.agents without a flag at step 2),
+    "stranger" (an agent outside possible_agents appears), "random" (the global RNG)."""
+
+    metadata = {"name": "squad"}
+    possible_agents = ["x", "y"]
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+
+    def observation_space(self, agent):
+        return spaces.Box(0.0, 10.0, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def _obs(self):
+        value = np.random.uniform(0, 1) if self.mode == "random" else self.t
+        return np.array([value, 1.0], np.float32)
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return {a: self._obs() for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.t += 1
+        acting = list(self.agents)
+        terms = {a: False for a in acting}
+        truncs = {a: self.t >= 5 for a in acting}
+        if self.t == 2 and "y" in self.agents:
+            self.agents = ["x", "z"] if self.mode == "stranger" else ["x"]
+            terms["y"] = self.mode == "ok"
+        if self.t >= 5:
+            self.agents = []
+        obs = {a: self._obs() for a in acting}
+        return obs, {a: 1.0 for a in acting}, terms, truncs, {a: {} for a in acting}
+
+
+def test_a_good_pettingzoo_env_passes():
+    report = check_env(lambda: _Squad("ok"))
+    assert report.ok and not report.warnings, str(report)
+    assert any("vectorises" in p for p in report.passed)
+
+
+def test_pettingzoo_agent_leaving_without_a_flag_is_a_warning():
+    report = check_env(lambda: _Squad("vanish"))
+    assert report.ok, str(report)   # shoal copes: it counts the agent as terminated
+    assert any("left env.agents at step 2 without terminated or truncated" in p.what
+               for p in report.warnings), str(report)
+
+
+def test_pettingzoo_agent_outside_possible_agents():
+    only_error(check_env(lambda: _Squad("stranger")), "env.agents holds ['z']",
+               "list every agent that can ever appear in self.possible_agents")
+
+
+def test_pettingzoo_non_deterministic():
+    only_error(check_env(lambda: _Squad("random")), "not deterministic under a seed")
+
+
+def test_a_pettingzoo_package_env_passes():
+    report = check_env("pz:butterfly/knights_archers_zombies-v11", env_kwargs={"spawn_delay": 5},
+                       steps=200)
+    assert report.ok, str(report)
+    assert report.kind == "pettingzoo" and any("episode(s) ended" in p for p in report.passed)

@@ -7,7 +7,6 @@ import them (this file's folder is on sys.path, which spawned workers inherit).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import gymnasium
@@ -22,10 +21,9 @@ from shoal.emulation.spaces import UnsupportedSpaceError, observation_layout
 
 try:
     from pettingzoo import ParallelEnv
-except ImportError:  # the PettingZoo tests skip; pip install -e '.[test]' installs it
-    ParallelEnv = object
-
-needs_pettingzoo = pytest.mark.skipif(ParallelEnv is object, reason="pettingzoo is not installed")
+except ImportError as exc:  # a test dependency, not an optional one
+    raise ImportError("the emulation tests need pettingzoo[butterfly]: pip install -e '.[test]'") \
+        from exc
 
 
 def mixed_dict_space() -> spaces.Dict:
@@ -530,7 +528,6 @@ def test_snapshot_resumes_exactly():
 
 # ---- PettingZoo ----
 
-@needs_pettingzoo
 def test_arena_is_a_valid_pettingzoo_env():
     from pettingzoo.test import parallel_api_test
 
@@ -538,7 +535,6 @@ def test_arena_is_a_valid_pettingzoo_env():
     parallel_api_test(RandomArena(), num_cycles=50)
 
 
-@needs_pettingzoo
 def test_pettingzoo_masks_deaths_and_arrivals():
     env = from_pettingzoo(Arena, 2, seed=0)
     assert env.agents_per_env == 3 and env.num_agents == 6
@@ -575,7 +571,6 @@ def test_pettingzoo_masks_deaths_and_arrivals():
     env.close()
 
 
-@needs_pettingzoo
 def test_pettingzoo_random_deaths_processes_match_serial():
     a = rollout(from_pettingzoo(RandomArena, 4, seed=0), 60, seed=5)
     env = from_pettingzoo(RandomArena, 4, backend="processes", num_workers=2)
@@ -586,7 +581,6 @@ def test_pettingzoo_random_deaths_processes_match_serial():
     env.close()
 
 
-@needs_pettingzoo
 def test_pettingzoo_snapshot_keeps_who_is_alive():
     a, b = from_pettingzoo(RandomArena, 2, seed=0), from_pettingzoo(RandomArena, 2, seed=1)
     a.reset()
@@ -600,10 +594,7 @@ def test_pettingzoo_snapshot_keeps_who_is_alive():
         assert np.array_equal(a.masks, b.masks)
 
 
-@needs_pettingzoo
 def test_pettingzoo_package_env_by_path():
-    pytest.importorskip("pygame")
-    pytest.importorskip("pymunk")
     env = make("pz:pettingzoo.butterfly.pistonball_v6", 2, seed=0, n_pistons=4, max_cycles=30)
     assert env.agents_per_env == 4
     rollout(env, 40, seed=0)
@@ -683,13 +674,158 @@ def test_worker_os_exit_is_reported():
 
 
 def test_shoal_make_routes_python_envs():
-    try:
-        env = shoal.make("gym:CartPole-v1", num_envs=2, seed=0)
-    except ValueError as exc:
-        if "unknown env" in str(exc):
-            pytest.skip("shoal.make does not route gym:/pz: names to shoal.emulation yet")
-        raise
-    assert env.num_agents == 2
-    env.reset()
+    env = shoal.make("gym:CartPole-v1", num_envs=2, seed=0)
+    assert env.num_agents == 2 and env.name == "gym:CartPole-v1"
+    obs, _ = env.reset()
+    ref, _ = gymnasium.make("CartPole-v1").reset(seed=1)
+    assert np.array_equal(obs[1], ref)                       # env 1 got seed 0 + 1
     env.close()
-    assert hasattr(shoal, "from_gymnasium") and hasattr(shoal, "from_pettingzoo")
+    env = shoal.make("gym:CartPole-v1", 2, backend="processes", num_workers=2, seed=0,
+                     max_episode_steps=7)                     # a gymnasium.make kwarg
+    env.reset()
+    for _ in range(7):
+        _, _, term, trunc, _ = env.step(np.zeros(2, np.int32))
+    assert trunc.all() or term.all()                          # no episode outlives 7 steps
+    env.close()
+    pz = shoal.from_pettingzoo(Arena, 1, seed=0)
+    assert pz.num_agents == 3
+    pz.close()
+    env = shoal.from_gymnasium(lambda: DictObsEnv(length=2), 2, seed=0)
+    assert env.structured_observation_space == mixed_dict_space()
+    env.close()
+
+
+def test_names_that_do_not_resolve_say_how_to_fix_them():
+    with pytest.raises(ValueError, match=r"no env 'CartPol-v1' .*Did you mean.*Fix: .*pprint_registry"):
+        shoal.make("gym:CartPol-v1", 1)
+    with pytest.raises(TypeError, match=r"keyword arguments \{'no_such_arg': 1\}.*--env.KEY"):
+        shoal.make("gym:CartPole-v1", 1, no_such_arg=1)
+    with pytest.raises(ValueError, match="names no env: write gym:ID"):
+        shoal.make("gym:", 1)
+    with pytest.raises(ValueError, match="registry has no parallel env.*pprint_registry"):
+        shoal.make("pz:butterfly/no_such_env-v1", 1)
+    with pytest.raises(ModuleNotFoundError, match="cannot import 'no_such_module_xyz'"):
+        shoal.make("gym:no_such_module_xyz:Thing-v0", 1)
+
+
+# ---- Gymnasium vector envs and autoreset ----
+
+@pytest.mark.parametrize("vector, mode", [("sync", "NextStep"), ("sync", "SameStep"),
+                                          ("sync", "Disabled"), ("async", "NextStep")])
+def test_gymnasium_vector_env_in_every_autoreset_mode(vector, mode):
+    """A built Gymnasium vector env behaves exactly like shoal's own vectorisation of the same
+    envs: same observations, rewards, terminated/truncated, final observations and stats."""
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+    cls = SyncVectorEnv if vector == "sync" else AsyncVectorEnv
+    ref = shoal.from_gymnasium(count_env, 3, seed=0)
+    env = shoal.from_gymnasium(cls([count_env] * 3, autoreset_mode=AutoresetMode(mode)))
+    assert env.autoreset_mode == mode and env.num_envs == 3
+    rng = np.random.default_rng(0)
+    env.reset(seed=4)
+    ref.reset(seed=4)
+    terminated = truncated = 0
+    for _ in range(40):
+        act = rng.integers(0, 2, 3).astype(np.int32)
+        got, want = env.step(act), ref.step(act)
+        for x, y in zip(got[:4], want[:4]):
+            assert np.array_equal(x, y)
+        done = got[2] | got[3]
+        assert np.array_equal(got[4]["final_observation"][done], want[4]["final_observation"][done])
+        terminated += int(got[2].sum())
+        truncated += int(got[3].sum())
+    assert terminated > 3 and truncated > 3    # both kinds of episode end happened
+    assert env.log() == ref.log()
+    env.close()
+    ref.close()
+
+
+def test_gymnasium_vector_env_with_dict_observations():
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    vec = SyncVectorEnv([lambda: DictObsEnv(length=3)] * 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    env = shoal.from_gymnasium(vec, seed=0)
+    space = env.structured_observation_space
+    obs, _ = env.reset()
+    inner = [e.unwrapped for e in vec.envs]
+    for _ in range(7):
+        obs, _, term, trunc, infos = env.step(np.zeros(2, np.int32))
+        for i in range(2):
+            assert_same(squeeze_batch(unflatten(obs[i:i + 1], space)), inner[i].returned[-1])
+            if term[i]:
+                assert_same(squeeze_batch(unflatten(infos["final_observation"][i:i + 1], space)),
+                            inner[i].returned[-2])
+    env.close()
+
+
+def test_gymnasium_vector_env_arguments_are_checked():
+    vec = gymnasium.make_vec("CartPole-v1", 2)
+    with pytest.raises(ValueError, match=r"num_envs=3 .*backend='processes'.*Fix: drop"):
+        shoal.from_gymnasium(vec, 3, backend="processes")
+    with pytest.raises(TypeError, match=r"returned a Gymnasium vector env.*from_gymnasium\(vector_env\)"):
+        shoal.from_gymnasium(lambda: gymnasium.make_vec("CartPole-v1", 2), 2)
+    vec.close()
+
+
+def test_env_wrapped_in_gymnasium_autoreset_is_reset_by_shoal():
+    """Gymnasium's single-env Autoreset wrapper (next-step autoreset) changes nothing: shoal
+    resets on the step an episode ends, which clears the wrapper's pending reset."""
+    plain = shoal.from_gymnasium(count_env, 2, seed=0)
+    wrapped = shoal.from_gymnasium(lambda: gymnasium.wrappers.Autoreset(count_env()), 2, seed=0)
+    a, b = rollout(plain, 30, seed=1), rollout(wrapped, 30, seed=1)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert sum(int(t.sum()) for t in a[4::6]) > 0   # episodes did end (terminals)
+    plain.close()
+    wrapped.close()
+
+
+# ---- a PettingZoo package env whose agents die at different times ----
+
+KAZ = "pz:pettingzoo.butterfly.knights_archers_zombies_v11"
+KAZ_KWARGS = dict(spawn_delay=5, max_cycles=300)   # zombies come fast: agents die
+
+
+def test_pettingzoo_package_env_agents_die_at_different_times():
+    env = make(KAZ, 2, seed=0, **KAZ_KWARGS)
+    a = env.agents_per_env
+    assert a == 4 and env.possible_agents == ["archer_0", "archer_1", "knight_0", "knight_1"]
+    env.reset()
+    rng = np.random.default_rng(0)
+    lone_deaths = 0     # an agent died while others of its env played on
+    absent_steps = 0    # steps an absent agent's row sat masked and zeroed
+    resets = 0
+    for _ in range(300):
+        before = env.masks.copy()
+        # absent agents get out-of-range actions: they must be ignored, not rejected
+        act = np.where(before, rng.integers(0, 6, env.num_agents), 99).astype(np.int32)
+        obs, rew, term, trunc, infos = env.step(act)
+        ended = term | trunc
+        for e in range(2):
+            rows = slice(e * a, (e + 1) * a)
+            assert not (ended[rows] & ~before[rows]).any()      # only present agents end
+            if ended[rows].any() and env.masks[rows].any() and not env.masks[rows].all():
+                lone_deaths += 1
+            if (before[rows] & ~ended[rows]).sum() == 0 and before[rows].any():
+                resets += 1                                     # all gone: reset at once
+                assert env.masks[rows].all()
+        for r in np.flatnonzero(ended):
+            assert infos["final_observation"][r].any()         # its last observation
+        absent = ~env.masks
+        assert not obs[absent].any()
+        absent_steps += int(absent.sum())
+    assert lone_deaths >= 2 and absent_steps > 50 and resets >= 2
+    stats = env.log()
+    assert stats["n"] > 8 and 0 < stats["episode_length"] < 300
+    env.close()
+
+
+def test_pettingzoo_package_env_processes_match_serial_and_registry_id():
+    a = rollout(make(KAZ, 2, **KAZ_KWARGS), 160, seed=3)
+    env = make(KAZ, 2, backend="processes", num_workers=2, **KAZ_KWARGS)
+    b = rollout(env, 160, seed=3)
+    env.close()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    masks = np.array(a[6::6])
+    assert not masks.all() and masks.any()       # agents did die
+    c = rollout(make("pz:butterfly/knights_archers_zombies-v11", 2, **KAZ_KWARGS), 160, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, c))

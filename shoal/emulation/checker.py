@@ -382,7 +382,8 @@ def _check_gymnasium(env: Any, build: Callable[[], Any], report: Report, seed: i
         VectorEnv = ()
     if isinstance(env, VectorEnv):
         report.add("the creator returned a Gymnasium vector env", "return one env: shoal "
-                   "vectorises it itself (shoal.from_gymnasium(creator, num_envs=...))")
+                   "vectorises it itself (shoal.from_gymnasium(creator, num_envs=...)); a built "
+                   "vector env can be adapted as it is with shoal.from_gymnasium(vector_env)")
         raise _Stop
     missing = [a for a in ("reset", "step", "observation_space", "action_space") if not hasattr(env, a)]
     if missing:

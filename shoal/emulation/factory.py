@@ -13,14 +13,16 @@ parent's probe env, so ids registered by the parent script (even under
 
 from __future__ import annotations
 
+import functools
 import importlib
+import re
 from typing import Any, Callable
 
 from gymnasium import spaces
 
 from ..vector.base import Buffers, VecEnv
 
-__all__ = ["PythonEnvFactory", "resolve_pettingzoo", "resolve_callable"]
+__all__ = ["PythonEnvFactory", "check_gym_id", "resolve_pettingzoo", "resolve_callable"]
 
 GYMNASIUM = "gymnasium"
 PETTINGZOO = "pettingzoo"
@@ -46,13 +48,52 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     return obj
 
 
+def check_gym_id(env_id: str) -> None:
+    """Checks that ``gymnasium.make(env_id)`` will find the id, without building the env.
+
+    ``module:ID`` imports ``module`` first (as ``gymnasium.make`` does). Raises ValueError (or
+    ModuleNotFoundError) naming the problem and the fix.
+    """
+    import gymnasium
+    from gymnasium.envs.registration import find_highest_version, parse_env_id, registry
+
+    module, sep, env_name = env_id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"gym:{env_id}: cannot import {module!r}, the module that should register "
+                f"{env_name!r} ({exc}). Fix: check the module name, install its package, or make "
+                f"it importable (on sys.path)", name=exc.name) from exc
+    if env_name in registry:
+        return
+    try:
+        ns, name, version = parse_env_id(env_name)
+        if version is None and find_highest_version(ns, name) is not None:
+            return  # gymnasium.make picks the latest version (with a warning)
+        gymnasium.spec(env_name)
+    except gymnasium.error.Error as exc:
+        where = f" after importing {module!r}" if sep else ""
+        raise ValueError(
+            f"gym:{env_id}: Gymnasium has no env {env_name!r}{where} ({exc}). Fix: check the id "
+            f"(gymnasium.pprint_registry() lists the registered ones), or name the module that "
+            f"registers it: gym:module:{env_name}") from None
+
+
+_PZ_REGISTRY_ID = re.compile(r"^(?:[\w.-]+/)?[\w.]+-v\d+$")
+
+
 def resolve_pettingzoo(path: str) -> Callable[..., Any]:
     """The env creator named by a ``pz:`` path.
 
     ``package.module`` (a PettingZoo env module such as ``pettingzoo.butterfly.pistonball_v6``)
     gives its ``parallel_env`` (or its AEC ``env``, converted); ``package.module.attr`` or
-    ``package.module:attr`` gives that callable.
+    ``package.module:attr`` gives that callable; ``family/name-vN`` (an id of PettingZoo's
+    registry, e.g. ``butterfly/pistonball-v6``) gives ``pettingzoo.make("parallel", id, ...)``.
     """
+    if _PZ_REGISTRY_ID.match(path) and ":" not in path:
+        return _pz_registry_creator(path)
     if ":" in path:
         return _pz_attr(path)
     try:
@@ -67,6 +108,28 @@ def resolve_pettingzoo(path: str) -> Callable[..., Any]:
             return creator
     raise ImportError(f"module {path!r} has neither parallel_env() nor env(): name the creator "
                       f"as pz:{path}.<callable> or pz:{path}:<callable>")
+
+
+def _pz_registry_creator(env_id: str) -> Callable[..., Any]:
+    try:
+        import pettingzoo
+    except ImportError as exc:
+        raise ModuleNotFoundError(f"pz:{env_id} needs pettingzoo: pip install pettingzoo",
+                                  name="pettingzoo") from exc
+    make = getattr(pettingzoo, "make", None)
+    if make is None:
+        raise ImportError(f"pz:{env_id} is a registry id, but this pettingzoo "
+                          f"({getattr(pettingzoo, '__version__', '?')}) has no registry. Fix: "
+                          f"pip install 'pettingzoo>=1.27', or name the env's module, e.g. "
+                          f"pz:pettingzoo.butterfly.pistonball_v6")
+    try:
+        pettingzoo.spec("parallel", env_id)
+    except Exception as exc:
+        raise ValueError(f"pz:{env_id}: PettingZoo's registry has no parallel env {env_id!r} "
+                         f"({type(exc).__name__}: {exc}). Fix: check the id "
+                         f"(pettingzoo.pprint_registry() lists them), or name the env's module "
+                         f"(pz:package.module)") from None
+    return functools.partial(make, "parallel", env_id)
 
 
 def _pz_attr(path: str) -> Callable[..., Any]:
@@ -112,7 +175,28 @@ class PythonEnvFactory:
     # ---- envs ----
 
     def make_env(self) -> Any:
-        """One env, built from the creator."""
+        """One env, built from the creator.
+
+        An unknown id or a keyword argument the env does not take raises ValueError / TypeError
+        naming the env and the fix (the original exception is the cause)."""
+        try:
+            return self._make_env()
+        except TypeError as exc:
+            if "keyword argument" not in str(exc) or not self.env_kwargs:
+                raise
+            raise TypeError(
+                f"{self.name}: making the env with keyword arguments {self.env_kwargs} raised "
+                f"TypeError: {exc}. Fix: pass only arguments the env takes (on the command line "
+                f"they are --env.KEY VALUE flags; in shoal.train, env_KEY=VALUE)") from exc
+        except Exception as exc:
+            if not type(exc).__module__.startswith("gymnasium.error"):
+                raise
+            raise ValueError(
+                f"{self.name}: gymnasium cannot make it ({type(exc).__name__}: {exc}). Fix: check "
+                f"the id (gymnasium.pprint_registry() lists the registered ones), or name the "
+                f"module that registers it: gym:module:ID") from exc
+
+    def _make_env(self) -> Any:
         if self.kind == GYMNASIUM:
             import gymnasium
 

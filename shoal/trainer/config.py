@@ -15,6 +15,13 @@ Where values come from, later ones winning:
 The env's own parameters (a maze's size, ...) live in the ``[env]`` table next to the generic
 keys and are checked against the env's spec; an unknown key anywhere is an error naming the
 closest known keys.
+
+Python envs (``gym:ID``, ``pz:MODULE.ENV``; see :mod:`shoal.emulation`) have no spec: any other
+key of their ``[env]`` table is a keyword argument of ``gymnasium.make`` / the PettingZoo creator
+(``--env.max-episode-steps 200``). On the command line such a value is read as an integer, a
+float or true/false when it looks like one, else as a string; a TOML file keeps its exact types.
+Their name is checked when the config is built (the id is registered, the module imports); the
+keyword arguments when the env is made.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -50,7 +58,8 @@ def _f(default: Any, help: str, choices: tuple[Any, ...] | None = None, low: flo
 class EnvConfig:
     """Which env to train on and how to vectorise it; the env's own parameters sit here too."""
 
-    name: str = _f("", "registered env to train on (`shoal envs` lists them)")
+    name: str = _f("", "env to train on: a registered env (`shoal envs` lists them), gym:ID "
+                       "or pz:MODULE.ENV")
     num_envs: int = _f(256, "env copies stepped together; batch = num_envs x agents x horizon",
                        low=1)
     backend: str = _f("serial", "vectorisation backend",
@@ -106,6 +115,10 @@ class TrainConfig:
     seed: int = _f(0, "seed of torch, the sampler and (by default) the envs", low=0)
     torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0)
     compile: bool = _f(False, "torch.compile the policy for training (slow to start)")
+    precision: str = _f("float32", "policy matmul precision: float32, or bfloat16 (autocast "
+                                   "for rollout inference and the training forward/backward; "
+                                   "weights, optimizer, advantages and losses stay float32)",
+                        choices=("float32", "bfloat16"))
 
 
 @dataclass
@@ -190,6 +203,14 @@ def all_keys() -> list[str]:
     return [f"{s}.{k}" for s in SECTIONS for k in section_fields(s)]
 
 
+PYTHON_ENV_PREFIXES = ("gym:", "pz:")  # the names shoal.make routes to shoal.emulation
+
+
+def is_python_env(name: str) -> bool:
+    """True for ``gym:``/``pz:`` names: envs without a spec, whose parameters are free kwargs."""
+    return isinstance(name, str) and name.startswith(PYTHON_ENV_PREFIXES)
+
+
 def _env_spec(name: str):
     from ..envs import get_spec
 
@@ -200,8 +221,9 @@ def _env_spec(name: str):
 
 
 def env_params_of(name: str) -> dict[str, Any]:
-    """The env's parameters with their Param objects ({} when the env is unknown or empty)."""
-    if not name:
+    """The env's parameters with their Param objects ({} when the env has none, and for Python
+    envs, whose parameters are free keyword arguments)."""
+    if not name or is_python_env(name):
         return {}
     return dict(_env_spec(name).params)
 
@@ -244,6 +266,23 @@ def parse_value(kind: type, text: str, key: str) -> Any:
             raise ConfigError(f"{key} needs a number, got {text!r}") from None
         return value
     return text
+
+
+def parse_free_value(text: str) -> Any:
+    """A command-line value of a key without a declared type (a Python env's keyword argument):
+    an int, a float or true/false when it reads as one, else the string itself."""
+    text = text.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        return float(text.replace("_", ""))
+    except ValueError:
+        return text
 
 
 def check_value(f: dataclasses.Field, value: Any, key: str) -> Any:
@@ -341,6 +380,9 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
         setattr(getattr(cfg, section), key, check_value(fields[key], value, full))
         return
     if section == "env":
+        if is_python_env(cfg.env.name):
+            cfg.env.params[key] = value  # a keyword argument of gymnasium.make / the creator
+            return
         params = env_params_of(cfg.env.name)
         if key in params:
             cfg.env.params[key] = value  # checked (and converted) by the spec in finalise()
@@ -379,9 +421,13 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], origin: str = "ov
         if not name:
             raise _unknown(key, all_keys(), origin)
         if section == "env" and name not in section_fields("env") and isinstance(value, str):
-            params = env_params_of(cfg.env.name)
-            if name in params:
-                value = parse_value(params[name].kind, value, key)
+            if is_python_env(cfg.env.name):
+                if origin == "flag":  # typed in a shell: "200" means 200
+                    value = parse_free_value(value)
+            else:
+                params = env_params_of(cfg.env.name)
+                if name in params:
+                    value = parse_value(params[name].kind, value, key)
         _apply(cfg, section, name, value, origin)
 
 
@@ -389,12 +435,16 @@ def finalise(cfg: Config) -> Config:
     """Checks the config as a whole (env params against the spec, sizes); returns it."""
     if not cfg.env.name:
         raise ConfigError("no env chosen: pass one, e.g. `shoal train template`")
-    spec = _env_spec(cfg.env.name)
-    try:
-        cfg.env.params = {k: v for k, v in spec.resolve(cfg.env.params).items()
-                          if k in cfg.env.params}
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+    if is_python_env(cfg.env.name):
+        spec = None
+        _check_python_env(cfg)
+    else:
+        spec = _env_spec(cfg.env.name)
+        try:
+            cfg.env.params = {k: v for k, v in spec.resolve(cfg.env.params).items()
+                              if k in cfg.env.params}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
     t = cfg.train
     if cfg.env.num_envs % cfg.env.num_buffers:
         raise ConfigError(
@@ -405,7 +455,8 @@ def finalise(cfg: Config) -> Config:
             f"train.minibatch_size={t.minibatch_size} must be a multiple of train.horizon="
             f"{t.horizon} (minibatches are whole segments)")
     if t.batch_size:
-        agents = int(spec.agents_per_env(spec.resolve(cfg.env.params)))
+        agents = (_python_env_agents(cfg) if spec is None else
+                  int(spec.agents_per_env(spec.resolve(cfg.env.params))))
         batch = cfg.env.num_envs * agents * t.horizon
         if batch != t.batch_size:
             need = t.batch_size / (agents * t.horizon)
@@ -416,6 +467,37 @@ def finalise(cfg: Config) -> Config:
                 f"{cfg.env.num_envs} x {agents} x {t.horizon} = {batch}: {hint}, or leave "
                 f"batch_size at 0")
     return cfg
+
+
+def _check_python_env(cfg: Config) -> None:
+    """ConfigError (with the fix) unless the ``gym:``/``pz:`` name resolves and the params can
+    be keyword arguments."""
+    from ..emulation import check_name
+
+    for key, value in cfg.env.params.items():
+        if not key.isidentifier():
+            raise ConfigError(f"env.{key}: {cfg.env.name} takes keyword arguments, and {key!r} "
+                              f"is not a Python identifier")
+        _toml_value(value)  # raises ConfigError for values a run's config.toml cannot hold
+    try:
+        check_name(cfg.env.name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _python_env_agents(cfg: Config) -> int:
+    """Agents per env of a Python env: 1 for gym:, len(possible_agents) for pz: (builds one)."""
+    if cfg.env.name.startswith("gym:"):
+        return 1
+    from ..emulation import PythonEnvFactory
+    from ..emulation.factory import PETTINGZOO
+
+    try:
+        return int(PythonEnvFactory(PETTINGZOO, cfg.env.name[3:], cfg.env.params,
+                                    name=cfg.env.name).describe()[3])
+    except Exception as exc:
+        raise ConfigError(f"{cfg.env.name}: cannot build the env to count its agents "
+                          f"({type(exc).__name__}: {exc})") from None
 
 
 def build_config(env_name: str | None = None, files: list[str] | tuple[str, ...] = (),
@@ -476,10 +558,22 @@ def to_toml(cfg: Config) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        text = repr(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        text = repr(float(value))
         return text if ("." in text or "e" in text or "inf" in text or "nan" in text) else text + ".0"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if not isinstance(value, str):
+        raise ConfigError(f"{value!r} ({type(value).__name__}) cannot be written to a run's "
+                          f"config.toml: use a string, number, bool, list or table")
+    text = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def _toml_key(key: Any) -> str:
+    key = str(key)
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)

@@ -30,6 +30,7 @@ scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable
 
@@ -356,12 +357,15 @@ class LSTMPolicy(nn.Module):
         if starts is not None:
             if starts.shape != (B, L):
                 raise ValueError(f"starts must be [B, L] = [{B}, {L}], got {tuple(starts.shape)}")
-            keep = (1.0 - starts.to(features.dtype)).unsqueeze(-1)      # [B, L, 1]
+            keep = (1.0 - starts.to(features.dtype)).unsqueeze(-1).unbind(1)  # L x [B, 1]
+        # unbind, not features[:, t]: the backward of L selects would zero-fill a [B, L, H]
+        # gradient L times (quadratic in L; it was 80% of a training step at L=64)
+        inputs = features.unbind(1)
         outputs = []
         for t in range(L):
             if keep is not None:
-                h, c = h * keep[:, t], c * keep[:, t]
-            h, c = self.cell(features[:, t], (h, c))
+                h, c = h * keep[t], c * keep[t]
+            h, c = self.cell(inputs[t], (h, c))
             outputs.append(h)
         out = torch.stack(outputs, 1).reshape(B * L, self.hidden)
         params, values = self.heads(out)
@@ -413,6 +417,21 @@ def policy_initial_state(policy: nn.Module, batch: int, device: torch.device | s
 # Rollout inference
 # ---------------------------------------------------------------------------------------------
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def autocast(device: torch.device | str, precision: str = "float32"
+             ) -> contextlib.AbstractContextManager:
+    """The context the policy runs in for ``precision``: nothing for float32; for bfloat16,
+    ``torch.autocast`` (matmuls and convolutions in bfloat16, accumulating in float32; weights
+    and everything outside the policy stay float32)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "bfloat16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 class Inference:
     """Rollout-time evaluation of a policy: one step for a batch of agents, no autograd.
 
@@ -430,8 +449,10 @@ class Inference:
 
     def __init__(self, policy: nn.Module, action_space: spaces.Space | None = None,
                  device: torch.device | str | None = None, deterministic: bool = False,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, precision: str = "float32"):
         self.policy = policy
+        self.precision = precision
+        autocast("cpu", precision)  # checks the name
         distribution = getattr(policy, "distribution", None)
         if not isinstance(distribution, ActionDistribution):
             if action_space is None:
@@ -478,12 +499,17 @@ class Inference:
             starts_t = None if starts is None else self._stage("starts", starts, torch.float32)
             if starts_t is not None and starts_t.shape != (B,):
                 raise ValueError(f"starts must be [B] = [{B}], got {tuple(starts_t.shape)}")
-            params, values, new_state = self.policy(
-                obs_t.unsqueeze(1), state, None if starts_t is None else starts_t.unsqueeze(1))
+            with autocast(self.device, self.precision):
+                params, values, new_state = self.policy(
+                    obs_t.unsqueeze(1), state,
+                    None if starts_t is None else starts_t.unsqueeze(1))
             if not self._checked:
                 self._check_outputs(params, values, B)
-            params = params.reshape(B, -1)
-            values = values.reshape(B)
+            params = params.reshape(B, -1).float()
+            values = values.reshape(B).float()
+            if new_state is not None and state is not None:
+                # autocast may hand back a lower-precision state; keep the caller's dtype
+                new_state = tuple(n.to(s.dtype) for n, s in zip(new_state, state))
             if self.deterministic:
                 actions = self.distribution.mode(params)
                 logprobs = self.distribution.log_prob(params, actions)

@@ -72,7 +72,7 @@ from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, lo
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, to_toml
 from .dashboard import Dashboard
-from .policies import Inference, make_policy, policy_initial_state
+from .policies import Inference, autocast, make_policy, policy_initial_state
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
@@ -155,13 +155,15 @@ class Minibatch:
 # ---------------------------------------------------------------------------------------------
 
 def replay(policy: nn.Module, distribution: Any, mb: Minibatch,
-           forward: Callable[..., Any] | None = None
+           forward: Callable[..., Any] | None = None, precision: str = "float32"
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Runs the policy over whole segments from their stored start state, with the stored
-    episode starts: ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the stored actions."""
-    params, values, _ = (forward or policy)(mb.obs, mb.state0, mb.starts)
-    logprobs, entropy = distribution.log_prob_and_entropy(params, mb.actions)
-    return logprobs, entropy, values
+    episode starts: ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the stored actions,
+    in float32 whatever ``precision`` the policy ran in."""
+    with autocast(mb.obs.device, precision):
+        params, values, _ = (forward or policy)(mb.obs, mb.state0, mb.starts)
+    logprobs, entropy = distribution.log_prob_and_entropy(params.float(), mb.actions)
+    return logprobs, entropy, values.float()
 
 
 def _masked_mean(x: torch.Tensor, masks: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -177,7 +179,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     rewards, dones and values with the current importance ratio (V-trace-style). Every term is
     averaged over unmasked steps only.
     """
-    newlogp, entropy, newvalues = replay(policy, distribution, mb, forward)
+    newlogp, entropy, newvalues = replay(policy, distribution, mb, forward,
+                                        getattr(t, "precision", "float32"))
     logratio = newlogp - mb.logprobs
     ratio = logratio.exp()
     with torch.no_grad():
@@ -423,7 +426,7 @@ class Trainer:
         self.action_generator = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.sampler_generator = torch.Generator(device=self.device).manual_seed(t.seed + 2)
         self.inference = Inference(self.policy, act_space, self.device,
-                                   generator=self.action_generator)
+                                   generator=self.action_generator, precision=t.precision)
         self.distribution = self.inference.distribution
         self.forward = torch.compile(self.policy) if t.compile else self.policy
         self.optimizer = make_optimizer(self.policy, t)
@@ -533,7 +536,7 @@ class Trainer:
         final = torch.from_numpy(self.env.final_observations[index.numpy()]).to(self.device)
         dev_index = index.to(self.device)
         state = None if self.state is None else tuple(s[dev_index] for s in self.state)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.config.train.precision):
             _, values, _ = self.policy(final.unsqueeze(1), state, None)
         b = self.storage
         b.rewards[dev_index, t] += self.config.train.gamma * values.reshape(-1).float()

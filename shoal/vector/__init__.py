@@ -23,14 +23,22 @@ def make(name: str, num_envs: int = 1, *, seed: int | None = None, backend: str 
     """A vector of ``num_envs`` copies of env ``name``.
 
     Args:
-        name: a registered C env (``shoal envs`` lists them).
+        name: a registered C env (``shoal envs`` lists them), or a Python env: ``gym:ID`` (any
+            id ``gymnasium.make`` accepts, also ``gym:module:ID``) or ``pz:MODULE.ENV`` (a
+            PettingZoo parallel env by import path), built by :mod:`shoal.emulation`.
         num_envs: copies to step together; multi-agent envs give ``num_envs * agents`` rows.
         seed: seeds every env (env i uses stream i); None draws one at random.
         backend: ``"serial"``, ``"threads"`` or ``"processes"``.
         num_workers: threads or processes to use (default: one per CPU core).
         num_buffers: groups of envs for double buffering (``recv``/``send``); 1 or 2 typically.
-        **env_params: the env's own parameters (``shoal envs`` shows them with their ranges).
+        **env_params: the env's own parameters (``shoal envs`` shows them with their ranges);
+            for ``gym:``/``pz:`` envs, keyword arguments of ``gymnasium.make`` / the creator.
     """
+    if isinstance(name, str) and name.startswith(("gym:", "pz:")):
+        from ..emulation import make as make_python_env
+
+        return make_python_env(name, num_envs, seed=seed, backend=backend,
+                               num_workers=num_workers, num_buffers=num_buffers, **env_params)
     from ..envs import get_spec
 
     if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:

@@ -40,10 +40,23 @@ Python (Gymnasium/PettingZoo) factory plugs in the same way.
 
 Failure handling: the parent waits on the workers' pipes and on their process sentinels together,
 so a worker that dies (killed, segfault, ``os._exit``) raises a RuntimeError naming it, its pid and
-exit code instead of hanging. Workers ignore SIGINT (Ctrl-C is the parent's to handle), exit when
-the parent's end of their pipe closes or the parent process disappears, and the shared memory is
-unlinked by ``close()``, by garbage collection of the env, at interpreter exit, or (if the parent
-is killed) by multiprocessing's resource tracker.
+exit code instead of hanging; a worker that raises sends its traceback, which the parent's
+RuntimeError shows. Either way the env is closed: the other workers are stopped.
+
+Ctrl-C: workers ignore SIGINT; it is the parent's to handle. A KeyboardInterrupt can land
+anywhere in the parent, even between a message and the record of it, so after one the parent
+trusts no record: the next call first *resynchronises* (each worker echoes a fresh number once
+every earlier request is done, and whatever came before the echo is dropped), then goes on, so
+the env stays usable and an interrupted step's results are complete. The parent takes each
+message off its socket in one call once all of it has arrived, so an interrupt never splits one
+(messages over 64 KiB, i.e. large snapshots, are read in pieces).
+
+Workers exit when the parent's end of their pipe closes or the parent process disappears
+(killed, or exiting without ``close()``), and the shared memory is unlinked by ``close()``, by
+garbage collection of the env, at interpreter exit, or (if the parent is killed) by
+multiprocessing's resource tracker; an interrupted ``close()`` is finished by the env's
+finalizer. tests/test_process_cleanup.py checks that no process is left behind in each of these
+cases, and that the env survives thousands of interrupts at random moments.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ import pickle
 import re
 import select
 import signal
+import socket
 import struct
 import time
 import traceback
@@ -77,8 +91,11 @@ _OK = b"k"            # worker -> parent: done
 _RESULT = b"r"        # worker -> parent: the return value of a _CALL
 _REJECTED = b"v"      # worker -> parent: the shard rejected the actions (ValueError text)
 _FAILED = b"e"        # worker -> parent: (summary, traceback text) of an exception
-_WITH_PAYLOAD = frozenset((_CALL, _RESULT, _REJECTED, _FAILED))
+_PING = b"p"          # parent -> worker: a number to send back once every earlier request is done
+_PONG = b"o"          # worker -> parent: that number
+_WITH_PAYLOAD = frozenset((_CALL, _RESULT, _REJECTED, _FAILED, _PING, _PONG))
 _LENGTH = struct.Struct("<Q")
+_MAX_PAYLOAD = 1 << 40    # a longer length prefix means the stream is out of step
 
 _PARENT_CHECK_MS = 1000   # how often an idle worker checks that its parent is still alive
 _QUIT_GRACE_S = 2.0       # how long close() waits for workers to exit before terminating them
@@ -210,11 +227,70 @@ def _send_message(fd: int, tag: bytes, payload: Any = None) -> None:
         os.write(fd, tag)
 
 
+class _OutOfStep(Exception):
+    """Bytes on a pipe that are not a message (the stream lost its framing)."""
+
+
+_WHOLE_MESSAGE_MAX = 1 << 16   # messages up to this size are taken off a socket in one call
+
+
+def _take_message(sock: socket.socket) -> tuple[bytes, Any]:
+    """The next message from a worker's socket (the parent's side).
+
+    A message is taken off the socket by a single ``recv`` once all of it has arrived (its
+    header is peeked at first), so a KeyboardInterrupt in the parent can make it drop a whole
+    message (which the resynchronisation after an interrupt copes with) but never split one and
+    lose the stream's framing. Only messages over 64 KiB (large snapshots) are read in pieces.
+    """
+    head = sock.recv(1, socket.MSG_PEEK)
+    if not head:
+        raise EOFError("the other end of the pipe closed")
+    tag = head[:1]
+    if tag not in _WITH_PAYLOAD:
+        if tag not in (_STEP, _QUIT, _OK):
+            raise _OutOfStep(f"an unknown message tag {tag!r}")
+        sock.recv(1)
+        return tag, None
+    size = 1 + _LENGTH.size
+    header = sock.recv(size, socket.MSG_PEEK | socket.MSG_WAITALL)
+    if len(header) < size:
+        raise EOFError("the other end of the pipe closed")
+    (n,) = _LENGTH.unpack_from(header, 1)
+    if n > _MAX_PAYLOAD:
+        raise _OutOfStep(f"a message length of {n} bytes")
+    total = size + n
+    if total <= _WHOLE_MESSAGE_MAX:
+        while len(sock.recv(total, socket.MSG_PEEK | socket.MSG_WAITALL)) < total:
+            if not sock.recv(1, socket.MSG_PEEK):
+                raise EOFError("the other end of the pipe closed")
+        data = sock.recv(total)
+    else:
+        data = bytearray(total)
+        view, got = memoryview(data), 0
+        while got < total:
+            k = sock.recv_into(view[got:], total - got)
+            if not k:
+                raise EOFError("the other end of the pipe closed")
+            got += k
+    try:
+        return tag, pickle.loads(memoryview(data)[size:])
+    except Exception as exc:
+        raise _OutOfStep(f"a message that does not unpickle ({exc})") from None
+
+
 def _recv_message(fd: int) -> tuple[bytes, Any]:
     tag = _read_exact(fd, 1)
     if tag in _WITH_PAYLOAD:
         (n,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size))
-        return tag, pickle.loads(_read_exact(fd, n))
+        if n > _MAX_PAYLOAD:
+            raise _OutOfStep(f"a message length of {n} bytes")
+        data = _read_exact(fd, n)
+        try:
+            return tag, pickle.loads(data)
+        except Exception as exc:
+            raise _OutOfStep(f"a message that does not unpickle ({exc})") from None
+    if tag not in (_STEP, _QUIT, _OK):
+        raise _OutOfStep(f"an unknown message tag {tag!r}")
     return tag, None
 
 
@@ -286,6 +362,8 @@ def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
                 _send_message(fd, _FAILED, _failure_payload(exc))
             else:
                 _send_message(fd, _RESULT, result)
+        elif tag == _PING:
+            _send_message(fd, _PONG, payload)
         elif tag == _QUIT:
             return
         else:
@@ -305,40 +383,53 @@ class _Workers:
         self.block = block
         self.procs: list[Any] = []
         self.conns: list[Any] = []
+        self.socks: list[socket.socket] = []   # views of the conns' descriptors, for reading
+        self.quit_sent = False
+        self.reaped: set[Any] = set()   # processes joined and closed
         self.closed = False
 
     def shutdown(self) -> None:
-        """Asks workers to quit, terminates the ones that do not, unlinks the block. Idempotent."""
+        """Asks workers to quit, terminates the ones that do not, unlinks the block.
+
+        Idempotent, and safe to interrupt (Ctrl-C while it waits for the workers): the work left
+        is done by the next call, which the env's finalizer makes at the latest when the env is
+        collected or the interpreter exits."""
         if self.closed:
             return
-        self.closed = True
-        for conn in self.conns:
-            try:
-                os.write(conn.fileno(), _QUIT)
-            except OSError:
-                pass  # already gone
+        if not self.quit_sent:
+            for conn in self.conns:
+                try:
+                    os.write(conn.fileno(), _QUIT)
+                except (OSError, ValueError):
+                    pass  # already gone (or the pipe closed by an earlier, interrupted call)
+            self.quit_sent = True
         deadline = time.monotonic() + _QUIT_GRACE_S
-        for proc in self.procs:
+        live = [p for p in self.procs if p not in self.reaped]
+        for proc in live:
             proc.join(max(0.0, deadline - time.monotonic()))
-        for proc in self.procs:
+        for proc in live:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(0.5)
             if proc.is_alive():
                 proc.kill()
                 proc.join(0.5)
-        for conn in self.conns:
-            conn.close()
-        for proc in self.procs:
+        for proc in live:
             try:
                 proc.close()
             except ValueError:
                 pass  # still running after kill: leave it to the OS
+            self.reaped.add(proc)
+        for sock in self.socks:
+            sock.detach()   # the descriptor is the conn's: closed just below, once
+        for conn in self.conns:
+            conn.close()
         try:
             self.block.unlink()
         except FileNotFoundError:
             pass
         self.block.close()
+        self.closed = True
 
 
 def _signal_name(exitcode: int | None) -> str:
@@ -409,12 +500,24 @@ class ProcessVecEnv(VecEnv):
         self._group_workers = [list(range(g * per_group, (g + 1) * per_group))
                                for g in range(num_buffers)]
         self._awaiting = [False] * num_workers   # a step reply is due from this worker
-        self._stale = [0] * num_workers          # replies of interrupted calls to skip
+        # True while a conversation with the workers is under way: still True afterwards means it
+        # was interrupted (Ctrl-C), and the next one first resynchronises (see _resync).
+        self._interrupted = False
+        self._ping = 0
         try:
             self._start(layout, agents)
         except BaseException:
             self.close()
             raise
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """As :meth:`VecEnv.step`. After a call interrupted by Ctrl-C (KeyboardInterrupt while
+        the workers stepped), the next call first waits for that step to finish, so the env
+        goes on from its results."""
+        if not self._closed and (self._interrupted or (  # or interrupted just after a recv
+                any(self._stepping) and self._held is None and not any(self._awaiting))):
+            self._resync()
+        return super().step(actions)
 
     @property
     def worker_pids(self) -> list[int]:
@@ -438,6 +541,9 @@ class ProcessVecEnv(VecEnv):
                 child_end.close()  # the worker holds it now: its exit closes the pipe
             workers.procs.append(proc)
         self._fds = [c.fileno() for c in workers.conns]
+        # The parent reads through socket objects on the same descriptors (a duplex Pipe is a
+        # socket pair): see _take_message.
+        workers.socks = [socket.socket(fileno=fd) for fd in self._fds]
         self._fd_worker = {fd: w for w, fd in enumerate(self._fds)}
         self._sentinel_worker = {p.sentinel: w for w, p in enumerate(workers.procs)}
         self._pollers = []
@@ -483,12 +589,13 @@ class ProcessVecEnv(VecEnv):
 
     def _read(self, w: int, doing: str) -> tuple[bytes, Any]:
         try:
-            while self._stale[w]:
-                tag, _ = _recv_message(self._fds[w])
-                self._stale[w] -= 1
-            return _recv_message(self._fds[w])
+            return _take_message(self._workers.socks[w])
         except (EOFError, OSError):
             raise self._died(w, doing) from None
+        except _OutOfStep as exc:
+            raise self._fail(f"{self.name}: the pipe from {self._describe(w)} is out of step "
+                             f"({exc}), so the env is closed (a large message cut by Ctrl-C can "
+                             f"do this). Fix: make a new env") from None
 
     def _write(self, w: int, tag: bytes, payload: Any, doing: str) -> None:
         try:
@@ -499,8 +606,7 @@ class ProcessVecEnv(VecEnv):
     def _collect(self, waiting: list[int], doing: str, poller: Any,
                  replies: dict[int, tuple[bytes, Any]]) -> None:
         """Reads one reply from each worker in ``waiting`` into ``replies``, watching their
-        liveness (pipe and process sentinel) while waiting. If interrupted, ``replies`` holds the
-        replies read so far."""
+        liveness (pipe and process sentinel) while waiting."""
         pending = set(waiting)
         while pending:
             events = poller.poll()
@@ -518,14 +624,50 @@ class ProcessVecEnv(VecEnv):
 
     def _collect_steps(self, waiting: list[int], poller: Any) -> dict[int, tuple[bytes, Any]]:
         replies: dict[int, tuple[bytes, Any]] = {}
-        try:
-            self._collect(waiting, "stepping", poller, replies)
-        finally:
-            # Interrupted (e.g. KeyboardInterrupt): the workers not read yet stay awaited, and
-            # the next _recv() of their group reads their replies.
-            for w in replies:
-                self._awaiting[w] = False
+        self._collect(waiting, "stepping", poller, replies)
+        for w in waiting:
+            self._awaiting[w] = False
         return replies
+
+    def _resync(self) -> None:
+        """Brings the parent and the workers back in step after an interrupted conversation.
+
+        A KeyboardInterrupt can land anywhere in the parent: while it waits for replies (almost
+        always), but also between a message and the record of it. So the records are not
+        trusted: each worker is sent a new number and every message before that number's echo
+        is read and dropped. Workers answer in order, so then every earlier request (the
+        interrupted step included) is done and no stale reply is left in a pipe. A worker that
+        failed meanwhile is reported as usual. Interrupted itself, it runs again next time.
+        """
+        self._interrupted = True
+        self._ping += 1
+        ping = self._ping
+        doing = "catching up after an interrupted call"
+        for w in range(self.num_workers):
+            self._write(w, _PING, ping, doing)
+        pending = set(range(self.num_workers))
+        failed: dict[int, tuple[bytes, Any]] = {}
+        while pending:
+            dead = []
+            for fd, _ in self._all_poller.poll():
+                w = self._fd_worker.get(fd)
+                if w is None:
+                    dead.append(self._sentinel_worker[fd])
+                elif w in pending:
+                    tag, payload = self._read(w, doing)
+                    if tag == _PONG and payload == ping:
+                        pending.discard(w)
+                    elif tag == _FAILED:
+                        failed.setdefault(w, (tag, payload))
+            for w in dead:
+                if w in pending:
+                    raise self._died(w, doing)
+        self._awaiting = [False] * self.num_workers
+        for g in range(self.num_buffers):
+            self._stepping[g] = False
+        self._interrupted = False   # last: interrupted before this, it runs again next time
+        if failed:
+            self._check_replies(failed, "stepping")
 
     def _check_replies(self, replies: dict[int, tuple[bytes, Any]], doing: str) -> None:
         rejected = None
@@ -549,6 +691,9 @@ class ProcessVecEnv(VecEnv):
             raise ValueError(message)
 
     def _call(self, workers: list[int], method: str, *args: Any) -> dict[int, Any]:
+        if self._interrupted:
+            self._resync()
+        self._interrupted = True
         doing = f"running {method}()"
         for w in workers:
             self._write(w, _CALL, (method, args), doing)
@@ -559,13 +704,8 @@ class ProcessVecEnv(VecEnv):
                 poller.register(self._fds[w], select.POLLIN)
                 poller.register(self._workers.procs[w].sentinel, select.POLLIN)
         replies: dict[int, tuple[bytes, Any]] = {}
-        try:
-            self._collect(workers, doing, poller, replies)
-        finally:
-            if not self._closed:
-                for w in workers:
-                    if w not in replies:  # interrupted: skip this reply when it comes
-                        self._stale[w] += 1
+        self._collect(workers, doing, poller, replies)
+        self._interrupted = False
         self._check_replies(replies, doing)
         return {w: payload for w, (_, payload) in replies.items()}
 
@@ -574,35 +714,49 @@ class ProcessVecEnv(VecEnv):
     def _reset(self, seed: int) -> None:
         self._call(list(range(self.num_workers)), "reset", seed)
 
-    def _send(self, group: int) -> None:
-        for w in self._group_workers[group]:
+    def _send_steps(self, workers: list[int]) -> None:
+        for w in workers:
             try:
                 os.write(self._fds[w], _STEP)
             except OSError:
                 raise self._died(w, "stepping") from None
             self._awaiting[w] = True
 
+    def _send(self, group: int) -> None:
+        if self._interrupted:
+            self._resync()
+            self._stepping[group] = True   # send() marked it; the resync cleared every group
+        self._interrupted = True
+        self._send_steps(self._group_workers[group])
+        self._interrupted = False
+
     def _step_all(self) -> None:
-        # Every worker at once, waited for with one poll over all of them.
+        # Every worker at once, waited for with one poll over all of them. Until the replies are
+        # in, the groups count as stepping (reset() and save_state() wait for them) and the
+        # conversation as interrupted (the next call resynchronises first).
+        if self._interrupted:
+            self._resync()
+        self._interrupted = True
         for g in range(self.num_buffers):
-            self._stepping[g] = True  # until collected: reset() then waits for the replies
-        for w in range(self.num_workers):
-            try:
-                os.write(self._fds[w], _STEP)
-            except OSError:
-                raise self._died(w, "stepping") from None
-            self._awaiting[w] = True
+            self._stepping[g] = True
+        self._send_steps(list(range(self.num_workers)))
         replies = self._collect_steps(list(range(self.num_workers)), self._all_poller)
         for g in range(self.num_buffers):
             self._stepping[g] = False
+        self._interrupted = False
         if any(tag != _OK for tag, _ in replies.values()):
             self._check_replies(replies, "stepping")
 
     def _recv(self, group: int) -> None:
+        if self._interrupted:
+            self._resync()   # every step in flight is done after it
+            return
         waiting = [w for w in self._group_workers[group] if self._awaiting[w]]
         if not waiting:
             return
+        self._interrupted = True
         replies = self._collect_steps(waiting, self._pollers[group])
+        self._interrupted = False
         if any(tag != _OK for tag, _ in replies.values()):
             self._stepping[group] = False
             if any(tag == _REJECTED for tag, _ in replies.values()):

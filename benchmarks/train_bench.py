@@ -1,0 +1,284 @@
+"""Training throughput and learning speed, shoal vs PufferLib 3.0, measured in the same run.
+
+Two comparisons; in each the two trainers alternate, round after round, on the CPU:
+
+``--mode sps``   the same network and batch shape: PufferLib's breakout setting (LSTM-128 policy,
+                 8,192 envs x 64 steps = 524,288 steps per batch, minibatches of 32,768, one
+                 pass). Reports the median training steps/s over the second half of each run
+                 (the first half holds start-up and the first epochs), the ratio shoal /
+                 PufferLib, and the fraction of the fp32 matmul ceiling reached, with the
+                 ceiling measured in this run (GFLOP/s of a 4096x128 @ 128x512 matmul on all
+                 torch threads, divided by the policy's FLOPs per trained step).
+``--mode score`` each trainer with its own shipped defaults for the env (``shoal train ENV``;
+                 ``puffer train puffer_ENV --vec.backend Serial``), for a fixed wall-clock
+                 budget: the score curve against training time, the time to reach
+                 ``--target`` and the score at the end.
+
+Time is each trainer's own clock from the start of training (shoal: ``elapsed`` in
+metrics.jsonl; PufferLib: its dashboard's Uptime), so interpreter start-up is left out of both.
+
+    PY=$(../shared/peers/setup_pufferlib.sh | tail -1)
+    python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 60 --rounds 3
+    python benchmarks/train_bench.py --peer-python "$PY" --mode score --env breakout \\
+        --seconds 120 --rounds 3 --target 4.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "peers", "pufferlib_train_sps.py")
+
+# shoal env -> PufferLib env (None: PufferLib 3.0 has no such env)
+PEER_ENV = {"breakout": "breakout", "maze": "grid", "tetris": "tetris", "g2048": None,
+            "drone": "drone"}
+
+# PufferLib's breakout batch shape and network, as shoal flags (the `sps` comparison)
+SPS_FLAGS = ["--policy.name", "lstm", "--policy.hidden", "128", "--env.num-envs", "8192",
+             "--train.horizon", "64", "--train.minibatch-size", "32768",
+             "--train.update-epochs", "1"]
+
+
+# ---- shoal ------------------------------------------------------------------------------------
+
+def run_shoal(env: str, seconds: float, flags: list[str]) -> list[dict]:
+    """Runs `shoal train` for ``seconds`` of training (Ctrl-C then; it finishes the epoch) and
+    returns its metrics.jsonl records."""
+    run_dir = tempfile.mkdtemp(prefix="shoal-train-bench-")
+    cmd = [sys.executable, "-m", "shoal", "train", env, "--log.dashboard", "off",
+           "--log.checkpoint-interval", "100000", "--log.run-dir", run_dir, *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            records = _read_jsonl(metrics_path)
+            if records and records[-1]["elapsed"] >= seconds:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    records = _read_jsonl(metrics_path)
+    if not records:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise RuntimeError(f"shoal train wrote no metrics: {' '.join(cmd)}\n{err[-2000:]}")
+    out = []
+    for r in records:  # up to the first epoch that ends past the budget
+        out.append({"t": r["elapsed"], "steps": r["agent_steps"], "sps": r["sps"],
+                    "score": r.get("score100")})
+        if r["elapsed"] >= seconds:
+            break
+    return out
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+# ---- PufferLib --------------------------------------------------------------------------------
+
+def run_peer(python: str, script: str, env: str, seconds: float, extra: list[str],
+             scratch: str) -> list[dict]:
+    """Runs PufferLib's trainer through the peer script; parses its dashboard frames into
+    records like run_shoal's. The peer's budget includes its start-up, so it gets 30 s more."""
+    cmd = [python, script, env, "--seconds", str(seconds + 30)]
+    if extra:
+        cmd += ["--", *extra]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=scratch).stdout
+    log = json.loads(out.strip().splitlines()[-1])["log"]
+    text = open(log, "rb").read().decode("utf8", "replace")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    records = []
+    for frame in text.split("╭")[1:]:
+        up = re.search(r"Uptime\s+((?:\d+h\s*)?(?:\d+m\s*)?(?:\d+s)?)\s", frame)
+        steps = re.search(r"\bSteps\s+([0-9.]+[KMB]?)\s", frame)
+        sps = re.search(r"\bSPS\s+([0-9.]+[KMB]?)\s", frame)
+        score = re.search(r"\bscore\s+(-?[0-9.]+)\s", frame)
+        if not (up and steps and sps):
+            continue
+        t = _seconds(up.group(1))
+        if t is None or t > seconds * 1.05:
+            continue
+        records.append({"t": t, "steps": _number(steps.group(1)), "sps": _number(sps.group(1)),
+                        "score": float(score.group(1)) if score else None})
+    if not records:
+        raise RuntimeError(f"no dashboard frames parsed from {log}")
+    return records
+
+
+def _number(text: str) -> float:
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}
+    return float(text[:-1]) * scale[text[-1]] if text[-1] in scale else float(text)
+
+
+def _seconds(text: str) -> float | None:
+    parts = re.findall(r"(\d+)([hms])", text)
+    if not parts:
+        return None
+    return float(sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts))
+
+
+# ---- summaries --------------------------------------------------------------------------------
+
+def second_half_sps(records: list[dict]) -> float:
+    """Median SPS of the records in the second half of the run's time."""
+    end = records[-1]["t"]
+    late = [r["sps"] for r in records if r["t"] >= end / 2] or [records[-1]["sps"]]
+    return statistics.median(late)
+
+
+def time_to(records: list[dict], target: float) -> float | None:
+    for r in records:
+        if r["score"] is not None and r["score"] >= target:
+            return r["t"]
+    return None
+
+
+def final_score(records: list[dict]) -> float | None:
+    scored = [r["score"] for r in records if r["score"] is not None]
+    return scored[-1] if scored else None
+
+
+def matmul_gflops(rounds: int = 20) -> float:
+    """fp32 GFLOP/s of a [4096,128] @ [128,512] matmul on torch's default threads (the LSTM's
+    shape), best of ``rounds``."""
+    import torch
+
+    a, b = torch.randn(4096, 128), torch.randn(128, 512)
+    out = torch.empty(4096, 512)
+    for _ in range(5):
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            torch.mm(a, b, out=out)
+        best = min(best, (time.perf_counter() - t0) / 20)
+    return 2 * 4096 * 128 * 512 / best / 1e9
+
+
+def policy_flops_per_step(obs_size: int = 118, hidden: int = 128, actions: int = 3) -> float:
+    """Matmul FLOPs per trained step of the LSTM policy: one rollout forward plus a training
+    forward and backward (backward = 2 x forward)."""
+    macs = obs_size * hidden + 2 * hidden * 4 * hidden + hidden * (actions + 1)
+    return 2 * macs * (1 + 3)
+
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peer-python", required=True, help="python of the PufferLib virtualenv")
+    p.add_argument("--peer-script", default=PEER_SCRIPT)
+    p.add_argument("--mode", choices=("sps", "score"), default="sps")
+    p.add_argument("--env", default="breakout")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time per run")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--target", type=float, default=None, help="score whose time is reported")
+    p.add_argument("--shoal-flags", default="", help="extra `shoal train` flags (one string)")
+    a = p.parse_args()
+
+    peer_env = PEER_ENV.get(a.env, a.env)
+    script = os.path.abspath(a.peer_script)
+    scratch = tempfile.mkdtemp(prefix="peer-train-")
+    flags = (SPS_FLAGS if a.mode == "sps" else []) + a.shoal_flags.split()
+    # PufferLib runs its own shipped config (for breakout: LSTM-128, 8 x 1024 envs, horizon 64,
+    # minibatch 32768) on its Serial backend, its fastest setting on 2 cores
+    peer_extra: list[str] = []
+    runs: dict[str, list[list[dict]]] = {"shoal": [], "pufferlib": []}
+    for r in range(a.rounds):
+        order = ["shoal", "pufferlib"] if r % 2 == 0 else ["pufferlib", "shoal"]
+        for who in order:
+            if who == "pufferlib" and peer_env is None:
+                continue
+            if who == "shoal":
+                rec = run_shoal(a.env, a.seconds, flags)
+            else:
+                rec = run_peer(a.peer_python, script, peer_env, a.seconds, peer_extra, scratch)
+            runs[who].append(rec)
+            print(f"round {r + 1} {who:<9} sps {second_half_sps(rec) / 1e3:7.1f}k  steps "
+                  f"{rec[-1]['steps'] / 1e6:6.2f}M in {rec[-1]['t']:.0f}s  score "
+                  f"{final_score(rec)}  t(target) "
+                  f"{time_to(rec, a.target) if a.target is not None else '-'}", flush=True)
+
+    result: dict = {"mode": a.mode, "env": a.env, "peer_env": peer_env, "seconds": a.seconds,
+                    "rounds": a.rounds, "shoal_flags": flags}
+    for who, recs in runs.items():
+        if not recs:
+            continue
+        result[who] = {
+            "sps_median": _median([second_half_sps(x) for x in recs]),
+            "final_score_median": _median([final_score(x) for x in recs]),
+            "steps_median": _median([x[-1]["steps"] for x in recs]),
+        }
+        if a.target is not None:
+            times = [time_to(x, a.target) for x in recs]
+            result[who]["time_to_target"] = times
+            # a run that never reached the target counts as not reaching it (inf)
+            result[who]["time_to_target_median"] = statistics.median(
+                [t if t is not None else float("inf") for t in times])
+    if runs["pufferlib"]:
+        result["sps_ratio"] = result["shoal"]["sps_median"] / result["pufferlib"]["sps_median"]
+        if a.target is not None:
+            ours = result["shoal"]["time_to_target_median"]
+            theirs = result["pufferlib"]["time_to_target_median"]
+            result["time_to_target_ratio"] = (ours / theirs if theirs not in (0, float("inf"))
+                                              else None)
+    if a.mode == "sps":
+        peak = matmul_gflops()
+        ceiling = peak * 1e9 / policy_flops_per_step()
+        result["matmul_gflops"] = peak
+        result["fp32_ceiling_sps"] = ceiling
+        result["shoal"]["fraction_of_ceiling"] = result["shoal"]["sps_median"] / ceiling
+        if runs["pufferlib"]:
+            result["pufferlib"]["fraction_of_ceiling"] = (result["pufferlib"]["sps_median"]
+                                                          / ceiling)
+    s = result["shoal"]
+    line = f"{a.env}: shoal sps {s['sps_median'] / 1e3:.1f}k, score {s['final_score_median']}"
+    if runs["pufferlib"]:
+        pl = result["pufferlib"]
+        line += (f" | PufferLib {peer_env} sps {pl['sps_median'] / 1e3:.1f}k, score "
+                 f"{pl['final_score_median']} | sps ratio {result['sps_ratio']:.2f}")
+        if a.target is not None:
+            line += (f" | time to {a.target}: {s['time_to_target_median']} vs "
+                     f"{pl['time_to_target_median']} (ratio {result.get('time_to_target_ratio')})")
+    if a.mode == "sps":
+        line += (f" | fp32 ceiling {result['fp32_ceiling_sps'] / 1e3:.0f}k steps/s "
+                 f"({result['matmul_gflops']:.0f} GFLOP/s): shoal at "
+                 f"{s['fraction_of_ceiling']:.0%}")
+    print(line)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

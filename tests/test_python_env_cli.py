@@ -1,0 +1,135 @@
+"""gym:/pz: names through the config system and the command line: `shoal train` (config, --help),
+`shoal bench` (every backend) and `shoal check` (run as a command)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from shoal.tools import bench
+from shoal.trainer import cli
+from shoal.trainer.config import ConfigError, build_config, from_dict, to_toml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- the config system ----
+
+def test_config_takes_gymnasium_kwargs_as_env_params():
+    args = cli.parse_args(["gym:CartPole-v1", "--env.max-episode-steps", "200",
+                           "--env.render-mode", "rgb_array", "--env.num-envs", "8",
+                           "--env.sutton_barto_reward", "true"])
+    cfg = build_config(args["env"], args["files"], args["overrides"], origin="flag")
+    assert cfg.env.name == "gym:CartPole-v1" and cfg.env.num_envs == 8
+    assert cfg.env.params == {"max_episode_steps": 200, "render_mode": "rgb_array",
+                              "sutton_barto_reward": True}
+    kwargs = cfg.make_env_kwargs()
+    assert kwargs["max_episode_steps"] == 200 and kwargs["num_envs"] == 8
+    # Python keywords keep their types; a saved config.toml reads back the same
+    cfg = build_config("gym:CartPole-v1", overrides={"env_max_episode_steps": 9,
+                                                     "env_render_mode": "ansi"})
+    assert cfg.env.params == {"max_episode_steps": 9, "render_mode": "ansi"}
+    assert from_dict(tomllib.loads(to_toml(cfg))) == cfg
+
+
+def test_config_pettingzoo_name_and_batch_size_counts_its_agents():
+    cfg = build_config("pz:pettingzoo.butterfly.pistonball_v6",
+                       overrides={"env.n_pistons": 4, "env.num_envs": 2, "train.horizon": 8,
+                                  "train.batch_size": 64, "train.minibatch_size": 64})
+    assert cfg.env.params == {"n_pistons": 4}
+    with pytest.raises(ConfigError, match=r"num_envs x agents x horizon = 2 x 4 x 8 = 64"):
+        build_config("pz:pettingzoo.butterfly.pistonball_v6",
+                     overrides={"env.n_pistons": 4, "env.num_envs": 2, "train.horizon": 8,
+                                "train.batch_size": 128, "train.minibatch_size": 64})
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gym:CartPol-v1", "Did you mean: `CartPole`"),
+    ("gym:no_such_module_xyz:Thing-v0", "cannot import 'no_such_module_xyz'"),
+    ("pz:no_such_module_xyz.some_env_v0", "check the path"),
+    ("gym:", "names no env"),
+])
+def test_config_rejects_python_env_names_that_do_not_resolve(name, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(name)
+
+
+def test_config_rejects_values_a_run_cannot_save():
+    with pytest.raises(ConfigError, match="cannot be written to a run's config.toml"):
+        build_config("gym:CartPole-v1", overrides={"env_render_mode": None})
+
+
+def test_c_envs_still_check_their_params_and_switching_env_drops_kwargs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown override key 'env.max_episode_steps'"):
+        build_config("template", overrides={"env.max_episode_steps": 5})
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[env]\nname = "gym:CartPole-v1"\nmax_episode_steps = 5\n')
+    assert build_config(files=[str(mine)]).env.params == {"max_episode_steps": 5}
+    cfg = build_config(files=[str(mine)], overrides={"env.name": "template"})
+    assert cfg.env.name == "template" and cfg.env.params == {}
+
+
+def test_train_help_for_python_envs(capsys):
+    assert cli.main(["gym:CartPole-v1", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--env.num-envs" in out and "could not apply" not in out
+    assert cli.main(["gym:CartPol-v1", "--help"]) == 0          # help still shows, with why
+    assert "could not apply gym:CartPol-v1's defaults" in capsys.readouterr().out
+
+
+def test_train_cli_bad_python_env_name_exits_2(capsys):
+    assert cli.main(["gym:CartPol-v1", "--log.dashboard", "off"]) == 2
+    err = capsys.readouterr().err
+    assert "shoal train:" in err and "Did you mean" in err and "Fix:" in err
+
+
+# ---- shoal bench ----
+
+@pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
+def test_bench_measures_python_envs_on_every_backend(backend, capsys):
+    argv = ["gym:CartPole-v1", "--num-envs", "4", "--backend", backend, "--seconds", "0.2",
+            "--json", "--max-episode-steps", "50"]
+    if backend != "serial":
+        argv += ["--num-workers", "2"]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env"] == "gym:CartPole-v1" and result["backend"] == backend
+    assert result["num_agents"] == 4 and result["agent_steps_per_second"] > 0
+    assert result["params"] == {"max_episode_steps": 50}
+
+
+def test_bench_pettingzoo_env(capsys):
+    assert bench.main(["pz:butterfly/knights_archers_zombies-v11", "--num-envs", "2",
+                       "--seconds", "0.2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_agents"] == 8 and result["agent_steps_per_second"] > 0
+
+
+# ---- shoal check, as a command ----
+
+def _shoal(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+    return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+
+
+def test_shoal_check_command():
+    good = _shoal("check", "gym:CartPole-v1", "--steps", "50")
+    assert good.returncode == 0, good.stderr
+    assert "no problems found" in good.stdout and "deterministic under a seed" in good.stdout
+    bad = _shoal("check", "tests.test_checker:make_wrong_dtype")
+    assert bad.returncode == 1
+    assert "dtype float64" in bad.stdout and "fix: return obs.astype(np.float32)" in bad.stdout
+    unknown = _shoal("check", "gym:NoSuchEnv-v0", "--json")
+    assert unknown.returncode == 1
+    report = json.loads(unknown.stdout)
+    assert not report["ok"] and "pprint_registry" in report["problems"][0]["fix"]
+    usage = _shoal("check")
+    assert usage.returncode == 2 and "usage: shoal check" in usage.stderr
+    listed = _shoal("--help")
+    assert listed.returncode == 0 and "check" in listed.stdout

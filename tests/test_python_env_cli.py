@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tomllib
 
+import gymnasium
+import numpy as np
 import pytest
 
 from shoal.tools import bench
@@ -86,6 +88,96 @@ def test_train_cli_bad_python_env_name_exits_2(capsys):
     assert cli.main(["gym:CartPol-v1", "--log.dashboard", "off"]) == 2
     err = capsys.readouterr().err
     assert "shoal train:" in err and "Did you mean" in err and "Fix:" in err
+
+
+class PickyEnv(gymnasium.Env):
+    """Takes ``size`` >= 1 only; ``renderer="fancy"`` needs a package that is not installed."""
+
+    observation_space = gymnasium.spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def __init__(self, size: int = 3, renderer: str = "plain") -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        if renderer == "fancy":
+            import no_such_renderer_pkg_xyz  # noqa: F401
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, True, False, {}
+
+
+gymnasium.register("ShoalPicky-v0", entry_point=PickyEnv)
+PICKY = "gym:test_python_env_cli:ShoalPicky-v0"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["gym:CartPole-v1", "--env.foo", "3"], "keyword arguments {'foo': 3} .*Fix: pass only"),
+    ([PICKY, "--env.size", "0"], "size must be >= 1, got 0"),
+    ([PICKY, "--env.renderer", "fancy"], "No module named 'no_such_renderer_pkg_xyz'"),
+])
+def test_train_cli_env_construction_errors_are_one_line_exit_2(flags, message, capsys, tmp_path,
+                                                               monkeypatch):
+    """TypeError / ValueError / ImportError while making the env: `shoal train: error: ...`,
+    one line, exit status 2, no traceback and no run directory."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*flags, "--log.dashboard", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shoal train: error: ") and err.count("\n") == 1, err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_cli_keeps_tracebacks_of_errors_during_training(tmp_path, monkeypatch):
+    """Only construction is wrapped: a TypeError raised by training itself is a bug, not a bad
+    argument, and propagates."""
+    from shoal.trainer import ppo
+
+    def broken_train(self):
+        raise TypeError("a bug inside training")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ppo.Trainer, "train", broken_train)
+    with pytest.raises(TypeError, match="a bug inside training"):
+        cli.main([PICKY, "--env.num-envs", "2", "--train.horizon", "4",
+                  "--train.minibatch-size", "8", "--train.total-steps", "8",
+                  "--log.dashboard", "off"])
+
+
+def test_train_help_explains_python_env_keyword_flags(capsys):
+    assert cli.main(["gym:CartPole-v1", "--help"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "--env.<KEY>" in line)
+    assert "keyword argument of gymnasium.make" in row
+    assert cli.main(["pz:pettingzoo.butterfly.pistonball_v6", "--help"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "--env.<KEY>" in line)
+    assert "keyword argument of the PettingZoo creator" in row
+    assert cli.main(["template", "--help"]) == 0             # C envs list their own parameters
+    assert "--env.<KEY>" not in capsys.readouterr().out
+
+
+# ---- shoal envs ----
+
+def test_envs_mentions_python_env_names_at_the_end(capsys):
+    from shoal.tools import envs_cmd
+
+    assert envs_cmd.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.index("template") < out.index("gym:ID")          # after the C envs
+    tail = "\n".join(out.rstrip().splitlines()[-5:])
+    assert "gym:ID" in tail and "Gymnasium id" in tail
+    assert "pz:MODULE.ENV" in tail and "PettingZoo" in tail and "docs/emulation.md" in tail
+    assert envs_cmd.main(["--json"]) == 0                       # JSON stays JSON
+    assert "template" in {e["name"] for e in json.loads(capsys.readouterr().out)}
+    with pytest.raises(SystemExit) as exit_:
+        envs_cmd.main(["gym:CartPole-v1"])
+    assert exit_.value.code == 2
+    assert "shoal check gym:CartPole-v1" in capsys.readouterr().err
 
 
 # ---- shoal bench ----

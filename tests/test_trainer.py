@@ -338,6 +338,31 @@ def test_run_directory_files(tmp_path):
     assert env_closed(trainer)
 
 
+def test_default_run_directory_is_one_safe_path_component(tmp_path, monkeypatch):
+    """runs/<env>-<timestamp>: a gym:/pz: name with '/' or ':' gives one directory level."""
+    monkeypatch.chdir(tmp_path)
+    cfg = small_config(**{"train.total_steps": 64})
+    cfg.env.name = "gym:ALE/Pong-v5"
+    trainer = Trainer(cfg, env=ScriptedEnv())
+    try:
+        assert os.path.dirname(trainer.run_dir) == str(tmp_path / "runs")
+        assert os.path.basename(trainer.run_dir).startswith("gym-ALE-Pong-v5-")
+        assert os.listdir(tmp_path / "runs") == [os.path.basename(trainer.run_dir)]
+        assert (tmp_path / "runs" / os.path.basename(trainer.run_dir) / "config.toml").exists()
+    finally:
+        trainer.close()
+    from shoal.envs import list_envs
+    from shoal.trainer.ppo import run_dir_label
+
+    assert run_dir_label("gym:mod:Thing-v0") == "gym-mod-Thing-v0"
+    assert run_dir_label("pz:butterfly/pistonball-v6") == "pz-butterfly-pistonball-v6"
+    assert run_dir_label("pz:pettingzoo.butterfly.pistonball_v6") == \
+        "pz-pettingzoo.butterfly.pistonball_v6"
+    assert run_dir_label("gym:<lambda>") == "gym-lambda" and run_dir_label("") == "env"
+    for name in list_envs():                      # C env names stay as they are
+        assert run_dir_label(name) == name
+
+
 def env_closed(trainer) -> bool:
     return trainer.env._closed
 

@@ -13,7 +13,8 @@ leaf into floats, concatenated into one feature vector per row:
 
 It has the interface of the trainer's ``ObservationPreprocessor``: ``obs_shape`` (the row shape a
 policy receives), ``levels`` (0: the output is already flat), ``out_shape``/``out_size`` and
-``forward(rows) -> [N, out_size]``.
+``forward(rows) -> [N, out_size]``. The trainer's built-in policies use it for mixed-dtype
+(byte-row) observations (``shoal.trainer.policies.make_policy`` / ``make_preprocessor``).
 """
 
 from __future__ import annotations

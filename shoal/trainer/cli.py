@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from .config import (SECTIONS, ConfigError, build_config, env_params_of, field_type,
-                     normalise_key, section_fields)
+                     is_python_env, normalise_key, section_fields)
 
 USAGE = ("usage: shoal train ENV [--SECTION.KEY VALUE ...] [--config FILE.toml] "
          "[--resume RUN_DIR|CHECKPOINT] [--run-dir DIR]")
@@ -126,7 +126,10 @@ def help_text(env_name: str | None = None) -> str:
             if f.metadata.get("choices"):
                 meaning += f" ({'|'.join(map(str, f.metadata['choices']))})"
             rows.append((flag, _show(default), meaning))
-        if section == "env" and cfg.env.name:
+        python_env = cfg.env.name or env_name
+        if section == "env" and python_env and is_python_env(python_env):
+            rows.append(("--env.<KEY> VALUE", "", _python_env_kwargs_help(python_env)))
+        elif section == "env" and cfg.env.name:
             for name, param in env_params_of(cfg.env.name).items():
                 flag = f"--env.{name.replace('_', '-')}"
                 value = cfg.env.params.get(name, param.default)
@@ -136,7 +139,9 @@ def help_text(env_name: str | None = None) -> str:
                 rows.append((flag, _show(value), f"{cfg.env.name}: {param.doc}{rng}"))
         elif section == "env":
             rows.append(("--env.<param>", "", "the env's own parameters: "
-                                              "`shoal train ENV --help` lists them"))
+                                              "`shoal train ENV --help` lists them (for gym:/pz: "
+                                              "envs, keyword arguments of gymnasium.make / the "
+                                              "PettingZoo creator)"))
         width = max(len(r[0]) for r in rows)
         dwidth = max(len(r[1]) for r in rows)
         for flag, default, meaning in rows:
@@ -149,6 +154,17 @@ def help_text(env_name: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _python_env_kwargs_help(name: str) -> str:
+    """What the other ``--env.KEY VALUE`` flags mean for a ``gym:``/``pz:`` env."""
+    if name.startswith("gym:"):
+        target, example = "gymnasium.make", "--env.max-episode-steps 200"
+    else:
+        target, example = ("the PettingZoo creator (parallel_env() or the named callable)",
+                           "--env.max-cycles 200")
+    return (f"any other --env.KEY VALUE is a keyword argument of {target}, e.g. {example} "
+            f"(dashes become underscores; numbers and true/false are converted)")
+
+
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -157,6 +173,12 @@ def _show(value: Any) -> str:
     if value is None:
         return "-"
     return str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (some libraries' messages span several)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             trainer = ppo.Trainer(cfg)
     except (ConfigError, CheckpointError) as exc:
         print(f"shoal train: {exc}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError, ImportError) as exc:
+        # Raised while making the env (a keyword argument it does not take, a bad value, a
+        # module that does not import) or the policy for it. Only construction is wrapped: the
+        # same exceptions during training are bugs and keep their traceback.
+        print(f"shoal train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
         summary = trainer.train()

@@ -26,6 +26,14 @@ Rollouts evaluate a policy through :class:`Inference`, which a C implementation 
 Observations are converted to float by :class:`ObservationPreprocessor`: small-range integer
 observations (e.g. grid cell codes, 2048 tile exponents) are one-hot encoded, everything else is
 scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite.
+
+Structured (Dict/Tuple) observations of Python envs arrive as flat buffer rows
+(:mod:`shoal.emulation.spaces`). When their leaves share one dtype the row is a Box of the leaves'
+values and bounds, read as above. When the dtypes differ the row holds raw bytes: the MLP and LSTM
+policies built for such a space (``make_policy(env)`` picks it from
+``env.structured_observation_space``) decode the row with
+:class:`~shoal.emulation.features.StructuredObservationPreprocessor` instead of reading bytes as
+numbers.
 """
 
 from __future__ import annotations
@@ -42,9 +50,9 @@ from torch import nn
 from .distributions import ActionDistribution, make_distribution
 
 __all__ = [
-    "ObservationPreprocessor", "MLPEncoder", "CNNEncoder", "ActorCriticHeads",
-    "MLPPolicy", "CNNPolicy", "LSTMPolicy", "make_policy", "Inference", "policy_initial_state",
-    "orthogonal_init", "POLICIES",
+    "ObservationPreprocessor", "make_preprocessor", "policy_observation_space", "MLPEncoder",
+    "CNNEncoder", "ActorCriticHeads", "MLPPolicy", "CNNPolicy", "LSTMPolicy", "make_policy",
+    "Inference", "policy_initial_state", "orthogonal_init", "POLICIES",
 ]
 
 State = tuple[torch.Tensor, ...] | None
@@ -108,6 +116,11 @@ class ObservationPreprocessor(nn.Module):
                              1.0)
             self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32),
                                  persistent=False)
+        elif isinstance(space, (spaces.Dict, spaces.Tuple)):
+            raise TypeError(
+                f"ObservationPreprocessor takes Box or Discrete observations, got the structured "
+                f"space {space}: use make_preprocessor(space) (it picks "
+                f"shoal.emulation.features.StructuredObservationPreprocessor)")
         else:
             raise TypeError(f"unsupported observation space {space}: use Box or Discrete")
         self.space = space
@@ -131,6 +144,39 @@ class ObservationPreprocessor(nn.Module):
         return obs.to(self.scale.dtype) * self.scale
 
 
+def is_structured(space: spaces.Space) -> bool:
+    """True for Dict and Tuple observation spaces (stored by Python envs as flat rows)."""
+    return isinstance(space, (spaces.Dict, spaces.Tuple))
+
+
+def make_preprocessor(space: spaces.Space, one_hot: bool | str = "auto",
+                      max_levels: int = 32) -> nn.Module:
+    """The observation preprocessor for ``space``.
+
+    Box and Discrete: :class:`ObservationPreprocessor`. Dict and Tuple (the env's own structured
+    space; the policy receives its buffer rows):
+    :class:`~shoal.emulation.features.StructuredObservationPreprocessor`, which decodes each leaf
+    from the row (Discrete/MultiDiscrete leaves one-hot, the others scaled; ``one_hot`` only
+    concerns Box/Discrete observations).
+    """
+    if is_structured(space):
+        if one_hot not in (True, False, "auto"):
+            raise ValueError(f"one_hot={one_hot!r}: use True, False or 'auto'")
+        from ..emulation.features import StructuredObservationPreprocessor
+
+        return StructuredObservationPreprocessor(space, max_levels=max_levels)
+    return ObservationPreprocessor(space, one_hot, max_levels)
+
+
+def _obs_ndim(space: spaces.Space) -> int:
+    """Dimensions of one observation as the policy receives it (a buffer row for Dict/Tuple)."""
+    if is_structured(space):
+        from ..emulation.spaces import observation_layout
+
+        return len(observation_layout(space).row_shape)
+    return len(getattr(space, "shape", ()) or ())
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoders: observations [N, *obs_shape] -> features [N, hidden]
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +189,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers={layers} must be >= 1")
-        self.preprocess = ObservationPreprocessor(observation_space, one_hot)
+        self.preprocess = make_preprocessor(observation_space, one_hot)
         blocks: list[nn.Module] = []
         width = self.preprocess.out_size
         for _ in range(layers):
@@ -169,6 +215,12 @@ class CNNEncoder(nn.Module):
     def __init__(self, observation_space: spaces.Space, hidden: int = 128, channels: int = 32,
                  activation: str = "gelu", one_hot: bool | str = "auto", max_side: int = 16):
         super().__init__()
+        if is_structured(observation_space):
+            raise ValueError(
+                f"the CNN encoder needs image-like observations [H, W] or [H, W, C], got the "
+                f"structured space {observation_space}: use the MLP policy (name='mlp'), the "
+                f"LSTM policy with encoder='mlp', or a custom policy that routes the image leaf "
+                f"(shoal.emulation.unflatten) through a CNN")
         shape = tuple(getattr(observation_space, "shape", ()) or ())
         if len(shape) not in (2, 3):
             raise ValueError(
@@ -335,7 +387,7 @@ class LSTMPolicy(nn.Module):
         self.heads = ActorCriticHeads(hidden, action_space, log_std_init)
         self.distribution: ActionDistribution = self.heads.distribution
         self.hidden = hidden
-        self.obs_ndim = len(getattr(observation_space, "shape", ()) or ())
+        self.obs_ndim = _obs_ndim(observation_space)
 
     def initial_state(self, batch: int, device: torch.device | str | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,6 +427,35 @@ class LSTMPolicy(nn.Module):
 POLICIES: dict[str, type[nn.Module]] = {"mlp": MLPPolicy, "cnn": CNNPolicy, "lstm": LSTMPolicy}
 
 
+def policy_observation_space(env: Any, row_space: spaces.Space | None = None) -> spaces.Space:
+    """The observation space the built-in policies are built for on vector env ``env``.
+
+    That is the buffer-row space (``env.single_observation_space``, or ``row_space``), except
+    for a Python env whose ``structured_observation_space`` is a Dict/Tuple with leaves of
+    different dtypes: its rows hold raw bytes, so the policy gets the structured space and
+    decodes each leaf (:func:`make_preprocessor`). Same-dtype structured rows are a Box of the
+    leaves' values and bounds, read as they are.
+    """
+    if row_space is None:
+        row_space = getattr(env, "single_observation_space", None)
+    structured = getattr(env, "structured_observation_space", None)
+    if not is_structured(structured):
+        return row_space
+    from ..emulation.spaces import observation_layout
+
+    layout = observation_layout(structured)
+    if not layout.as_bytes:
+        return row_space
+    row_shape = tuple(getattr(row_space, "shape", None) or ())
+    if row_shape != tuple(layout.row_shape):
+        raise ValueError(
+            f"{getattr(env, 'name', type(env).__name__)}: structured_observation_space "
+            f"{structured} is stored in byte rows of shape {layout.row_shape}, but the env's rows "
+            f"are {row_space}: a wrapper changed the observations without updating "
+            f"structured_observation_space; set it to the space the rows hold (or delete it)")
+    return structured
+
+
 def _spaces_of(env_or_spaces: Any) -> tuple[spaces.Space, spaces.Space]:
     if isinstance(env_or_spaces, (tuple, list)) and len(env_or_spaces) == 2:
         return env_or_spaces[0], env_or_spaces[1]
@@ -397,8 +478,18 @@ def make_policy(env_or_spaces: Any, name: str | Callable[..., nn.Module] = "mlp"
     ``name``: ``"mlp"`` (default), ``"cnn"``, ``"lstm"`` (``encoder="cnn"`` for images), or a
     class/callable taking ``(observation_space, action_space, **kwargs)``. ``kwargs`` go to the
     policy (``hidden``, ``layers``, ``shared``, ``activation``, ``one_hot``, ...).
+
+    For a Python env with mixed-dtype Dict/Tuple observations (byte rows) the built-in policies
+    get ``env.structured_observation_space`` (see :func:`policy_observation_space`), so they
+    decode each leaf instead of reading the bytes as numbers. Other callables get the row space
+    (``env.single_observation_space``), as the trainer's ``policy=`` callables do; they can
+    decode rows with :func:`make_preprocessor` of the structured space.
     """
     observation_space, action_space = _spaces_of(env_or_spaces)
+    builtin = isinstance(name, str) or (isinstance(name, type)
+                                        and issubclass(name, tuple(POLICIES.values())))
+    if builtin and not isinstance(env_or_spaces, (tuple, list)):
+        observation_space = policy_observation_space(env_or_spaces, observation_space)
     if callable(name) and not isinstance(name, str):
         return name(observation_space, action_space, **kwargs)
     if name not in POLICIES:

@@ -55,6 +55,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -476,7 +477,7 @@ class Trainer:
 
     def _new_run_dir(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = os.path.join(os.getcwd(), "runs", f"{self.config.env.name}-{stamp}")
+        base = os.path.join(os.getcwd(), "runs", f"{run_dir_label(self.config.env.name)}-{stamp}")
         path, k = base, 1
         while os.path.exists(path):
             k += 1
@@ -884,6 +885,18 @@ class Trainer:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+def run_dir_label(env_name: str) -> str:
+    """``env_name`` as one safe path component for ``runs/<label>-<timestamp>``.
+
+    C env names are kept as they are (``breakout``); in Python env names every run of characters
+    other than letters, digits, ``.``, ``_`` and ``-`` becomes one ``-``, so ``gym:ALE/Pong-v5``
+    gives ``gym-ALE-Pong-v5`` (no nested directories, no colons) and
+    ``pz:pettingzoo.butterfly.pistonball_v6`` gives ``pz-pettingzoo.butterfly.pistonball_v6``.
+    """
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(env_name or "")).strip("-.")
+    return label or "env"
+
 
 def _merge_log(total: dict[str, float], stats: Mapping[str, float]) -> None:
     """Adds ``env.log()`` means (with their count ``n``) into running means."""

@@ -43,10 +43,11 @@ PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "peers", "pufferlib_train
 PEER_ENV = {"breakout": "breakout", "maze": "grid", "tetris": "tetris", "g2048": None,
             "drone": "drone"}
 
-# PufferLib's breakout batch shape and network, as shoal flags (the `sps` comparison)
+# PufferLib's breakout batch shape and network, as shoal flags (the `sps` comparison); torch on
+# all cores (0), which this large batch wants (the shipped breakout config uses 1 thread)
 SPS_FLAGS = ["--policy.name", "lstm", "--policy.hidden", "128", "--env.num-envs", "8192",
              "--train.horizon", "64", "--train.minibatch-size", "32768",
-             "--train.update-epochs", "1"]
+             "--train.update-epochs", "1", "--train.torch-threads", "0"]
 
 
 # ---- shoal ------------------------------------------------------------------------------------

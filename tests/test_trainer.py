@@ -391,6 +391,23 @@ def test_resume_without_env_snapshot_continues(tmp_path):
     assert [m[0] for m in _metrics(tmp_path / "r")] == list(range(1, 11))
 
 
+def test_resume_with_an_unregistered_env_object_keeps_its_params(tmp_path):
+    """An env built outside the registry (an out-of-tree C env, a custom VecEnv) carries its own
+    parameters; resuming with the env object must not look them up in the registry."""
+    def env():
+        e = ScriptedEnv()
+        e.params = {"corridor": 7}
+        return e
+
+    cfg = small_config(**RUN)
+    Trainer(cfg, env=env(), run_dir=str(tmp_path / "r"),
+            callback=lambda tr, m: tr.epoch == 2).train()
+    resumed = Trainer.resume(str(tmp_path / "r"), env=env())
+    assert resumed.config.env.params == {"corridor": 7}
+    assert resumed.train()["finished"]
+    assert [m[0] for m in _metrics(tmp_path / "r")] == list(range(1, 11))
+
+
 def test_resume_real_env_is_exact(tmp_path):
     """With a C env: needs env snapshots (VecEnv.save_state/load_state)."""
     probe = shoal.make("template", 2)

@@ -139,7 +139,7 @@ class Dashboard:
         head = Text(f" {self.title}", style="bold cyan")
         if not m:
             return Group(head, Text(" starting...", style="dim"))
-        progress = m.get("agent_steps", 0) / max(1, m.get("total_steps", 1))
+        progress = min(1.0, m.get("agent_steps", 0) / max(1, m.get("total_steps", 1)))
         width = 30
         filled = int(round(width * min(1.0, progress)))
         bar = Text(" [" + "#" * filled + "-" * (width - filled) + f"] {100 * progress:5.1f}%")

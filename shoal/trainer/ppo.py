@@ -71,7 +71,7 @@ from .advantage import compute_advantages
 from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, load_checkpoint,
                          prune_checkpoints, save_checkpoint)
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
-    default_config, finalise, load_toml, to_toml
+    default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .sampling import anneal_beta, sample_segments, segment_priorities
@@ -401,6 +401,8 @@ class Trainer:
             config.env.name = config.env.name or getattr(env, "name", "custom")
             config.env.num_envs = int(getattr(env, "num_envs", config.env.num_envs))
             config.env.num_buffers = int(getattr(env, "num_buffers", 1))
+            if not config.env.params:  # recorded in config.toml and checkpoints
+                config.env.params = dict(getattr(env, "params", None) or {})
             self.env_owned_seed = int(getattr(env, "seed", config.env_seed()))
         self.env = env
         try:
@@ -863,7 +865,18 @@ class Trainer:
         ckpt_path = ckpt["path"]
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
         cfg = default_config()
-        apply_mapping(cfg, ckpt["config"], f"{ckpt_path} config")
+        saved = dict(ckpt["config"])
+        env_params: dict[str, Any] | None = None
+        if env is not None and isinstance(saved.get("env"), Mapping):
+            # The env object is given (an out-of-tree or custom env, maybe not registered):
+            # its saved parameters describe it and are not checked against the registry.
+            generic = set(section_fields("env"))
+            table = dict(saved["env"])
+            env_params = {k: v for k, v in table.items() if k not in generic}
+            saved["env"] = {k: v for k, v in table.items() if k in generic}
+        apply_mapping(cfg, saved, f"{ckpt_path} config")
+        if env_params is not None:
+            cfg.env.params = env_params
         if env_name and env_name != cfg.env.name:
             raise ConfigError(f"{path} is a run of env '{cfg.env.name}', not '{env_name}'")
         for f in files:

@@ -20,7 +20,7 @@ metrics.jsonl; PufferLib: its dashboard's Uptime), so interpreter start-up is le
     PY=$(../shared/peers/setup_pufferlib.sh | tail -1)
     python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 60 --rounds 3
     python benchmarks/train_bench.py --peer-python "$PY" --mode score --env breakout \\
-        --seconds 120 --rounds 3 --target 4.0
+        --seconds 120 --rounds 3 --target 4 8 13 20
 """
 
 from __future__ import annotations
@@ -191,6 +191,10 @@ def policy_flops_per_step(obs_size: int = 118, hidden: int = 128, actions: int =
     return 2 * macs * (1 + 3)
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
 def _median(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None
@@ -205,7 +209,9 @@ def main() -> None:
     p.add_argument("--env", default="breakout")
     p.add_argument("--seconds", type=float, default=60.0, help="training time per run")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--target", type=float, default=None, help="score whose time is reported")
+    p.add_argument("--target", type=float, nargs="*", default=[],
+                   help="scores whose times are reported (each trainer's first epoch/frame at or "
+                        "above it)")
     p.add_argument("--shoal-flags", default="", help="extra `shoal train` flags (one string)")
     a = p.parse_args()
 
@@ -227,10 +233,10 @@ def main() -> None:
             else:
                 rec = run_peer(a.peer_python, script, peer_env, a.seconds, peer_extra, scratch)
             runs[who].append(rec)
+            times = "  ".join(f"t({x:g}) {_fmt(time_to(rec, x))}" for x in a.target)
             print(f"round {r + 1} {who:<9} sps {second_half_sps(rec) / 1e3:7.1f}k  steps "
                   f"{rec[-1]['steps'] / 1e6:6.2f}M in {rec[-1]['t']:.0f}s  score "
-                  f"{final_score(rec)}  t(target) "
-                  f"{time_to(rec, a.target) if a.target is not None else '-'}", flush=True)
+                  f"{_fmt(final_score(rec))}  {times}", flush=True)
 
     result: dict = {"mode": a.mode, "env": a.env, "peer_env": peer_env, "seconds": a.seconds,
                     "rounds": a.rounds, "shoal_flags": flags}
@@ -242,18 +248,18 @@ def main() -> None:
             "final_score_median": _median([final_score(x) for x in recs]),
             "steps_median": _median([x[-1]["steps"] for x in recs]),
         }
-        if a.target is not None:
-            times = [time_to(x, a.target) for x in recs]
-            result[who]["time_to_target"] = times
+        for x in a.target:
+            times = [time_to(rec, x) for rec in recs]
             # a run that never reached the target counts as not reaching it (inf)
-            result[who]["time_to_target_median"] = statistics.median(
+            result[who][f"time_to_{x:g}"] = times
+            result[who][f"time_to_{x:g}_median"] = statistics.median(
                 [t if t is not None else float("inf") for t in times])
     if runs["pufferlib"]:
         result["sps_ratio"] = result["shoal"]["sps_median"] / result["pufferlib"]["sps_median"]
-        if a.target is not None:
-            ours = result["shoal"]["time_to_target_median"]
-            theirs = result["pufferlib"]["time_to_target_median"]
-            result["time_to_target_ratio"] = (ours / theirs if theirs not in (0, float("inf"))
+        for x in a.target:
+            ours = result["shoal"][f"time_to_{x:g}_median"]
+            theirs = result["pufferlib"][f"time_to_{x:g}_median"]
+            result[f"time_to_{x:g}_ratio"] = (ours / theirs if theirs not in (0, float("inf"))
                                               else None)
     if a.mode == "sps":
         peak = matmul_gflops()
@@ -270,9 +276,10 @@ def main() -> None:
         pl = result["pufferlib"]
         line += (f" | PufferLib {peer_env} sps {pl['sps_median'] / 1e3:.1f}k, score "
                  f"{pl['final_score_median']} | sps ratio {result['sps_ratio']:.2f}")
-        if a.target is not None:
-            line += (f" | time to {a.target}: {s['time_to_target_median']} vs "
-                     f"{pl['time_to_target_median']} (ratio {result.get('time_to_target_ratio')})")
+        for x in a.target:
+            line += (f" | time to {x:g}: {_fmt(s[f'time_to_{x:g}_median'])} s vs "
+                     f"{_fmt(pl[f'time_to_{x:g}_median'])} s (ratio "
+                     f"{_fmt(result.get(f'time_to_{x:g}_ratio'))})")
     if a.mode == "sps":
         line += (f" | fp32 ceiling {result['fp32_ceiling_sps'] / 1e3:.0f}k steps/s "
                  f"({result['matmul_gflops']:.0f} GFLOP/s): shoal at "

@@ -80,10 +80,27 @@ static void shoal_step_range(ShoalVec* v, int lo, int hi) {
     for (int i = lo; i < hi; i++) c_step(&v->envs[i]);
 }
 
+static inline void shoal_cpu_relax(void);
+
+/* A worker spins this many pause instructions (~0.1-0.3 ms) for its next task before it sleeps:
+ * in a stepping loop the next task comes a few microseconds after the last one ends, and a
+ * condition-variable wake-up (tens of microseconds here) would otherwise delay every shard but the
+ * caller's, which is what kept two threads at 1.4x one thread on breakout. Short enough that a
+ * worker idling through a policy's forward pass gives its core back almost at once. */
+#ifndef SHOAL_WORKER_SPIN_ITERS
+#define SHOAL_WORKER_SPIN_ITERS 2000
+#endif
+
 static void* shoal_worker_main(void* arg) {
     ShoalWorker* w = (ShoalWorker*)arg;
     ShoalVec* v = w->vec;
     for (;;) {
+        for (int i = 0; i < SHOAL_WORKER_SPIN_ITERS; i++) {
+            if (__atomic_load_n(&w->count, __ATOMIC_ACQUIRE) > 0 ||
+                __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))
+                break;
+            shoal_cpu_relax();
+        }
         pthread_mutex_lock(&w->mu);
         while (w->count == 0 && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
         if (w->count == 0 && w->stop) {
@@ -92,7 +109,7 @@ static void* shoal_worker_main(void* arg) {
         }
         ShoalTask t = w->queue[w->head];
         w->head = (w->head + 1) % SHOAL_MAX_GROUPS;
-        w->count--;
+        __atomic_sub_fetch(&w->count, 1, __ATOMIC_ACQ_REL);
         pthread_mutex_unlock(&w->mu);
 
         shoal_step_range(v, t.lo, t.hi);
@@ -201,7 +218,7 @@ static void shoal_close(ShoalVec* v) {
             ShoalWorker* w = &v->workers[t];
             if (!w->started) continue;
             pthread_mutex_lock(&w->mu);
-            w->stop = 1;
+            __atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
             pthread_cond_signal(&w->cv);
             pthread_mutex_unlock(&w->mu);
             pthread_join(w->thread, NULL);
@@ -385,7 +402,7 @@ static void shoal_enqueue(ShoalVec* v, int w_index, int group, int lo, int hi) {
     ShoalWorker* w = &v->workers[w_index];
     pthread_mutex_lock(&w->mu);
     w->queue[(w->head + w->count) % SHOAL_MAX_GROUPS] = (ShoalTask){lo, hi, group};
-    w->count++;
+    __atomic_add_fetch(&w->count, 1, __ATOMIC_ACQ_REL);  /* read without the lock by a spinning worker */
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }

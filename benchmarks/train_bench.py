@@ -14,7 +14,8 @@ Two comparisons; in each the two trainers alternate, round after round, on the C
                  budget: the score curve against training time, the time to reach
                  ``--target`` and the score at the end.
 
-Time is each trainer's own clock from the start of training (shoal: ``elapsed`` in
+shoal runs round r with ``--train.seed r`` (unless the flags set one), since its runs are
+deterministic under a seed and PufferLib's are not. Time is each trainer's own clock from the start of training (shoal: ``elapsed`` in
 metrics.jsonl; PufferLib: its dashboard's Uptime), so interpreter start-up is left out of both.
 
     PY=$(../shared/peers/setup_pufferlib.sh | tail -1)
@@ -229,7 +230,9 @@ def main() -> None:
             if who == "pufferlib" and peer_env is None:
                 continue
             if who == "shoal":
-                rec = run_shoal(a.env, a.seconds, flags)
+                # a different seed each round, as PufferLib's runs differ from each other too
+                seeded = flags if "--train.seed" in flags else flags + ["--train.seed", str(r)]
+                rec = run_shoal(a.env, a.seconds, seeded)
             else:
                 rec = run_peer(a.peer_python, script, peer_env, a.seconds, peer_extra, scratch)
             runs[who].append(rec)

@@ -106,23 +106,12 @@ def timed(step: Any, seconds: float, warmup: float) -> tuple[int, float]:
 def run_shoal(kind: str, iterations: int, workers: int, num_envs: int, buffers: int,
               seconds: float) -> float:
     from shoal.emulation import from_gymnasium
+    from shoal.tools.bench import measure
 
     env = from_gymnasium(EnvFn(kind, iterations), num_envs, seed=0, backend="processes",
                          num_workers=workers, num_buffers=buffers, name=f"bench-{kind}")
     try:
-        env.reset(seed=0)
-        rng = np.random.default_rng(0)
-        group = num_envs // buffers
-        cache = [rng.integers(0, 2, group).astype(np.int32) for _ in range(64)]
-        if buffers == 1:
-            def step(i: int) -> None:
-                env.step(cache[i % 64])
-        else:
-            def step(i: int) -> None:
-                env.recv()
-                env.send(cache[i % 64])
-        n, elapsed = timed(step, seconds, warmup=0.5)
-        return n * group / elapsed
+        return measure(env, seconds)  # what `shoal bench` times: step(), or recv()/send()
     finally:
         env.close()
 

@@ -105,13 +105,10 @@ def _read_jsonl(path: str) -> list[dict]:
 
 # ---- PufferLib --------------------------------------------------------------------------------
 
-def run_peer(python: str, script: str, env: str, seconds: float, extra: list[str],
-             scratch: str) -> list[dict]:
+def run_peer(python: str, script: str, env: str, seconds: float, scratch: str) -> list[dict]:
     """Runs PufferLib's trainer through the peer script; parses its dashboard frames into
     records like run_shoal's. The peer's budget includes its start-up, so it gets 30 s more."""
     cmd = [python, script, env, "--seconds", str(seconds + 30)]
-    if extra:
-        cmd += ["--", *extra]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=scratch).stdout
     log = json.loads(out.strip().splitlines()[-1])["log"]
     text = open(log, "rb").read().decode("utf8", "replace")
@@ -220,9 +217,6 @@ def main() -> None:
     script = os.path.abspath(a.peer_script)
     scratch = tempfile.mkdtemp(prefix="peer-train-")
     flags = (SPS_FLAGS if a.mode == "sps" else []) + a.shoal_flags.split()
-    # PufferLib runs its own shipped config (for breakout: LSTM-128, 8 x 1024 envs, horizon 64,
-    # minibatch 32768) on its Serial backend, its fastest setting on 2 cores
-    peer_extra: list[str] = []
     runs: dict[str, list[list[dict]]] = {"shoal": [], "pufferlib": []}
     for r in range(a.rounds):
         order = ["shoal", "pufferlib"] if r % 2 == 0 else ["pufferlib", "shoal"]
@@ -234,7 +228,9 @@ def main() -> None:
                 seeded = flags if "--train.seed" in flags else flags + ["--train.seed", str(r)]
                 rec = run_shoal(a.env, a.seconds, seeded)
             else:
-                rec = run_peer(a.peer_python, script, peer_env, a.seconds, peer_extra, scratch)
+                # its own shipped config (breakout: LSTM-128, 8 x 1024 envs, horizon 64,
+                # minibatch 32768) on its Serial backend, its fastest setting on 2 cores
+                rec = run_peer(a.peer_python, script, peer_env, a.seconds, scratch)
             runs[who].append(rec)
             times = "  ".join(f"t({x:g}) {_fmt(time_to(rec, x))}" for x in a.target)
             print(f"round {r + 1} {who:<9} sps {second_half_sps(rec) / 1e3:7.1f}k  steps "

@@ -19,3 +19,15 @@ def random_actions(space: spaces.Space, n: int, rng: np.random.Generator) -> np.
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one torch thread is fastest and immune to a busy machine's thread
+    contention. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch  # here, not at the top: most test modules must run without importing torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

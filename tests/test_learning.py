@@ -25,7 +25,6 @@ budget (typically in a third of it), so these are regression alarms, not tuning 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Trainer
@@ -49,12 +48,7 @@ CASES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("env", list(CASES))

@@ -32,19 +32,13 @@ from shoal.trainer.checkpoint import CheckpointError, list_checkpoints, load_che
 from shoal.trainer.config import build_config, default_config
 from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import LSTMPolicy, MLPPolicy
-from shoal.trainer.ppo import Minibatch, RolloutStorage, Trainer, ppo_loss, replay
+from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
 from shoal.vector.base import VecEnv, allocate_buffers, buffer_layout
 
 GAMMA = 0.9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one thread is fastest and immune to a busy machine's thread contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ScriptedEnv(VecEnv):

@@ -51,6 +51,15 @@ def env_error(name: str, index: int, method: str, exc: BaseException) -> EnvErro
                     f"(`shoal check` explains what is wrong with an env and how to fix it)")
 
 
+def close_all(envs: list[Any]) -> None:
+    """Closes every env of ``envs``, ignoring their errors (cleanup after a failed build)."""
+    for env in envs:
+        try:
+            env.close()
+        except Exception:
+            pass
+
+
 class PythonVecEnv(VecEnv):
     """Base of the Gymnasium and PettingZoo vector envs: buffers, actions, threads, stats.
 
@@ -120,7 +129,8 @@ class PythonVecEnv(VecEnv):
 
     # ---- backend hooks ----
 
-    def _reset(self, seed: int) -> None:
+    def _clear_for_reset(self) -> None:
+        """Zeroes the step results and the running episode stats of every row."""
         self.rewards[:] = 0
         self.terminals[:] = False
         self.truncations[:] = False
@@ -128,6 +138,9 @@ class PythonVecEnv(VecEnv):
         for row in range(self.num_agents):
             self._ep_return[row] = 0.0
             self._ep_length[row] = 0
+
+    def _reset(self, seed: int) -> None:
+        self._clear_for_reset()
         for i in range(self.num_envs):
             # Env i of the whole vector gets seed + i, whichever worker or thread holds it.
             self._reset_env(i, seed + self.env_offset + i)
@@ -270,7 +283,20 @@ class PythonVecEnv(VecEnv):
         raise NotImplementedError
 
     def _render_env(self, index: int, mode: str) -> Any:
-        raise NotImplementedError
+        """Env ``index``'s own frame when it was made with that render mode; else, for "ansi",
+        a text view of its rows."""
+        env = self.envs[index]
+        render_mode = getattr(env, "render_mode", None)
+        if render_mode == mode:
+            return env.render()
+        if mode == "ansi":
+            return self._text_frame(index)
+        raise ValueError(
+            f"{self.name}: env {index} was made with render_mode={render_mode!r}, so it cannot "
+            f"render {mode!r} frames. Fix: make it with render_mode='rgb_array' (shoal.make("
+            f"'{self.name}', ..., render_mode='rgb_array')), or use mode='ansi' for a text view "
+            f"of the observations"
+        )
 
     def _close_env(self, index: int) -> None:
         self.envs[index].close()

@@ -337,7 +337,7 @@ def _call(report: Report, where: str, fn: Callable[[], Any], fix: str) -> Any:
 def _check_space_attr(report: Report, owner: str, space: Any, role: str) -> None:
     if not isinstance(space, spaces.Space):
         report.add(f"{owner} is {space!r} ({type(space).__name__}), not a gymnasium.spaces.Space",
-                   f"set it to a gymnasium space, e.g. spaces.Box(-1.0, 1.0, (4,), np.float32)"
+                   "set it to a gymnasium space, e.g. spaces.Box(-1.0, 1.0, (4,), np.float32)"
                    + (" (spaces from the old `gym` package are not accepted: import them from "
                       "gymnasium)" if type(space).__module__.startswith("gym.") else ""), owner)
         raise _Stop
@@ -682,7 +682,7 @@ def _check_pettingzoo(env: Any, build: Callable[[], Any], report: Report, seed: 
                            f"Box), since shoal stores all agents in rows of one layout",
                            f"{role}_space")
                 raise _Stop
-    obs_space, act_space = obs_spaces[agents[0]], act_spaces[agents[0]]
+    obs_space = obs_spaces[agents[0]]
     report.notes.append(f"{len(agents)} possible agents -> {len(agents)} buffer rows per env")
     report.passed.append("possible_agents and per-agent spaces are usable")
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from gymnasium import spaces
 
 from ..vector.base import Buffers, VecEnv
+from .base import close_all
 
 __all__ = ["PythonEnvFactory", "check_gym_id", "resolve_pettingzoo", "resolve_callable"]
 
@@ -216,11 +217,7 @@ class PythonEnvFactory:
             for _ in range(num_envs):
                 envs.append(self.make_env())
         except BaseException:
-            for env in envs:
-                try:
-                    env.close()
-                except Exception:
-                    pass
+            close_all(envs)
             raise
         return envs
 
@@ -275,11 +272,7 @@ class PythonEnvFactory:
                                     num_threads=num_threads, buffers=buffers,
                                     env_offset=env_offset)
         except BaseException:
-            for env in envs:
-                try:
-                    env.close()
-                except Exception:
-                    pass
+            close_all(envs)
             raise
 
     def __call__(self, num_envs: int, env_offset: int, buffers: Buffers) -> VecEnv:

@@ -140,20 +140,6 @@ class GymnasiumVecEnv(PythonVecEnv):
             except Exception as exc:
                 raise env_error(self.name, i + self.env_offset, "step()", exc) from exc
 
-    def _render_env(self, index: int, mode: str) -> Any:
-        env = self.envs[index]
-        render_mode = getattr(env, "render_mode", None)
-        if render_mode == mode:
-            return env.render()
-        if mode == "ansi":
-            return self._text_frame(index)
-        raise ValueError(
-            f"{self.name}: env {index} was made with render_mode={render_mode!r}, so it cannot "
-            f"render {mode!r} frames. Fix: make it with render_mode='rgb_array' (shoal.make("
-            f"'{self.name}', ..., render_mode='rgb_array')), or use mode='ansi' for a text view "
-            f"of the observations"
-        )
-
 
 def autoreset_mode(vector_env: Any) -> str:
     """The autoreset mode of a Gymnasium vector env: ``"NextStep"``, ``"SameStep"`` or
@@ -234,13 +220,7 @@ class GymnasiumVectorAdapter(PythonVecEnv):
     # ---- PythonVecEnv hooks ----
 
     def _reset(self, seed: int) -> None:
-        self.rewards[:] = 0
-        self.terminals[:] = False
-        self.truncations[:] = False
-        self.final_observations[...] = 0
-        for row in range(self.num_agents):
-            self._ep_return[row] = 0.0
-            self._ep_length[row] = 0
+        self._clear_for_reset()
         try:
             obs, _ = self.vector_env.reset(seed=int(seed))   # env i gets seed + i
         except Exception as exc:

@@ -190,15 +190,5 @@ class PettingZooVecEnv(PythonVecEnv):
     def _restore_extra_state(self, extra: Any) -> None:
         self._live = [list(live) for live in extra]
 
-    def _render_env(self, index: int, mode: str) -> Any:
-        env = self.envs[index]
-        render_mode = getattr(env, "render_mode", None)
-        if render_mode == mode:
-            return env.render()
-        if mode == "ansi":
-            return self._text_frame(index, f" (agents {self.possible_agents})")
-        raise ValueError(
-            f"{self.name}: env {index} was made with render_mode={render_mode!r}, so it cannot "
-            f"render {mode!r} frames. Fix: make it with render_mode='rgb_array', or use "
-            f"mode='ansi' for a text view of the observations"
-        )
+    def _text_frame(self, index: int, extra: str = "") -> str:
+        return super()._text_frame(index, f" (agents {self.possible_agents}){extra}")

@@ -516,11 +516,16 @@ def autocast(device: torch.device | str, precision: str = "float32"
     """The context the policy runs in for ``precision``: nothing for float32; for bfloat16,
     ``torch.autocast`` (matmuls and convolutions in bfloat16, accumulating in float32; weights
     and everything outside the policy stay float32)."""
+    check_precision(precision)
     if precision == "float32":
         return contextlib.nullcontext()
-    if precision == "bfloat16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def check_precision(precision: str) -> None:
+    """Raises ValueError naming the choices unless ``precision`` is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 class Inference:
@@ -543,7 +548,7 @@ class Inference:
                  generator: torch.Generator | None = None, precision: str = "float32"):
         self.policy = policy
         self.precision = precision
-        autocast("cpu", precision)  # checks the name
+        check_precision(precision)
         distribution = getattr(policy, "distribution", None)
         if not isinstance(distribution, ActionDistribution):
             if action_space is None:

@@ -44,8 +44,22 @@ if os.path.exists(ADVANTAGE_SRC):
         Extension(
             name="shoal.trainer._advantage",
             sources=[ADVANTAGE_SRC],
+            depends=[os.path.join("shoal", "trainer", "kernels.h")],
             extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
             extra_link_args=["-lm", *link],
+        )
+    )
+
+# The LSTM cell's elementwise forward/backward (shoal/trainer/lstm_cell.c -> shoal.trainer._lstm_cell).
+LSTM_SRC = os.path.join("shoal", "trainer", "lstm_cell.c")
+if os.path.exists(LSTM_SRC):
+    extensions.append(
+        Extension(
+            name="shoal.trainer._lstm_cell",
+            sources=[LSTM_SRC],
+            depends=[os.path.join("shoal", "trainer", "kernels.h")],
+            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
+            extra_link_args=[*link],
         )
     )
 

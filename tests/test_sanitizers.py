@@ -1,4 +1,5 @@
-"""Every C env built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess."""
+"""Every C extension built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess:
+the envs (support/fuzz_envs.py) and the trainer's kernels (support/fuzz_kernels.py)."""
 
 import os
 import shutil
@@ -17,9 +18,16 @@ def _runtime(lib: str) -> str | None:
     return path if out.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None or _runtime("libasan.so") is None,
-                    reason="needs gcc with the AddressSanitizer runtime")
-def test_envs_under_asan_and_ubsan(tmp_path):
+needs_asan = pytest.mark.skipif(
+    shutil.which("gcc") is None or _runtime("libasan.so") is None,
+    reason="needs gcc with the AddressSanitizer runtime")
+
+
+@pytest.fixture(scope="module")
+def sanitized(tmp_path_factory):
+    """Every extension (envs and trainer kernels) built with ASan + UBSan and -Werror; returns
+    the environment that runs Python against that build."""
+    tmp_path = tmp_path_factory.mktemp("asan")
     lib = tmp_path / "lib"
     shutil.copytree(ROOT / "shoal", lib / "shoal",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
@@ -30,12 +38,26 @@ def test_envs_under_asan_and_ubsan(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True)
     assert build.returncode == 0, f"sanitizer build failed (warnings are errors):\n{build.stderr[-4000:]}"
     preload = ":".join(p for p in (_runtime("libasan.so"), _runtime("libubsan.so")) if p)
-    run_env = dict(os.environ, PYTHONPATH=str(lib), LD_PRELOAD=preload,
-                   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
-                   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "fuzz_envs.py")],
-                         cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=900)
+    return tmp_path, dict(os.environ, PYTHONPATH=str(lib), LD_PRELOAD=preload,
+                          ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+                          UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+
+
+def _run_fuzzer(sanitized, script: str) -> None:
+    cwd, run_env = sanitized
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / script)],
+                         cwd=cwd, env=run_env, capture_output=True, text=True, timeout=900)
     report = run.stdout[-2000:] + run.stderr[-6000:]
     assert run.returncode == 0, f"fuzzing under sanitizers failed:\n{report}"
     assert "fuzz ok" in run.stdout
     assert "runtime error" not in run.stderr and "AddressSanitizer" not in run.stderr, report
+
+
+@needs_asan
+def test_envs_under_asan_and_ubsan(sanitized):
+    _run_fuzzer(sanitized, "fuzz_envs.py")
+
+
+@needs_asan
+def test_trainer_kernels_under_asan_and_ubsan(sanitized):
+    _run_fuzzer(sanitized, "fuzz_kernels.py")

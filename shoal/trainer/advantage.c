@@ -15,18 +15,17 @@
  *
  * Inputs are C-contiguous float32 buffers (numpy arrays, or torch CPU tensors via .numpy()).
  * The GIL is released while the kernel runs; large inputs are shared with a helper thread,
- * since segments are independent (see advantage_parallel).
+ * since segments are independent (parallel_ranges in kernels.h).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels.h"
 
 /* Below this many steps a second thread costs more to start (~60 us measured) than it saves. */
 #define ADVANTAGE_THREAD_MIN_STEPS (1 << 19)
@@ -42,7 +41,6 @@ typedef struct {
     const float* ratio;    /* [S, T] or NULL for ratio == 1 */
     float* advantages;     /* [S, T] */
     Py_ssize_t horizon;    /* T */
-    Py_ssize_t seg_lo, seg_hi;
     float gamma, lam, rho_clip, c_clip;
 } AdvantageJob;
 
@@ -60,13 +58,14 @@ static inline float clip_above(float x, float clip) { return x < clip ? x : clip
 
 /* One segment at a time. The recurrence on A is the only serial dependency; delta and the
  * decay factor of later steps are independent, so the CPU overlaps them with the chain. */
-static void advantage_segments(const AdvantageJob* job) {
+static void advantage_segments(void* arg, Py_ssize_t seg_lo, Py_ssize_t seg_hi) {
+    const AdvantageJob* job = (const AdvantageJob*)arg;
     const Py_ssize_t T = job->horizon;
     const float gamma = job->gamma;
     const float gamma_lam = job->gamma * job->lam;
     const float rho_one = clip_above(1.0f, job->rho_clip);
     const float c_one = clip_above(1.0f, job->c_clip);
-    for (Py_ssize_t s = job->seg_lo; s < job->seg_hi; s++) {
+    for (Py_ssize_t s = seg_lo; s < seg_hi; s++) {
         const float* v = job->values + s * (T + 1);
         const float* r = job->rewards + s * T;
         const float* d = job->dones + s * T;
@@ -84,100 +83,7 @@ static void advantage_segments(const AdvantageJob* job) {
     }
 }
 
-/* ---- splitting segments over threads ----
- *
- * Threads claim chunks of segments from a shared counter, the calling thread included. The
- * caller never waits for a helper that has not claimed work: on a busy machine, where a new
- * thread may not run for milliseconds, the caller simply does every chunk itself. Helpers are
- * detached and the shared state is freed by whoever leaves it last, so a helper that starts
- * late finds no chunks left and touches nothing but that state. */
-
-typedef struct {
-    AdvantageJob job;            /* data and coefficients; seg_lo/seg_hi unused */
-    Py_ssize_t segments;         /* S */
-    Py_ssize_t chunk;            /* segments per chunk */
-    long num_chunks;
-    atomic_long next_chunk;      /* next chunk to claim */
-    atomic_long done_chunks;     /* chunks finished (release: their output is written) */
-    atomic_int refs;             /* threads still holding this struct */
-} SharedWork;
-
-static void run_chunks(SharedWork* work) {
-    for (;;) {
-        long i = atomic_fetch_add_explicit(&work->next_chunk, 1, memory_order_relaxed);
-        if (i >= work->num_chunks) return;
-        AdvantageJob job = work->job;
-        job.seg_lo = (Py_ssize_t)i * work->chunk;
-        job.seg_hi = job.seg_lo + work->chunk < work->segments ? job.seg_lo + work->chunk
-                                                                : work->segments;
-        advantage_segments(&job);
-        atomic_fetch_add_explicit(&work->done_chunks, 1, memory_order_release);
-    }
-}
-
-static void release_work(SharedWork* work) {
-    if (atomic_fetch_sub_explicit(&work->refs, 1, memory_order_acq_rel) == 1) free(work);
-}
-
-static void* advantage_helper(void* arg) {
-    SharedWork* work = (SharedWork*)arg;
-    run_chunks(work);
-    release_work(work);
-    return NULL;
-}
-
-/* Runs job over all its segments with up to `threads` threads (the caller is one of them).
- * Falls back to the caller alone if memory or threads are refused. */
-static void advantage_parallel(const AdvantageJob* job, Py_ssize_t segments, int threads) {
-    SharedWork* work = threads > 1 ? malloc(sizeof(SharedWork)) : NULL;
-    if (work == NULL) {
-        advantage_segments(job);
-        return;
-    }
-    work->job = *job;
-    work->segments = segments;
-    work->chunk = job->horizon > 0 ? ADVANTAGE_CHUNK_STEPS / job->horizon : segments;
-    if (work->chunk < 1) work->chunk = 1;
-    work->num_chunks = (long)((segments + work->chunk - 1) / work->chunk);
-    atomic_init(&work->next_chunk, 0);
-    atomic_init(&work->done_chunks, 0);
-    atomic_init(&work->refs, 1);
-
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) == 0) {
-        if (pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0) {
-            for (int i = 1; i < threads; i++) {
-                pthread_t handle;
-                atomic_fetch_add_explicit(&work->refs, 1, memory_order_relaxed);
-                if (pthread_create(&handle, &attr, advantage_helper, work) != 0) {
-                    atomic_fetch_sub_explicit(&work->refs, 1, memory_order_relaxed);
-                    break;
-                }
-            }
-        }
-        pthread_attr_destroy(&attr);
-    }
-
-    run_chunks(work);
-    /* Only chunks a helper claimed and is still computing remain: a few microseconds each. */
-    while (atomic_load_explicit(&work->done_chunks, memory_order_acquire) < work->num_chunks) {
-        sched_yield();
-    }
-    release_work(work);
-}
-
 /* ---- argument checks ---- */
-
-static int is_float32_format(const char* format) {
-    if (format == NULL) return 0;  /* PyBUF_FORMAT was requested, so NULL never happens */
-    if (format[0] == '@' || format[0] == '=') format++;
-#if PY_LITTLE_ENDIAN
-    else if (format[0] == '<') format++;
-#else
-    else if (format[0] == '>' || format[0] == '!') format++;
-#endif
-    return strcmp(format, "f") == 0;
-}
 
 /* Fills view with a C-contiguous float32 2-D buffer of obj; on failure sets a Python error
  * that names the argument and the fix, and leaves view released. */
@@ -320,8 +226,6 @@ static PyObject* advantage_compute(PyObject* self, PyObject* args, PyObject* kwa
         .ratio = have_ratio ? (const float*)ratio.buf : NULL,
         .advantages = (float*)out.buf,
         .horizon = T,
-        .seg_lo = 0,
-        .seg_hi = S,
         .gamma = gamma,
         .lam = lam,
         .rho_clip = rho_clip,
@@ -333,7 +237,8 @@ static PyObject* advantage_compute(PyObject* self, PyObject* args, PyObject* kwa
     if (threads > S) threads = S > 0 ? (int)S : 1;
 
     Py_BEGIN_ALLOW_THREADS
-    advantage_parallel(&job, S, threads);
+    Py_ssize_t chunk = T > 0 ? ADVANTAGE_CHUNK_STEPS / T : S;
+    parallel_ranges(advantage_segments, &job, S, chunk, threads);
     Py_END_ALLOW_THREADS
 
     result = Py_NewRef(Py_None);

@@ -48,6 +48,7 @@ from gymnasium import spaces
 from torch import nn
 
 from .distributions import ActionDistribution, make_distribution
+from .lstm import lstm_sequence
 
 __all__ = [
     "ObservationPreprocessor", "make_preprocessor", "policy_observation_space", "MLPEncoder",
@@ -409,17 +410,9 @@ class LSTMPolicy(nn.Module):
         if starts is not None:
             if starts.shape != (B, L):
                 raise ValueError(f"starts must be [B, L] = [{B}, {L}], got {tuple(starts.shape)}")
-            keep = (1.0 - starts.to(features.dtype)).unsqueeze(-1).unbind(1)  # L x [B, 1]
-        # unbind, not features[:, t]: the backward of L selects would zero-fill a [B, L, H]
-        # gradient L times (quadratic in L; it was 80% of a training step at L=64)
-        inputs = features.unbind(1)
-        outputs = []
-        for t in range(L):
-            if keep is not None:
-                h, c = h * keep[t], c * keep[t]
-            h, c = self.cell(inputs[t], (h, c))
-            outputs.append(h)
-        out = torch.stack(outputs, 1).reshape(B * L, self.hidden)
+            keep = 1.0 - starts.to(features.dtype)
+        outputs, h, c = lstm_sequence(self.cell, features, h, c, keep)
+        out = outputs.reshape(B * L, self.hidden)
         params, values = self.heads(out)
         return params.reshape(B, L, -1), values.reshape(B, L), (h, c)
 

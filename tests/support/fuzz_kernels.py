@@ -1,0 +1,78 @@
+"""Exercises the trainer's C kernels (advantage, LSTM cell) with numpy buffers only: odd sizes,
+one and several threads, large and non-finite values, and bad arguments. Run by
+tests/test_sanitizers.py against an AddressSanitizer/UBSan build; exits non-zero (or the
+sanitizer aborts) on any fault."""
+
+import numpy as np
+
+from shoal.trainer import _advantage, _lstm_cell
+
+
+def lstm_cell(rng):
+    for rows, hidden in ((1, 1), (3, 5), (257, 16), (600, 128)):
+        for threads in (1, 2, 3):
+            gates = rng.normal(0, 30, (rows, 4 * hidden)).astype(np.float32)
+            gates[0, 0] = np.nan
+            gates[-1, -1] = np.inf
+            c_prev = rng.normal(0, 3, (rows, hidden)).astype(np.float32)
+            c_out = np.empty((rows, hidden), np.float32)
+            h_out = np.empty_like(c_out)
+            h_next, c_next = np.empty_like(c_out), np.empty_like(c_out)
+            keep = (rng.random(rows) > 0.5).astype(np.float32)
+            _lstm_cell.forward(gates, c_prev, c_out, h_out, h_next, c_next, keep, hidden, threads)
+            _lstm_cell.forward(gates.copy(), c_prev, c_out, h_out, None, None, None, hidden)
+            dy = rng.normal(0, 1, (rows, hidden)).astype(np.float32)
+            dc = np.zeros_like(c_out)
+            d_bias = np.zeros(4 * hidden, np.float32)
+            _lstm_cell.backward(gates, c_out, c_prev, dy, dy, keep, dc, d_bias, hidden, threads)
+            _lstm_cell.backward(gates, c_out, c_prev, dy, None, None, dc, None, hidden, threads)
+    # bad arguments: errors, never a fault
+    good = np.zeros((4, 8), np.float32)
+    state = np.zeros((4, 2), np.float32)
+    bad_calls = [
+        (good[:, :7].copy(), state, state, state, None, None, None, 2),       # not 4H wide
+        (good, state[:3], state, state, None, None, None, 2),                # short c_prev
+        (good, state.astype(np.float64), state, state, None, None, None, 2),  # dtype
+        (good, state, state, state, state, None, None, 2),                   # h_next alone
+        (good, state, state, state, None, None, np.ones(3, np.float32), 2),  # short keep
+        (good, state, state.T, state, None, None, None, 2),                  # not contiguous
+        (good, state, state, state, None, None, None, 0),                    # hidden 0
+    ]
+    for args in bad_calls:
+        try:
+            _lstm_cell.forward(*args)
+        except (TypeError, ValueError):
+            pass
+        else:
+            raise AssertionError(f"forward accepted bad arguments {args}")
+    try:
+        _lstm_cell.backward(good, state, state, state, None, None, state, np.zeros(3, np.float32), 2)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("backward accepted a short d_bias")
+
+
+def advantage(rng):
+    for segments, horizon in ((1, 1), (7, 13), (3000, 200)):
+        values = rng.normal(size=(segments, horizon + 1)).astype(np.float32)
+        rewards = rng.normal(size=(segments, horizon)).astype(np.float32)
+        dones = (rng.random((segments, horizon)) < 0.1).astype(np.float32)
+        ratio = rng.lognormal(size=(segments, horizon)).astype(np.float32)
+        out = np.empty_like(rewards)
+        for threads in (1, 2, 5):
+            _advantage.compute(values, rewards, dones, ratio, out, 0.99, 0.95, 1.0, 1.0,
+                               num_threads=threads)
+
+
+def main():
+    rng = np.random.default_rng(0)
+    lstm_cell(rng)
+    print("fuzzed lstm cell", flush=True)
+    advantage(rng)
+    print("fuzzed advantage", flush=True)
+    print("fuzz ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The fused CPU LSTM (shoal/trainer/lstm.py + lstm_cell.c) against nn.LSTMCell under autograd."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shoal.trainer import lstm
+from shoal.trainer.lstm import fused_available, lstm_sequence, lstm_sequence_reference
+
+pytestmark = pytest.mark.skipif(not lstm._load_kernel(), reason="shoal.trainer._lstm_cell not built")
+
+
+def _case(B, L, H_in, H, keep_p, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cell = nn.LSTMCell(H_in, H)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    features = torch.randn(B, L, H_in, generator=g, requires_grad=True)
+    h0 = torch.randn(B, H, generator=g, requires_grad=True)
+    c0 = torch.randn(B, H, generator=g, requires_grad=True)
+    keep = None if keep_p is None else (torch.rand(B, L, generator=g) > keep_p).float()
+    w_out = torch.randn(B, L, H, generator=g)
+    w_h, w_c = torch.randn(B, H, generator=g), torch.randn(B, H, generator=g)
+    return cell, features, h0, c0, keep, (w_out, w_h, w_c)
+
+
+def _grads(fn, cell, features, h0, c0, keep, weights):
+    leaves = [features, h0, c0, *cell.parameters()]
+    for t in leaves:
+        t.grad = None
+    out, h, c = fn(cell, features, h0, c0, keep)
+    w_out, w_h, w_c = weights
+    ((out * w_out).sum() + (h * w_h).sum() + (c * c * w_c).sum()).backward()
+    return [out.detach(), h.detach(), c.detach()] + [t.grad.clone() for t in leaves]
+
+
+@pytest.mark.parametrize("B,L,H_in,H,keep_p", [
+    (1, 1, 3, 2, None), (5, 7, 3, 5, 0.3), (33, 16, 20, 16, 0.05), (300, 4, 8, 128, 0.5),
+    (64, 9, 10, 24, 1.0),      # every step starts an episode
+])
+def test_matches_lstmcell_forward_and_gradients(B, L, H_in, H, keep_p):
+    case = _case(B, L, H_in, H, keep_p)
+    fused = _grads(lstm_sequence, *case)
+    reference = _grads(lstm_sequence_reference, *case)
+    names = ["out", "h", "c", "d_features", "d_h0", "d_c0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"]
+    for name, a, b in zip(names, fused, reference):
+        assert a.shape == b.shape, name
+        scale = max(1.0, b.abs().max().item())
+        assert (a - b).abs().max().item() <= 2e-5 * scale, f"{name} differs"
+
+
+def test_fused_path_is_the_one_taken_and_reference_handles_the_rest():
+    cell, features, h0, c0, keep, _ = _case(4, 3, 5, 6, 0.3)
+    assert fused_available(features, h0, c0, *cell.parameters())
+    assert not fused_available(features.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_available(features)
+    # float64 takes the reference path and still agrees with float32
+    out64, _, _ = lstm_sequence(cell.double(), features.double(), h0.double(), c0.double(),
+                                keep.double())
+    out32, _, _ = lstm_sequence(cell.float(), features, h0, c0, keep)
+    assert out64.dtype == torch.float64
+    assert torch.allclose(out64.float(), out32, atol=1e-5)
+
+
+def test_no_grad_path_matches_and_keeps_nothing():
+    cell, features, h0, c0, keep, _ = _case(40, 5, 6, 8, 0.2)
+    with torch.no_grad():
+        ref = lstm_sequence_reference(cell, features, h0, c0, keep)
+    free_before = {k: len(v) for k, v in lstm._workspace._free.items()}
+    with torch.inference_mode():
+        got = lstm_sequence(cell, features, h0, c0, keep)
+        one = lstm_sequence(cell, features[:, :1], h0, c0, keep[:, :1])   # rollout shape
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(one[0][:, 0], ref[0][:, 0], atol=1e-6)
+    assert {k: len(v) for k, v in lstm._workspace._free.items()} == free_before
+
+
+def test_thread_count_does_not_change_results():
+    """The kernel splits rows over threads in fixed chunks: outputs and the summed bias
+    gradient are bit-identical for any thread count (runs are reproducible under a seed)."""
+    kernel = lstm._load_kernel()
+    rng = np.random.default_rng(0)
+    rows, H = 1000, 64                       # above the size where a second thread starts
+    gates = rng.normal(0, 2, (rows, 4 * H)).astype(np.float32)
+    c_prev = rng.normal(size=(rows, H)).astype(np.float32)
+    dy = rng.normal(size=(rows, H)).astype(np.float32)
+    keep = (rng.random(rows) > 0.1).astype(np.float32)
+    out = []
+    for threads in (1, 2, 3):
+        g = gates.copy()
+        c, h, dc = np.empty_like(c_prev), np.empty_like(c_prev), np.ones_like(c_prev)
+        h_next, c_next = np.empty_like(c_prev), np.empty_like(c_prev)
+        d_bias = np.zeros(4 * H, np.float32)
+        kernel.forward(g, c_prev, c, h, h_next, c_next, keep, H, threads)
+        kernel.backward(g, c, c_prev, dy, dy, keep, dc, d_bias, H, threads)
+        out.append((h, c, h_next, c_next, g, dc, d_bias))
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            assert np.array_equal(a, b)
+    # and the bias gradient is the column sum of the pre-activation gradients
+    assert np.allclose(out[0][-1], out[0][4].sum(0), rtol=1e-5, atol=1e-4)
+    # the whole sequence with torch on two threads still matches the reference
+    case = _case(700, 3, 16, 64, 0.1, seed=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fused, reference = _grads(lstm_sequence, *case), _grads(lstm_sequence_reference, *case)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(fused, reference):
+        assert (a - b).abs().max().item() <= 2e-5 * max(1.0, b.abs().max().item())
+
+
+def test_interleaved_forwards_get_their_own_buffers():
+    """Two graphs alive at once (the workspace must not hand one buffer to both)."""
+    cell, features, h0, c0, keep, weights = _case(16, 6, 5, 8, 0.2)
+    ref = _grads(lstm_sequence_reference, cell, features, h0, c0, keep, weights)
+    for t in [features, h0, c0, *cell.parameters()]:
+        t.grad = None
+    out_a, _, _ = lstm_sequence(cell, features, h0, c0, keep)
+    out_b, _, _ = lstm_sequence(cell, features * 2, h0, c0, keep)   # a second graph in flight
+    (out_a * weights[0]).sum().backward()
+    d_features_a = features.grad.clone()
+    (out_b * 0).sum().backward()
+    assert torch.allclose(out_a, ref[0], atol=1e-6)
+    features.grad = None
+    out_c, h, c = lstm_sequence(cell, features, h0, c0, keep)
+    (out_c * weights[0]).sum().backward()
+    assert torch.allclose(features.grad, d_features_a, atol=1e-6)
+
+
+def test_second_backward_through_one_graph_is_a_clear_error():
+    cell, features, h0, c0, keep, _ = _case(4, 3, 5, 6, None)
+    out, _, _ = lstm_sequence(cell, features, h0, c0, keep)
+    loss = out.sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="lstm_sequence_reference"):
+        loss.backward()
+
+
+def test_non_finite_inputs_propagate():
+    cell, features, h0, c0, keep, _ = _case(3, 2, 4, 5, None)
+    features = features.detach().clone()
+    features[1, 0, 0] = float("nan")
+    with torch.no_grad():
+        out, _, _ = lstm_sequence(cell, features, h0, c0, None)
+    assert torch.isnan(out[1]).any() and torch.isfinite(out[0]).all()
+    # saturated gates stay finite and exact at the limits
+    big = torch.full((2, 1, 4), 1e4)
+    with torch.no_grad():
+        out, h, c = lstm_sequence(cell, big, torch.zeros(2, 5), torch.zeros(2, 5), None)
+        ref = lstm_sequence_reference(cell, big, torch.zeros(2, 5), torch.zeros(2, 5), None)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, ref[0], atol=1e-6)
+
+
+def test_kernel_rejects_bad_buffers():
+    kernel = lstm._load_kernel()
+    gates = np.zeros((4, 8), np.float32)
+    state = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="c_prev"):
+        kernel.forward(gates, state[:3], state, state, None, None, None, 2)
+    with pytest.raises(TypeError, match="float32"):
+        kernel.forward(gates, state.astype(np.float64), state, state, None, None, None, 2)
+    with pytest.raises(ValueError, match="4 \\* 3"):
+        kernel.forward(gates, state, state, state, None, None, None, 3)
+    with pytest.raises(ValueError, match="both or neither"):
+        kernel.forward(gates, state, state, state, state, None, None, 2)
+    with pytest.raises(TypeError, match="writable"):
+        ro = state.copy()
+        ro.flags.writeable = False
+        kernel.forward(gates, state, ro, state, None, None, None, 2)

@@ -3,6 +3,7 @@
 Flags: warnings on (-Wall -Wextra); -O3 -march=native unless SHOAL_PORTABLE=1.
 SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py).
 SHOAL_ONLY=maze,tetris builds only those extensions (the last path component before /_c).
+SHOAL_NO_OPENMP=1 builds the trainer kernels without OpenMP (single-threaded).
 """
 
 import glob
@@ -37,6 +38,10 @@ extensions = [
     for src in sorted(glob.glob(os.path.join(ENV_DIR, "*", "binding.c")))
 ]
 
+# The trainer's kernels split rows over OpenMP threads (shoal/trainer/kernels.h says why);
+# SHOAL_NO_OPENMP=1 builds them single-threaded.
+openmp = [] if os.environ.get("SHOAL_NO_OPENMP") == "1" else ["-fopenmp"]
+
 # The trainer's advantage kernel (shoal/trainer/advantage.c -> shoal.trainer._advantage).
 ADVANTAGE_SRC = os.path.join("shoal", "trainer", "advantage.c")
 if os.path.exists(ADVANTAGE_SRC):
@@ -45,8 +50,8 @@ if os.path.exists(ADVANTAGE_SRC):
             name="shoal.trainer._advantage",
             sources=[ADVANTAGE_SRC],
             depends=[os.path.join("shoal", "trainer", "kernels.h")],
-            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
-            extra_link_args=["-lm", *link],
+            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
+            extra_link_args=["-lm", *openmp, *link],
         )
     )
 
@@ -58,8 +63,8 @@ if os.path.exists(LSTM_SRC):
             name="shoal.trainer._lstm_cell",
             sources=[LSTM_SRC],
             depends=[os.path.join("shoal", "trainer", "kernels.h")],
-            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
-            extra_link_args=[*link],
+            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
+            extra_link_args=[*openmp, *link],
         )
     )
 

@@ -14,8 +14,8 @@
  * always stops both the bootstrap and the propagation of later advantages.
  *
  * Inputs are C-contiguous float32 buffers (numpy arrays, or torch CPU tensors via .numpy()).
- * The GIL is released while the kernel runs; large inputs are shared with a helper thread,
- * since segments are independent (parallel_ranges in kernels.h).
+ * The GIL is released while the kernel runs; large inputs are split over threads,
+ * since segments are independent (parallel_chunks in kernels.h).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,11 +27,11 @@
 
 #include "kernels.h"
 
-/* Below this many steps a second thread costs more to start (~60 us measured) than it saves. */
+/* Below this many steps a second thread is not worth waking. */
 #define ADVANTAGE_THREAD_MIN_STEPS (1 << 19)
 #define ADVANTAGE_MAX_THREADS 8
-/* Steps per unit of work the threads claim: small enough that a helper thread descheduled
- * mid-chunk delays the caller by microseconds, large enough that claiming is free. */
+/* Steps per unit of work the threads claim: small enough that a thread descheduled mid-chunk
+ * delays the others by microseconds, large enough that claiming is free. */
 #define ADVANTAGE_CHUNK_STEPS 8192
 
 typedef struct {
@@ -238,7 +238,7 @@ static PyObject* advantage_compute(PyObject* self, PyObject* args, PyObject* kwa
 
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t chunk = T > 0 ? ADVANTAGE_CHUNK_STEPS / T : S;
-    parallel_ranges(advantage_segments, &job, S, chunk, threads);
+    parallel_chunks(advantage_segments, &job, S, chunk, threads);
     Py_END_ALLOW_THREADS
 
     result = Py_NewRef(Py_None);

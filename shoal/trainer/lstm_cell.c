@@ -32,7 +32,7 @@
 
 #include "kernels.h"
 
-/* Rows per chunk of work (see parallel_ranges): ~8k cells, tens of microseconds. Fixed, so
+/* Rows per chunk of work (see parallel_chunks): ~8k cells, tens of microseconds. Fixed, so
  * the bias gradient, summed per chunk and then over chunks in order, does not depend on the
  * number of threads. */
 #define CELL_CHUNK_CELLS 8192
@@ -272,7 +272,7 @@ static PyObject* lstm_forward(PyObject* self, PyObject* args) {
                    .h_out = data(&b[3]), .h_next = data(&b[4]), .c_next = data(&b[5]),
                    .keep = data(&b[6]), .H = H, .chunk_rows = chunk_rows_for(H)};
     Py_BEGIN_ALLOW_THREADS
-    parallel_ranges(forward_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
+    parallel_chunks(forward_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -323,7 +323,7 @@ static PyObject* lstm_backward(PyObject* self, PyObject* args) {
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    parallel_ranges(backward_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
+    parallel_chunks(backward_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
     if (job.bias_partials) {
         for (Py_ssize_t k = 0; k < chunks; k++)
             for (Py_ssize_t j = 0; j < 4 * H; j++) d_bias[j] += job.bias_partials[k * 4 * H + j];

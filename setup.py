@@ -38,35 +38,23 @@ extensions = [
     for src in sorted(glob.glob(os.path.join(ENV_DIR, "*", "binding.c")))
 ]
 
-# The trainer's kernels split rows over OpenMP threads (shoal/trainer/kernels.h says why);
-# SHOAL_NO_OPENMP=1 builds them single-threaded.
+# The trainer's kernels: shoal/trainer/<name>.c -> shoal.trainer._<name> (GAE advantages; the
+# LSTM cell's elementwise forward/backward). They split rows over OpenMP threads
+# (shoal/trainer/kernels.h says why); SHOAL_NO_OPENMP=1 builds them single-threaded.
+TRAINER_DIR = os.path.join("shoal", "trainer")
 openmp = [] if os.environ.get("SHOAL_NO_OPENMP") == "1" else ["-fopenmp"]
-
-# The trainer's advantage kernel (shoal/trainer/advantage.c -> shoal.trainer._advantage).
-ADVANTAGE_SRC = os.path.join("shoal", "trainer", "advantage.c")
-if os.path.exists(ADVANTAGE_SRC):
-    extensions.append(
-        Extension(
-            name="shoal.trainer._advantage",
-            sources=[ADVANTAGE_SRC],
-            depends=[os.path.join("shoal", "trainer", "kernels.h")],
-            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
-            extra_link_args=["-lm", *openmp, *link],
+for kernel in ("advantage", "lstm_cell"):
+    src = os.path.join(TRAINER_DIR, f"{kernel}.c")
+    if os.path.exists(src):
+        extensions.append(
+            Extension(
+                name=f"shoal.trainer._{kernel}",
+                sources=[src],
+                depends=[os.path.join(TRAINER_DIR, "kernels.h")],
+                extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
+                extra_link_args=["-lm", *openmp, *link],
+            )
         )
-    )
-
-# The LSTM cell's elementwise forward/backward (shoal/trainer/lstm_cell.c -> shoal.trainer._lstm_cell).
-LSTM_SRC = os.path.join("shoal", "trainer", "lstm_cell.c")
-if os.path.exists(LSTM_SRC):
-    extensions.append(
-        Extension(
-            name="shoal.trainer._lstm_cell",
-            sources=[LSTM_SRC],
-            depends=[os.path.join("shoal", "trainer", "kernels.h")],
-            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
-            extra_link_args=[*openmp, *link],
-        )
-    )
 
 only = [name for name in os.environ.get("SHOAL_ONLY", "").split(",") if name]
 if only:

@@ -42,6 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shoal.trainer.lstm import lstm_sequence
+
 OBS, HID, ACT = 118, 128, 3
 FWD_FLOP = 2 * (OBS * HID + 2 * HID * 4 * HID + HID * (ACT + 1))   # matmul FLOP per step
 FP32_CEILING = 190e9      # fp32 matmul FLOP/s of both cores (MKL sgemm, measured)
@@ -214,6 +216,17 @@ def rollout_module_cell(pol: ModulePolicy, rc: RolloutCase) -> Callable[[], obje
     return step
 
 
+def rollout_shoal_fused(pol: ModulePolicy, rc: RolloutCase) -> Callable[[], object]:
+    """What shoal's LSTMPolicy runs: shoal.trainer.lstm.lstm_sequence (the C cell) with L = 1."""
+    def step():
+        with torch.inference_mode():
+            x = F.gelu(pol.enc(rc.obs)).unsqueeze(1)
+            y, h, c = lstm_sequence(pol.core, x, rc.h, rc.c, rc.keep.view(-1, 1))
+            y = y.squeeze(1)
+            return pol.actor(y), pol.critic(y), h, c
+    return step
+
+
 def rollout_module_lstm(pol: ModulePolicy, rc: RolloutCase) -> Callable[[], object]:
     """nn.LSTM called with seq_len = 1 (oneDNN's fp32 AVX-512 RNN kernel)."""
     def step():
@@ -337,6 +350,7 @@ def section_a(args, w: Weights) -> None:
             cands[f"LSTMCell modules, alloc      t{th}"] = (th, rollout_module_cell(mod_cell, rc))
         for th in args.threads:
             cands[f"LSTM(seq=1) modules          t{th}"] = (th, rollout_module_lstm(mod_lstm, rc))
+            cands[f"shoal lstm_sequence (C cell) t{th}"] = (th, rollout_shoal_fused(mod_cell, rc))
             cands[f"fused alloc, torch.tanh      t{th}"] = (th, rollout_fused_alloc(fused, rc, False))
             cands[f"fused alloc, sigmoid-tanh    t{th}"] = (th, rollout_fused_alloc(fused, rc, True))
             cands[f"fused prealloc fp32          t{th}"] = (th, pre)
@@ -416,6 +430,16 @@ def train_module_cell(pol: ModulePolicy, tc: TrainCase, unbind: bool = False) ->
         h, c = pol.core(xs[t], (h * keeps[t], c * keeps[t]))
         outs.append(h)
     y = torch.stack(outs, 1).reshape(B * T, HID)
+    return ppo_loss(pol.actor(y), pol.critic(y).squeeze(1), tc)
+
+
+def train_shoal_fused(pol: ModulePolicy, tc: TrainCase) -> torch.Tensor:
+    """What shoal's LSTMPolicy trains with: shoal.trainer.lstm.lstm_sequence (the C cell, its
+    hand-written backward) on the LSTMCell's weights."""
+    B, T = tc.B, tc.T
+    x = F.gelu(pol.enc(tc.obs.reshape(B * T, OBS))).reshape(B, T, HID)
+    y, _, _ = lstm_sequence(pol.core, x, tc.h0, tc.c0, tc.keep)
+    y = y.reshape(B * T, HID)
     return ppo_loss(pol.actor(y), pol.critic(y).squeeze(1), tc)
 
 
@@ -681,6 +705,7 @@ def check_variants(w: Weights, args, pointwise) -> None:
     exact, bf16 = 1e-3, None
     checks = [("LSTMCell unbind", exact, ModulePolicy(w, "cell"),
                lambda p, c: train_module_cell(p, c, unbind=True)),
+              ("shoal C cell", exact, ModulePolicy(w, "cell"), train_shoal_fused),
               ("fused loop", exact, FusedPolicy(w), train_fused_loop),
               ("manual BPTT", exact, FusedPolicy(w), train_manual_bptt),
               ("nn.LSTM repack", exact, ModulePolicy(w, "lstm"), train_module_lstm_repack),
@@ -734,6 +759,7 @@ def section_b(args, w: Weights) -> None:
     for th in args.threads:
         cands[f"LSTMCell loop unbind          t{th}"] = (
             th, fb(cell, lambda p, c: train_module_cell(p, c, unbind=True)))
+        cands[f"shoal lstm_sequence (C cell)  t{th}"] = (th, fb(cell, train_shoal_fused))
         cands[f"fused autograd loop fp32      t{th}"] = (th, fb(fused, train_fused_loop))
         cands[f"fused autograd loop bf32 mm   t{th}"] = (th, with_bf32(fb(fused, train_fused_loop)))
         cands[f"fused autograd autocast bf16  t{th}"] = (

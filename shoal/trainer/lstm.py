@@ -5,10 +5,10 @@ every step where ``keep`` is 0. Two implementations give the same result:
 
 * the fused one (float32 CPU tensors, no autocast): the input products for all steps are one
   matrix multiply, each step adds ``h @ W_hh^T`` in place and the C kernel
-  (``shoal/trainer/lstm_cell.c``) does the cell's elementwise work in one pass. Its backward is
-  written out: one C pass and one product per step, then the weight and input gradients of all
-  steps as three large products. Measured on a 2-core CPU it trains the breakout policy's
-  minibatch ~1.6x faster than autograd through ``nn.LSTMCell`` (``benchmarks/policy_bench.py``).
+  (``shoal/trainer/lstm_cell.c``) does the cell's elementwise work in one pass, its rows split
+  over torch's threads. Its backward is written out: one C pass and one product per step, then
+  the weight and input gradients of all steps as large products. BENCHMARKS.md has what it
+  gains over autograd through ``nn.LSTMCell`` (``benchmarks/policy_bench.py``).
 * the reference one: ``nn.LSTMCell`` unrolled under autograd, used for other dtypes and devices,
   under autocast, and as the oracle the fused one is tested against.
 """

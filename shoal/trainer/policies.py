@@ -20,7 +20,8 @@ from the env's action space.
 
 Built in: :class:`MLPPolicy` (the default), :class:`CNNPolicy` for image-like observations
 (``[H, W]`` or ``[H, W, C]``) and :class:`LSTMPolicy` (an MLP or CNN encoder feeding an
-``LSTMCell`` unrolled over L with resets at ``starts``). Build them with :func:`make_policy`.
+``LSTMCell`` unrolled over L with resets at ``starts``, fused on the CPU by
+:mod:`shoal.trainer.lstm`). Build them with :func:`make_policy`.
 Rollouts evaluate a policy through :class:`Inference`, which a C implementation can replace.
 
 Observations are converted to float by :class:`ObservationPreprocessor`: small-range integer

@@ -69,8 +69,8 @@ def lstm_sequence_reference(cell: nn.LSTMCell, features: torch.Tensor, h: torch.
 class _Workspace:
     """Large buffers kept between training steps.
 
-    A fresh tensor of tens of MB is new memory the kernel must map and zero on first touch,
-    which cost as much as a third of the fused step. A buffer is handed out by :meth:`take` and
+    A fresh tensor of tens of MB is new memory the kernel must map and zero on first touch:
+    written into a fresh 64 MB tensor, the forward's input product took 62 ms instead of 42. A buffer is handed out by :meth:`take` and
     comes back by :meth:`give` only after the backward that used it has finished, so a buffer
     is never in two graphs; when the pool is empty (two forwards before their backwards, or a
     forward whose backward never ran) a new one is made.

@@ -312,6 +312,11 @@ def test_run_directory_files(tmp_path):
     assert summary["finished"] and summary["epochs"] == 10 and summary["agent_steps"] == 640
     for key in ("env", "agent_steps", "wall_seconds", "sps", "score", "episodes"):
         assert key in summary
+    # score and episode_return are means over the last 100 episodes, not over the last epoch
+    # (the scripted score is return / length: in [0, 1] and at most the return)
+    assert 0 <= summary["score"] <= 1 and summary["episode_return"] >= summary["score"]
+    trainer.last_metrics["episodes"] = {}          # an epoch in which no episode ended
+    assert trainer.summary()["episode_return"] == summary["episode_return"]
     assert json.loads((run / "summary.json").read_text())["agent_steps"] == 640
     lines = _metrics(run)
     assert [line[0] for line in lines] == list(range(1, 11))

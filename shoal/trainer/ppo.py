@@ -452,6 +452,7 @@ class Trainer:
         self.agent_steps = 0
         self.wall_before = 0.0          # seconds spent in earlier sessions of a resumed run
         self.scores = ScoreWindow(100)
+        self.returns = ScoreWindow(100)   # episode returns, for envs whose score is not the return
         self.episodes_total = 0.0
         self.last_metrics: dict[str, Any] = {}
         self.num_epochs = max(1, math.ceil(t.total_steps / self.batch_size))
@@ -687,6 +688,8 @@ class Trainer:
         if episodes.get("n", 0) > 0:
             self.scores.add(episodes.get("score", episodes.get("episode_return", 0.0)),
                             episodes["n"])
+            if "episode_return" in episodes:
+                self.returns.add(episodes["episode_return"], episodes["n"])
             self.episodes_total += episodes["n"]
         epoch_time = time.perf_counter() - start
         elapsed = self.wall_before + (time.perf_counter() - self._session_start)
@@ -725,7 +728,6 @@ class Trainer:
     def summary(self, finished: bool = True) -> dict[str, Any]:
         """The run summary; also written to ``<run_dir>/summary.json``."""
         wall = self.wall_before + (time.perf_counter() - self._session_start)
-        last = self.last_metrics.get("episodes", {})
         summary = {
             "env": self.config.env.name,
             "agent_steps": self.agent_steps,
@@ -734,7 +736,7 @@ class Trainer:
             "sps": self.agent_steps / max(wall, 1e-9),
             "score": self.scores.mean(),
             "episodes": int(self.episodes_total),
-            "episode_return": last.get("episode_return"),
+            "episode_return": self.returns.mean(),
             "finished": finished,
             "run_dir": self.run_dir,
             "checkpoint": getattr(self, "last_checkpoint", None),
@@ -777,6 +779,7 @@ class Trainer:
             "carry": carry,
             "env_state": env_state,
             "scores": [list(c) for c in self.scores.chunks],
+            "returns": [list(c) for c in self.returns.chunks],
             "episodes_total": self.episodes_total,
             "spaces": {"observation": repr(self.env.single_observation_space),
                        "action": repr(self.env.single_action_space),
@@ -829,6 +832,8 @@ class Trainer:
         _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
+        for mean, n in ckpt.get("returns", []):
+            self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         self.resumed_from = ckpt.get("path")
         _truncate_metrics(self.metrics_path, self.epoch)

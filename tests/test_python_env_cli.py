@@ -118,6 +118,9 @@ PICKY = "gym:test_python_env_cli:ShoalPicky-v0"
     (["gym:CartPole-v1", "--env.foo", "3"], "keyword arguments {'foo': 3} .*Fix: pass only"),
     ([PICKY, "--env.size", "0"], "size must be >= 1, got 0"),
     ([PICKY, "--env.renderer", "fancy"], "No module named 'no_such_renderer_pkg_xyz'"),
+    # a PettingZoo env that checks its arguments with assert
+    (["pz:pettingzoo.butterfly.pistonball_v6", "--env.n-pistons", "1"],
+     r"rejected the keyword arguments \{'n_pistons': 1\}: n_pistons must be greater than 1"),
 ])
 def test_train_cli_env_construction_errors_are_one_line_exit_2(flags, message, capsys, tmp_path,
                                                                monkeypatch):

@@ -178,8 +178,9 @@ class PythonEnvFactory:
     def make_env(self) -> Any:
         """One env, built from the creator.
 
-        An unknown id or a keyword argument the env does not take raises ValueError / TypeError
-        naming the env and the fix (the original exception is the cause)."""
+        An unknown id, a keyword argument the env does not take, or one its own asserts reject
+        raises ValueError / TypeError naming the env and the fix (the original exception is the
+        cause)."""
         try:
             return self._make_env()
         except TypeError as exc:
@@ -188,6 +189,14 @@ class PythonEnvFactory:
             raise TypeError(
                 f"{self.name}: making the env with keyword arguments {self.env_kwargs} raised "
                 f"TypeError: {exc}. Fix: pass only arguments the env takes (on the command line "
+                f"they are --env.KEY VALUE flags; in shoal.train, env_KEY=VALUE)") from exc
+        except AssertionError as exc:
+            # PettingZoo envs check their arguments with assert (pistonball: n_pistons > 1)
+            if not self.env_kwargs:
+                raise
+            raise ValueError(
+                f"{self.name}: the env rejected the keyword arguments {self.env_kwargs}: "
+                f"{exc or 'an assertion failed'}. Fix: change those values (on the command line "
                 f"they are --env.KEY VALUE flags; in shoal.train, env_KEY=VALUE)") from exc
         except Exception as exc:
             if not type(exc).__module__.startswith("gymnasium.error"):

@@ -305,6 +305,15 @@ RUN = {"train.total_steps": 8 * 8 * 10, "train.prio_alpha": 0.6, "log.checkpoint
        "policy.name": "lstm", "policy.hidden": 16}
 
 
+def test_plain_output_notes_routine_checkpoints_at_most_once_a_minute(tmp_path, capsys):
+    trainer = make_trainer(tmp_path, **{**RUN, "log.checkpoint_interval": 1,
+                                        "log.dashboard": "plain"})
+    trainer.train()
+    out = capsys.readouterr().out
+    assert len(list_checkpoints(str(tmp_path / "run"))) >= 3     # one per epoch was written
+    assert out.count("checkpoint: ") == 1, out
+
+
 def test_run_directory_files(tmp_path):
     trainer = make_trainer(tmp_path, **RUN)
     summary = trainer.train()

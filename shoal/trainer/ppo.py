@@ -81,6 +81,9 @@ __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "trai
 
 State = tuple[torch.Tensor, ...] | None
 
+# The dashboard notes a routine checkpoint at most this often (the final one is in the summary).
+CHECKPOINT_NOTE_SECONDS = 60.0
+
 
 # ---------------------------------------------------------------------------------------------
 # Storage
@@ -637,6 +640,7 @@ class Trainer:
                                 " (env state not restored: episodes in progress restarted)"))
             with _deferred_interrupt() as interrupted, \
                     open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
+                last_note = -math.inf
                 while self.agent_steps < self.config.train.total_steps:
                     metrics = self.run_epoch()
                     metrics_file.write(json.dumps(metrics) + "\n")
@@ -649,8 +653,10 @@ class Trainer:
                     if done or stop or interrupted() or \
                             self.epoch % log.checkpoint_interval == 0:
                         path = self.save()
-                        if not done:
+                        # at most a line a minute: short epochs checkpoint every few seconds
+                        if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")
+                            last_note = time.monotonic()
                     if stop or interrupted():
                         break
                 finished = self.agent_steps >= self.config.train.total_steps

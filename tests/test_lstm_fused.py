@@ -174,3 +174,25 @@ def test_kernel_rejects_bad_buffers():
         ro = state.copy()
         ro.flags.writeable = False
         kernel.forward(gates, state, ro, state, None, None, None, 2)
+
+
+def test_policy_under_torch_compile_runs_the_fused_path_eagerly(recwarn):
+    """train.compile = true: dynamo leaves the fused LSTM (a C extension) to run as it is, and
+    the compiled policy matches the eager one, gradients included."""
+    from gymnasium import spaces
+
+    from shoal.trainer.policies import LSTMPolicy
+
+    torch.manual_seed(0)
+    policy = LSTMPolicy(spaces.Box(0, 1, (6,), np.float32), spaces.Discrete(3), hidden=16)
+    obs, starts = torch.rand(4, 5, 6), (torch.rand(4, 5) < 0.2).float()
+    params, values, _ = torch.compile(policy)(obs, None, starts)
+    (params.sum() + values.sum()).backward()
+    compiled_grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    params_e, values_e, _ = policy(obs, None, starts)
+    (params_e.sum() + values_e.sum()).backward()
+    assert torch.allclose(params, params_e, atol=1e-6) and torch.allclose(values, values_e, atol=1e-6)
+    for a, p in zip(compiled_grads, policy.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-5)
+    assert not [w for w in recwarn if "Dynamo does not know how to trace" in str(w.message)]

@@ -235,8 +235,13 @@ def lstm_sequence(cell: nn.LSTMCell, features: torch.Tensor, h: torch.Tensor, c:
     params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
     if any(p is None for p in params) or not fused_available(features, h, c, *params):
         return lstm_sequence_reference(cell, features, h, c, keep)
-    if keep is not None:
-        keep = keep.to(torch.float32)
+    return _fused(features, h, c, None if keep is None else keep.to(torch.float32), params)
+
+
+# torch.compile runs it as it is (it calls a C extension dynamo cannot trace)
+@torch.compiler.disable
+def _fused(features: torch.Tensor, h: torch.Tensor, c: torch.Tensor, keep: torch.Tensor | None,
+           params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if torch.is_grad_enabled() and any(t.requires_grad for t in (features, h, c, *params)):
         return _FusedLSTM.apply(features, h, c, keep, *params)
     out, c_out, _ = _fused_forward(features, h, c, keep, *params, save=False)

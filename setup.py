@@ -2,7 +2,7 @@
 
 Flags: warnings on (-Wall -Wextra); -O3 -march=native unless SHOAL_PORTABLE=1.
 SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py).
-SHOAL_ONLY=maze,tetris builds only those extensions (the last path component before /_c).
+SHOAL_ONLY=maze,tetris builds only those env extensions (the trainer kernels are always built).
 SHOAL_NO_OPENMP=1 builds the trainer kernels without OpenMP (single-threaded).
 """
 
@@ -58,6 +58,7 @@ for kernel in ("advantage", "lstm_cell"):
 
 only = [name for name in os.environ.get("SHOAL_ONLY", "").split(",") if name]
 if only:
-    extensions = [ext for ext in extensions if ext.name.split(".")[-2] in only]
+    extensions = [ext for ext in extensions
+                  if not ext.name.startswith("shoal.envs.") or ext.name.split(".")[-2] in only]
 
 setup(ext_modules=extensions)

@@ -70,10 +70,11 @@ class _Workspace:
     """Large buffers kept between training steps.
 
     A fresh tensor of tens of MB is new memory the kernel must map and zero on first touch:
-    written into a fresh 64 MB tensor, the forward's input product took 62 ms instead of 42. A buffer is handed out by :meth:`take` and
-    comes back by :meth:`give` only after the backward that used it has finished, so a buffer
-    is never in two graphs; when the pool is empty (two forwards before their backwards, or a
-    forward whose backward never ran) a new one is made.
+    written into a fresh 64 MB tensor, the forward's input product took 62 ms instead of 42.
+    A buffer is handed out by :meth:`take` and comes back by :meth:`give` only after the
+    backward that used it has finished, so a buffer is never in two graphs; when the pool is
+    empty (two forwards before their backwards, or a forward whose backward never ran) a new
+    one is made.
     """
 
     def __init__(self, per_shape: int = 2):
@@ -89,9 +90,6 @@ class _Workspace:
             free = self._free.setdefault(tuple(t.shape), [])
             if len(free) < self.per_shape:
                 free.append(t)
-
-    def clear(self) -> None:
-        self._free.clear()
 
 
 _workspace = _Workspace()
@@ -123,10 +121,10 @@ def _fused_forward(features: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     torch.addmm(b_ih + b_hh, x.reshape(L * B, H_in), w_ih.detach().t(),
                 out=gates.view(L * B, 4 * H))
     keep_t = None if keep is None else keep.detach().t().contiguous()
-    # h_in[t], c_in[t]: the state step t starts from; only kept for step 0 when saving
+    # h_in[t - first], c_in[t - first]: the state step t starts from. Step 0's is a row of its
+    # own only when saving (the backward reads all of them); a rollout reads it from h0, c0.
     first = 0 if save else 1
-    h_in = empty(L, B, H) if save else torch.empty(max(L - 1, 0), B, H)
-    c_in = empty(L, B, H) if save else torch.empty(max(L - 1, 0), B, H)
+    h_in, c_in = empty(max(L - first, 0), B, H), empty(max(L - first, 0), B, H)
     if save:
         h_first, c_first = h_in[0], c_in[0]
         if keep_t is None:
@@ -140,7 +138,7 @@ def _fused_forward(features: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     else:
         k0 = keep_t[0].unsqueeze(1)
         h_first, c_first = h0 * k0, c0 * k0
-    c_out = empty(L, B, H) if save else torch.empty(L, B, H)
+    c_out = empty(L, B, H)
     out = torch.empty(L, B, H)
     # numpy views made once: indexing them per step is far cheaper than converting per step
     g_np, hi_np, ci_np = gates.numpy(), h_in.numpy(), c_in.numpy()

@@ -3,8 +3,8 @@
  * An LSTM step is two parts: the gate pre-activations x W_ih^T + h W_hh^T + b (matrix products,
  * left to torch's BLAS) and about twenty elementwise operations on [B, 4H] and [B, H] tensors.
  * Run as separate torch ops, each of those reads and writes whole tensors and autograd records
- * it, which made them ~40% of a recurrent training step. Here they are one loop per step, in the
- * forward and in the backward; shoal/trainer/lstm.py sequences the steps and does the products.
+ * it. Here they are one loop per step, in the forward and in the backward (a training minibatch
+ * 1.26x faster, BENCHMARKS.md); shoal/trainer/lstm.py sequences the steps and does the products.
  *
  * Gate layout is nn.LSTMCell's: the 4H columns of a row are i, f, g, o (H each).
  * Forward of one step, for every row b (with k = keep of the next step, 0 where it starts an
@@ -36,7 +36,8 @@
  * the bias gradient, summed per chunk and then over chunks in order, does not depend on the
  * number of threads. */
 #define CELL_CHUNK_CELLS 8192
-/* Below this many cells a second thread costs more to start than it saves. */
+/* Below this many cells (~0.15 ms of work on one core) the pass stays on one thread. Set when
+ * helper threads were started per call; not re-tuned for OpenMP's already running threads. */
 #define CELL_THREAD_MIN_CELLS 32768
 
 /* exp(x) in a form the compiler vectorises (libm's expf is a call per element): x = n ln2 + r

@@ -153,7 +153,7 @@ def fetch_link(
         raise RuntimeError("links need yt-dlp: pip install 'recap[links]'") from None
     try:
         info = ydl.extract_info(url, download=False)
-    except yt_dlp.utils.DownloadError as error:
+    except yt_dlp.utils.YoutubeDLError as error:
         raise RuntimeError(f"could not read {url}: {error}") from None
     if info is None:
         raise RuntimeError(f"{url} gave no video information")
@@ -211,7 +211,7 @@ class audio_download:
             with yt_dlp.YoutubeDL(options) as ydl:
                 try:
                     ydl.process_ie_result(copy.deepcopy(self.info), download=True)
-                except yt_dlp.utils.DownloadError as error:
+                except yt_dlp.utils.YoutubeDLError as error:
                     if "Requested format is not available" in str(error):
                         raise RuntimeError(
                             "this link offers no audio-only stream; download the recording yourself and "

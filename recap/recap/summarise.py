@@ -23,12 +23,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 from recap.chapters import Chapter
 from recap.transcript import Segment
 
 
+@runtime_checkable
 class ChatModel(Protocol):
     """What recap needs from a language model (``recap.llm.LLMClient`` provides it)."""
 

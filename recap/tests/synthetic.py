@@ -6,6 +6,7 @@ longer pauses placed at random (not at topic boundaries, so the benchmark measur
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import random
@@ -29,7 +30,10 @@ _CODEY = re.compile(r">>>|\.\.\.|[{}\[\]=<>|\\]|^\s*[-*]\s|`|\w+\(.*\)|::")
 def _module_text(name: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = importlib.import_module(name)
+        return _prose(importlib.import_module(name), name)
+
+
+def _prose(module, name: str) -> str:
     docs = [inspect.getdoc(module) or ""]
     for member_name, member in sorted(vars(module).items()):
         if member_name.startswith("_") or getattr(member, "__module__", name) != module.__name__:
@@ -44,17 +48,20 @@ def _module_text(name: str) -> str:
     return " ".join(prose)
 
 
-def topic_texts(min_words: int = 400) -> dict[str, list[str]]:
-    """Module name → its prose words, for modules with at least ``min_words`` words."""
+@functools.lru_cache(maxsize=None)
+def _all_texts() -> dict[str, list[str]]:
     texts = {}
     for name in TOPIC_MODULES:
         try:
-            words = _module_text(name).split()
+            texts[name] = _module_text(name).split()
         except ImportError:
             continue
-        if len(words) >= min_words:
-            texts[name] = words
     return texts
+
+
+def topic_texts(min_words: int = 400) -> dict[str, list[str]]:
+    """Module name → its prose words, for modules with at least ``min_words`` words."""
+    return {name: words for name, words in _all_texts().items() if len(words) >= min_words}
 
 
 def synthetic_transcript(
@@ -114,3 +121,26 @@ def to_json3(segments: list[Segment]) -> str:
         events.append({"tStartMs": start, "dDurationMs": int((segment.end - segment.start) * 1000), "wWinId": 1, "segs": pieces})
         events.append({"tStartMs": int(segment.end * 1000), "dDurationMs": 10, "wWinId": 1, "aAppend": 1, "segs": [{"utf8": "\n"}]})
     return json.dumps({"wireMagic": "pb3", "pens": [{}], "events": events})
+
+
+def boundary_f1(predicted: list[float], reference: list[float], *, collar: float) -> float:
+    """F1 of chapter boundaries (the start at 0 excluded: every chaptering has it), each predicted
+    boundary matching at most one reference boundary within ``collar`` seconds (greedy, closest
+    pairs first)."""
+    predicted = sorted(time for time in predicted if time > 0)
+    reference = sorted(time for time in reference if time > 0)
+    if not predicted and not reference:
+        return 1.0
+    if not predicted or not reference:
+        return 0.0
+    pairs = sorted((abs(p - r), i, j) for i, p in enumerate(predicted) for j, r in enumerate(reference) if abs(p - r) <= collar)
+    used_p, used_r = set(), set()
+    for _, i, j in pairs:
+        if i not in used_p and j not in used_r:
+            used_p.add(i)
+            used_r.add(j)
+    hits = len(used_p)
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(predicted), hits / len(reference)
+    return 2 * precision * recall / (precision + recall)

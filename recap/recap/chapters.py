@@ -75,8 +75,9 @@ def count_words(text: str) -> int:
 
 def block_words_for(total_words: int) -> int:
     """Words per block: small blocks for short input (finer boundaries), larger ones for long
-    input so the number of blocks, and the cost of the split, stays bounded (~400 blocks)."""
-    return int(min(150, max(20, round(total_words / 400))))
+    input so the number of blocks, and the cost of embedding them, stays bounded (~250 blocks;
+    a 6-hour stream gets blocks of ~200 words, about 80 seconds of speech)."""
+    return int(min(200, max(20, round(total_words / 250))))
 
 
 def make_blocks(segments: Sequence[Segment], *, target_words: int, pause_seconds: float = 1.5) -> list[Block]:
@@ -271,7 +272,7 @@ def describe_chapters(
             inside = []
         if inside:
             centre = _unit(block_vectors[inside].mean(axis=0))
-            ranked = sorted(inside, key=lambda index: -float(block_vectors[index] @ centre))[:2]
+            ranked = sorted(inside, key=lambda index: -float(block_vectors[index] @ centre))[: 2 if len(blocks) < 100 else 1]
             source = " ".join(blocks[index].text for index in sorted(ranked))
         else:
             source = texts[number]

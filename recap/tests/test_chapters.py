@@ -30,8 +30,12 @@ def test_boundary_f1():
 
 @pytest.mark.skipif(not minilm_available(), reason="the bundled embedding model is not installed")
 def test_embedded_default_finds_most_topic_changes():
+    import os
+
     segments, truth, _ = synthetic_transcript(6, seed=1)
+    environment = dict(os.environ)
     recap = build_recap(segments, chapters=6, embedder="minilm")
+    assert dict(os.environ) == environment  # offline switches are set only while loading/encoding
     found = [chapter.start for chapter in recap.chapters]
     assert boundary_f1(found, truth, collar=30) >= 0.6
     assert recap.method == "extractive (all-MiniLM-L6-v2)"

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import math
 import os
@@ -93,3 +94,11 @@ def test_doctor_reports_the_app_folder_without_creating_it(tmp_path):
     (home / "models" / "base").mkdir(parents=True)
     (home / "models" / "base" / "model.bin").write_bytes(b"\x00" * 2_000_000)
     assert "base: 2.0 MB" in recap_cli("doctor", home=home).stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("recap.llm") is not None, reason="the language-model client is installed")
+def test_llm_url_without_the_client_is_a_clear_error(tmp_path):
+    captions = tmp_path / "talk.srt"
+    captions.write_text(to_srt(synthetic_transcript(3, seed=7)[0]))
+    result = recap_cli(captions, "--embedder", "tfidf", "--llm-url", "http://127.0.0.1:9/v1", home=tmp_path, check=False)
+    assert result.returncode == 2 and "language-model client is not available" in result.stderr

@@ -45,8 +45,7 @@ class ScriptedEnv(VecEnv):
     """See the module docstring. obs = [tick, row, 1, final-marker]."""
 
     def __init__(self, num_envs: int = 8, num_buffers: int = 1, seed: int = 0,
-                 lengths: list[int] | None = None, dead: tuple[int, ...] = (),
-                 snapshots: bool = True) -> None:
+                 lengths: list[int] | None = None, dead: tuple[int, ...] = ()) -> None:
         obs_space = spaces.Box(-np.inf, np.inf, (4,), np.float32)
         act_space = spaces.Discrete(2)
         buffers = allocate_buffers(buffer_layout(num_envs, obs_space, act_space, np.int32))
@@ -60,9 +59,6 @@ class ScriptedEnv(VecEnv):
         self.dead[list(dead)] = True
         self.masks[:] = ~self.dead
         self.closed_count = 0
-        if not snapshots:
-            self.save_state = None  # type: ignore[assignment]
-            self.load_state = None  # type: ignore[assignment]
 
     def _observe(self, rows: np.ndarray, out: np.ndarray, marker: float) -> None:
         out[rows, 0] = self.tick[rows]
@@ -387,16 +383,6 @@ def test_resume_is_exact(tmp_path):
     summary = resumed.train()
     assert summary["finished"] and resumed.exact_resume
     assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "part")
-
-
-def test_resume_without_env_snapshot_continues(tmp_path):
-    cfg = small_config(**RUN)
-    Trainer(cfg, env=ScriptedEnv(snapshots=False), run_dir=str(tmp_path / "r"),
-            callback=lambda tr, m: tr.epoch == 2).train()
-    resumed = Trainer.resume(str(tmp_path / "r"), env=ScriptedEnv(snapshots=False))
-    summary = resumed.train()
-    assert summary["finished"] and resumed.exact_resume is False
-    assert [m[0] for m in _metrics(tmp_path / "r")] == list(range(1, 11))
 
 
 def test_resume_with_an_unregistered_env_object_keeps_its_params(tmp_path):

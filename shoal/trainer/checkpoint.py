@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 __all__ = ["CheckpointError", "FORMAT", "save_checkpoint", "load_checkpoint", "list_checkpoints",
-           "latest_checkpoint", "prune_checkpoints", "checkpoint_path"]
+           "latest_checkpoint", "prune_checkpoints", "checkpoint_path", "snapshot_env",
+           "FRESH_EPISODES_NOTE"]
 
 FORMAT = 1
 KIND = "shoal-checkpoint"
@@ -29,6 +30,28 @@ _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt or does not fit the env/policy it is loaded into."""
+
+
+FRESH_EPISODES_NOTE = "a run resumed from its checkpoints starts fresh episodes"
+
+
+def snapshot_env(env: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(state, None)``: the env's snapshot as tensors and plain values, for a checkpoint; or
+    ``(None, reason)`` when the env cannot snapshot itself (no ``save_state``, or it raises
+    NotImplementedError: a built Gymnasium vector env, Python envs holding sockets, windows or
+    simulator handles). Such checkpoints hold everything but the env, and a resume from them
+    restarts the episodes (see :mod:`shoal.trainer.ppo`)."""
+    import numpy as np
+
+    save_state = getattr(env, "save_state", None)
+    if not callable(save_state):
+        return None, f"{getattr(env, 'name', type(env).__name__)} has no save_state()"
+    try:
+        state = save_state()
+    except NotImplementedError as exc:
+        return None, " ".join(str(exc).split()) or f"{type(env).__name__} cannot snapshot"
+    return {k: (torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray) else v)
+            for k, v in state.items()}, None
 
 
 def checkpoint_path(run_dir: str, epoch: int) -> str:

@@ -68,8 +68,8 @@ import torch
 from torch import nn
 
 from .advantage import compute_advantages
-from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, load_checkpoint,
-                         prune_checkpoints, save_checkpoint)
+from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, checkpoint_path,
+                         load_checkpoint, prune_checkpoints, save_checkpoint, snapshot_env)
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
@@ -464,6 +464,7 @@ class Trainer:
         self._session_steps0 = 0
         self.exact_resume = None
         self.resumed_from: str | None = None
+        self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
         # ---- run directory ----
         self.run_dir = run_dir or config.log.run_dir or self._new_run_dir()
@@ -640,7 +641,7 @@ class Trainer:
                                 " (env state not restored: episodes in progress restarted)"))
             with _deferred_interrupt() as interrupted, \
                     open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
-                last_note = -math.inf
+                last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:
                     metrics = self.run_epoch()
                     metrics_file.write(json.dumps(metrics) + "\n")
@@ -653,6 +654,10 @@ class Trainer:
                     if done or stop or interrupted() or \
                             self.epoch % log.checkpoint_interval == 0:
                         path = self.save()
+                        if self.no_snapshot and not noted_fresh:
+                            dash.message(f"note: checkpoints hold no env state ({self.no_snapshot})"
+                                         f": {FRESH_EPISODES_NOTE}")
+                            noted_fresh = True
                         # at most a line a minute: short epochs checkpoint every few seconds
                         if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")
@@ -749,6 +754,8 @@ class Trainer:
             "batch_size": self.batch_size,
             "exact_resume": self.exact_resume,
         }
+        if self.no_snapshot:
+            summary["resume_note"] = f"checkpoints hold no env state: {FRESH_EPISODES_NOTE}"
         atomic_write_text(os.path.join(self.run_dir, "summary.json"),
                           json.dumps(summary, indent=2) + "\n")
         return summary
@@ -761,10 +768,8 @@ class Trainer:
         carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
         carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
         env_state = None
-        save_state = getattr(self.env, "save_state", None)
-        if callable(save_state):
-            env_state = {k: (torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray)
-                             else v) for k, v in save_state().items()}
+        if self.no_snapshot is None:   # an env that could not snapshot once never can
+            env_state, self.no_snapshot = snapshot_env(self.env)
         wall = self.wall_before + (time.perf_counter() - self._session_start)
         cls = type(self.policy)
         return {
@@ -973,9 +978,10 @@ def _truncate_metrics(path: str, epoch: int) -> None:
 def _summary_line(s: Mapping[str, Any]) -> str:
     score = "n/a" if s.get("score") is None else f"{s['score']:.3f}"
     state = "done" if s.get("finished") else "stopped"
+    note = f"\n  note: {s['resume_note']}" if s.get("resume_note") else ""
     return (f"{state}: {s['env']}  {s['agent_steps']:,} steps in {s['wall_seconds']:.1f}s "
             f"({s['sps']:,.0f} steps/s)  score {score} over the last 100 of {s['episodes']:,} "
-            f"episodes  -> {s['run_dir']}")
+            f"episodes  -> {s['run_dir']}{note}")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:

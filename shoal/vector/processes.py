@@ -332,11 +332,20 @@ def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: in
             block.close()
 
 
+def _save_shard(vec: VecEnv) -> dict[str, np.ndarray] | str:
+    """The shard's snapshot, or the reason it has none: envs that cannot snapshot are not a
+    failure of the worker (the parent raises NotImplementedError and the env stays open)."""
+    try:
+        return vec._save_state()
+    except NotImplementedError as exc:
+        return str(exc) or f"{type(vec).__name__} cannot snapshot its envs"
+
+
 def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render,
-             "save": vec._save_state, "load": vec._load_state}
+             "save": lambda: _save_shard(vec), "load": vec._load_state}
     while True:
         if not poller.poll(_PARENT_CHECK_MS):
             # Idle: leave if the parent died without closing the pipe (e.g. it forked a child
@@ -794,6 +803,9 @@ class ProcessVecEnv(VecEnv):
 
     def _save_state(self) -> dict[str, np.ndarray]:
         shards = self._call(list(range(self.num_workers)), "save")
+        for w, state in sorted(shards.items()):
+            if isinstance(state, str):
+                raise NotImplementedError(f"{self._describe(w)}: {state}")
         return {f"worker{w}.{k}": v for w, state in shards.items() for k, v in state.items()}
 
     def _load_state(self, state: dict[str, Any]) -> None:

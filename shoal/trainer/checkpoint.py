@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["CheckpointError", "FORMAT", "save_checkpoint", "load_checkpoint", "list_checkpoints",
            "latest_checkpoint", "prune_checkpoints", "checkpoint_path", "snapshot_env",
-           "FRESH_EPISODES_NOTE"]
+           "FRESH_EPISODES_NOTE", "restore_env", "TRUST_FLAG"]
 
 FORMAT = 1
 KIND = "shoal-checkpoint"
@@ -33,6 +33,35 @@ class CheckpointError(RuntimeError):
 
 
 FRESH_EPISODES_NOTE = "a run resumed from its checkpoints starts fresh episodes"
+
+
+# The opt-in to unpickle a checkpoint's Python env state. Deliberately not a config key: the
+# config is saved in the checkpoint, and a file must not be able to grant itself trust.
+TRUST_FLAG = "--trust-pickled-env-state"
+
+
+def restore_env(env: Any, state: dict[str, Any], trust_pickled: bool = False) -> str | None:
+    """Loads a checkpoint's env state into ``env``; returns None, or why it was not loaded.
+
+    C envs' state is plain arrays. Python envs' state holds the envs pickled, and unpickling runs
+    whatever code the bytes name, so it is loaded only with ``trust_pickled`` (``shoal train
+    --resume RUN --trust-pickled-env-state``, ``Trainer.resume(...,
+    trust_pickled_env_state=True)``); without it the state is left alone and the reason is
+    returned, and the caller restarts the episodes instead.
+    """
+    from ..vector.base import PickledStateError
+
+    arrays = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+    try:
+        if trust_pickled:
+            env.load_state(arrays, allow_pickle=True)
+        else:
+            env.load_state(arrays)
+    except PickledStateError:
+        return (f"the checkpoint's env state is pickled Python envs, which are loaded only with "
+                f"{TRUST_FLAG} (unpickling runs whatever code the file names: use it only for "
+                f"checkpoints you made or trust)")
+    return None
 
 
 def snapshot_env(env: Any) -> tuple[dict[str, Any] | None, str | None]:

@@ -19,7 +19,7 @@ USAGE = ("usage: shoal train ENV [--SECTION.KEY VALUE ...] [--config FILE.toml] 
          "[--resume RUN_DIR|CHECKPOINT] [--run-dir DIR]")
 
 # flags that are not config keys
-_SPECIAL = {"config", "resume", "run-dir", "run_dir", "help", "h"}
+_SPECIAL = {"config", "resume", "run-dir", "run_dir", "help", "h", "trust-pickled-env-state"}
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     type. A bool flag given without a value means true.
     """
     out: dict[str, Any] = {"env": None, "files": [], "resume": None, "overrides": {},
-                           "help": False}
+                           "help": False, "trust_pickled_env_state": False}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -45,6 +45,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
                 continue
             raise ConfigError(f"unexpected argument {arg!r}: only one env name is taken, and "
                               f"values follow their flag (--section.key VALUE)")
+        if arg in ("--trust-pickled-env-state", "--trust_pickled_env_state"):
+            out["trust_pickled_env_state"] = True
+            continue
         key, eq, value = arg[2:].partition("=")
         if not key:
             raise ConfigError("empty flag '--'")
@@ -113,6 +116,11 @@ def help_text(env_name: str | None = None) -> str:
              "  --config FILE.toml      apply a TOML file of overrides ([env], [train], ...)",
              "  --resume RUN_DIR        continue a run from its newest checkpoint (or a .pt file)",
              "  --run-dir DIR           write the run here (same as --log.run-dir)",
+             "  --trust-pickled-env-state",
+             "                          with --resume: load a Python env's saved state, which is",
+             "                          pickled. RISK: unpickling runs whatever code the file",
+             "                          names; use it only for checkpoints you made or trust.",
+             "                          Without it a gym:/pz: run resumes with fresh episodes.",
              "  -h, --help              this help; `shoal train ENV --help` shows ENV's defaults",
              ""]
     for section, cls in SECTIONS.items():
@@ -198,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    if args["trust_pickled_env_state"] and not args["resume"]:
+        print("shoal train: --trust-pickled-env-state applies only with --resume RUN_DIR",
+              file=sys.stderr)
+        return 2
+
     from . import ppo
     from .checkpoint import CheckpointError
 
@@ -205,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         if args["resume"]:
             trainer = ppo.Trainer.resume(args["resume"], env_name=args["env"],
                                          files=args["files"], overrides=args["overrides"],
-                                         origin="flag")
+                                         origin="flag",
+                                         trust_pickled_env_state=args["trust_pickled_env_state"])
         else:
             cfg = build_config(args["env"], args["files"], args["overrides"], origin="flag")
             trainer = ppo.Trainer(cfg)

@@ -69,7 +69,8 @@ from torch import nn
 
 from .advantage import compute_advantages
 from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, checkpoint_path,
-                         load_checkpoint, prune_checkpoints, save_checkpoint, snapshot_env)
+                         load_checkpoint, prune_checkpoints, restore_env, save_checkpoint,
+                         snapshot_env)
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
@@ -380,12 +381,17 @@ class Trainer:
             stops training after a checkpoint (as Ctrl-C does).
         checkpoint: a loaded checkpoint to continue from (see :meth:`resume`).
         run_dir: where to write the run (default: ``log.run_dir`` or runs/<env>-<timestamp>).
+        trust_pickled_env_state: load the ``checkpoint``'s env state even when it is pickled
+            Python envs (unpickling runs code the file names); without it such a run resumes
+            with fresh episodes.
     """
 
     def __init__(self, config: Config, env: Any = None, policy: Any = None,
                  callback: Callable[["Trainer", dict], Any] | None = None,
-                 checkpoint: Mapping[str, Any] | None = None, run_dir: str | None = None) -> None:
+                 checkpoint: Mapping[str, Any] | None = None, run_dir: str | None = None,
+                 trust_pickled_env_state: bool = False) -> None:
         self.config = config
+        self.trust_pickled_env_state = trust_pickled_env_state
         self.callback = callback
         t = config.train
         self.device = resolve_device(t.device)
@@ -464,6 +470,7 @@ class Trainer:
         self._session_steps0 = 0
         self.exact_resume = None
         self.resumed_from: str | None = None
+        self.resume_note: str | None = None    # why a resume did not restore the env's state
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
         # ---- run directory ----
@@ -638,7 +645,8 @@ class Trainer:
             if self.resumed_from:
                 dash.message(f"resumed from {self.resumed_from} at epoch {self.epoch}"
                              + ("" if self.exact_resume else
-                                " (env state not restored: episodes in progress restarted)"))
+                                " (env state not restored: episodes in progress restarted)")
+                             + (f"\nnote: {self.resume_note}" if self.resume_note else ""))
             with _deferred_interrupt() as interrupted, \
                     open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
                 last_note, noted_fresh = -math.inf, False
@@ -853,8 +861,8 @@ class Trainer:
         load_state = getattr(self.env, "load_state", None)
         env_state = ckpt.get("env_state")
         if env_state is not None and callable(load_state) and same_batch:
-            load_state({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                        for k, v in env_state.items()})
+            self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
+        if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
             b, carry = self.storage, ckpt["carry"]
             for name in RolloutStorage.CARRIED:
                 getattr(b, name)[:, 0].copy_(carry[name])
@@ -873,10 +881,13 @@ class Trainer:
     def resume(cls, path: str, env_name: str | None = None, files: list[str] | tuple = (),
                overrides: Mapping[str, Any] | None = None, env: Any = None, policy: Any = None,
                callback: Callable[["Trainer", dict], Any] | None = None,
-               origin: str = "override") -> "Trainer":
+               origin: str = "override", trust_pickled_env_state: bool = False) -> "Trainer":
         """A trainer continuing the run at ``path`` (a run directory: its newest checkpoint; or
         a checkpoint file). ``files``/``overrides`` change the saved config (e.g. a larger
-        ``train.total_steps``); resume is exact only without them."""
+        ``train.total_steps``); resume is exact only without them. Python envs' saved state is
+        pickled and is loaded only with ``trust_pickled_env_state=True`` (unpickling runs code
+        the file names: only for checkpoints you made or trust); without it the episodes
+        restart."""
         ckpt = load_checkpoint(path)
         ckpt_path = ckpt["path"]
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
@@ -902,7 +913,7 @@ class Trainer:
         if env is None:
             finalise(cfg)
         return cls(cfg, env=env, policy=policy, callback=callback, checkpoint=ckpt,
-                   run_dir=run_dir)
+                   run_dir=run_dir, trust_pickled_env_state=trust_pickled_env_state)
 
     def close(self) -> None:
         """Closes the env (stops its workers); safe to call twice."""
@@ -1037,7 +1048,7 @@ def _extra_loggers(config: Config, run_dir: str) -> list[Callable[[dict], None]]
 
 def train(env: Any, *, config: str | None = None, resume: str | None = None,
           policy: Any = None, callback: Callable[[Trainer, dict], Any] | None = None,
-          **overrides: Any) -> dict[str, Any]:
+          trust_pickled_env_state: bool = False, **overrides: Any) -> dict[str, Any]:
     """Trains on ``env`` (a registered env name, or a built vector env); returns the summary.
 
     Overrides are flat ``section_key=value`` keywords mirroring the CLI flags:
@@ -1045,6 +1056,8 @@ def train(env: Any, *, config: str | None = None, resume: str | None = None,
     ``--env.num-envs 64`` and env parameters are ``env_<param>`` (``env_size=15``).
     ``config`` is a TOML file applied before them; ``resume`` a run directory (or checkpoint)
     to continue; ``policy`` an ``nn.Module`` or a callable ``(obs_space, act_space) -> Module``.
+    ``trust_pickled_env_state`` lets ``resume`` unpickle a Python env's saved state (see
+    :meth:`Trainer.resume`: only for checkpoints you made or trust).
     """
     flat = {k: v for k, v in overrides.items()}
     files = [config] if config else []
@@ -1052,7 +1065,8 @@ def train(env: Any, *, config: str | None = None, resume: str | None = None,
         name = env if isinstance(env, str) else None
         trainer = Trainer.resume(resume, env_name=name, files=files, overrides=flat,
                                  env=None if isinstance(env, str) else env, policy=policy,
-                                 callback=callback)
+                                 callback=callback,
+                                 trust_pickled_env_state=trust_pickled_env_state)
         return trainer.train()
     if isinstance(env, str):
         cfg = build_config(env, files, flat)

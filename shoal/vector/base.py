@@ -26,6 +26,11 @@ import numpy as np
 from gymnasium import spaces
 
 
+class PickledStateError(ValueError):
+    """An env snapshot holds pickled Python objects and ``load_state`` was not allowed to
+    unpickle them (unpickling runs whatever code the bytes name)."""
+
+
 @dataclass
 class Buffers:
     """The arrays a vector env and its envs share: one row per agent."""
@@ -232,9 +237,16 @@ class VecEnv:
         state["next_group"] = np.array(self._next, dtype=np.int64)
         return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`save_state` output into envs made with the same name, count and params."""
+    def load_state(self, state: dict[str, Any], *, allow_pickle: bool = False) -> None:
+        """Restores :meth:`save_state` output into envs made with the same name, count and params.
+
+        C envs' snapshots are plain arrays. Python (Gymnasium/PettingZoo) envs' snapshots hold the
+        envs pickled: unpickling runs whatever code the bytes name, so they are loaded only with
+        ``allow_pickle=True`` (for snapshots this process made, or files you trust); otherwise
+        :class:`PickledStateError` is raised before anything changes.
+        """
         self._check_open()
+        self._allow_pickle = bool(allow_pickle)
         self._drain()
         missing = [f for f in Buffers.FIELDS if f"buffer.{f}" not in state]
         if missing:
@@ -245,7 +257,10 @@ class VecEnv:
                 raise ValueError(f"env snapshot's {f} is {src.dtype}{list(src.shape)} but this env "
                                  f"has {dst.dtype}{list(dst.shape)}: make the env with the same "
                                  f"num_envs and parameters as the run that saved it")
-        self._load_state(state)
+        try:
+            self._load_state(state)
+        finally:
+            self._allow_pickle = False
         for f in Buffers.FIELDS:
             getattr(self, f)[...] = np.asarray(state[f"buffer.{f}"])
         self._resets = int(state["resets"])

@@ -78,7 +78,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from .base import Buffers, VecEnv, buffer_layout
+from .base import Buffers, PickledStateError, VecEnv, buffer_layout
 
 __all__ = ["NativeShardFactory", "ProcessVecEnv", "ShardFactory", "native_shard_factory"]
 
@@ -341,11 +341,21 @@ def _save_shard(vec: VecEnv) -> dict[str, np.ndarray] | str:
         return str(exc) or f"{type(vec).__name__} cannot snapshot its envs"
 
 
+def _load_shard(vec: VecEnv, state: dict[str, Any], allow_pickle: bool) -> None:
+    """Loads the shard's snapshot, unpickling Python envs only if the parent's caller allowed it
+    (see :meth:`VecEnv.load_state`)."""
+    vec._allow_pickle = bool(allow_pickle)
+    try:
+        vec._load_state(state)
+    finally:
+        vec._allow_pickle = False
+
+
 def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render,
-             "save": lambda: _save_shard(vec), "load": vec._load_state}
+             "save": lambda: _save_shard(vec), "load": lambda state, allow: _load_shard(vec, state, allow)}
     while True:
         if not poller.poll(_PARENT_CHECK_MS):
             # Idle: leave if the parent died without closing the pipe (e.g. it forked a child
@@ -813,9 +823,19 @@ class ProcessVecEnv(VecEnv):
         if saved != {f"worker{w}" for w in range(self.num_workers)}:
             raise ValueError(f"env snapshot was taken with {len(saved)} worker processes but this env "
                              f"has {self.num_workers}: use the same num_workers")
+        allow = bool(getattr(self, "_allow_pickle", False))
+        pickled = sorted(k for k in state if k.endswith(".python.envs"))
+        if pickled and not allow:
+            # refused here, before any worker sees it (a worker's failure would close the env)
+            raise PickledStateError(
+                f"{self.name}: the env snapshot holds Python envs pickled ({pickled[0]}, ...), and "
+                f"unpickling runs whatever code the bytes name: it is loaded only with "
+                f"load_state(state, allow_pickle=True) (`shoal train --resume RUN "
+                f"--trust-pickled-env-state`), for snapshots you made or trust")
         for w in range(self.num_workers):
             prefix = f"worker{w}."
-            self._call([w], "load", {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            self._call([w], "load", {k[len(prefix):]: v for k, v in state.items()
+                                     if k.startswith(prefix)}, allow)
 
     def _close(self) -> None:
         self._workers.shutdown()

@@ -44,7 +44,8 @@ def load_policy(checkpoint: str | dict, env: Any, policy: Any = None, device: st
                 f"{path} holds a custom policy ({cls}); build one of the same architecture and "
                 f"pass it: shoal.trainer.eval_cli.evaluate(..., policy=MyPolicy(...))")
         pol = cfg.get("policy", {})
-        policy = make_policy(env, pol.get("name", "mlp"), hidden=int(pol.get("hidden", 128)))
+        with torch.random.fork_rng(devices=[]):   # the init draws must not move the caller's RNG
+            policy = make_policy(env, pol.get("name", "mlp"), hidden=int(pol.get("hidden", 128)))
     elif not isinstance(policy, torch.nn.Module):
         policy = policy(env.single_observation_space, env.single_action_space)
     try:

@@ -75,6 +75,7 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
 from .policies import Inference, autocast, make_policy, policy_initial_state
+from .process_state import ProcessState
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
@@ -395,11 +396,14 @@ class Trainer:
         self.callback = callback
         t = config.train
         self.device = resolve_device(t.device)
-        if t.torch_threads > 0:
-            torch.set_num_threads(t.torch_threads)
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed % (2**32))
+        # torch's and numpy's global RNGs and torch's thread count are the trainer's only while
+        # it works (building, training): the caller's are put back after (process_state.py)
+        self.process_state = ProcessState(t.seed, t.torch_threads)
+        with self.process_state.active():
+            self._build(config, env, policy, checkpoint, run_dir)
 
+    def _build(self, config: Config, env: Any, policy: Any,
+               checkpoint: Mapping[str, Any] | None, run_dir: str | None) -> None:
         # ---- env ----
         if env is None:
             from ..vector import make as make_env
@@ -633,6 +637,10 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Runs until ``train.total_steps`` agent steps; returns the run summary (also written to
         ``summary.json``). Closes the env when done."""
+        with self.process_state.active():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         log = self.config.log
         dash = Dashboard(log.dashboard, title=f"shoal train {self.config.env.name}  "
                          f"({self.run_dir})", print_interval=log.print_interval)
@@ -789,11 +797,12 @@ class Trainer:
             "agent_steps": self.agent_steps,
             "wall_seconds": wall,
             "rng": {
-                "torch": torch.get_rng_state(),
+                "torch": self.process_state.torch_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
                 "sampler": self.sampler_generator.get_state().cpu(),
-                "numpy": torch.from_numpy(np.frombuffer(
-                    json.dumps(_np_rng_state()).encode(), dtype=np.uint8).copy()),
+                "numpy": torch.from_numpy(np.frombuffer(json.dumps(
+                    _np_rng_state(self.process_state.numpy_rng_state())).encode(),
+                    dtype=np.uint8).copy()),
             },
             "carry": carry,
             "env_state": env_state,
@@ -845,10 +854,10 @@ class Trainer:
         self.agent_steps = int(ckpt["agent_steps"])
         self.wall_before = float(ckpt.get("wall_seconds", 0.0))
         rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
+        self.process_state.set_rng_states(
+            rng["torch"], _np_rng_tuple(json.loads(bytes(rng["numpy"].numpy()).decode())))
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
-        _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
         for mean, n in ckpt.get("returns", []):
@@ -960,14 +969,14 @@ def _explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torc
     return float("nan") if float(var) == 0 else float(1.0 - (y - v).var(unbiased=False) / var)
 
 
-def _np_rng_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+def _np_rng_state(state: tuple) -> list:
+    name, keys, pos, has_gauss, cached = state
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-def _set_np_rng_state(state: list) -> None:
+def _np_rng_tuple(state: list) -> tuple:
     name, keys, pos, has_gauss, cached = state
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
 
 
 def _truncate_metrics(path: str, epoch: int) -> None:

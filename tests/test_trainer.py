@@ -420,22 +420,39 @@ def test_resume_real_env_is_exact(tmp_path):
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
-def test_ctrl_c_checkpoints_and_closes(tmp_path):
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT has a custom handler in this process")
-
+@pytest.mark.usefixtures("default_stop_signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_checkpoints_and_closes(tmp_path, signum):
+    """Ctrl-C, and SIGTERM (what schedulers and containers send), finish the epoch, checkpoint
+    and return; the handlers are put back afterwards."""
     def interrupt(tr, m):
         if tr.epoch == 3:
-            os.kill(os.getpid(), signal.SIGINT)   # as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signum)
 
     env = ScriptedEnv()
     trainer = Trainer(small_config(**RUN), env=env, run_dir=str(tmp_path / "r"),
                       callback=interrupt)
     summary = trainer.train()
     assert not summary["finished"] and summary["epochs"] == 3
+    assert summary["stopped_by"] == signal.Signals(signum).name
     assert os.path.basename(list_checkpoints(str(tmp_path / "r"))[-1]) == "checkpoint_0000003.pt"
     assert env.closed_count == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_ignored_signals_stay_ignored(tmp_path):
+    """A process that ignores SIGTERM (or handles it itself) keeps doing so while training."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        seen = []
+        trainer = Trainer(small_config(**RUN), env=ScriptedEnv(), run_dir=str(tmp_path / "r"),
+                          callback=lambda tr, m: seen.append(signal.getsignal(signal.SIGTERM)))
+        assert trainer.train()["finished"]
+        assert seen and all(h == signal.SIG_IGN for h in seen)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_hard_interrupt_closes_env_and_reraises(tmp_path):

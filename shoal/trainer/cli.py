@@ -9,6 +9,7 @@ lists them all with their defaults (the env's shipped defaults applied) and mean
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not summary.get("finished", True):
         print(f"stopped early; continue with `shoal train --resume {trainer.run_dir}`")
+    if summary.get("stopped_by") == "SIGTERM":
+        return 128 + signal.SIGTERM     # 143: what schedulers expect of a job they terminated
     return 0
 
 

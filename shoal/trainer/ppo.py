@@ -45,23 +45,21 @@ snapshot itself (``env.save_state()``/``env.load_state()``): then a stopped and 
 produces exactly the metrics of an uninterrupted one (same seed, same backend). An env without
 snapshots is instead reset at resume with a seed derived from ``(seed, epoch)`` and the policy
 acts afresh: the model, optimizer and RNGs continue exactly, but episodes in progress restart, so
-later metrics differ from an uninterrupted run. Ctrl-C (the first one) finishes the current epoch,
-checkpoints and returns; a second Ctrl-C aborts at once (after saving what it can).
+later metrics differ from an uninterrupted run. Ctrl-C or SIGTERM (the first one) finishes the
+current epoch, checkpoints and returns (:mod:`shoal.trainer.signals`); a second aborts at once
+(after saving what it can).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import signal
-import threading
 import time
 import warnings
 from collections import deque
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -76,6 +74,7 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
 from .dashboard import Dashboard
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .process_state import ProcessState
+from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
@@ -303,37 +302,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
-# Ctrl-C
-# ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """While training, the first Ctrl-C only sets a flag (the loop checkpoints and stops at the
-    end of the epoch); a second one raises KeyboardInterrupt as usual. Only in the main thread
-    and only if SIGINT still has Python's default handler; restored on exit."""
-    flag = {"stop": False}
-    installed = False
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.default_int_handler:
-            def handler(signum: int, frame: Any) -> None:
-                if flag["stop"]:
-                    raise KeyboardInterrupt
-                flag["stop"] = True
-                print("\nCtrl-C: finishing this epoch, then saving a checkpoint "
-                      "(Ctrl-C again to stop now)", flush=True)
-
-            signal.signal(signal.SIGINT, handler)
-            installed = True
-    try:
-        yield lambda: flag["stop"]
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, previous)
-
-
-# ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
 
@@ -475,6 +443,7 @@ class Trainer:
         self.exact_resume = None
         self.resumed_from: str | None = None
         self.resume_note: str | None = None    # why a resume did not restore the env's state
+        self.stopped_by: str | None = None     # SIGINT/SIGTERM when a signal stopped training
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
         # ---- run directory ----
@@ -655,7 +624,7 @@ class Trainer:
                              + ("" if self.exact_resume else
                                 " (env state not restored: episodes in progress restarted)")
                              + (f"\nnote: {self.resume_note}" if self.resume_note else ""))
-            with _deferred_interrupt() as interrupted, \
+            with deferred_stop(lambda text: print(text, flush=True)) as interrupted, \
                     open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
                 last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:
@@ -679,6 +648,7 @@ class Trainer:
                             dash.message(f"checkpoint: {path}")
                             last_note = time.monotonic()
                     if stop or interrupted():
+                        self.stopped_by = interrupted.name
                         break
                 finished = self.agent_steps >= self.config.train.total_steps
         except KeyboardInterrupt:
@@ -770,6 +740,8 @@ class Trainer:
             "batch_size": self.batch_size,
             "exact_resume": self.exact_resume,
         }
+        if self.stopped_by:
+            summary["stopped_by"] = self.stopped_by
         if self.no_snapshot:
             summary["resume_note"] = f"checkpoints hold no env state: {FRESH_EPISODES_NOTE}"
         atomic_write_text(os.path.join(self.run_dir, "summary.json"),

@@ -43,7 +43,7 @@ so a worker that dies (killed, segfault, ``os._exit``) raises a RuntimeError nam
 exit code instead of hanging; a worker that raises sends its traceback, which the parent's
 RuntimeError shows. Either way the env is closed: the other workers are stopped.
 
-Ctrl-C: workers ignore SIGINT; it is the parent's to handle. A KeyboardInterrupt can land
+Ctrl-C: workers ignore SIGINT and SIGTERM; they are the parent's to handle. A KeyboardInterrupt can land
 anywhere in the parent, even between a message and the record of it, so after one the parent
 trusts no record: the next call first *resynchronises* (each worker echoes a fresh number once
 every earlier request is done, and whatever came before the echo is dropped), then goes on, so
@@ -304,8 +304,10 @@ def _failure_payload(exc: BaseException) -> tuple[str, str]:
 def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: int,
                  agents_per_env: int, factory: ShardFactory, parent_pid: int) -> None:
     """Entry point of a worker process: builds its shard, then serves the parent's requests."""
-    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
+    # Ctrl-C in a terminal, and SIGTERM sent to a whole process group or container, reach every
+    # process; the parent decides what they mean (a trainer checkpoints first) and closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd = conn.fileno()
     block = vec = None
     try:

@@ -550,6 +550,24 @@ def test_muon_updates_matrices_with_muon(tmp_path):
     assert all(not torch.equal(a, p) for a, p in zip(before, trainer.policy.parameters()))
 
 
+def test_muon_on_a_torch_without_it_is_a_config_error(tmp_path):
+    """pyproject allows torch >= 2.4; torch.optim.Muon arrived in 2.9. The child process removes
+    Muon from torch.optim before shoal runs, as an older torch lacks it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; del torch.optim.Muon\n"
+            "from shoal.trainer.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "template", "--train.optimizer", "muon",
+         "--train.total-steps", "64", "--log.dashboard", "off", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torch.optim.Muon" in lines[0] and "2.9" in lines[0], proc.stderr
+
+
 def test_shoal_train_function(tmp_path):
     summary = shoal.train("template", env_num_envs=16, train_horizon=8,
                           train_minibatch_size=64, train_total_steps=16 * 8 * 3,

@@ -269,6 +269,10 @@ def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
     adam_kw = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps)
     if t.optimizer == "adam":
         return _Optimizers([torch.optim.Adam(params, **adam_kw)])
+    if not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"train.optimizer = 'muon' needs torch.optim.Muon, which torch gained "
+                          f"in 2.9; this is torch {torch.__version__}. Fix: pip install "
+                          f"'torch>=2.9', or use --train.optimizer adam")
     matrices = [p for p in params if p.ndim == 2]
     rest = [p for p in params if p.ndim != 2]
     optimizers: list[torch.optim.Optimizer] = []

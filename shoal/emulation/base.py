@@ -181,7 +181,13 @@ class PythonVecEnv(VecEnv):
 
     def _log(self, group: int) -> dict[str, float]:
         lo, hi = self.env_groups[group]
-        rows = slice(lo * self.agents_per_env, hi * self.agents_per_env)
+        return self._log_rows(slice(lo * self.agents_per_env, hi * self.agents_per_env))
+
+    def _log_env(self, index: int) -> dict[str, float]:
+        return self._log_rows(slice(index * self.agents_per_env,
+                                    (index + 1) * self.agents_per_env))
+
+    def _log_rows(self, rows: slice) -> dict[str, float]:
         n = float(self._done_n[rows].sum())
         if n == 0:
             return {}

@@ -218,6 +218,19 @@ class VecEnv:
         out["n"] = n_total
         return out
 
+    def log_env(self, index: int) -> dict[str, float]:
+        """As :meth:`log`, for env ``index`` alone: the means of its episodes finished since they
+        were last reported (by this or by :meth:`log`), with their count ``n``; ``{}`` if none.
+        Used where each env's episodes count separately (``shoal eval``). Not while the env's
+        group is stepping."""
+        self._check_open()
+        if not 0 <= int(index) < self.num_envs:
+            raise IndexError(f"env index {index} out of range [0, {self.num_envs})")
+        group = next(g for g, (lo, hi) in enumerate(self.env_groups) if lo <= index < hi)
+        if self._stepping[group]:
+            raise RuntimeError(f"log_env({index}) while its group is stepping: recv() it first")
+        return self._log_env(int(index))
+
     def save_state(self) -> dict[str, np.ndarray]:
         """A snapshot of every env and buffer, for exact resume (arrays only: checkpoint-safe).
 
@@ -393,6 +406,9 @@ class VecEnv:
 
     def _render(self, index: int, mode: str) -> Any:
         raise NotImplementedError
+
+    def _log_env(self, index: int) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} cannot report one env's episodes")
 
     def _save_state(self) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{type(self).__name__} cannot snapshot its envs")

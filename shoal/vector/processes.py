@@ -356,7 +356,8 @@ def _load_shard(vec: VecEnv, state: dict[str, Any], allow_pickle: bool) -> None:
 def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render,
+    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "log_env": vec._log_env,
+             "render": vec._render,
              "save": lambda: _save_shard(vec), "load": lambda state, allow: _load_shard(vec, state, allow)}
     while True:
         if not poller.poll(_PARENT_CHECK_MS):
@@ -804,6 +805,10 @@ class ProcessVecEnv(VecEnv):
         out = {k: v / n_total for k, v in total.items()}
         out["n"] = n_total
         return out
+
+    def _log_env(self, index: int) -> dict[str, float]:
+        w = index // (self.num_envs // self.num_workers)
+        return self._call([w], "log_env", index - self.worker_envs[w][0])[w]
 
     def _render(self, index: int, mode: str) -> Any:
         w = index // (self.num_envs // self.num_workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import gymnasium
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -50,3 +51,27 @@ class LinkedDuel(ParallelEnv):
     def close(self):
         self.link.close()
         self._peer.close()
+
+
+class LengthScoreEnv(gymnasium.Env):
+    """Each episode is short (2 steps, score 0) or long (20 steps, score 1), drawn with equal
+    odds at reset whatever the actions: the mean score per episode is 0.5, and an evaluation that
+    favours episodes finishing early reads it as near 0."""
+
+    observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.length = 20 if self.np_random.random() < 0.5 else 2
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.length
+        reward = float(done and self.length == 20)
+        return np.array([self.t / 20], np.float32), reward, done, False, {}
+
+
+gymnasium.register("LengthScore-v0", entry_point=LengthScoreEnv)

@@ -127,10 +127,37 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def save_checkpoint(path: str, payload: dict[str, Any]) -> str:
-    """Writes ``payload`` (tensors and plain values) to ``path`` atomically; returns ``path``."""
+    """Writes ``payload`` (tensors and plain values) to ``path`` atomically; returns ``path``.
+
+    A failed write (disk full, read-only or vanished run directory) raises
+    :class:`CheckpointError` naming the cause and the newest checkpoint, which is left as it was
+    (the temporary file is removed)."""
     payload = dict(payload, format=FORMAT, kind=KIND)
-    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    try:
+        atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        previous = latest_checkpoint(run_dir)
+        kept = (f"the newest checkpoint, {previous}, is intact: free space or make the "
+                f"directory writable, then continue with --resume {run_dir}"
+                if previous else "no earlier checkpoint exists")
+        raise CheckpointError(f"could not write checkpoint {path} "
+                              f"({exc.strerror or type(exc).__name__}); {kept}") from None
     return path
+
+
+def remove_stale_temp_files(run_dir: str) -> None:
+    """Deletes the temporary files of checkpoint writes that a crash cut short (a run directory
+    has one writer, so any left when a run starts are stale)."""
+    directory = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = trainer.train()
+    except CheckpointError as exc:      # e.g. the disk filled up: the newest checkpoint is intact
+        print(f"shoal train: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nshoal train: stopped (checkpoint saved; continue with "
               f"`shoal train --resume {trainer.run_dir}`)", file=sys.stderr)

@@ -67,8 +67,8 @@ from torch import nn
 
 from .advantage import compute_advantages
 from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, checkpoint_path,
-                         load_checkpoint, prune_checkpoints, restore_env, save_checkpoint,
-                         snapshot_env)
+                         load_checkpoint, prune_checkpoints, remove_stale_temp_files,
+                         restore_env, save_checkpoint, snapshot_env)
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
@@ -841,6 +841,7 @@ class Trainer:
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         self.resumed_from = ckpt.get("path")
         _truncate_metrics(self.metrics_path, self.epoch)
+        remove_stale_temp_files(self.run_dir)
 
         same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
         load_state = getattr(self.env, "load_state", None)

@@ -98,6 +98,10 @@ _LENGTH = struct.Struct("<Q")
 _MAX_PAYLOAD = 1 << 40    # a longer length prefix means the stream is out of step
 
 _PARENT_CHECK_MS = 1000   # how often an idle worker checks that its parent is still alive
+# How long the parent waits for a worker's answer (a step, reset, snapshot, start-up) before it
+# calls the worker hung and closes the env; 0 waits forever. Per env: ProcessVecEnv(...,
+# worker_timeout=S) or env.worker_timeout = S; default from SHOAL_WORKER_TIMEOUT.
+DEFAULT_WORKER_TIMEOUT_S = 300.0
 _QUIT_GRACE_S = 2.0       # how long close() waits for workers to exit before terminating them
 _ALIGN = 64               # byte alignment of each array in the shared block
 
@@ -463,6 +467,23 @@ def _signal_name(exitcode: int | None) -> str:
         return ""
 
 
+def _worker_timeout(value: float | None) -> float:
+    source = "worker_timeout"
+    if value is None:
+        text = os.environ.get("SHOAL_WORKER_TIMEOUT")
+        if text is None:
+            return DEFAULT_WORKER_TIMEOUT_S
+        source = "SHOAL_WORKER_TIMEOUT"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"SHOAL_WORKER_TIMEOUT={text!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{source} must be a number of seconds >= 0 (0: wait forever), "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _valid_worker_counts(num_envs: int, num_buffers: int) -> str:
     counts = [w for w in range(num_buffers, min(num_envs, 256) + 1, num_buffers) if num_envs % w == 0]
     return ", ".join(map(str, counts[:8])) or "none (make num_envs a multiple of num_buffers)"
@@ -478,12 +499,18 @@ class ProcessVecEnv(VecEnv):
         num_workers: worker processes; must divide ``num_envs`` and be a multiple of
             ``num_buffers``.
         num_buffers: buffer groups for double buffering; each worker belongs to exactly one.
+        worker_timeout: seconds to wait for any worker's answer (a step, reset, snapshot, its
+            start) before calling it hung: the env is closed and a RuntimeError names the worker
+            and its envs. 0 waits forever. Default: ``SHOAL_WORKER_TIMEOUT`` from the
+            environment, else 300. Settable later as ``env.worker_timeout``.
     """
 
     check_actions_before_send = True  # a group's workers must accept or refuse its batch as one
 
     def __init__(self, factory: ShardFactory, num_envs: int, *, seed: int | None = None,
-                 num_workers: int = 1, num_buffers: int = 1) -> None:
+                 num_workers: int = 1, num_buffers: int = 1,
+                 worker_timeout: float | None = None) -> None:
+        self.worker_timeout = worker_timeout
         for arg, value in (("num_envs", num_envs), ("num_workers", num_workers),
                            ("num_buffers", num_buffers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -531,6 +558,16 @@ class ProcessVecEnv(VecEnv):
         except BaseException:
             self.close()
             raise
+
+    @property
+    def worker_timeout(self) -> float:
+        """Seconds to wait for a worker's answer before calling it hung (0: forever); setting
+        None takes ``SHOAL_WORKER_TIMEOUT`` or the default, 300."""
+        return self._worker_timeout
+
+    @worker_timeout.setter
+    def worker_timeout(self, value: float | None) -> None:
+        self._worker_timeout = _worker_timeout(value)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """As :meth:`VecEnv.step`. After a call interrupted by Ctrl-C (KeyboardInterrupt while
@@ -609,6 +646,13 @@ class ProcessVecEnv(VecEnv):
                     "must keep its top-level code under `if __name__ == '__main__':`.")
         return self._fail(f"{self.name}: {desc} {state} while {doing}; the env is closed.{hint}")
 
+    def _hung(self, w: int, doing: str) -> RuntimeError:
+        return self._fail(
+            f"{self.name}: {self._describe(w)} did not answer within {self.worker_timeout:g} s "
+            f"while {doing}, so it is taken as hung (an env stuck in step() or reset()); the env "
+            f"is closed and its workers stopped. If its envs are just slow, raise the limit: "
+            f"env.worker_timeout = SECONDS or SHOAL_WORKER_TIMEOUT=SECONDS (0 waits forever)")
+
     def _read(self, w: int, doing: str) -> tuple[bytes, Any]:
         try:
             return _take_message(self._workers.socks[w])
@@ -630,8 +674,14 @@ class ProcessVecEnv(VecEnv):
         """Reads one reply from each worker in ``waiting`` into ``replies``, watching their
         liveness (pipe and process sentinel) while waiting."""
         pending = set(waiting)
+        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         while pending:
-            events = poller.poll()
+            if deadline is None:
+                events = poller.poll()
+            else:
+                events = poller.poll(max(0, int((deadline - time.monotonic()) * 1000)) + 1)
+                if not events and time.monotonic() >= deadline:
+                    raise self._hung(min(pending), doing)
             dead = []
             for fd, _ in events:
                 w = self._fd_worker.get(fd)
@@ -669,9 +719,17 @@ class ProcessVecEnv(VecEnv):
             self._write(w, _PING, ping, doing)
         pending = set(range(self.num_workers))
         failed: dict[int, tuple[bytes, Any]] = {}
+        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         while pending:
             dead = []
-            for fd, _ in self._all_poller.poll():
+            if deadline is None:
+                events = self._all_poller.poll()
+            else:
+                events = self._all_poller.poll(
+                    max(0, int((deadline - time.monotonic()) * 1000)) + 1)
+                if not events and time.monotonic() >= deadline:
+                    raise self._hung(min(pending), doing)
+            for fd, _ in events:
                 w = self._fd_worker.get(fd)
                 if w is None:
                     dead.append(self._sentinel_worker[fd])

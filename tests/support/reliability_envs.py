@@ -75,3 +75,33 @@ class LengthScoreEnv(gymnasium.Env):
 
 
 gymnasium.register("LengthScore-v0", entry_point=LengthScoreEnv)
+
+
+class FaultyEnv(gymnasium.Env):
+    """A CartPole-sized env that misbehaves on its ``at``-th step: ``fault`` is ``"raise"``
+    (an exception), ``"hang"`` (sleeps for an hour) or ``"exit"`` (its process dies at once)."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, fault: str = "raise", at: int = 5):
+        self.fault, self.at, self.steps = fault, at, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        import multiprocessing
+        import os
+        import time
+
+        self.steps += 1
+        if self.steps == self.at and multiprocessing.parent_process() is not None:
+            if self.fault == "raise":
+                raise RuntimeError(f"simulator fault at step {self.steps}")
+            if self.fault == "hang":
+                time.sleep(3600)
+            if self.fault == "exit":
+                os._exit(3)
+        return np.zeros(4, np.float32), 1.0, self.steps % 10 == 0, False, {}

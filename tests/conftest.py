@@ -31,3 +31,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def default_stop_signals():
+    """SIGINT and SIGTERM as a fresh interactive Python has them (Python's KeyboardInterrupt
+    handler, and the default action), whatever this test process inherited: a test run started
+    in the background (``pytest ... &`` in a script) begins with SIGINT ignored."""
+    import signal
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+
+
+def interactive_signals() -> None:
+    """``preexec_fn`` for subprocesses a test interrupts: SIGINT and SIGTERM at their defaults
+    (a child inherits ignored signals, and Python then installs no KeyboardInterrupt handler)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -513,7 +513,7 @@ def test_snapshot_resumes_exactly():
     rng = np.random.default_rng(0)
     for _ in range(40):
         a.step(rng.integers(0, 2, 3).astype(np.int32))
-    b.load_state(a.save_state())
+    b.load_state(a.save_state(), allow_pickle=True)
     for _ in range(60):
         act = rng.integers(0, 2, 3).astype(np.int32)
         ra, rb = a.step(act), b.step(act)
@@ -521,7 +521,7 @@ def test_snapshot_resumes_exactly():
     assert a.log() == b.log()
     with pytest.raises(ValueError, match="other envs"):
         from_gymnasium(lambda: gymnasium.make("CartPole-v1"), 3, name="other").load_state(
-            a.save_state())
+            a.save_state(), allow_pickle=True)
     for e in (a, b):
         e.close()
 
@@ -587,7 +587,7 @@ def test_pettingzoo_snapshot_keeps_who_is_alive():
     b.reset()
     for _ in range(5):
         a.step(np.ones(8, np.int32))
-    b.load_state(a.save_state())
+    b.load_state(a.save_state(), allow_pickle=True)
     for _ in range(20):
         ra, rb = a.step(np.full(8, 2, np.int32)), b.step(np.full(8, 2, np.int32))
         assert all(np.array_equal(x, y) for x, y in zip(ra[:4], rb[:4]))

@@ -8,6 +8,7 @@ missing, belongs to another process (pid reused: a different start time) or is a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import shoal
 from shoal.emulation import from_gymnasium
 
 sys.path.insert(0, os.path.dirname(__file__))
+from conftest import interactive_signals  # noqa: E402
 from test_emulation import CountEnv, CrashEnv  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
@@ -325,7 +327,7 @@ def _run_script(tmp_path, mode: str) -> tuple[subprocess.Popen, str, dict[int, i
     with open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, str(script), mode], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=interactive_signals)
     shm = proc.stdout.readline().strip()
     if proc.stdout.readline().strip() != "ready":
         _kill_group(proc)
@@ -373,7 +375,11 @@ def test_uncaught_worker_crash_in_a_script_leaves_no_processes(tmp_path):
         _kill_group(proc)
 
 
-def test_ctrl_c_stops_shoal_train_and_its_workers(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_stops_shoal_train_and_its_workers(tmp_path, signum):
+    """Ctrl-C in a terminal, or SIGTERM to the whole process group (a container or scheduler
+    stopping the job): the epoch finishes, a checkpoint is written, the workers exit, and
+    SIGTERM gives exit code 143."""
     pytest.importorskip("torch")
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -384,7 +390,8 @@ def test_ctrl_c_stops_shoal_train_and_its_workers(tmp_path):
              "--train.total-steps", "100000000", "--train.minibatch-size", "256",
              "--train.torch-threads", "1", "--log.dashboard", "plain",
              "--log.print-interval", "0", "--run-dir", str(run)],
-            stdout=out, stderr=err, text=True, env=env, start_new_session=True)
+            stdout=out, stderr=err, text=True, env=env, start_new_session=True,
+            preexec_fn=interactive_signals)
     try:
         metrics = run / "metrics.jsonl"
         deadline = time.monotonic() + 120
@@ -394,10 +401,12 @@ def test_ctrl_c_stops_shoal_train_and_its_workers(tmp_path):
         assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
         procs = descendants(proc.pid)
         assert len(procs) >= 2
-        os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in the terminal
+        os.killpg(proc.pid, signum)
         err_text = _finish(proc, tmp_path / "stderr.txt", timeout=60)
-        assert proc.returncode in (0, 130), err_text
-        assert any(f.endswith(".pt") for f in os.listdir(run / "checkpoints")), err_text
+        assert proc.returncode == (143 if signum == signal.SIGTERM else 0), err_text
+        checkpoints = sorted(f for f in os.listdir(run / "checkpoints") if f.endswith(".pt"))
+        last_epoch = json.loads(metrics.read_text().splitlines()[-1])["epoch"]
+        assert checkpoints[-1] == f"checkpoint_{last_epoch:07d}.pt", err_text
         assert wait_gone(procs) == []
     finally:
         _kill_group(proc)

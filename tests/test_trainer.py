@@ -45,8 +45,7 @@ class ScriptedEnv(VecEnv):
     """See the module docstring. obs = [tick, row, 1, final-marker]."""
 
     def __init__(self, num_envs: int = 8, num_buffers: int = 1, seed: int = 0,
-                 lengths: list[int] | None = None, dead: tuple[int, ...] = (),
-                 snapshots: bool = True) -> None:
+                 lengths: list[int] | None = None, dead: tuple[int, ...] = ()) -> None:
         obs_space = spaces.Box(-np.inf, np.inf, (4,), np.float32)
         act_space = spaces.Discrete(2)
         buffers = allocate_buffers(buffer_layout(num_envs, obs_space, act_space, np.int32))
@@ -60,9 +59,6 @@ class ScriptedEnv(VecEnv):
         self.dead[list(dead)] = True
         self.masks[:] = ~self.dead
         self.closed_count = 0
-        if not snapshots:
-            self.save_state = None  # type: ignore[assignment]
-            self.load_state = None  # type: ignore[assignment]
 
     def _observe(self, rows: np.ndarray, out: np.ndarray, marker: float) -> None:
         out[rows, 0] = self.tick[rows]
@@ -389,16 +385,6 @@ def test_resume_is_exact(tmp_path):
     assert _metrics(tmp_path / "whole") == _metrics(tmp_path / "part")
 
 
-def test_resume_without_env_snapshot_continues(tmp_path):
-    cfg = small_config(**RUN)
-    Trainer(cfg, env=ScriptedEnv(snapshots=False), run_dir=str(tmp_path / "r"),
-            callback=lambda tr, m: tr.epoch == 2).train()
-    resumed = Trainer.resume(str(tmp_path / "r"), env=ScriptedEnv(snapshots=False))
-    summary = resumed.train()
-    assert summary["finished"] and resumed.exact_resume is False
-    assert [m[0] for m in _metrics(tmp_path / "r")] == list(range(1, 11))
-
-
 def test_resume_with_an_unregistered_env_object_keeps_its_params(tmp_path):
     """An env built outside the registry (an out-of-tree C env, a custom VecEnv) carries its own
     parameters; resuming with the env object must not look them up in the registry."""
@@ -434,22 +420,39 @@ def test_resume_real_env_is_exact(tmp_path):
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
-def test_ctrl_c_checkpoints_and_closes(tmp_path):
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        pytest.skip("SIGINT has a custom handler in this process")
-
+@pytest.mark.usefixtures("default_stop_signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_checkpoints_and_closes(tmp_path, signum):
+    """Ctrl-C, and SIGTERM (what schedulers and containers send), finish the epoch, checkpoint
+    and return; the handlers are put back afterwards."""
     def interrupt(tr, m):
         if tr.epoch == 3:
-            os.kill(os.getpid(), signal.SIGINT)   # as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signum)
 
     env = ScriptedEnv()
     trainer = Trainer(small_config(**RUN), env=env, run_dir=str(tmp_path / "r"),
                       callback=interrupt)
     summary = trainer.train()
     assert not summary["finished"] and summary["epochs"] == 3
+    assert summary["stopped_by"] == signal.Signals(signum).name
     assert os.path.basename(list_checkpoints(str(tmp_path / "r"))[-1]) == "checkpoint_0000003.pt"
     assert env.closed_count == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_ignored_signals_stay_ignored(tmp_path):
+    """A process that ignores SIGTERM (or handles it itself) keeps doing so while training."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        seen = []
+        trainer = Trainer(small_config(**RUN), env=ScriptedEnv(), run_dir=str(tmp_path / "r"),
+                          callback=lambda tr, m: seen.append(signal.getsignal(signal.SIGTERM)))
+        assert trainer.train()["finished"]
+        assert seen and all(h == signal.SIG_IGN for h in seen)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_hard_interrupt_closes_env_and_reraises(tmp_path):
@@ -545,6 +548,24 @@ def test_muon_updates_matrices_with_muon(tmp_path):
     summary = trainer.train()
     assert summary["finished"]
     assert all(not torch.equal(a, p) for a, p in zip(before, trainer.policy.parameters()))
+
+
+def test_muon_on_a_torch_without_it_is_a_config_error(tmp_path):
+    """pyproject allows torch >= 2.4; torch.optim.Muon arrived in 2.9. The child process removes
+    Muon from torch.optim before shoal runs, as an older torch lacks it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; del torch.optim.Muon\n"
+            "from shoal.trainer.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "template", "--train.optimizer", "muon",
+         "--train.total-steps", "64", "--log.dashboard", "off", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torch.optim.Muon" in lines[0] and "2.9" in lines[0], proc.stderr
 
 
 def test_shoal_train_function(tmp_path):

@@ -412,6 +412,8 @@ def start_child(mode: str) -> tuple[subprocess.Popen, list[int], str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, mode], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
+        # Ctrl-C must reach Python even when this test run was started with SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     line = proc.stdout.readline()
     if not line:

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from ..vector.base import Buffers, VecEnv, allocate_buffers, buffer_layout, split_evenly
+from ..vector.base import (Buffers, PickledStateError, VecEnv, allocate_buffers, buffer_layout,
+                           split_evenly)
 from .spaces import ActionLayout, ObservationLayout, action_layout, observation_layout
 
 __all__ = ["EnvError", "PythonVecEnv"]
@@ -180,7 +181,13 @@ class PythonVecEnv(VecEnv):
 
     def _log(self, group: int) -> dict[str, float]:
         lo, hi = self.env_groups[group]
-        rows = slice(lo * self.agents_per_env, hi * self.agents_per_env)
+        return self._log_rows(slice(lo * self.agents_per_env, hi * self.agents_per_env))
+
+    def _log_env(self, index: int) -> dict[str, float]:
+        return self._log_rows(slice(index * self.agents_per_env,
+                                    (index + 1) * self.agents_per_env))
+
+    def _log_rows(self, rows: slice) -> dict[str, float]:
         n = float(self._done_n[rows].sum())
         if n == 0:
             return {}
@@ -222,6 +229,12 @@ class PythonVecEnv(VecEnv):
         if saved and saved != self._snapshot_spec():
             raise ValueError(f"the env snapshot was taken from other envs ({saved}) than these "
                              f"({self._snapshot_spec()}): make the vector with the same env")
+        if not getattr(self, "_allow_pickle", False):
+            raise PickledStateError(
+                f"{self.name}: the env snapshot holds the Python envs pickled, and unpickling runs "
+                f"whatever code the bytes name: it is loaded only with load_state(state, "
+                f"allow_pickle=True) (`shoal train --resume RUN --trust-pickled-env-state`), for "
+                f"snapshots you made or trust")
         data = pickle.loads(np.asarray(state["python.envs"], np.uint8).tobytes())
         envs = data["envs"]
         if len(envs) != self.num_envs:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 __all__ = ["CheckpointError", "FORMAT", "save_checkpoint", "load_checkpoint", "list_checkpoints",
-           "latest_checkpoint", "prune_checkpoints", "checkpoint_path"]
+           "latest_checkpoint", "prune_checkpoints", "checkpoint_path", "snapshot_env",
+           "FRESH_EPISODES_NOTE", "restore_env", "TRUST_FLAG"]
 
 FORMAT = 1
 KIND = "shoal-checkpoint"
@@ -29,6 +30,57 @@ _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt or does not fit the env/policy it is loaded into."""
+
+
+FRESH_EPISODES_NOTE = "a run resumed from its checkpoints starts fresh episodes"
+
+
+# The opt-in to unpickle a checkpoint's Python env state. Deliberately not a config key: the
+# config is saved in the checkpoint, and a file must not be able to grant itself trust.
+TRUST_FLAG = "--trust-pickled-env-state"
+
+
+def restore_env(env: Any, state: dict[str, Any], trust_pickled: bool = False) -> str | None:
+    """Loads a checkpoint's env state into ``env``; returns None, or why it was not loaded.
+
+    C envs' state is plain arrays. Python envs' state holds the envs pickled, and unpickling runs
+    whatever code the bytes name, so it is loaded only with ``trust_pickled`` (``shoal train
+    --resume RUN --trust-pickled-env-state``, ``Trainer.resume(...,
+    trust_pickled_env_state=True)``); without it the state is left alone and the reason is
+    returned, and the caller restarts the episodes instead.
+    """
+    from ..vector.base import PickledStateError
+
+    arrays = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+    try:
+        if trust_pickled:
+            env.load_state(arrays, allow_pickle=True)
+        else:
+            env.load_state(arrays)
+    except PickledStateError:
+        return (f"the checkpoint's env state is pickled Python envs, which are loaded only with "
+                f"{TRUST_FLAG} (unpickling runs whatever code the file names: use it only for "
+                f"checkpoints you made or trust)")
+    return None
+
+
+def snapshot_env(env: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(state, None)``: the env's snapshot as tensors and plain values, for a checkpoint; or
+    ``(None, reason)`` when the env cannot snapshot itself (no ``save_state``, or it raises
+    NotImplementedError: a built Gymnasium vector env, Python envs holding sockets, windows or
+    simulator handles). Such checkpoints hold everything but the env, and a resume from them
+    restarts the episodes (see :mod:`shoal.trainer.ppo`)."""
+    import numpy as np
+
+    save_state = getattr(env, "save_state", None)
+    if not callable(save_state):
+        return None, f"{getattr(env, 'name', type(env).__name__)} has no save_state()"
+    try:
+        state = save_state()
+    except NotImplementedError as exc:
+        return None, " ".join(str(exc).split()) or f"{type(env).__name__} cannot snapshot"
+    return {k: (torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray) else v)
+            for k, v in state.items()}, None
 
 
 def checkpoint_path(run_dir: str, epoch: int) -> str:
@@ -75,10 +127,37 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def save_checkpoint(path: str, payload: dict[str, Any]) -> str:
-    """Writes ``payload`` (tensors and plain values) to ``path`` atomically; returns ``path``."""
+    """Writes ``payload`` (tensors and plain values) to ``path`` atomically; returns ``path``.
+
+    A failed write (disk full, read-only or vanished run directory) raises
+    :class:`CheckpointError` naming the cause and the newest checkpoint, which is left as it was
+    (the temporary file is removed)."""
     payload = dict(payload, format=FORMAT, kind=KIND)
-    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    try:
+        atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    except OSError as exc:
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        previous = latest_checkpoint(run_dir)
+        kept = (f"the newest checkpoint, {previous}, is intact: free space or make the "
+                f"directory writable, then continue with --resume {run_dir}"
+                if previous else "no earlier checkpoint exists")
+        raise CheckpointError(f"could not write checkpoint {path} "
+                              f"({exc.strerror or type(exc).__name__}); {kept}") from None
     return path
+
+
+def remove_stale_temp_files(run_dir: str) -> None:
+    """Deletes the temporary files of checkpoint writes that a crash cut short (a run directory
+    has one writer, so any left when a run starts are stale)."""
+    directory = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,7 @@ lists them all with their defaults (the env's shipped defaults applied) and mean
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -19,7 +20,7 @@ USAGE = ("usage: shoal train ENV [--SECTION.KEY VALUE ...] [--config FILE.toml] 
          "[--resume RUN_DIR|CHECKPOINT] [--run-dir DIR]")
 
 # flags that are not config keys
-_SPECIAL = {"config", "resume", "run-dir", "run_dir", "help", "h"}
+_SPECIAL = {"config", "resume", "run-dir", "run_dir", "help", "h", "trust-pickled-env-state"}
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     type. A bool flag given without a value means true.
     """
     out: dict[str, Any] = {"env": None, "files": [], "resume": None, "overrides": {},
-                           "help": False}
+                           "help": False, "trust_pickled_env_state": False}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -45,6 +46,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
                 continue
             raise ConfigError(f"unexpected argument {arg!r}: only one env name is taken, and "
                               f"values follow their flag (--section.key VALUE)")
+        if arg in ("--trust-pickled-env-state", "--trust_pickled_env_state"):
+            out["trust_pickled_env_state"] = True
+            continue
         key, eq, value = arg[2:].partition("=")
         if not key:
             raise ConfigError("empty flag '--'")
@@ -113,6 +117,11 @@ def help_text(env_name: str | None = None) -> str:
              "  --config FILE.toml      apply a TOML file of overrides ([env], [train], ...)",
              "  --resume RUN_DIR        continue a run from its newest checkpoint (or a .pt file)",
              "  --run-dir DIR           write the run here (same as --log.run-dir)",
+             "  --trust-pickled-env-state",
+             "                          with --resume: load a Python env's saved state, which is",
+             "                          pickled. RISK: unpickling runs whatever code the file",
+             "                          names; use it only for checkpoints you made or trust.",
+             "                          Without it a gym:/pz: run resumes with fresh episodes.",
              "  -h, --help              this help; `shoal train ENV --help` shows ENV's defaults",
              ""]
     for section, cls in SECTIONS.items():
@@ -198,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    if args["trust_pickled_env_state"] and not args["resume"]:
+        print("shoal train: --trust-pickled-env-state applies only with --resume RUN_DIR",
+              file=sys.stderr)
+        return 2
+
     from . import ppo
     from .checkpoint import CheckpointError
 
@@ -205,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         if args["resume"]:
             trainer = ppo.Trainer.resume(args["resume"], env_name=args["env"],
                                          files=args["files"], overrides=args["overrides"],
-                                         origin="flag")
+                                         origin="flag",
+                                         trust_pickled_env_state=args["trust_pickled_env_state"])
         else:
             cfg = build_config(args["env"], args["files"], args["overrides"], origin="flag")
             trainer = ppo.Trainer(cfg)
@@ -220,12 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = trainer.train()
+    except CheckpointError as exc:      # e.g. the disk filled up: the newest checkpoint is intact
+        print(f"shoal train: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nshoal train: stopped (checkpoint saved; continue with "
               f"`shoal train --resume {trainer.run_dir}`)", file=sys.stderr)
         return 130
     if not summary.get("finished", True):
         print(f"stopped early; continue with `shoal train --resume {trainer.run_dir}`")
+    if summary.get("stopped_by") == "SIGTERM":
+        return 128 + signal.SIGTERM     # 143: what schedulers expect of a job they terminated
     return 0
 
 

@@ -5,11 +5,17 @@
 PATH is a checkpoint file or a run directory (its newest checkpoint). The env is built with the
 parameters the checkpoint was trained with. Prints the mean score (and return) over at least N
 finished episodes.
+
+The estimate is unbiased however episode length and score are related: each of the envs
+contributes its first ``k = ceil(N / num_envs)`` episodes, whenever they end. (Stopping at the
+first N episodes to finish, as all envs start together, would over-count short episodes: in a
+game where dying early scores low, the estimate would be too low.)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -44,7 +50,8 @@ def load_policy(checkpoint: str | dict, env: Any, policy: Any = None, device: st
                 f"{path} holds a custom policy ({cls}); build one of the same architecture and "
                 f"pass it: shoal.trainer.eval_cli.evaluate(..., policy=MyPolicy(...))")
         pol = cfg.get("policy", {})
-        policy = make_policy(env, pol.get("name", "mlp"), hidden=int(pol.get("hidden", 128)))
+        with torch.random.fork_rng(devices=[]):   # the init draws must not move the caller's RNG
+            policy = make_policy(env, pol.get("name", "mlp"), hidden=int(pol.get("hidden", 128)))
     elif not isinstance(policy, torch.nn.Module):
         policy = policy(env.single_observation_space, env.single_action_space)
     try:
@@ -58,12 +65,15 @@ def load_policy(checkpoint: str | dict, env: Any, policy: Any = None, device: st
 def evaluate(checkpoint: str, episodes: int = 100, num_envs: int | None = None, seed: int = 12345,
              greedy: bool = False, env_name: str | None = None, policy: Any = None,
              device: str = "cpu", max_steps: int = 100_000_000) -> dict[str, float]:
-    """Runs a checkpoint's policy until at least ``episodes`` episodes finish; returns the mean
-    ``score`` (and the other episode stats ``env.log()`` reports, plus ``episodes``).
+    """Runs a checkpoint's policy until each env has finished its first
+    ``ceil(episodes / num_envs)`` episodes; returns their mean ``score`` (and the other episode
+    stats ``env.log_env()`` reports, plus ``episodes``). Episodes an env finishes beyond its
+    share are not counted, so long episodes weigh as much as short ones.
 
     ``greedy`` takes the most likely action instead of sampling. ``max_steps`` bounds the agent
     steps (an error if too few episodes finished by then).
     """
+    import numpy as np
     import torch
 
     from ..vector import make as make_env
@@ -91,22 +101,28 @@ def evaluate(checkpoint: str, episodes: int = 100, num_envs: int | None = None, 
         state = inference.initial_state(env.num_agents)
         starts = torch.ones(env.num_agents)
         totals: dict[str, float] = {}
-        count = 0.0
+        share = math.ceil(episodes / env.num_envs)       # each env's first `share` episodes
+        counted = np.zeros(env.num_envs)
         steps = 0
-        while count < episodes:
+        while (counted < share).any():
             actions, _, _, state = inference.act(obs, state, starts)
             obs, _, terminals, truncations, _ = env.step(inference.env_actions(actions))
-            starts = torch.from_numpy(terminals | truncations).float()
+            ended = terminals | truncations
+            starts = torch.from_numpy(ended).float()
             steps += env.num_agents
-            stats = env.log()
-            n = float(stats.pop("n", 0.0))
-            if n > 0:
+            for i in np.unique(np.flatnonzero(ended) // env.agents_per_env):
+                if counted[i] >= share:
+                    continue
+                stats = env.log_env(int(i))
+                n = float(stats.pop("n", 0.0))
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + value * n
-                count += n
-            if steps >= max_steps and count < episodes:
-                raise RuntimeError(f"only {int(count)} of {episodes} episodes finished in "
-                                   f"{steps} agent steps")
+                counted[i] += n
+            if steps >= max_steps and (counted < share).any():
+                raise RuntimeError(f"only {int(counted.sum())} episodes finished in {steps} agent "
+                                   f"steps ({int((counted < share).sum())} envs short of their "
+                                   f"{share}); raise max_steps")
+        count = float(counted.sum())
     finally:
         env.close()
     result = {k: v / count for k, v in totals.items()}
@@ -124,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint file, or a run directory (its newest checkpoint)")
     parser.add_argument("--episodes", type=int, default=100,
-                        help="episodes to average over (at least; default 100)")
+                        help="episodes to average over (at least; default 100): each env "
+                             "contributes its first ceil(episodes / num-envs)")
     parser.add_argument("--num-envs", type=int, default=None,
                         help="env copies run together (default: min(episodes, 256))")
     parser.add_argument("--seed", type=int, default=12345, help="env and sampling seed")

@@ -45,35 +45,36 @@ snapshot itself (``env.save_state()``/``env.load_state()``): then a stopped and 
 produces exactly the metrics of an uninterrupted one (same seed, same backend). An env without
 snapshots is instead reset at resume with a seed derived from ``(seed, epoch)`` and the policy
 acts afresh: the model, optimizer and RNGs continue exactly, but episodes in progress restart, so
-later metrics differ from an uninterrupted run. Ctrl-C (the first one) finishes the current epoch,
-checkpoints and returns; a second Ctrl-C aborts at once (after saving what it can).
+later metrics differ from an uninterrupted run. Ctrl-C or SIGTERM (the first one) finishes the
+current epoch, checkpoints and returns (:mod:`shoal.trainer.signals`); a second aborts at once
+(after saving what it can).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import signal
-import threading
 import time
 import warnings
 from collections import deque
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
 from .advantage import compute_advantages
-from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, load_checkpoint,
-                         prune_checkpoints, save_checkpoint)
+from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, checkpoint_path,
+                         load_checkpoint, prune_checkpoints, remove_stale_temp_files,
+                         restore_env, save_checkpoint, snapshot_env)
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
 from .policies import Inference, autocast, make_policy, policy_initial_state
+from .process_state import ProcessState
+from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
@@ -268,6 +269,10 @@ def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
     adam_kw = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps)
     if t.optimizer == "adam":
         return _Optimizers([torch.optim.Adam(params, **adam_kw)])
+    if not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"train.optimizer = 'muon' needs torch.optim.Muon, which torch gained "
+                          f"in 2.9; this is torch {torch.__version__}. Fix: pip install "
+                          f"'torch>=2.9', or use --train.optimizer adam")
     matrices = [p for p in params if p.ndim == 2]
     rest = [p for p in params if p.ndim != 2]
     optimizers: list[torch.optim.Optimizer] = []
@@ -298,37 +303,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device={name!r} but CUDA is not available: use "
                           f"--train.device cpu")
     return device
-
-
-# ---------------------------------------------------------------------------------------------
-# Ctrl-C
-# ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """While training, the first Ctrl-C only sets a flag (the loop checkpoints and stops at the
-    end of the epoch); a second one raises KeyboardInterrupt as usual. Only in the main thread
-    and only if SIGINT still has Python's default handler; restored on exit."""
-    flag = {"stop": False}
-    installed = False
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.default_int_handler:
-            def handler(signum: int, frame: Any) -> None:
-                if flag["stop"]:
-                    raise KeyboardInterrupt
-                flag["stop"] = True
-                print("\nCtrl-C: finishing this epoch, then saving a checkpoint "
-                      "(Ctrl-C again to stop now)", flush=True)
-
-            signal.signal(signal.SIGINT, handler)
-            installed = True
-    try:
-        yield lambda: flag["stop"]
-    finally:
-        if installed:
-            signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,20 +354,28 @@ class Trainer:
             stops training after a checkpoint (as Ctrl-C does).
         checkpoint: a loaded checkpoint to continue from (see :meth:`resume`).
         run_dir: where to write the run (default: ``log.run_dir`` or runs/<env>-<timestamp>).
+        trust_pickled_env_state: load the ``checkpoint``'s env state even when it is pickled
+            Python envs (unpickling runs code the file names); without it such a run resumes
+            with fresh episodes.
     """
 
     def __init__(self, config: Config, env: Any = None, policy: Any = None,
                  callback: Callable[["Trainer", dict], Any] | None = None,
-                 checkpoint: Mapping[str, Any] | None = None, run_dir: str | None = None) -> None:
+                 checkpoint: Mapping[str, Any] | None = None, run_dir: str | None = None,
+                 trust_pickled_env_state: bool = False) -> None:
         self.config = config
+        self.trust_pickled_env_state = trust_pickled_env_state
         self.callback = callback
         t = config.train
         self.device = resolve_device(t.device)
-        if t.torch_threads > 0:
-            torch.set_num_threads(t.torch_threads)
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed % (2**32))
+        # torch's and numpy's global RNGs and torch's thread count are the trainer's only while
+        # it works (building, training): the caller's are put back after (process_state.py)
+        self.process_state = ProcessState(t.seed, t.torch_threads)
+        with self.process_state.active():
+            self._build(config, env, policy, checkpoint, run_dir)
 
+    def _build(self, config: Config, env: Any, policy: Any,
+               checkpoint: Mapping[str, Any] | None, run_dir: str | None) -> None:
         # ---- env ----
         if env is None:
             from ..vector import make as make_env
@@ -464,6 +446,9 @@ class Trainer:
         self._session_steps0 = 0
         self.exact_resume = None
         self.resumed_from: str | None = None
+        self.resume_note: str | None = None    # why a resume did not restore the env's state
+        self.stopped_by: str | None = None     # SIGINT/SIGTERM when a signal stopped training
+        self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
         # ---- run directory ----
         self.run_dir = run_dir or config.log.run_dir or self._new_run_dir()
@@ -625,6 +610,10 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Runs until ``train.total_steps`` agent steps; returns the run summary (also written to
         ``summary.json``). Closes the env when done."""
+        with self.process_state.active():
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         log = self.config.log
         dash = Dashboard(log.dashboard, title=f"shoal train {self.config.env.name}  "
                          f"({self.run_dir})", print_interval=log.print_interval)
@@ -637,10 +626,11 @@ class Trainer:
             if self.resumed_from:
                 dash.message(f"resumed from {self.resumed_from} at epoch {self.epoch}"
                              + ("" if self.exact_resume else
-                                " (env state not restored: episodes in progress restarted)"))
-            with _deferred_interrupt() as interrupted, \
+                                " (env state not restored: episodes in progress restarted)")
+                             + (f"\nnote: {self.resume_note}" if self.resume_note else ""))
+            with deferred_stop(lambda text: print(text, flush=True)) as interrupted, \
                     open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
-                last_note = -math.inf
+                last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:
                     metrics = self.run_epoch()
                     metrics_file.write(json.dumps(metrics) + "\n")
@@ -653,11 +643,16 @@ class Trainer:
                     if done or stop or interrupted() or \
                             self.epoch % log.checkpoint_interval == 0:
                         path = self.save()
+                        if self.no_snapshot and not noted_fresh:
+                            dash.message(f"note: checkpoints hold no env state ({self.no_snapshot})"
+                                         f": {FRESH_EPISODES_NOTE}")
+                            noted_fresh = True
                         # at most a line a minute: short epochs checkpoint every few seconds
                         if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")
                             last_note = time.monotonic()
                     if stop or interrupted():
+                        self.stopped_by = interrupted.name
                         break
                 finished = self.agent_steps >= self.config.train.total_steps
         except KeyboardInterrupt:
@@ -749,6 +744,10 @@ class Trainer:
             "batch_size": self.batch_size,
             "exact_resume": self.exact_resume,
         }
+        if self.stopped_by:
+            summary["stopped_by"] = self.stopped_by
+        if self.no_snapshot:
+            summary["resume_note"] = f"checkpoints hold no env state: {FRESH_EPISODES_NOTE}"
         atomic_write_text(os.path.join(self.run_dir, "summary.json"),
                           json.dumps(summary, indent=2) + "\n")
         return summary
@@ -761,10 +760,8 @@ class Trainer:
         carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
         carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
         env_state = None
-        save_state = getattr(self.env, "save_state", None)
-        if callable(save_state):
-            env_state = {k: (torch.from_numpy(np.array(v, copy=True)) if isinstance(v, np.ndarray)
-                             else v) for k, v in save_state().items()}
+        if self.no_snapshot is None:   # an env that could not snapshot once never can
+            env_state, self.no_snapshot = snapshot_env(self.env)
         wall = self.wall_before + (time.perf_counter() - self._session_start)
         cls = type(self.policy)
         return {
@@ -776,11 +773,12 @@ class Trainer:
             "agent_steps": self.agent_steps,
             "wall_seconds": wall,
             "rng": {
-                "torch": torch.get_rng_state(),
+                "torch": self.process_state.torch_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
                 "sampler": self.sampler_generator.get_state().cpu(),
-                "numpy": torch.from_numpy(np.frombuffer(
-                    json.dumps(_np_rng_state()).encode(), dtype=np.uint8).copy()),
+                "numpy": torch.from_numpy(np.frombuffer(json.dumps(
+                    _np_rng_state(self.process_state.numpy_rng_state())).encode(),
+                    dtype=np.uint8).copy()),
             },
             "carry": carry,
             "env_state": env_state,
@@ -832,10 +830,10 @@ class Trainer:
         self.agent_steps = int(ckpt["agent_steps"])
         self.wall_before = float(ckpt.get("wall_seconds", 0.0))
         rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
+        self.process_state.set_rng_states(
+            rng["torch"], _np_rng_tuple(json.loads(bytes(rng["numpy"].numpy()).decode())))
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
-        _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
         for mean, n in ckpt.get("returns", []):
@@ -843,13 +841,14 @@ class Trainer:
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         self.resumed_from = ckpt.get("path")
         _truncate_metrics(self.metrics_path, self.epoch)
+        remove_stale_temp_files(self.run_dir)
 
         same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
         load_state = getattr(self.env, "load_state", None)
         env_state = ckpt.get("env_state")
         if env_state is not None and callable(load_state) and same_batch:
-            load_state({k: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                        for k, v in env_state.items()})
+            self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
+        if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
             b, carry = self.storage, ckpt["carry"]
             for name in RolloutStorage.CARRIED:
                 getattr(b, name)[:, 0].copy_(carry[name])
@@ -868,10 +867,13 @@ class Trainer:
     def resume(cls, path: str, env_name: str | None = None, files: list[str] | tuple = (),
                overrides: Mapping[str, Any] | None = None, env: Any = None, policy: Any = None,
                callback: Callable[["Trainer", dict], Any] | None = None,
-               origin: str = "override") -> "Trainer":
+               origin: str = "override", trust_pickled_env_state: bool = False) -> "Trainer":
         """A trainer continuing the run at ``path`` (a run directory: its newest checkpoint; or
         a checkpoint file). ``files``/``overrides`` change the saved config (e.g. a larger
-        ``train.total_steps``); resume is exact only without them."""
+        ``train.total_steps``); resume is exact only without them. Python envs' saved state is
+        pickled and is loaded only with ``trust_pickled_env_state=True`` (unpickling runs code
+        the file names: only for checkpoints you made or trust); without it the episodes
+        restart."""
         ckpt = load_checkpoint(path)
         ckpt_path = ckpt["path"]
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
@@ -897,7 +899,7 @@ class Trainer:
         if env is None:
             finalise(cfg)
         return cls(cfg, env=env, policy=policy, callback=callback, checkpoint=ckpt,
-                   run_dir=run_dir)
+                   run_dir=run_dir, trust_pickled_env_state=trust_pickled_env_state)
 
     def close(self) -> None:
         """Closes the env (stops its workers); safe to call twice."""
@@ -944,14 +946,14 @@ def _explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torc
     return float("nan") if float(var) == 0 else float(1.0 - (y - v).var(unbiased=False) / var)
 
 
-def _np_rng_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+def _np_rng_state(state: tuple) -> list:
+    name, keys, pos, has_gauss, cached = state
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-def _set_np_rng_state(state: list) -> None:
+def _np_rng_tuple(state: list) -> tuple:
     name, keys, pos, has_gauss, cached = state
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
 
 
 def _truncate_metrics(path: str, epoch: int) -> None:
@@ -973,9 +975,10 @@ def _truncate_metrics(path: str, epoch: int) -> None:
 def _summary_line(s: Mapping[str, Any]) -> str:
     score = "n/a" if s.get("score") is None else f"{s['score']:.3f}"
     state = "done" if s.get("finished") else "stopped"
+    note = f"\n  note: {s['resume_note']}" if s.get("resume_note") else ""
     return (f"{state}: {s['env']}  {s['agent_steps']:,} steps in {s['wall_seconds']:.1f}s "
             f"({s['sps']:,.0f} steps/s)  score {score} over the last 100 of {s['episodes']:,} "
-            f"episodes  -> {s['run_dir']}")
+            f"episodes  -> {s['run_dir']}{note}")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
@@ -1031,7 +1034,7 @@ def _extra_loggers(config: Config, run_dir: str) -> list[Callable[[dict], None]]
 
 def train(env: Any, *, config: str | None = None, resume: str | None = None,
           policy: Any = None, callback: Callable[[Trainer, dict], Any] | None = None,
-          **overrides: Any) -> dict[str, Any]:
+          trust_pickled_env_state: bool = False, **overrides: Any) -> dict[str, Any]:
     """Trains on ``env`` (a registered env name, or a built vector env); returns the summary.
 
     Overrides are flat ``section_key=value`` keywords mirroring the CLI flags:
@@ -1039,6 +1042,8 @@ def train(env: Any, *, config: str | None = None, resume: str | None = None,
     ``--env.num-envs 64`` and env parameters are ``env_<param>`` (``env_size=15``).
     ``config`` is a TOML file applied before them; ``resume`` a run directory (or checkpoint)
     to continue; ``policy`` an ``nn.Module`` or a callable ``(obs_space, act_space) -> Module``.
+    ``trust_pickled_env_state`` lets ``resume`` unpickle a Python env's saved state (see
+    :meth:`Trainer.resume`: only for checkpoints you made or trust).
     """
     flat = {k: v for k, v in overrides.items()}
     files = [config] if config else []
@@ -1046,7 +1051,8 @@ def train(env: Any, *, config: str | None = None, resume: str | None = None,
         name = env if isinstance(env, str) else None
         trainer = Trainer.resume(resume, env_name=name, files=files, overrides=flat,
                                  env=None if isinstance(env, str) else env, policy=policy,
-                                 callback=callback)
+                                 callback=callback,
+                                 trust_pickled_env_state=trust_pickled_env_state)
         return trainer.train()
     if isinstance(env, str):
         cfg = build_config(env, files, flat)

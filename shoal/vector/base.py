@@ -26,6 +26,11 @@ import numpy as np
 from gymnasium import spaces
 
 
+class PickledStateError(ValueError):
+    """An env snapshot holds pickled Python objects and ``load_state`` was not allowed to
+    unpickle them (unpickling runs whatever code the bytes name)."""
+
+
 @dataclass
 class Buffers:
     """The arrays a vector env and its envs share: one row per agent."""
@@ -213,6 +218,19 @@ class VecEnv:
         out["n"] = n_total
         return out
 
+    def log_env(self, index: int) -> dict[str, float]:
+        """As :meth:`log`, for env ``index`` alone: the means of its episodes finished since they
+        were last reported (by this or by :meth:`log`), with their count ``n``; ``{}`` if none.
+        Used where each env's episodes count separately (``shoal eval``). Not while the env's
+        group is stepping."""
+        self._check_open()
+        if not 0 <= int(index) < self.num_envs:
+            raise IndexError(f"env index {index} out of range [0, {self.num_envs})")
+        group = next(g for g, (lo, hi) in enumerate(self.env_groups) if lo <= index < hi)
+        if self._stepping[group]:
+            raise RuntimeError(f"log_env({index}) while its group is stepping: recv() it first")
+        return self._log_env(int(index))
+
     def save_state(self) -> dict[str, np.ndarray]:
         """A snapshot of every env and buffer, for exact resume (arrays only: checkpoint-safe).
 
@@ -232,9 +250,16 @@ class VecEnv:
         state["next_group"] = np.array(self._next, dtype=np.int64)
         return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`save_state` output into envs made with the same name, count and params."""
+    def load_state(self, state: dict[str, Any], *, allow_pickle: bool = False) -> None:
+        """Restores :meth:`save_state` output into envs made with the same name, count and params.
+
+        C envs' snapshots are plain arrays. Python (Gymnasium/PettingZoo) envs' snapshots hold the
+        envs pickled: unpickling runs whatever code the bytes name, so they are loaded only with
+        ``allow_pickle=True`` (for snapshots this process made, or files you trust); otherwise
+        :class:`PickledStateError` is raised before anything changes.
+        """
         self._check_open()
+        self._allow_pickle = bool(allow_pickle)
         self._drain()
         missing = [f for f in Buffers.FIELDS if f"buffer.{f}" not in state]
         if missing:
@@ -245,7 +270,10 @@ class VecEnv:
                 raise ValueError(f"env snapshot's {f} is {src.dtype}{list(src.shape)} but this env "
                                  f"has {dst.dtype}{list(dst.shape)}: make the env with the same "
                                  f"num_envs and parameters as the run that saved it")
-        self._load_state(state)
+        try:
+            self._load_state(state)
+        finally:
+            self._allow_pickle = False
         for f in Buffers.FIELDS:
             getattr(self, f)[...] = np.asarray(state[f"buffer.{f}"])
         self._resets = int(state["resets"])
@@ -378,6 +406,9 @@ class VecEnv:
 
     def _render(self, index: int, mode: str) -> Any:
         raise NotImplementedError
+
+    def _log_env(self, index: int) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} cannot report one env's episodes")
 
     def _save_state(self) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{type(self).__name__} cannot snapshot its envs")

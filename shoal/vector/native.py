@@ -78,6 +78,9 @@ class NativeVecEnv(VecEnv):
         lo, hi = self.env_groups[group]
         return self._c.vec_log(self._h, lo, hi)
 
+    def _log_env(self, index: int) -> dict[str, float]:
+        return self._c.vec_log(self._h, index, index + 1)
+
     def _render(self, index: int, mode: str) -> Any:
         if mode == "ansi":
             return self._c.vec_render_text(self._h, index)

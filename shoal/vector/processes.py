@@ -43,7 +43,7 @@ so a worker that dies (killed, segfault, ``os._exit``) raises a RuntimeError nam
 exit code instead of hanging; a worker that raises sends its traceback, which the parent's
 RuntimeError shows. Either way the env is closed: the other workers are stopped.
 
-Ctrl-C: workers ignore SIGINT; it is the parent's to handle. A KeyboardInterrupt can land
+Ctrl-C: workers ignore SIGINT and SIGTERM; they are the parent's to handle. A KeyboardInterrupt can land
 anywhere in the parent, even between a message and the record of it, so after one the parent
 trusts no record: the next call first *resynchronises* (each worker echoes a fresh number once
 every earlier request is done, and whatever came before the echo is dropped), then goes on, so
@@ -78,7 +78,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from .base import Buffers, VecEnv, buffer_layout
+from .base import Buffers, PickledStateError, VecEnv, buffer_layout
 
 __all__ = ["NativeShardFactory", "ProcessVecEnv", "ShardFactory", "native_shard_factory"]
 
@@ -98,6 +98,10 @@ _LENGTH = struct.Struct("<Q")
 _MAX_PAYLOAD = 1 << 40    # a longer length prefix means the stream is out of step
 
 _PARENT_CHECK_MS = 1000   # how often an idle worker checks that its parent is still alive
+# How long the parent waits for a worker's answer (a step, reset, snapshot, start-up) before it
+# calls the worker hung and closes the env; 0 waits forever. Per env: ProcessVecEnv(...,
+# worker_timeout=S) or env.worker_timeout = S; default from SHOAL_WORKER_TIMEOUT.
+DEFAULT_WORKER_TIMEOUT_S = 300.0
 _QUIT_GRACE_S = 2.0       # how long close() waits for workers to exit before terminating them
 _ALIGN = 64               # byte alignment of each array in the shared block
 
@@ -304,8 +308,10 @@ def _failure_payload(exc: BaseException) -> tuple[str, str]:
 def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: int,
                  agents_per_env: int, factory: ShardFactory, parent_pid: int) -> None:
     """Entry point of a worker process: builds its shard, then serves the parent's requests."""
-    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
+    # Ctrl-C in a terminal, and SIGTERM sent to a whole process group or container, reach every
+    # process; the parent decides what they mean (a trainer checkpoints first) and closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd = conn.fileno()
     block = vec = None
     try:
@@ -332,11 +338,31 @@ def _worker_main(conn: Any, shm_name: str, layout: list, env_lo: int, env_hi: in
             block.close()
 
 
+def _save_shard(vec: VecEnv) -> dict[str, np.ndarray] | str:
+    """The shard's snapshot, or the reason it has none: envs that cannot snapshot are not a
+    failure of the worker (the parent raises NotImplementedError and the env stays open)."""
+    try:
+        return vec._save_state()
+    except NotImplementedError as exc:
+        return str(exc) or f"{type(vec).__name__} cannot snapshot its envs"
+
+
+def _load_shard(vec: VecEnv, state: dict[str, Any], allow_pickle: bool) -> None:
+    """Loads the shard's snapshot, unpickling Python envs only if the parent's caller allowed it
+    (see :meth:`VecEnv.load_state`)."""
+    vec._allow_pickle = bool(allow_pickle)
+    try:
+        vec._load_state(state)
+    finally:
+        vec._allow_pickle = False
+
+
 def _serve(fd: int, vec: VecEnv, parent_pid: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "render": vec._render,
-             "save": vec._save_state, "load": vec._load_state}
+    calls = {"reset": vec._reset, "log": lambda: vec._log(0), "log_env": vec._log_env,
+             "render": vec._render,
+             "save": lambda: _save_shard(vec), "load": lambda state, allow: _load_shard(vec, state, allow)}
     while True:
         if not poller.poll(_PARENT_CHECK_MS):
             # Idle: leave if the parent died without closing the pipe (e.g. it forked a child
@@ -441,6 +467,23 @@ def _signal_name(exitcode: int | None) -> str:
         return ""
 
 
+def _worker_timeout(value: float | None) -> float:
+    source = "worker_timeout"
+    if value is None:
+        text = os.environ.get("SHOAL_WORKER_TIMEOUT")
+        if text is None:
+            return DEFAULT_WORKER_TIMEOUT_S
+        source = "SHOAL_WORKER_TIMEOUT"
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"SHOAL_WORKER_TIMEOUT={text!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{source} must be a number of seconds >= 0 (0: wait forever), "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _valid_worker_counts(num_envs: int, num_buffers: int) -> str:
     counts = [w for w in range(num_buffers, min(num_envs, 256) + 1, num_buffers) if num_envs % w == 0]
     return ", ".join(map(str, counts[:8])) or "none (make num_envs a multiple of num_buffers)"
@@ -456,12 +499,18 @@ class ProcessVecEnv(VecEnv):
         num_workers: worker processes; must divide ``num_envs`` and be a multiple of
             ``num_buffers``.
         num_buffers: buffer groups for double buffering; each worker belongs to exactly one.
+        worker_timeout: seconds to wait for any worker's answer (a step, reset, snapshot, its
+            start) before calling it hung: the env is closed and a RuntimeError names the worker
+            and its envs. 0 waits forever. Default: ``SHOAL_WORKER_TIMEOUT`` from the
+            environment, else 300. Settable later as ``env.worker_timeout``.
     """
 
     check_actions_before_send = True  # a group's workers must accept or refuse its batch as one
 
     def __init__(self, factory: ShardFactory, num_envs: int, *, seed: int | None = None,
-                 num_workers: int = 1, num_buffers: int = 1) -> None:
+                 num_workers: int = 1, num_buffers: int = 1,
+                 worker_timeout: float | None = None) -> None:
+        self.worker_timeout = worker_timeout
         for arg, value in (("num_envs", num_envs), ("num_workers", num_workers),
                            ("num_buffers", num_buffers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -509,6 +558,16 @@ class ProcessVecEnv(VecEnv):
         except BaseException:
             self.close()
             raise
+
+    @property
+    def worker_timeout(self) -> float:
+        """Seconds to wait for a worker's answer before calling it hung (0: forever); setting
+        None takes ``SHOAL_WORKER_TIMEOUT`` or the default, 300."""
+        return self._worker_timeout
+
+    @worker_timeout.setter
+    def worker_timeout(self, value: float | None) -> None:
+        self._worker_timeout = _worker_timeout(value)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         """As :meth:`VecEnv.step`. After a call interrupted by Ctrl-C (KeyboardInterrupt while
@@ -587,6 +646,13 @@ class ProcessVecEnv(VecEnv):
                     "must keep its top-level code under `if __name__ == '__main__':`.")
         return self._fail(f"{self.name}: {desc} {state} while {doing}; the env is closed.{hint}")
 
+    def _hung(self, w: int, doing: str) -> RuntimeError:
+        return self._fail(
+            f"{self.name}: {self._describe(w)} did not answer within {self.worker_timeout:g} s "
+            f"while {doing}, so it is taken as hung (an env stuck in step() or reset()); the env "
+            f"is closed and its workers stopped. If its envs are just slow, raise the limit: "
+            f"env.worker_timeout = SECONDS or SHOAL_WORKER_TIMEOUT=SECONDS (0 waits forever)")
+
     def _read(self, w: int, doing: str) -> tuple[bytes, Any]:
         try:
             return _take_message(self._workers.socks[w])
@@ -608,8 +674,14 @@ class ProcessVecEnv(VecEnv):
         """Reads one reply from each worker in ``waiting`` into ``replies``, watching their
         liveness (pipe and process sentinel) while waiting."""
         pending = set(waiting)
+        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         while pending:
-            events = poller.poll()
+            if deadline is None:
+                events = poller.poll()
+            else:
+                events = poller.poll(max(0, int((deadline - time.monotonic()) * 1000)) + 1)
+                if not events and time.monotonic() >= deadline:
+                    raise self._hung(min(pending), doing)
             dead = []
             for fd, _ in events:
                 w = self._fd_worker.get(fd)
@@ -647,9 +719,17 @@ class ProcessVecEnv(VecEnv):
             self._write(w, _PING, ping, doing)
         pending = set(range(self.num_workers))
         failed: dict[int, tuple[bytes, Any]] = {}
+        deadline = time.monotonic() + self.worker_timeout if self.worker_timeout else None
         while pending:
             dead = []
-            for fd, _ in self._all_poller.poll():
+            if deadline is None:
+                events = self._all_poller.poll()
+            else:
+                events = self._all_poller.poll(
+                    max(0, int((deadline - time.monotonic()) * 1000)) + 1)
+                if not events and time.monotonic() >= deadline:
+                    raise self._hung(min(pending), doing)
+            for fd, _ in events:
                 w = self._fd_worker.get(fd)
                 if w is None:
                     dead.append(self._sentinel_worker[fd])
@@ -784,6 +864,10 @@ class ProcessVecEnv(VecEnv):
         out["n"] = n_total
         return out
 
+    def _log_env(self, index: int) -> dict[str, float]:
+        w = index // (self.num_envs // self.num_workers)
+        return self._call([w], "log_env", index - self.worker_envs[w][0])[w]
+
     def _render(self, index: int, mode: str) -> Any:
         w = index // (self.num_envs // self.num_workers)
         group = w // (self.num_workers // self.num_buffers)
@@ -794,6 +878,9 @@ class ProcessVecEnv(VecEnv):
 
     def _save_state(self) -> dict[str, np.ndarray]:
         shards = self._call(list(range(self.num_workers)), "save")
+        for w, state in sorted(shards.items()):
+            if isinstance(state, str):
+                raise NotImplementedError(f"{self._describe(w)}: {state}")
         return {f"worker{w}.{k}": v for w, state in shards.items() for k, v in state.items()}
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -801,9 +888,19 @@ class ProcessVecEnv(VecEnv):
         if saved != {f"worker{w}" for w in range(self.num_workers)}:
             raise ValueError(f"env snapshot was taken with {len(saved)} worker processes but this env "
                              f"has {self.num_workers}: use the same num_workers")
+        allow = bool(getattr(self, "_allow_pickle", False))
+        pickled = sorted(k for k in state if k.endswith(".python.envs"))
+        if pickled and not allow:
+            # refused here, before any worker sees it (a worker's failure would close the env)
+            raise PickledStateError(
+                f"{self.name}: the env snapshot holds Python envs pickled ({pickled[0]}, ...), and "
+                f"unpickling runs whatever code the bytes name: it is loaded only with "
+                f"load_state(state, allow_pickle=True) (`shoal train --resume RUN "
+                f"--trust-pickled-env-state`), for snapshots you made or trust")
         for w in range(self.num_workers):
             prefix = f"worker{w}."
-            self._call([w], "load", {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            self._call([w], "load", {k[len(prefix):]: v for k, v in state.items()
+                                     if k.startswith(prefix)}, allow)
 
     def _close(self) -> None:
         self._workers.shutdown()

@@ -324,8 +324,12 @@ class VecEnv:
             if a.dtype.kind not in "iub":
                 raise TypeError(
                     f"actions have dtype {a.dtype} but {self.single_action_space} needs integers: "
-                    f"pass actions.astype(np.int32)"
+                    f"pass actions.astype(np.int32) (fractional or NaN values are not actions)"
                 )
+            if not np.can_cast(a.dtype, dest.dtype, "safe"):
+                # int64 / uint32 / uint64: the copy below would wrap 2**32 to 0, so the range
+                # check must see the values before they are narrowed
+                self._check_action_values(a, rows.start)
         elif a.dtype.kind not in "fiu":
             raise TypeError(
                 f"actions have dtype {a.dtype} but {self.single_action_space} needs floats: "
@@ -340,7 +344,8 @@ class VecEnv:
         the whole batch (a process worker has stepped its shard before another rejects)."""
         flat = acts.reshape(len(acts), -1)
         if self._act_nvec is not None:
-            bad = (flat < 0) | (flat >= self._act_nvec)
+            # nvec in the actions' own dtype: comparing uint64 with int64 would go through float64
+            bad = (flat < 0) | (flat >= self._act_nvec.astype(flat.dtype))
             if bad.any():
                 row, dim = np.argwhere(bad)[0]
                 raise ValueError(

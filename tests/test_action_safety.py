@@ -27,6 +27,37 @@ def _pair(backend: str, num_envs: int, **kw):
     return env, ref
 
 
+# ---- processes: a direct write into env.actions is checked before any worker steps ----
+
+def test_processes_refuse_a_direct_write_before_any_worker_steps():
+    env, ref = _pair("processes", 4, num_workers=2)
+    try:
+        env.actions[:] = [1, 1, 1, 7]            # worker 0's shard is valid, worker 1's is not
+        with pytest.raises(ValueError, match="action 7 for agent 3 .*outside the action space"):
+            env.step(env.actions)
+        rng = np.random.default_rng(0)
+        for _ in range(12):                       # had worker 0 stepped, env 0 and 1 would lead
+            a = rng.integers(0, 2, 4).astype(np.int32)
+            np.testing.assert_array_equal(env.step(a)[0], ref.step(a)[0])
+    finally:
+        env.close()
+        ref.close()
+
+
+def test_processes_refuse_a_direct_write_at_send():
+    env, ref = _pair("processes", 4, num_workers=2, num_buffers=2)
+    try:
+        *_, rows = env.recv()
+        env.actions[rows] = [1, 9]
+        with pytest.raises(ValueError, match="action 9 for agent 1 "):
+            env.send(env.actions[rows])           # refused here, not by a worker later
+        env.actions[rows] = [1, 0]
+        env.send(env.actions[rows])
+    finally:
+        env.close()
+        ref.close()
+
+
 # ---- integers of any dtype: no silent wrap-around ----
 
 @pytest.mark.parametrize("backend,kw", [("serial", {}), ("threads", dict(num_workers=2)),

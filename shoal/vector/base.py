@@ -308,7 +308,10 @@ class VecEnv:
         dest = self.actions[rows]
         if isinstance(actions, np.ndarray) and actions.ctypes.data == dest.ctypes.data \
                 and actions.shape == dest.shape and actions.dtype == dest.dtype:
-            return  # the caller wrote into env.actions directly
+            # the caller wrote into env.actions directly: the values still need the same check
+            if self.check_actions_before_send:
+                self._check_action_values(dest, rows.start)
+            return
         a = np.asarray(actions)
         n = rows.stop - rows.start
         want = (n, *self._act_shape)

@@ -58,6 +58,27 @@ def test_processes_refuse_a_direct_write_at_send():
         ref.close()
 
 
+# ---- threads: workers step the actions checked at send(), never later writes ----
+
+def test_threads_step_the_actions_of_send_not_later_writes():
+    n = 1 << 15                                   # a group long enough to still be stepping
+    env, ref = _pair("threads", n, num_workers=1)
+    try:
+        rng = np.random.default_rng(1)
+        env.recv()
+        for _ in range(8):
+            a = rng.integers(0, 2, n).astype(np.int32)
+            env.actions[:] = a
+            env.send(env.actions)
+            env.actions[:] = 1 - a                # too late: must not reach any env
+            env.actions[-1] = 1 << 30             # nor may an unchecked value
+            obs, *_ = env.recv()
+            np.testing.assert_array_equal(obs, ref.step(a)[0])
+    finally:
+        env.close()
+        ref.close()
+
+
 # ---- integers of any dtype: no silent wrap-around ----
 
 @pytest.mark.parametrize("backend,kw", [("serial", {}), ("threads", dict(num_workers=2)),

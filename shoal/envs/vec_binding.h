@@ -59,6 +59,10 @@ struct ShoalVec {
     Env* envs;
     int num_envs, agents_per_env, obs_size, act_size;
     int* nvec; /* act_size entries for discrete actions, NULL for continuous */
+    /* The actions the envs read: rows of the caller's buffer are copied here, then checked, when
+     * a range starts stepping. Python may write its buffer at any time (even while worker threads
+     * step), so envs never read it directly: a value written after the check cannot reach them. */
+    ACT_TYPE* act_copy;
     int num_threads;
     ShoalWorker* workers;
     pthread_mutex_t done_mu;
@@ -141,11 +145,15 @@ static int shoal_check_range(ShoalVec* v, int lo, int hi) {
     return 0;
 }
 
-/* Rejects out-of-range discrete actions and non-finite continuous ones before any env sees them. */
-static int shoal_check_actions(ShoalVec* v, int lo, int hi) {
-    const ACT_TYPE* a = v->envs[0].actions;
+/* Copies the actions of envs [lo, hi) from the caller's buffer into the copy the envs read, then
+ * rejects out-of-range discrete actions and non-finite continuous ones before any env sees them.
+ * Call it only for envs that are not stepping. */
+static int shoal_take_actions(ShoalVec* v, int lo, int hi) {
+    const ACT_TYPE* a = v->act_copy;
     size_t start = (size_t)lo * v->agents_per_env * v->act_size;
     size_t end = (size_t)hi * v->agents_per_env * v->act_size;
+    memcpy(v->act_copy + start, (const ACT_TYPE*)v->bufs[BUF_ACT].buf + start,
+           (end - start) * sizeof(ACT_TYPE));
     /* Fast pass without division or formatting (it vectorises); the loop below runs only to name
      * the bad entry. */
     int all_ok = 1;
@@ -238,6 +246,8 @@ static void shoal_close(ShoalVec* v) {
     }
     free(v->nvec);
     v->nvec = NULL;
+    free(v->act_copy);
+    v->act_copy = NULL;
     for (int k = 0; k < BUF_COUNT; k++)
         if (v->held[k]) {
             PyBuffer_Release(&v->bufs[k]);
@@ -311,8 +321,9 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
             if (PyErr_Occurred()) goto fail;
         }
     }
+    v->act_copy = (ACT_TYPE*)calloc((size_t)rows * (size_t)act_size, sizeof(ACT_TYPE));
     v->envs = (Env*)calloc((size_t)num_envs, sizeof(Env));
-    if (!v->envs) {
+    if (!v->envs || !v->act_copy) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -321,7 +332,7 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
         size_t row = (size_t)i * agents_per_env;
         e->observations = (OBS_TYPE*)v->bufs[BUF_OBS].buf + row * obs_size;
         e->final_observations = (OBS_TYPE*)v->bufs[BUF_FINAL].buf + row * obs_size;
-        e->actions = (ACT_TYPE*)v->bufs[BUF_ACT].buf + row * act_size;
+        e->actions = v->act_copy + row * act_size;
         e->rewards = (float*)v->bufs[BUF_REW].buf + row;
         e->terminals = (uint8_t*)v->bufs[BUF_TERM].buf + row;
         e->truncations = (uint8_t*)v->bufs[BUF_TRUNC].buf + row;
@@ -439,13 +450,23 @@ static PyObject* py_vec_step(PyObject* self, PyObject* args) {
     int lo, hi;
     if (!PyArg_ParseTuple(args, "Oii", &capsule, &lo, &hi)) return NULL;
     ShoalVec* v = shoal_get(capsule);
-    if (!v || shoal_check_range(v, lo, hi) || shoal_check_actions(v, lo, hi)) return NULL;
+    if (!v || shoal_check_range(v, lo, hi)) return NULL;
+    for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
+        if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
+            PyErr_SetString(PyExc_RuntimeError, "vec_step while envs are stepping: recv() them first");
+            return NULL;
+        }
+    if (shoal_take_actions(v, lo, hi)) return NULL;
     int n = hi - lo;
     int pieces = v->num_threads < n ? v->num_threads : n;
     if (pieces <= 1) {
+        /* counted as stepping (set and cleared under the GIL) so that another Python thread can
+         * neither rewrite the action copy nor snapshot or reset these envs meanwhile */
+        __atomic_store_n(&v->pending[SHOAL_SYNC_GROUP], 1, __ATOMIC_RELEASE);
         Py_BEGIN_ALLOW_THREADS
         shoal_step_range(v, lo, hi);
         Py_END_ALLOW_THREADS
+        __atomic_store_n(&v->pending[SHOAL_SYNC_GROUP], 0, __ATOMIC_RELEASE);
         Py_RETURN_NONE;
     }
     pthread_mutex_lock(&v->done_mu);
@@ -483,7 +504,6 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_Format(PyExc_ValueError, "group must be in [0, %d)", SHOAL_SYNC_GROUP);
         return NULL;
     }
-    if (shoal_check_actions(v, lo, hi)) return NULL;
     pthread_mutex_lock(&v->done_mu);
     int busy = v->pending[group];
     pthread_mutex_unlock(&v->done_mu);
@@ -491,6 +511,8 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_Format(PyExc_RuntimeError, "group %d is already stepping: recv() it before send()", group);
         return NULL;
     }
+    /* after the busy check: a stepping group's envs are reading their copied actions */
+    if (shoal_take_actions(v, lo, hi)) return NULL;
     int n = hi - lo;
     int chunks = v->num_threads < n ? v->num_threads : n;
     pthread_mutex_lock(&v->done_mu);

@@ -102,3 +102,50 @@ def test_wide_integers_are_range_checked_not_wrapped(backend, kw):
     finally:
         env.close()
 
+
+# ---- construction: limits checked up front ----
+
+def test_too_many_buffers_for_threads_is_refused_at_construction():
+    with pytest.raises(ValueError, match="num_buffers=16 .*num_buffers <= 15"):
+        shoal.make("template", num_envs=32, backend="threads", num_workers=2, num_buffers=16)
+    env = shoal.make("template", num_envs=30, backend="threads", num_workers=2, num_buffers=15)
+    env.reset()
+    for _ in range(40):                           # every group steps, several times over
+        *_, rows = env.recv()
+        env.send(np.ones(rows.stop - rows.start, np.int32))
+    env.close()
+
+
+@pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
+def test_num_envs_beyond_memory_is_refused_before_allocating(backend):
+    with pytest.raises(ValueError, match=r"needs about [\d.]+ GiB .* available"):
+        shoal.make("template", num_envs=2**30, length=1024, backend=backend, num_workers=1)
+    with pytest.raises(ValueError, match="agent rows"):
+        shoal.make("template", num_envs=2**31, backend=backend, num_workers=1)
+
+
+def test_memory_estimate_counts_the_envs_own_arrays():
+    from shoal.envs import get_spec
+    from shoal.vector.native import NativeVecEnv
+
+    spec = get_spec("maze")
+    small, big = (NativeVecEnv._env_bytes(spec, spec.resolve(dict(size=s))) for s in (11, 127))
+    assert big > small + 127 * 127                # the padded grid is allocated per env
+
+
+def test_threads_render_and_state_wait_for_the_stepping_group():
+    n = 1 << 17                                   # the last env steps ~1 ms after send()
+    env, ref = _pair("threads", n, num_workers=1)
+    try:
+        rng = np.random.default_rng(2)
+        for _ in range(10):
+            a = rng.integers(0, 2, n).astype(np.int32)
+            ref.step(a)
+            env.recv()
+            env.send(a)                           # render at once, while the worker steps
+            assert env.render(mode="ansi", index=n - 1) == ref.render(mode="ansi", index=n - 1)
+            assert env.state(n - 2) == ref.state(n - 2)
+            np.testing.assert_array_equal(env.render(index=n - 3), ref.render(index=n - 3))
+    finally:
+        env.close()
+        ref.close()

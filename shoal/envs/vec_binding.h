@@ -778,6 +778,14 @@ static PyMethodDef shoal_methods[] = {
 static struct PyModuleDef shoal_module = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, shoal_methods,
                                           NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&shoal_module); }
+PyMODINIT_FUNC PyInit__c(void) {
+    PyObject* m = PyModule_Create(&shoal_module);
+    /* groups vec_send can step at once: the Python side refuses more buffers at construction */
+    if (m && PyModule_AddIntConstant(m, "MAX_SEND_GROUPS", SHOAL_SYNC_GROUP) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
 
 #endif /* SHOAL_VEC_BINDING_H */

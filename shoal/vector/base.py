@@ -18,6 +18,7 @@ runs its policy on the other group::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,8 +63,76 @@ def buffer_layout(num_agents: int, obs_space: spaces.Space, act_space: spaces.Sp
     ]
 
 
+#: rows a vector env may hold: the C envs index rows with a 32-bit int
+MAX_AGENT_ROWS = 2**31 - 1
+
+
+def layout_bytes(layout: list[tuple[str, tuple[int, ...], np.dtype]]) -> int:
+    """Bytes the buffers of ``layout`` take."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+               for _, shape, dtype in layout)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the smaller of the system's available memory and
+    what its cgroup (container) limit leaves; None where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            cap = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if cap != "max":
+            limits.append(max(0, int(cap) - used))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(layout: list[tuple[str, tuple[int, ...], np.dtype]], *, name: str,
+                 num_envs: int, extra_bytes: int = 0) -> None:
+    """Refuses, before anything is allocated, a vector env too large for this machine.
+
+    ``extra_bytes`` is memory beyond the buffers (the C env structs and their arrays). Allocating
+    first and failing later is worse than refusing here: zero-filled numpy arrays are mapped
+    lazily, so a too-large vector env would be killed by the OOM killer mid-run instead.
+    """
+    rows = layout[0][1][0] if layout and layout[0][1] else 0
+    if rows > MAX_AGENT_ROWS:
+        raise ValueError(f"{name}: num_envs={num_envs} gives {rows} agent rows, more than the "
+                         f"{MAX_AGENT_ROWS} a vector env can index: use fewer envs")
+    need = layout_bytes(layout) + int(extra_bytes)
+    limit = available_memory()
+    if limit is not None and need > limit:
+        per_env = need / max(1, num_envs)
+        raise ValueError(
+            f"{name}: num_envs={num_envs} needs about {need / 2**30:.2f} GiB "
+            f"({per_env:,.0f} bytes per env for buffers and env state) but only "
+            f"{limit / 2**30:.2f} GiB of memory is available: use at most about "
+            f"{max(1, int(limit // max(per_env, 1)))} envs")
+
+
 def allocate_buffers(layout: list[tuple[str, tuple[int, ...], np.dtype]],
-                     alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.zeros) -> Buffers:
+                     alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.zeros,
+                     *, name: str = "env", num_envs: int | None = None,
+                     extra_bytes: int = 0) -> Buffers:
+    """The buffers of ``layout``, after :func:`check_memory` has found room for them."""
+    rows = layout[0][1][0] if layout and layout[0][1] else 0
+    check_memory(layout, name=name, num_envs=rows if num_envs is None else num_envs,
+                 extra_bytes=extra_bytes)
     arrays = {name: alloc(shape, dtype) for name, shape, dtype in layout}
     arrays["masks"][:] = True
     return Buffers(**arrays)

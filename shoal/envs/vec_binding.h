@@ -18,6 +18,9 @@
  *   optional: #define ENV_HEAP(X) X(field, count) ...   every array the env mallocs, with its
  *             element count as an expression of `env`; snapshots (vec_save/vec_load) copy the
  *             struct and these arrays, so an env with heap memory must list all of it here
+ *   static int c_validate(const Env* env, const Env* made, ShoalCheck* check);   what a loaded
+ *             snapshot's fields may hold (shoal_env.h, "snapshot validation"): vec_load refuses
+ *             a snapshot unless every env passes it
  *
  * The module it builds is called "_c" and holds a vector of envs over caller-owned buffers, plus a
  * small pthread pool so that shards of that vector step on worker threads while Python (holding
@@ -29,6 +32,10 @@
 #include <pthread.h>
 
 #include "binding.h"
+
+#ifndef c_validate
+#error "define c_validate: the env's snapshot validation (docs/envs.md, \"Snapshots\")"
+#endif
 
 #define SHOAL_MAX_GROUPS 16
 #define SHOAL_SYNC_GROUP (SHOAL_MAX_GROUPS - 1) /* reserved for vec_step */
@@ -690,6 +697,62 @@ static void shoal_snapshot_load(Env* env, const char* in) {
     (void)in;
 }
 
+/* Checks one env's snapshot bytes without touching the env: the struct and its arrays are
+ * copied into `scratch` (aligned, unlike the bytes), the pointers replaced by this process's, and
+ * the generic fields (rng, Log) and then the env's own c_validate are checked. 1 when it may be
+ * loaded; else 0 with the problem in `check`. */
+static int shoal_snapshot_check(const Env* made, const char* in, Env* cand, char* scratch, ShoalCheck* check) {
+    memcpy(cand, in, sizeof(Env));
+    in += sizeof(Env);
+    cand->observations = made->observations;
+    cand->final_observations = made->final_observations;
+    cand->actions = made->actions;
+    cand->rewards = made->rewards;
+    cand->terminals = made->terminals;
+    cand->truncations = made->truncations;
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_STAGE(field, count)                                         \
+    {                                                                          \
+        size_t bytes = sizeof(*made->field) * (size_t)(count);                 \
+        memcpy(scratch, in, bytes);                                            \
+        cand->field = (void*)scratch;                                          \
+        in += bytes;                                                           \
+        scratch += (bytes + 63) & ~(size_t)63;                                 \
+    }
+    {
+        const Env* env = made; /* the counts are expressions of `env`: this process's sizes */
+        (void)env;
+        ENV_HEAP(SHOAL_HEAP_STAGE)
+    }
+#undef SHOAL_HEAP_STAGE
+#endif
+    (void)scratch;
+    if (!(cand->rng.inc & 1u))
+        return shoal_check_fail(check, "rng.inc = %llu is even (a PCG stream increment is odd)",
+                                (unsigned long long)cand->rng.inc);
+    const float* log = (const float*)&cand->log;
+    for (int k = 0; k < SHOAL_LOG_FIELDS; k++) {
+        char field[80];
+        snprintf(field, sizeof(field), "log.%.60s", k < SHOAL_LOG_FIELDS - 1 ? LOG_NAMES[k] : "n");
+        /* sums of per-episode stats: finite; the count n is never negative */
+        if (!shoal_check_float(check, field, log[k], k < SHOAL_LOG_FIELDS - 1 ? -3.0e38f : 0.0f, 3.0e38f))
+            return 0;
+    }
+    return c_validate(cand, made, check);
+}
+
+/* Bytes of scratch shoal_snapshot_check needs for one env: its arrays, each 64-byte aligned. */
+static size_t shoal_scratch_size(Env* env) {
+    size_t n = 64;
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_SCRATCH(field, count) n += ((sizeof(*env->field) * (size_t)(count)) + 63) & ~(size_t)63;
+    ENV_HEAP(SHOAL_HEAP_SCRATCH)
+#undef SHOAL_HEAP_SCRATCH
+#endif
+    (void)env;
+    return n;
+}
+
 static int shoal_idle(ShoalVec* v) {
     for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
         if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
@@ -739,7 +802,34 @@ static PyObject* py_vec_load(PyObject* self, PyObject* args) {
         PyBuffer_Release(&snap);
         return NULL;
     }
+    /* every env is checked before any is written: a refused snapshot leaves all of them as
+     * they were */
+    Env* cand = (Env*)malloc(sizeof(Env));
+    char* scratch = (char*)aligned_alloc(64, shoal_scratch_size(&v->envs[0]));
+    if (!cand || !scratch) {
+        free(cand);
+        free(scratch);
+        PyBuffer_Release(&snap);
+        return PyErr_NoMemory();
+    }
     const char* in = (const char*)snap.buf;
+    ShoalCheck check = {0, {0}};
+    int bad = -1;
+    for (int i = 0; i < v->num_envs && bad < 0; i++) {
+        if (!shoal_snapshot_check(&v->envs[i], in, cand, scratch, &check)) bad = i;
+        in += shoal_snapshot_size(&v->envs[i]);
+    }
+    free(cand);
+    free(scratch);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "env snapshot refused: env %d has %s; the snapshot is corrupt, crafted or "
+                     "from an incompatible build, and nothing was loaded",
+                     bad, check.message);
+        PyBuffer_Release(&snap);
+        return NULL;
+    }
+    in = (const char*)snap.buf;
     for (int i = 0; i < v->num_envs; i++) {
         size_t n = shoal_snapshot_size(&v->envs[i]);
         shoal_snapshot_load(&v->envs[i], in);

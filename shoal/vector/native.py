@@ -127,7 +127,10 @@ class NativeVecEnv(VecEnv):
                     if saved.get(k) != mine.get(k)}
             raise ValueError(f"env snapshot was taken with other env parameters (saved, here): "
                              f"{diff}; make the env with the saved parameters")
-        self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
+        try:
+            self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
     def _close(self) -> None:
         if self._h is not None:

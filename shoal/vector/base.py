@@ -202,6 +202,7 @@ class VecEnv:
         nvec = action_nvec(act_space)
         self._act_discrete = nvec is not None
         self._act_nvec = None if nvec is None else np.array(nvec, dtype=np.int64)
+        self._nvec_as: dict[np.dtype, np.ndarray] = {}   # _act_nvec cast per actions dtype
         # Persistent results, one per group: recv() returns the same tuple of views every time.
         self._results = []
         for rows in self.agent_groups:
@@ -416,8 +417,14 @@ class VecEnv:
         the whole batch (a process worker has stepped its shard before another rejects)."""
         flat = acts.reshape(len(acts), -1)
         if self._act_nvec is not None:
-            # nvec in the actions' own dtype: comparing uint64 with int64 would go through float64
-            bad = (flat < 0) | (flat >= self._act_nvec.astype(flat.dtype))
+            # Viewed as unsigned, a negative action is huge, so one comparison against n finds
+            # both ends of [0, n) (one pass, one temporary: this runs on every send). n is taken
+            # in that unsigned dtype: comparing uint64 with int64 would go through float64.
+            unsigned = flat.view(flat.dtype.str.replace("i", "u")) if flat.dtype.kind == "i" else flat
+            limits = self._nvec_as.get(unsigned.dtype)
+            if limits is None:
+                limits = self._nvec_as[unsigned.dtype] = self._act_nvec.astype(unsigned.dtype)
+            bad = unsigned >= limits
             if bad.any():
                 row, dim = np.argwhere(bad)[0]
                 raise ValueError(

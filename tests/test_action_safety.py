@@ -103,6 +103,20 @@ def test_wide_integers_are_range_checked_not_wrapped(backend, kw):
         env.close()
 
 
+def test_wide_integers_into_a_float_action_buffer_are_refused():
+    env = shoal.make("breakout", num_envs=2, seed=0)   # Discrete(3) over a float32 buffer
+    env.reset()
+    try:
+        for value, dtype in ((2**32, np.int64), (-(2**32), np.int64), (2**63, np.uint64)):
+            a = np.zeros(2, dtype)
+            a[1] = value
+            with pytest.raises(ValueError, match="action .* for agent 1 .*outside the action space"):
+                env.step(a)
+        env.step(np.array([1, 2], np.int64))
+    finally:
+        env.close()
+
+
 # ---- construction: limits checked up front ----
 
 def test_too_many_buffers_for_threads_is_refused_at_construction():

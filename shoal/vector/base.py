@@ -399,9 +399,11 @@ class VecEnv:
                     f"actions have dtype {a.dtype} but {self.single_action_space} needs integers: "
                     f"pass actions.astype(np.int32) (fractional or NaN values are not actions)"
                 )
-            if not np.can_cast(a.dtype, dest.dtype, "safe"):
-                # int64 / uint32 / uint64: the copy below would wrap 2**32 to 0, so the range
-                # check must see the values before they are narrowed
+            if dest.dtype.kind in "iu" and not np.can_cast(a.dtype, dest.dtype, "safe"):
+                # int64 / uint32 / uint64 into int32: the copy below would wrap 2**32 to 0, so
+                # the range check must see the values before they are narrowed. (Into a float
+                # buffer the conversion is monotonic: out-of-range stays out of range for the
+                # binding's check.)
                 self._check_action_values(a, rows.start)
         elif a.dtype.kind not in "fiu":
             raise TypeError(

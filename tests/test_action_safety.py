@@ -58,6 +58,23 @@ def test_processes_refuse_a_direct_write_at_send():
         ref.close()
 
 
+def test_processes_check_a_float_buffer_of_discrete_actions():
+    env = shoal.make("breakout", num_envs=4, seed=0, backend="processes", num_workers=2)
+    ref = shoal.make("breakout", num_envs=4, seed=0)
+    env.reset()
+    ref.reset()
+    try:
+        for bad in (-1.0, 1.5, np.nan, 3.0):
+            env.actions[:] = [1, 1, 1, bad]           # only worker 1's shard is bad
+            with pytest.raises(ValueError, match="for agent 3 .*outside the action space"):
+                env.step(env.actions)
+        a = np.array([1, 2, 0, 1], np.int32)
+        np.testing.assert_array_equal(env.step(a)[0], ref.step(a)[0])   # nothing half-stepped
+    finally:
+        env.close()
+        ref.close()
+
+
 # ---- threads: workers step the actions checked at send(), never later writes ----
 
 def test_threads_step_the_actions_of_send_not_later_writes():

@@ -426,7 +426,10 @@ class VecEnv:
             limits = self._nvec_as.get(unsigned.dtype)
             if limits is None:
                 limits = self._nvec_as[unsigned.dtype] = self._act_nvec.astype(unsigned.dtype)
-            bad = unsigned >= limits
+            if flat.dtype.kind == "f":   # a float buffer of discrete actions (breakout)
+                bad = ~((flat >= 0) & (flat < limits) & (np.floor(flat) == flat))   # NaN too
+            else:
+                bad = unsigned >= limits
             if bad.any():
                 row, dim = np.argwhere(bad)[0]
                 raise ValueError(

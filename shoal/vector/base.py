@@ -399,7 +399,8 @@ class VecEnv:
                     f"actions have dtype {a.dtype} but {self.single_action_space} needs integers: "
                     f"pass actions.astype(np.int32) (fractional or NaN values are not actions)"
                 )
-            if dest.dtype.kind in "iu" and not np.can_cast(a.dtype, dest.dtype, "safe"):
+            if a.dtype != dest.dtype and dest.dtype.kind in "iu" \
+                    and not np.can_cast(a.dtype, dest.dtype, "safe"):
                 # int64 / uint32 / uint64 into int32: the copy below would wrap 2**32 to 0, so
                 # the range check must see the values before they are narrowed. (Into a float
                 # buffer the conversion is monotonic: out-of-range stays out of range for the

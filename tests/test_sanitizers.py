@@ -1,5 +1,10 @@
 """Every C extension built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess:
-the envs (support/fuzz_envs.py) and the trainer's kernels (support/fuzz_kernels.py)."""
+the envs (support/fuzz_envs.py), their snapshot loader (support/fuzz_snapshots.py) and the
+trainer's kernels (support/fuzz_kernels.py).
+
+The snapshot fuzzing here is CI-sized (300 random mutations per env after a sweep of every
+field); a longer run: SHOAL_FUZZ_SNAPSHOTS=20000 python -m pytest tests/test_sanitizers.py -k snapshot
+"""
 
 import os
 import shutil
@@ -43,10 +48,10 @@ def sanitized(tmp_path_factory):
                           UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
 
 
-def _run_fuzzer(sanitized, script: str) -> None:
+def _run_fuzzer(sanitized, script: str, *args: str, timeout: float = 900) -> None:
     cwd, run_env = sanitized
-    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / script)],
-                         cwd=cwd, env=run_env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "support" / script), *args],
+                         cwd=cwd, env=run_env, capture_output=True, text=True, timeout=timeout)
     report = run.stdout[-2000:] + run.stderr[-6000:]
     assert run.returncode == 0, f"fuzzing under sanitizers failed:\n{report}"
     assert "fuzz ok" in run.stdout
@@ -61,3 +66,11 @@ def test_envs_under_asan_and_ubsan(sanitized):
 @needs_asan
 def test_trainer_kernels_under_asan_and_ubsan(sanitized):
     _run_fuzzer(sanitized, "fuzz_kernels.py")
+
+
+@needs_asan
+def test_snapshot_loader_under_asan_and_ubsan(sanitized):
+    """Corrupted and random env snapshots either load (and then step, render and log cleanly) or
+    are refused with a ValueError that leaves the env as it was."""
+    mutations = os.environ.get("SHOAL_FUZZ_SNAPSHOTS", "300")
+    _run_fuzzer(sanitized, "fuzz_snapshots.py", mutations, timeout=max(900, int(mutations)))

@@ -115,3 +115,67 @@ def test_snapshot_while_groups_step_resumes_the_cycle(backend):
         assert r0 == r1
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
+
+
+# ---- untrusted snapshots: refused field by field, never loaded into a fault ----
+
+def _field_offsets(env, act):
+    """Offsets of the bytes of env 0's snapshot that one step with `act` changes."""
+    before = env.save_state()["c_envs"]
+    env.step(act)
+    after = env.save_state()["c_envs"]
+    return np.flatnonzero(before != after), after
+
+
+def test_corrupt_snapshot_is_refused_naming_env_field_and_value():
+    env = shoal.make("template", num_envs=2, seed=0)
+    env.reset()
+    changed, _ = _field_offsets(env, np.ones(2, np.int32))
+    # template's step changes position, then tick (struct order), in both envs
+    per_env = len(env.save_state()["c_envs"]) // 2
+    position = int(changed[changed >= per_env].min())
+    snap = env.save_state()
+    good = snap["c_envs"].copy()
+    bad = good.copy()
+    bad[position:position + 4] = np.frombuffer(np.int32(1000).tobytes(), np.uint8)
+    snap["c_envs"] = bad
+    with pytest.raises(ValueError, match=r"template: env snapshot refused: env 1 has position = 1000 "
+                                         r"is outside \[0, 7\]"):
+        env.load_state(snap)
+    assert np.array_equal(env.save_state()["c_envs"], good)   # nothing was loaded
+    snap["c_envs"] = good
+    env.load_state(snap)
+    env.step(np.ones(2, np.int32))
+
+
+@pytest.mark.parametrize("name", list_envs())
+def test_random_corruptions_load_cleanly_or_are_refused(name):
+    """A small in-process version of tests/support/fuzz_snapshots.py (which runs under
+    AddressSanitizer in test_sanitizers.py): words of the snapshot set to boundary values."""
+    env = shoal.make(name, num_envs=2, seed=3)
+    env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        env.step(random_actions(env.single_action_space, env.num_agents, rng))
+    snap = env.save_state()
+    blob = snap["c_envs"]
+    words = [0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0x7FC00000, 0x7F800000, 4096]
+    refused = 0
+    for k in range(200):
+        bad = blob.copy()
+        at = int(rng.integers(len(bad) // 4)) * 4
+        bad[at:at + 4] = np.frombuffer(np.uint32(words[k % len(words)]).tobytes(), np.uint8)
+        snap["c_envs"] = bad
+        try:
+            env.load_state(snap)
+        except ValueError as exc:
+            assert f"{name}: env snapshot refused: env " in str(exc)
+            refused += 1
+            continue
+        for _ in range(8):
+            _, rew, *_ = env.step(random_actions(env.single_action_space, env.num_agents, rng))
+            assert np.isfinite(rew).all()
+        env.render(mode="ansi", index=1)
+        env.render(index=1)
+    assert refused > 0
+    env.close()

@@ -113,4 +113,99 @@ static inline int shoal_appendf(char* buf, int cap, int len, const char* fmt, ..
     return len + n >= cap ? cap - 1 : len + n;
 }
 
+/* ---- snapshot validation ----
+ * A snapshot restores an env's struct and arrays from bytes that may come from a corrupt or
+ * crafted file. Each env declares what its fields may hold in a validate function,
+ *
+ *     static int myenv_validate(const MyEnv* env, const MyEnv* made, ShoalCheck* check);
+ *
+ * called on the candidate state `env` (arrays already in place) with `made`, an env built here
+ * from the same parameters: fields fixed by the parameters must equal made's, every other field
+ * must hold a value that stepping, rendering and logging handle without a fault or undefined
+ * behaviour (indices in range, counts consistent, floats finite and in range). It returns 1 when
+ * everything holds, else 0 with the first problem written into `check` (the checkers below do
+ * that and return 0, so a validate function is a chain of `&&`). It runs only when a snapshot is
+ * loaded, never per step. */
+typedef struct {
+    int failed;
+    char message[256]; /* the first problem found: names the field and its value */
+} ShoalCheck;
+
+static inline int shoal_check_fail(ShoalCheck* check, const char* fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline int shoal_check_fail(ShoalCheck* check, const char* fmt, ...) {
+    if (!check->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(check->message, sizeof(check->message), fmt, ap);
+        va_end(ap);
+        check->failed = 1;
+    }
+    return 0;
+}
+
+/* An integer field in [lo, hi]. */
+static inline int shoal_check_int(ShoalCheck* check, const char* field, long long value, long long lo,
+                                  long long hi) {
+    if (value >= lo && value <= hi) return 1;
+    return shoal_check_fail(check, "%s = %lld is outside [%lld, %lld]", field, value, lo, hi);
+}
+
+/* A float field, finite and in [lo, hi] (NaN fails every comparison, so it is refused too). */
+static inline int shoal_check_float(ShoalCheck* check, const char* field, float value, float lo, float hi) {
+    if (value >= lo && value <= hi) return 1;
+    return shoal_check_fail(check, "%s = %g is not a number in [%g, %g]", field, (double)value, (double)lo,
+                            (double)hi);
+}
+
+/* A field fixed by the parameters (or derived from them): it must equal the value built here. */
+static inline int shoal_check_same(ShoalCheck* check, const char* field, double value, double expected) {
+    if (value == expected) return 1;
+    return shoal_check_fail(check, "%s = %.9g but these parameters give %.9g", field, value, expected);
+}
+
+/* Every element of an integer array in [lo, hi]. */
+static inline int shoal_check_ints(ShoalCheck* check, const char* field, const int* a, size_t n, long long lo,
+                                   long long hi) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] < lo || a[i] > hi)
+            return shoal_check_fail(check, "%s[%zu] = %d is outside [%lld, %lld]", field, i, a[i], lo, hi);
+    return 1;
+}
+
+/* Every element of a byte array in [lo, hi]. */
+static inline int shoal_check_bytes(ShoalCheck* check, const char* field, const uint8_t* a, size_t n,
+                                    unsigned lo, unsigned hi) {
+    for (size_t i = 0; i < n; i++)
+        if (a[i] < lo || a[i] > hi)
+            return shoal_check_fail(check, "%s[%zu] = %u is outside [%u, %u]", field, i, a[i], lo, hi);
+    return 1;
+}
+
+/* Every element of a float array finite and in [lo, hi]. */
+static inline int shoal_check_floats(ShoalCheck* check, const char* field, const float* a, size_t n, float lo,
+                                     float hi) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] >= lo && a[i] <= hi))
+            return shoal_check_fail(check, "%s[%zu] = %g is not a number in [%g, %g]", field, i, (double)a[i],
+                                    (double)lo, (double)hi);
+    return 1;
+}
+
+/* The same checks naming a struct field by itself: SHOAL_INT(check, env, tick, 0, env->max_steps - 1). */
+#define SHOAL_INT(check, env, field, lo, hi) \
+    shoal_check_int(check, #field, (long long)(env)->field, (long long)(lo), (long long)(hi))
+#define SHOAL_FLOAT(check, env, field, lo, hi) shoal_check_float(check, #field, (env)->field, lo, hi)
+#define SHOAL_SAME(check, env, made, field) \
+    shoal_check_same(check, #field, (double)(env)->field, (double)(made)->field)
+#define SHOAL_INTS(check, env, field, n, lo, hi) \
+    shoal_check_ints(check, #field, (env)->field, (size_t)(n), (long long)(lo), (long long)(hi))
+#define SHOAL_BYTES(check, env, field, n, lo, hi) shoal_check_bytes(check, #field, (env)->field, (size_t)(n), lo, hi)
+#define SHOAL_FLOATS(check, env, field, n, lo, hi) \
+    shoal_check_floats(check, #field, (env)->field, (size_t)(n), lo, hi)
+
+/* Bounds for a float that sums at most `steps` values of magnitude `per_step`: finite, and no
+ * larger than what that many steps can add (a loose bound, it only keeps sums in a sane range). */
+#define SHOAL_SUM_BOUND(steps, per_step) ((float)(steps) * (float)(per_step) + 1.0f)
+
 #endif /* SHOAL_ENV_H */

@@ -18,6 +18,9 @@
  *   optional: #define ENV_HEAP(X) X(field, count) ...   every array the env mallocs, with its
  *             element count as an expression of `env`; snapshots (vec_save/vec_load) copy the
  *             struct and these arrays, so an env with heap memory must list all of it here
+ *   static int c_validate(const Env* env, const Env* made, ShoalCheck* check);   what a loaded
+ *             snapshot's fields may hold (shoal_env.h, "snapshot validation"): vec_load refuses
+ *             a snapshot unless every env passes it
  *
  * The module it builds is called "_c" and holds a vector of envs over caller-owned buffers, plus a
  * small pthread pool so that shards of that vector step on worker threads while Python (holding
@@ -29,6 +32,10 @@
 #include <pthread.h>
 
 #include "binding.h"
+
+#ifndef c_validate
+#error "define c_validate: the env's snapshot validation (docs/envs.md, \"Snapshots\")"
+#endif
 
 #define SHOAL_MAX_GROUPS 16
 #define SHOAL_SYNC_GROUP (SHOAL_MAX_GROUPS - 1) /* reserved for vec_step */
@@ -59,6 +66,10 @@ struct ShoalVec {
     Env* envs;
     int num_envs, agents_per_env, obs_size, act_size;
     int* nvec; /* act_size entries for discrete actions, NULL for continuous */
+    /* The actions the envs read: rows of the caller's buffer are copied here, then checked, when
+     * a range starts stepping. Python may write its buffer at any time (even while worker threads
+     * step), so envs never read it directly: a value written after the check cannot reach them. */
+    ACT_TYPE* act_copy;
     int num_threads;
     ShoalWorker* workers;
     pthread_mutex_t done_mu;
@@ -141,11 +152,15 @@ static int shoal_check_range(ShoalVec* v, int lo, int hi) {
     return 0;
 }
 
-/* Rejects out-of-range discrete actions and non-finite continuous ones before any env sees them. */
-static int shoal_check_actions(ShoalVec* v, int lo, int hi) {
-    const ACT_TYPE* a = v->envs[0].actions;
+/* Copies the actions of envs [lo, hi) from the caller's buffer into the copy the envs read, then
+ * rejects out-of-range discrete actions and non-finite continuous ones before any env sees them.
+ * Call it only for envs that are not stepping. */
+static int shoal_take_actions(ShoalVec* v, int lo, int hi) {
+    const ACT_TYPE* a = v->act_copy;
     size_t start = (size_t)lo * v->agents_per_env * v->act_size;
     size_t end = (size_t)hi * v->agents_per_env * v->act_size;
+    memcpy(v->act_copy + start, (const ACT_TYPE*)v->bufs[BUF_ACT].buf + start,
+           (end - start) * sizeof(ACT_TYPE));
     /* Fast pass without division or formatting (it vectorises); the loop below runs only to name
      * the bad entry. */
     int all_ok = 1;
@@ -238,6 +253,8 @@ static void shoal_close(ShoalVec* v) {
     }
     free(v->nvec);
     v->nvec = NULL;
+    free(v->act_copy);
+    v->act_copy = NULL;
     for (int k = 0; k < BUF_COUNT; k++)
         if (v->held[k]) {
             PyBuffer_Release(&v->bufs[k]);
@@ -311,8 +328,9 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
             if (PyErr_Occurred()) goto fail;
         }
     }
+    v->act_copy = (ACT_TYPE*)calloc((size_t)rows * (size_t)act_size, sizeof(ACT_TYPE));
     v->envs = (Env*)calloc((size_t)num_envs, sizeof(Env));
-    if (!v->envs) {
+    if (!v->envs || !v->act_copy) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -321,7 +339,7 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
         size_t row = (size_t)i * agents_per_env;
         e->observations = (OBS_TYPE*)v->bufs[BUF_OBS].buf + row * obs_size;
         e->final_observations = (OBS_TYPE*)v->bufs[BUF_FINAL].buf + row * obs_size;
-        e->actions = (ACT_TYPE*)v->bufs[BUF_ACT].buf + row * act_size;
+        e->actions = v->act_copy + row * act_size;
         e->rewards = (float*)v->bufs[BUF_REW].buf + row;
         e->terminals = (uint8_t*)v->bufs[BUF_TERM].buf + row;
         e->truncations = (uint8_t*)v->bufs[BUF_TRUNC].buf + row;
@@ -439,13 +457,23 @@ static PyObject* py_vec_step(PyObject* self, PyObject* args) {
     int lo, hi;
     if (!PyArg_ParseTuple(args, "Oii", &capsule, &lo, &hi)) return NULL;
     ShoalVec* v = shoal_get(capsule);
-    if (!v || shoal_check_range(v, lo, hi) || shoal_check_actions(v, lo, hi)) return NULL;
+    if (!v || shoal_check_range(v, lo, hi)) return NULL;
+    for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
+        if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
+            PyErr_SetString(PyExc_RuntimeError, "vec_step while envs are stepping: recv() them first");
+            return NULL;
+        }
+    if (shoal_take_actions(v, lo, hi)) return NULL;
     int n = hi - lo;
     int pieces = v->num_threads < n ? v->num_threads : n;
     if (pieces <= 1) {
+        /* counted as stepping (set and cleared under the GIL) so that another Python thread can
+         * neither rewrite the action copy nor snapshot or reset these envs meanwhile */
+        __atomic_store_n(&v->pending[SHOAL_SYNC_GROUP], 1, __ATOMIC_RELEASE);
         Py_BEGIN_ALLOW_THREADS
         shoal_step_range(v, lo, hi);
         Py_END_ALLOW_THREADS
+        __atomic_store_n(&v->pending[SHOAL_SYNC_GROUP], 0, __ATOMIC_RELEASE);
         Py_RETURN_NONE;
     }
     pthread_mutex_lock(&v->done_mu);
@@ -483,7 +511,6 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_Format(PyExc_ValueError, "group must be in [0, %d)", SHOAL_SYNC_GROUP);
         return NULL;
     }
-    if (shoal_check_actions(v, lo, hi)) return NULL;
     pthread_mutex_lock(&v->done_mu);
     int busy = v->pending[group];
     pthread_mutex_unlock(&v->done_mu);
@@ -491,6 +518,8 @@ static PyObject* py_vec_send(PyObject* self, PyObject* args) {
         PyErr_Format(PyExc_RuntimeError, "group %d is already stepping: recv() it before send()", group);
         return NULL;
     }
+    /* after the busy check: a stepping group's envs are reading their copied actions */
+    if (shoal_take_actions(v, lo, hi)) return NULL;
     int n = hi - lo;
     int chunks = v->num_threads < n ? v->num_threads : n;
     pthread_mutex_lock(&v->done_mu);
@@ -668,6 +697,62 @@ static void shoal_snapshot_load(Env* env, const char* in) {
     (void)in;
 }
 
+/* Checks one env's snapshot bytes without touching the env: the struct and its arrays are
+ * copied into `scratch` (aligned, unlike the bytes), the pointers replaced by this process's, and
+ * the generic fields (rng, Log) and then the env's own c_validate are checked. 1 when it may be
+ * loaded; else 0 with the problem in `check`. */
+static int shoal_snapshot_check(const Env* made, const char* in, Env* cand, char* scratch, ShoalCheck* check) {
+    memcpy(cand, in, sizeof(Env));
+    in += sizeof(Env);
+    cand->observations = made->observations;
+    cand->final_observations = made->final_observations;
+    cand->actions = made->actions;
+    cand->rewards = made->rewards;
+    cand->terminals = made->terminals;
+    cand->truncations = made->truncations;
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_STAGE(field, count)                                         \
+    {                                                                          \
+        size_t bytes = sizeof(*made->field) * (size_t)(count);                 \
+        memcpy(scratch, in, bytes);                                            \
+        cand->field = (void*)scratch;                                          \
+        in += bytes;                                                           \
+        scratch += (bytes + 63) & ~(size_t)63;                                 \
+    }
+    {
+        const Env* env = made; /* the counts are expressions of `env`: this process's sizes */
+        (void)env;
+        ENV_HEAP(SHOAL_HEAP_STAGE)
+    }
+#undef SHOAL_HEAP_STAGE
+#endif
+    (void)scratch;
+    if (!(cand->rng.inc & 1u))
+        return shoal_check_fail(check, "rng.inc = %llu is even (a PCG stream increment is odd)",
+                                (unsigned long long)cand->rng.inc);
+    const float* log = (const float*)&cand->log;
+    for (int k = 0; k < SHOAL_LOG_FIELDS; k++) {
+        char field[80];
+        snprintf(field, sizeof(field), "log.%.60s", k < SHOAL_LOG_FIELDS - 1 ? LOG_NAMES[k] : "n");
+        /* sums of per-episode stats: finite; the count n is never negative */
+        if (!shoal_check_float(check, field, log[k], k < SHOAL_LOG_FIELDS - 1 ? -3.0e38f : 0.0f, 3.0e38f))
+            return 0;
+    }
+    return c_validate(cand, made, check);
+}
+
+/* Bytes of scratch shoal_snapshot_check needs for one env: its arrays, each 64-byte aligned. */
+static size_t shoal_scratch_size(Env* env) {
+    size_t n = 64;
+#ifdef ENV_HEAP
+#define SHOAL_HEAP_SCRATCH(field, count) n += ((sizeof(*env->field) * (size_t)(count)) + 63) & ~(size_t)63;
+    ENV_HEAP(SHOAL_HEAP_SCRATCH)
+#undef SHOAL_HEAP_SCRATCH
+#endif
+    (void)env;
+    return n;
+}
+
 static int shoal_idle(ShoalVec* v) {
     for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
         if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
@@ -717,7 +802,34 @@ static PyObject* py_vec_load(PyObject* self, PyObject* args) {
         PyBuffer_Release(&snap);
         return NULL;
     }
+    /* every env is checked before any is written: a refused snapshot leaves all of them as
+     * they were */
+    Env* cand = (Env*)malloc(sizeof(Env));
+    char* scratch = (char*)aligned_alloc(64, shoal_scratch_size(&v->envs[0]));
+    if (!cand || !scratch) {
+        free(cand);
+        free(scratch);
+        PyBuffer_Release(&snap);
+        return PyErr_NoMemory();
+    }
     const char* in = (const char*)snap.buf;
+    ShoalCheck check = {0, {0}};
+    int bad = -1;
+    for (int i = 0; i < v->num_envs && bad < 0; i++) {
+        if (!shoal_snapshot_check(&v->envs[i], in, cand, scratch, &check)) bad = i;
+        in += shoal_snapshot_size(&v->envs[i]);
+    }
+    free(cand);
+    free(scratch);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "env snapshot refused: env %d has %s; the snapshot is corrupt, crafted or "
+                     "from an incompatible build, and nothing was loaded",
+                     bad, check.message);
+        PyBuffer_Release(&snap);
+        return NULL;
+    }
+    in = (const char*)snap.buf;
     for (int i = 0; i < v->num_envs; i++) {
         size_t n = shoal_snapshot_size(&v->envs[i]);
         shoal_snapshot_load(&v->envs[i], in);
@@ -756,6 +868,14 @@ static PyMethodDef shoal_methods[] = {
 static struct PyModuleDef shoal_module = {PyModuleDef_HEAD_INIT, "_c", NULL, -1, shoal_methods,
                                           NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__c(void) { return PyModule_Create(&shoal_module); }
+PyMODINIT_FUNC PyInit__c(void) {
+    PyObject* m = PyModule_Create(&shoal_module);
+    /* groups vec_send can step at once: the Python side refuses more buffers at construction */
+    if (m && PyModule_AddIntConstant(m, "MAX_SEND_GROUPS", SHOAL_SYNC_GROUP) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
 
 #endif /* SHOAL_VEC_BINDING_H */

@@ -18,6 +18,7 @@ runs its policy on the other group::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,8 +68,76 @@ def buffer_layout(num_agents: int, obs_space: spaces.Space, act_space: spaces.Sp
     ]
 
 
+#: rows a vector env may hold: the C envs index rows with a 32-bit int
+MAX_AGENT_ROWS = 2**31 - 1
+
+
+def layout_bytes(layout: list[tuple[str, tuple[int, ...], np.dtype]]) -> int:
+    """Bytes the buffers of ``layout`` take."""
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+               for _, shape, dtype in layout)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the smaller of the system's available memory and
+    what its cgroup (container) limit leaves; None where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            cap = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if cap != "max":
+            limits.append(max(0, int(cap) - used))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(layout: list[tuple[str, tuple[int, ...], np.dtype]], *, name: str,
+                 num_envs: int, extra_bytes: int = 0) -> None:
+    """Refuses, before anything is allocated, a vector env too large for this machine.
+
+    ``extra_bytes`` is memory beyond the buffers (the C env structs and their arrays). Allocating
+    first and failing later is worse than refusing here: zero-filled numpy arrays are mapped
+    lazily, so a too-large vector env would be killed by the OOM killer mid-run instead.
+    """
+    rows = layout[0][1][0] if layout and layout[0][1] else 0
+    if rows > MAX_AGENT_ROWS:
+        raise ValueError(f"{name}: num_envs={num_envs} gives {rows} agent rows, more than the "
+                         f"{MAX_AGENT_ROWS} a vector env can index: use fewer envs")
+    need = layout_bytes(layout) + int(extra_bytes)
+    limit = available_memory()
+    if limit is not None and need > limit:
+        per_env = need / max(1, num_envs)
+        raise ValueError(
+            f"{name}: num_envs={num_envs} needs about {need / 2**30:.2f} GiB "
+            f"({per_env:,.0f} bytes per env for buffers and env state) but only "
+            f"{limit / 2**30:.2f} GiB of memory is available: use at most about "
+            f"{max(1, int(limit // max(per_env, 1)))} envs")
+
+
 def allocate_buffers(layout: list[tuple[str, tuple[int, ...], np.dtype]],
-                     alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.zeros) -> Buffers:
+                     alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] = np.zeros,
+                     *, name: str = "env", num_envs: int | None = None,
+                     extra_bytes: int = 0) -> Buffers:
+    """The buffers of ``layout``, after :func:`check_memory` has found room for them."""
+    rows = layout[0][1][0] if layout and layout[0][1] else 0
+    check_memory(layout, name=name, num_envs=rows if num_envs is None else num_envs,
+                 extra_bytes=extra_bytes)
     arrays = {name: alloc(shape, dtype) for name, shape, dtype in layout}
     arrays["masks"][:] = True
     return Buffers(**arrays)
@@ -138,6 +207,7 @@ class VecEnv:
         nvec = action_nvec(act_space)
         self._act_discrete = nvec is not None
         self._act_nvec = None if nvec is None else np.array(nvec, dtype=np.int64)
+        self._nvec_as: dict[np.dtype, np.ndarray] = {}   # _act_nvec cast per actions dtype
         # Persistent results, one per group: recv() returns the same tuple of views every time.
         self._results = []
         for rows in self.agent_groups:
@@ -336,7 +406,10 @@ class VecEnv:
         dest = self.actions[rows]
         if isinstance(actions, np.ndarray) and actions.ctypes.data == dest.ctypes.data \
                 and actions.shape == dest.shape and actions.dtype == dest.dtype:
-            return  # the caller wrote into env.actions directly
+            # the caller wrote into env.actions directly: the values still need the same check
+            if self.check_actions_before_send:
+                self._check_action_values(dest, rows.start)
+            return
         a = np.asarray(actions)
         n = rows.stop - rows.start
         want = (n, *self._act_shape)
@@ -352,8 +425,15 @@ class VecEnv:
             if a.dtype.kind not in "iub":
                 raise TypeError(
                     f"actions have dtype {a.dtype} but {self.single_action_space} needs integers: "
-                    f"pass actions.astype(np.int32)"
+                    f"pass actions.astype(np.int32) (fractional or NaN values are not actions)"
                 )
+            if a.dtype != dest.dtype and dest.dtype.kind in "iu" \
+                    and not np.can_cast(a.dtype, dest.dtype, "safe"):
+                # int64 / uint32 / uint64 into int32: the copy below would wrap 2**32 to 0, so
+                # the range check must see the values before they are narrowed. (Into a float
+                # buffer the conversion is monotonic: out-of-range stays out of range for the
+                # binding's check.)
+                self._check_action_values(a, rows.start)
         elif a.dtype.kind not in "fiu":
             raise TypeError(
                 f"actions have dtype {a.dtype} but {self.single_action_space} needs floats: "
@@ -368,7 +448,17 @@ class VecEnv:
         the whole batch (a process worker has stepped its shard before another rejects)."""
         flat = acts.reshape(len(acts), -1)
         if self._act_nvec is not None:
-            bad = (flat < 0) | (flat >= self._act_nvec)
+            # Viewed as unsigned, a negative action is huge, so one comparison against n finds
+            # both ends of [0, n) (one pass, one temporary: this runs on every send). n is taken
+            # in that unsigned dtype: comparing uint64 with int64 would go through float64.
+            unsigned = flat.view(flat.dtype.str.replace("i", "u")) if flat.dtype.kind == "i" else flat
+            limits = self._nvec_as.get(unsigned.dtype)
+            if limits is None:
+                limits = self._nvec_as[unsigned.dtype] = self._act_nvec.astype(unsigned.dtype)
+            if flat.dtype.kind == "f":   # a float buffer of discrete actions (breakout)
+                bad = ~((flat >= 0) & (flat < limits) & (np.floor(flat) == flat))   # NaN too
+            else:
+                bad = unsigned >= limits
             if bad.any():
                 row, dim = np.argwhere(bad)[0]
                 raise ValueError(

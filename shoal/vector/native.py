@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..envs.spec import EnvSpec
-from .base import Buffers, VecEnv, action_nvec, allocate_buffers, buffer_layout
+from .base import Buffers, VecEnv, action_nvec, allocate_buffers, buffer_layout, check_memory
 
 
 class NativeVecEnv(VecEnv):
@@ -25,11 +25,20 @@ class NativeVecEnv(VecEnv):
         obs_space = spec.observation_space(params)
         act_space = spec.action_space(params)
         agents = int(spec.agents_per_env(params))
-        if buffers is None:
-            buffers = allocate_buffers(buffer_layout(num_envs * agents, obs_space, act_space,
-                                                     spec.action_dtype))
         self._c = spec.load()
         self._h = None
+        max_groups = int(self._c.MAX_SEND_GROUPS)
+        if num_threads and num_buffers > max_groups:
+            raise ValueError(f"num_buffers={num_buffers} is more than the threads backend steps at "
+                             f"once ({max_groups}): use num_buffers <= {max_groups} (2 is typical)")
+        if buffers is None:
+            layout = buffer_layout(num_envs * agents, obs_space, act_space, spec.action_dtype)
+            # The C envs' own memory (structs and the arrays they allocate) counts too: one env's
+            # snapshot holds exactly that, measured on a throwaway env before the real ones.
+            check_memory(layout, name=spec.name, num_envs=num_envs)
+            per_env = self._env_bytes(spec, params) if num_envs > 1 else 0
+            buffers = allocate_buffers(layout, name=spec.name, num_envs=num_envs,
+                                       extra_bytes=per_env * num_envs)
         self._setup(name=spec.name, obs_space=obs_space, act_space=act_space, num_envs=num_envs,
                     agents_per_env=agents, num_buffers=num_buffers, seed=seed, buffers=buffers)
         self.params = dict(params)
@@ -44,10 +53,28 @@ class NativeVecEnv(VecEnv):
             act_size, action_nvec(act_space), dict(params))
         self._closed = False
 
+    @staticmethod
+    def _env_bytes(spec: EnvSpec, params: Mapping[str, Any]) -> int:
+        """Memory one C env of ``spec`` with ``params`` holds besides its buffer rows."""
+        probe = NativeVecEnv(spec, params, 1)
+        try:
+            return len(probe._c.vec_save(probe._h))
+        finally:
+            probe.close()
+
     def state(self, index: int = 0) -> dict[str, Any]:
         """Internal state of env ``index`` as a dict (what the env exposes, for tests/debugging)."""
         self._check_open()
+        self._settle(index)
         return self._c.vec_state(self._h, index)
+
+    def _settle(self, index: int) -> None:
+        """Waits for the group of env ``index`` if it is stepping: its worker threads are writing
+        that env, so reading it now would show a half-done step."""
+        for group, (lo, hi) in enumerate(self.env_groups):
+            if lo <= index < hi and self._stepping[group]:
+                self._recv(group)
+                self._stepping[group] = False
 
     def _reset(self, seed: int) -> None:
         self._c.vec_reset(self._h, seed, self.env_offset)
@@ -82,6 +109,7 @@ class NativeVecEnv(VecEnv):
         return self._c.vec_log(self._h, index, index + 1)
 
     def _render(self, index: int, mode: str) -> Any:
+        self._settle(index)
         if mode == "ansi":
             return self._c.vec_render_text(self._h, index)
         data, h, w = self._c.vec_render_rgb(self._h, index)
@@ -102,7 +130,10 @@ class NativeVecEnv(VecEnv):
                     if saved.get(k) != mine.get(k)}
             raise ValueError(f"env snapshot was taken with other env parameters (saved, here): "
                              f"{diff}; make the env with the saved parameters")
-        self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
+        try:
+            self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
     def _close(self) -> None:
         if self._h is not None:

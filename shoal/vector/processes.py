@@ -78,7 +78,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from .base import Buffers, PickledStateError, VecEnv, buffer_layout
+from .base import Buffers, PickledStateError, VecEnv, buffer_layout, check_memory
 
 __all__ = ["NativeShardFactory", "ProcessVecEnv", "ShardFactory", "native_shard_factory"]
 
@@ -532,6 +532,7 @@ class ProcessVecEnv(VecEnv):
         name, obs_space, act_space, agents, act_dtype = factory.describe()
         agents = int(agents)
         layout = buffer_layout(num_envs * agents, obs_space, act_space, act_dtype)
+        check_memory(layout, name=name, num_envs=num_envs)
         block = _SharedBlock(create=True, size=_block_size(layout))
         self._workers = workers = _Workers(block)
         self._finalizer = weakref.finalize(self, workers.shutdown)

@@ -16,6 +16,7 @@
 #define c_close chase_close
 #define c_render_text chase_render_text
 #define c_render_rgb chase_render_rgb
+#define c_validate chase_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

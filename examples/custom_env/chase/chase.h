@@ -118,4 +118,18 @@ static void chase_render_rgb(Chase* env, uint8_t* rgb) {
 
 static void chase_close(Chase* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): positions on the grid
+ * (the render indexes by them), the target off the agent's cell, counters within an episode. */
+static int chase_validate(const Chase* env, const Chase* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, size) && SHOAL_SAME(check, env, made, max_steps) &&
+          SHOAL_INT(check, env, row, 0, env->size - 1) && SHOAL_INT(check, env, col, 0, env->size - 1) &&
+          SHOAL_INT(check, env, target_row, 0, env->size - 1) &&
+          SHOAL_INT(check, env, target_col, 0, env->size - 1) && SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+          SHOAL_FLOAT(check, env, episode_return, 0.0f, (float)env->tick)))
+        return 0;
+    if (env->row == env->target_row && env->col == env->target_col)
+        return shoal_check_fail(check, "target (%d, %d) is on the agent's cell", env->target_row, env->target_col);
+    return 1;
+}
+
 #endif

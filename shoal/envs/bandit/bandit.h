@@ -125,4 +125,17 @@ static void bandit_render_rgb(Bandit* env, uint8_t* rgb) {
 
 static void bandit_close(Bandit* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"). */
+static int bandit_validate(const Bandit* env, const Bandit* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, arms) && SHOAL_SAME(check, env, made, delay) &&
+          SHOAL_SAME(check, env, made, best_arm_param) && SHOAL_SAME(check, env, made, best_prob) &&
+          SHOAL_SAME(check, env, made, other_prob)))
+        return 0;
+    if (env->best_arm_param >= 0 && env->best_arm != env->best_arm_param)
+        return shoal_check_fail(check, "best_arm = %d but the parameters fix it at %d", env->best_arm,
+                                env->best_arm_param);
+    return SHOAL_INT(check, env, best_arm, 0, env->arms - 1) && SHOAL_INT(check, env, chosen_arm, -1, env->arms - 1) &&
+           SHOAL_INT(check, env, tick, 0, env->delay) && SHOAL_FLOAT(check, env, episode_return, 0.0f, 1.0f);
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close bandit_close
 #define c_render_text bandit_render_text
 #define c_render_rgb bandit_render_rgb
+#define c_validate bandit_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

@@ -14,6 +14,7 @@
 #define c_close breakout_close
 #define c_render_text breakout_render_text
 #define c_render_rgb breakout_render_rgb
+#define c_validate breakout_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "bricks", "cleared"};
 

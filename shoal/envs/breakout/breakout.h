@@ -435,4 +435,45 @@ static void breakout_render_rgb(Breakout* env, uint8_t* rgb) {
 
 static void breakout_close(Breakout* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): the geometry of these
+ * parameters; ball and paddle inside the field (a pixel of slack for rounding), the ball's speed
+ * that of its level (never 0: serving rescales by it); counters within what an episode reaches. */
+static int breakout_validate(const Breakout* env, const Breakout* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, brick_rows) && SHOAL_SAME(check, env, made, brick_cols) &&
+          SHOAL_SAME(check, env, made, lives_start) && SHOAL_SAME(check, env, made, frameskip) &&
+          SHOAL_SAME(check, env, made, continuous) && SHOAL_SAME(check, env, made, max_steps) &&
+          SHOAL_SAME(check, env, made, width) && SHOAL_SAME(check, env, made, height) &&
+          SHOAL_SAME(check, env, made, paddle_y) && SHOAL_SAME(check, env, made, bricks_bottom) &&
+          SHOAL_SAME(check, env, made, num_bricks)))
+        return 0;
+    if (env->paddle_w != BREAKOUT_PADDLE_W && env->paddle_w != 0.5f * BREAKOUT_PADDLE_W)
+        return shoal_check_fail(check, "paddle_w = %g is neither the full (%g) nor the shrunk (%g) width",
+                                (double)env->paddle_w, (double)BREAKOUT_PADDLE_W, 0.5 * BREAKOUT_PADDLE_W);
+    float speed2 = env->ball_vx * env->ball_vx + env->ball_vy * env->ball_vy;
+    float want = breakout_speed(env->level >= 0 && env->level <= BREAKOUT_MAX_LEVEL ? env : made);
+    if (!(SHOAL_INT(check, env, level, 0, BREAKOUT_MAX_LEVEL) &&
+          SHOAL_FLOAT(check, env, paddle_x, 0.0f, env->width - env->paddle_w) &&
+          SHOAL_FLOAT(check, env, ball_x, -1.0f, env->width - BREAKOUT_BALL + 1.0f) &&
+          SHOAL_FLOAT(check, env, ball_y, -1.0f, env->height) &&
+          SHOAL_FLOAT(check, env, ball_vx, -BREAKOUT_MAX_SPEED, BREAKOUT_MAX_SPEED) &&
+          SHOAL_FLOAT(check, env, ball_vy, -BREAKOUT_MAX_SPEED, BREAKOUT_MAX_SPEED)))
+        return 0;
+    if (!(fabsf(sqrtf(speed2) - want) <= 0.01f * want))
+        return shoal_check_fail(check, "ball speed = %g but level %d moves at %g", (double)sqrtf(speed2), env->level,
+                                (double)want);
+    int live = 0;
+    for (int i = 0; i < env->num_bricks; i++) {
+        if (env->bricks[i] > 1) return shoal_check_fail(check, "bricks[%d] = %u is neither 0 nor 1", i, env->bricks[i]);
+        live += env->bricks[i];
+    }
+    if (live != env->bricks_left)
+        return shoal_check_fail(check, "bricks_left = %d but %d bricks are present", env->bricks_left, live);
+    long long contacts = (long long)env->tick * env->frameskip * 8;
+    return SHOAL_INT(check, env, bricks_left, 1, env->num_bricks) && SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+           SHOAL_INT(check, env, hits, 0, contacts) && SHOAL_INT(check, env, hit_orange, 0, 1) &&
+           SHOAL_INT(check, env, hit_red, 0, 1) && SHOAL_INT(check, env, red_broken, 0, 1) &&
+           SHOAL_INT(check, env, lives, 1, env->lives_start) && SHOAL_INT(check, env, score, 0, 7LL * env->num_bricks) &&
+           SHOAL_FLOAT(check, env, episode_return, 0.0f, (float)env->num_bricks);
+}
+
 #endif /* SHOAL_BREAKOUT_H */

@@ -14,6 +14,7 @@
 #define c_close coord_close
 #define c_render_text coord_render_text
 #define c_render_rgb coord_render_rgb
+#define c_validate coord_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

@@ -132,4 +132,13 @@ static void coord_render_rgb(Coord* env, uint8_t* rgb) {
 
 static void coord_close(Coord* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): the cue and the last
+ * actions index the observation, so they must be choices (-1: none yet). */
+static int coord_validate(const Coord* env, const Coord* made, ShoalCheck* check) {
+    return SHOAL_SAME(check, env, made, choices) && SHOAL_SAME(check, env, made, rounds) &&
+           SHOAL_INT(check, env, cue, 0, env->choices - 1) && SHOAL_INT(check, env, round, 0, env->rounds) &&
+           SHOAL_INTS(check, env, last_action, COORD_AGENTS, -1, env->choices - 1) &&
+           SHOAL_INT(check, env, matched, 0, env->round);
+}
+
 #endif

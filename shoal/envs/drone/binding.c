@@ -14,6 +14,7 @@
 #define c_close drone_close
 #define c_render_text drone_render_text
 #define c_render_rgb drone_render_rgb
+#define c_validate drone_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "mean_distance",
                                   "crashed"};

@@ -305,4 +305,31 @@ static void drone_render_rgb(Drone* env, uint8_t* rgb) {
 
 static void drone_close(Drone* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): drone and target inside
+ * the arena (leaving it ends the episode), velocities within their clips, a unit quaternion (a
+ * zero one would make the renormalisation divide by zero) and a rotation matrix in [-1, 1]. */
+static int drone_validate(const Drone* env, const Drone* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, arena) &&
+          SHOAL_SAME(check, env, made, target_radius) && SHOAL_SAME(check, env, made, target_bonus) &&
+          SHOAL_SAME(check, env, made, crash_penalty)))
+        return 0;
+    float a = env->arena, e = 1e-3f;
+    float q2 = env->quat[0] * env->quat[0] + env->quat[1] * env->quat[1] + env->quat[2] * env->quat[2] +
+               env->quat[3] * env->quat[3];
+    if (!(SHOAL_FLOATS(check, env, pos, 2, -a, a) && SHOAL_FLOAT(check, env, pos[2], 0.0f, 2.0f * a) &&
+          SHOAL_FLOATS(check, env, target, 2, -a, a) && SHOAL_FLOAT(check, env, target[2], 0.0f, 2.0f * a) &&
+          SHOAL_FLOATS(check, env, vel, 3, -DRONE_MAX_VEL, DRONE_MAX_VEL) &&
+          SHOAL_FLOATS(check, env, omega, 3, -DRONE_MAX_OMEGA, DRONE_MAX_OMEGA) &&
+          SHOAL_FLOATS(check, env, quat, 4, -1.0f - e, 1.0f + e) && SHOAL_FLOATS(check, env, rot, 9, -1.0f - e, 1.0f + e)))
+        return 0;
+    if (!(fabsf(q2 - 1.0f) <= 1e-3f))
+        return shoal_check_fail(check, "quat has squared norm %g, not 1", (double)q2);
+    float per_step = 8.0f * a + env->target_bonus + env->crash_penalty;
+    return SHOAL_INT(check, env, tick, 0, env->max_steps - 1) && SHOAL_INT(check, env, score, 0, env->tick) &&
+           SHOAL_FLOAT(check, env, distance, 0.0f, 8.0f * a) &&
+           SHOAL_FLOAT(check, env, distance_sum, 0.0f, SHOAL_SUM_BOUND(env->tick, 8.0f * a)) &&
+           SHOAL_FLOAT(check, env, episode_return, -SHOAL_SUM_BOUND(env->tick, per_step),
+                       SHOAL_SUM_BOUND(env->tick, per_step));
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close forage_close
 #define c_render_text forage_render_text
 #define c_render_rgb forage_render_rgb
+#define c_validate forage_validate
 
 /* Heap arrays, for snapshots. */
 #define ENV_HEAP(X)                                     \

@@ -213,4 +213,64 @@ static void forage_close(Forage* env) {
     env->order = NULL;
 }
 
+static int forage_int_order(const void* a, const void* b) {
+    int x = *(const int*)a, y = *(const int*)b;
+    return (x > y) - (x < y);
+}
+
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): the layout of these
+ * parameters; walls exactly around the grid (they keep every move and window inside it); exactly
+ * num_agents agents, on the cells agent_cell names (distinct), and num_food food items (so free
+ * cells stay common and food respawning terminates); order a permutation of the agents. */
+static int forage_validate(const Forage* env, const Forage* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, num_agents) && SHOAL_SAME(check, env, made, size) &&
+          SHOAL_SAME(check, env, made, num_food) && SHOAL_SAME(check, env, made, view) &&
+          SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, pad) &&
+          SHOAL_SAME(check, env, made, stride)))
+        return 0;
+    for (int k = 0; k < 5; k++)
+        if (env->move_offset[k] != made->move_offset[k])
+            return shoal_check_fail(check, "move_offset[%d] = %d but these parameters give %d", k,
+                                    env->move_offset[k], made->move_offset[k]);
+    int s = env->stride, p = env->pad, n = env->size, na = env->num_agents;
+    if (na < 1) return shoal_check_fail(check, "num_agents = %d is below 1", na);
+    long long agents = 0, food = 0;
+    for (int i = 0; i < s * s; i++) {
+        int r = i / s - p, c = i % s - p;
+        int inside = r >= 0 && r < n && c >= 0 && c < n;
+        uint8_t cell = env->grid[i];
+        if (inside ? (cell == FORAGE_WALL || cell > FORAGE_AGENT) : cell != FORAGE_WALL)
+            return shoal_check_fail(check, "grid at (%d, %d) = %u: %s", r, c, cell,
+                                    inside ? "not empty (0), food (2) or an agent (3)"
+                                           : "outside the grid, not a wall (1)");
+        agents += cell == FORAGE_AGENT;
+        food += cell == FORAGE_FOOD;
+    }
+    if (agents != na) return shoal_check_fail(check, "grid holds %lld agents, not num_agents = %d", agents, na);
+    if (food != env->num_food)
+        return shoal_check_fail(check, "grid holds %lld food items, not num_food = %d", food, env->num_food);
+    if (!SHOAL_INTS(check, env, agent_cell, na, 0, s * s - 1) || !SHOAL_INTS(check, env, order, na, 0, na - 1))
+        return 0;
+    for (int k = 0; k < na; k++)
+        if (env->grid[env->agent_cell[k]] != FORAGE_AGENT)
+            return shoal_check_fail(check, "agent_cell[%d] = %d is not a cell holding an agent", k, env->agent_cell[k]);
+    /* distinct cells and a permutation: sorted copies must be strictly increasing / 0..n-1 */
+    int* sorted = (int*)malloc(sizeof(int) * (size_t)na * 2);
+    if (!sorted) return shoal_check_fail(check, "agent_cell: out of memory while checking");
+    memcpy(sorted, env->agent_cell, sizeof(int) * (size_t)na);
+    memcpy(sorted + na, env->order, sizeof(int) * (size_t)na);
+    qsort(sorted, (size_t)na, sizeof(int), forage_int_order);
+    qsort(sorted + na, (size_t)na, sizeof(int), forage_int_order);
+    int ok = 1;
+    for (int k = 0; k < na && ok; k++) {
+        if (k > 0 && sorted[k] == sorted[k - 1])
+            ok = shoal_check_fail(check, "agent_cell holds cell %d twice: two agents on one cell", sorted[k]);
+        else if (sorted[na + k] != k)
+            ok = shoal_check_fail(check, "order is not a permutation of the %d agents", na);
+    }
+    free(sorted);
+    return ok && SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+           SHOAL_INT(check, env, food_collected, 0, (long long)env->tick * na);
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close g2048_close
 #define c_render_text g2048_render_text
 #define c_render_rgb g2048_render_rgb
+#define c_validate g2048_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "max_tile"};
 

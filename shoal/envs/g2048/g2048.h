@@ -196,4 +196,18 @@ static void g2048_render_rgb(G2048* env, uint8_t* rgb) {
 
 static void g2048_close(G2048* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): tiles up to the
+ * largest a board holds (larger exponents would overflow the shifts that value them), a score
+ * within what the steps taken can create. */
+static int g2048_validate(const G2048* env, const G2048* made, ShoalCheck* check) {
+    float per_step = 8.0f * (G2048_MAX_EXPONENT + 1) * env->reward_scale + env->invalid_penalty;
+    return SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, invalid_penalty) &&
+           SHOAL_SAME(check, env, made, reward_scale) &&
+           SHOAL_BYTES(check, env, board, G2048_CELLS, 0, G2048_MAX_EXPONENT) &&
+           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+           SHOAL_INT(check, env, score, 0, (long long)env->tick << (G2048_MAX_EXPONENT + 4)) &&
+           SHOAL_FLOAT(check, env, episode_return, -SHOAL_SUM_BOUND(env->tick, per_step),
+                       SHOAL_SUM_BOUND(env->tick, per_step));
+}
+
 #endif

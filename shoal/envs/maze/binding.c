@@ -14,6 +14,7 @@
 #define c_close maze_close
 #define c_render_text maze_render_text
 #define c_render_rgb maze_render_rgb
+#define c_validate maze_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

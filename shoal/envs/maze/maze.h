@@ -213,4 +213,41 @@ static void maze_close(Maze* env) {
     env->open = NULL;
 }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): the layout of this
+ * size and view; every cell outside the maze and on its outer ring a wall (what keeps the agent
+ * and its window inside the padded grid); exactly one goal; the agent on an open cell inside.
+ * stack, open and num_open are the generator's scratch, rewritten at every reset before use. */
+static int maze_validate(const Maze* env, const Maze* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, size) && SHOAL_SAME(check, env, made, view) &&
+          SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, pad) &&
+          SHOAL_SAME(check, env, made, stride) && SHOAL_SAME(check, env, made, lattice)))
+        return 0;
+    for (int k = 0; k < 5; k++)
+        if (env->moves[k] != made->moves[k])
+            return shoal_check_fail(check, "moves[%d] = %d but these parameters give %d", k, env->moves[k],
+                                    made->moves[k]);
+    int s = env->stride, p = env->pad, n = env->size, goals = 0;
+    for (int i = 0; i < s * s; i++) {
+        int r = i / s - p, c = i % s - p;
+        int ring = r <= 0 || c <= 0 || r >= n - 1 || c >= n - 1;
+        uint8_t cell = env->cells[i];
+        if (cell > MAZE_GOAL || (ring && cell != MAZE_WALL))
+            return shoal_check_fail(check, "cells at (%d, %d) = %u: %s", r, c, cell,
+                                    ring ? "outside the maze or on its outer ring, not a wall (1)"
+                                         : "not open (0), wall (1) or goal (2)");
+        goals += cell == MAZE_GOAL;
+    }
+    if (goals != 1) return shoal_check_fail(check, "cells hold %d goal cells, not 1", goals);
+    if (!(SHOAL_INT(check, env, agent, 0, s * s - 1) && SHOAL_INT(check, env, goal, 0, s * s - 1)))
+        return 0;
+    if (env->cells[env->agent] != MAZE_OPEN)
+        return shoal_check_fail(check, "agent = %d is on a cell holding %u, not an open cell", env->agent,
+                                env->cells[env->agent]);
+    if (env->cells[env->goal] != MAZE_GOAL)
+        return shoal_check_fail(check, "goal = %d is on a cell holding %u, not the goal", env->goal,
+                                env->cells[env->goal]);
+    return SHOAL_INT(check, env, num_open, 0, 2 * env->lattice * env->lattice) &&
+           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) && SHOAL_FLOAT(check, env, episode_return, 0.0f, 1.0f);
+}
+
 #endif

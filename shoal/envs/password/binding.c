@@ -14,6 +14,7 @@
 #define c_close password_close
 #define c_render_text password_render_text
 #define c_render_rgb password_render_rgb
+#define c_validate password_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "progress"};
 

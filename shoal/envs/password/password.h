@@ -111,4 +111,11 @@ static void password_render_rgb(Password* env, uint8_t* rgb) {
 
 static void password_close(Password* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): position indexes the
+ * observation, so it stays below length (reaching length ends the episode). */
+static int password_validate(const Password* env, const Password* made, ShoalCheck* check) {
+    return SHOAL_SAME(check, env, made, length) && SHOAL_SAME(check, env, made, code) &&
+           SHOAL_INT(check, env, position, 0, env->length - 1) && SHOAL_INT(check, env, last_result, -1, 1);
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close recall_close
 #define c_render_text recall_render_text
 #define c_render_rgb recall_render_rgb
+#define c_validate recall_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

@@ -119,4 +119,13 @@ static void recall_render_rgb(Recall* env, uint8_t* rgb) {
 
 static void recall_close(Recall* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): the symbol indexes the
+ * observation; tick runs from the cue (0) to the query (delay + 1). */
+static int recall_validate(const Recall* env, const Recall* made, ShoalCheck* check) {
+    return SHOAL_SAME(check, env, made, symbols) && SHOAL_SAME(check, env, made, delay) &&
+           SHOAL_INT(check, env, symbol, 0, env->symbols - 1) && SHOAL_INT(check, env, tick, 0, env->delay + 1) &&
+           SHOAL_INT(check, env, last_answer, -1, env->symbols - 1) &&
+           SHOAL_INT(check, env, last_symbol, -1, env->symbols - 1);
+}
+
 #endif

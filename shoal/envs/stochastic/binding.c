@@ -14,6 +14,7 @@
 #define c_close stochastic_close
 #define c_render_text stochastic_render_text
 #define c_render_rgb stochastic_render_rgb
+#define c_validate stochastic_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "action0"};
 

@@ -101,4 +101,16 @@ static void stochastic_render_rgb(Stochastic* env, uint8_t* rgb) {
 
 static void stochastic_close(Stochastic* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"). */
+static int stochastic_validate(const Stochastic* env, const Stochastic* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, steps) && SHOAL_SAME(check, env, made, p) &&
+          SHOAL_INT(check, env, tick, 0, env->steps - 1) && SHOAL_INT(check, env, zeros, 0, env->tick) &&
+          SHOAL_FLOAT(check, env, last_fraction, -1.0f, 1.0f)))
+        return 0;
+    if (env->last_fraction < 0.0f && env->last_fraction != -1.0f)
+        return shoal_check_fail(check, "last_fraction = %g is neither -1 (none yet) nor in [0, 1]",
+                                (double)env->last_fraction);
+    return 1;
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close target_close
 #define c_render_text target_render_text
 #define c_render_rgb target_render_rgb
+#define c_validate target_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "distance"};
 

@@ -169,4 +169,17 @@ static void target_render_rgb(Target* env, uint8_t* rgb) {
 
 static void target_close(Target* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): agent inside the
+ * arena, velocity within its clip, the target where resets put it. */
+static int target_validate(const Target* env, const Target* made, ShoalCheck* check) {
+    return SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, radius) &&
+           SHOAL_FLOAT(check, env, x, -1.0f, 1.0f) && SHOAL_FLOAT(check, env, y, -1.0f, 1.0f) &&
+           SHOAL_FLOAT(check, env, vx, -TARGET_MAX_SPEED, TARGET_MAX_SPEED) &&
+           SHOAL_FLOAT(check, env, vy, -TARGET_MAX_SPEED, TARGET_MAX_SPEED) &&
+           SHOAL_FLOAT(check, env, target_x, -TARGET_SPAWN, TARGET_SPAWN) &&
+           SHOAL_FLOAT(check, env, target_y, -TARGET_SPAWN, TARGET_SPAWN) &&
+           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+           SHOAL_FLOAT(check, env, episode_return, -SHOAL_SUM_BOUND(env->tick, 4.0f), SHOAL_SUM_BOUND(env->tick, 4.0f));
+}
+
 #endif

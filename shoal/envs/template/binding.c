@@ -14,6 +14,7 @@
 #define c_close template_close
 #define c_render_text template_render_text
 #define c_render_rgb template_render_rgb
+#define c_validate template_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score"};
 

@@ -89,4 +89,11 @@ static void template_render_rgb(Template* env, uint8_t* rgb) {
 
 static void template_close(Template* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"). */
+static int template_validate(const Template* env, const Template* made, ShoalCheck* check) {
+    return SHOAL_SAME(check, env, made, length) && SHOAL_SAME(check, env, made, max_steps) &&
+           SHOAL_INT(check, env, position, 0, env->length - 1) && SHOAL_INT(check, env, tick, 0, env->max_steps - 1) &&
+           SHOAL_FLOAT(check, env, episode_return, 0.0f, 1.0f);
+}
+
 #endif

@@ -14,6 +14,7 @@
 #define c_close tetris_close
 #define c_render_text tetris_render_text
 #define c_render_rgb tetris_render_rgb
+#define c_validate tetris_validate
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "lines", "pieces"};
 

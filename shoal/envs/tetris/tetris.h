@@ -440,4 +440,35 @@ static void tetris_render_rgb(Tetris* env, uint8_t* rgb) {
 
 static void tetris_close(Tetris* env) { (void)env; }
 
+/* What a snapshot's fields may hold (shoal_env.h, "snapshot validation"): wall and floor bits of
+ * the bitboard set (they stop every piece at the board's edges); the falling piece a real piece
+ * and rotation, placed where it does not overlap the stack (so it never reaches past the floor);
+ * ids of the queue, the bag and hold real pieces; counters within what the steps taken reach. */
+static int tetris_validate(const Tetris* env, const Tetris* made, ShoalCheck* check) {
+    if (!(SHOAL_SAME(check, env, made, gravity_ticks) && SHOAL_SAME(check, env, made, num_next) &&
+          SHOAL_SAME(check, env, made, max_steps)))
+        return 0;
+    for (int r = 0; r < TETRIS_ROWS + 4; r++) {
+        uint32_t need = r < TETRIS_ROWS ? TETRIS_EMPTY_ROW : TETRIS_FULL_ROW;
+        if ((env->rows[r] & need) != need)
+            return shoal_check_fail(check, "rows[%d] = 0x%08x lacks the %s bits 0x%08x", r, env->rows[r],
+                                    r < TETRIS_ROWS ? "wall" : "floor", need);
+    }
+    if (!(SHOAL_BYTES(check, env, colors[0], TETRIS_ROWS * TETRIS_COLS, 0, TETRIS_PIECES) &&
+          SHOAL_INT(check, env, piece, 0, TETRIS_PIECES - 1) && SHOAL_INT(check, env, rotation, 0, 3) &&
+          SHOAL_INT(check, env, row, 0, TETRIS_ROWS - 1) && SHOAL_INT(check, env, col, -3, TETRIS_COLS - 1)))
+        return 0;
+    if (tetris_collides(env, env->piece, env->rotation, env->row, env->col))
+        return shoal_check_fail(check, "piece %d (rotation %d) at row %d, col %d overlaps the stack or the walls",
+                                env->piece, env->rotation, env->row, env->col);
+    long long t = env->tick;
+    return SHOAL_INTS(check, env, next, env->num_next, 0, TETRIS_PIECES - 1) &&
+           SHOAL_INTS(check, env, bag, TETRIS_PIECES, 0, TETRIS_PIECES - 1) &&
+           SHOAL_INT(check, env, bag_pos, 0, TETRIS_PIECES) && SHOAL_INT(check, env, hold, TETRIS_NO_PIECE, TETRIS_PIECES - 1) &&
+           SHOAL_INT(check, env, can_hold, 0, 1) && SHOAL_INT(check, env, fall_timer, 0, env->gravity_ticks - 1) &&
+           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) && SHOAL_INT(check, env, score, 0, 1000 * t) &&
+           SHOAL_INT(check, env, lines, 0, 4 * t) && SHOAL_INT(check, env, pieces, 0, 2 * t + 1) &&
+           SHOAL_FLOAT(check, env, episode_return, 0.0f, SHOAL_SUM_BOUND(t, 1.0f));
+}
+
 #endif /* SHOAL_TETRIS_H */

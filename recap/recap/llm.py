@@ -34,8 +34,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 # Tokens per UTF-8 byte bounds used when the server offers no tokenizer. English BPE text runs
 # ~4 bytes/token; 2 bytes/token over-counts it (safe for budgeting), 8 bytes/token under-counts
 # it (safe for the truncation check: a server reporting fewer tokens than that dropped text).
@@ -306,6 +304,8 @@ class LLMClient:
         invalid answer is retried once, with the error shown to the model; a second failure
         raises :class:`RecapLLMError` (callers fall back to the embedded method then).
         """
+        import jsonschema  # only the JSON path needs it (the `llm` extra)
+
         jsonschema.Draft202012Validator.check_schema(schema)
         schema_text = json.dumps(schema, separators=(",", ":"))
         prompt = list(messages)

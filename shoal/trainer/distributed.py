@@ -280,7 +280,12 @@ def connect() -> Collective:
         return Collective()
     timeout = datetime.timedelta(seconds=timeout_seconds())
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun keeps its store across restarts of the worker group (--max-restarts): a restarted
+    # group must not read the addresses the previous attempt left in it
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"shoal/{attempt}", store),
+                            rank=rank, world_size=world_size, timeout=timeout)
     _ACTIVE = _from_group(owned=True)
     return _ACTIVE
 

@@ -128,7 +128,8 @@ def policy_parity(device: torch.device, name: str, hidden: int, S: int, T: int
                                     Minibatch(d, idx.to(device), weights.to(device)), t)
     loss_dev.backward()
     grads = max(relative(pd.grad, pc.grad)
-                for pc, pd in zip(policy_cpu.parameters(), policy_dev.parameters()))
+                for pc, pd in zip(policy_cpu.parameters(), policy_dev.parameters())
+                if pc.grad is not None and pd.grad is not None)
     return {"loss": relative(loss_dev, loss_cpu), "advantages": relative(adv_dev, adv_cpu),
             "gradients": grads}
 

@@ -867,9 +867,10 @@ class Trainer:
         if saved_ranks != self.dist.world_size:
             raise CheckpointError(
                 f"{ckpt.get('path')} was written by a job of {saved_ranks} rank(s) and this one "
-                f"has {self.dist.world_size}: resume with torchrun --nproc-per-node x --nnodes "
-                f"= {saved_ranks} processes" + (" (or without torchrun)" if saved_ranks == 1
-                                                 else ""))
+                f"has {self.dist.world_size}: resume it with " + (
+                    "one process (no torchrun)" if saved_ranks == 1 else
+                    f"{saved_ranks} processes in all (torchrun --nproc-per-node x --nnodes = "
+                    f"{saved_ranks})"))
         own = ckpt if self.dist.rank == 0 else ckpt["ranks"][self.dist.rank - 1]
         spaces = ckpt.get("spaces", {})
         mine = {"observation": repr(self.env.single_observation_space),

@@ -24,8 +24,9 @@ What is per rank and what is global (config values are per rank, as with Distrib
   uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
   the same formula as one process; only the normalisation by the minibatch's largest weight
   needs the maximum over ranks (an all-reduce of one number).
-* Advantage normalisation uses the mean and variance over the job's minibatch (two all-reduces of
-  scalars, the same two-pass formula as one process).
+* Advantage normalisation uses the mean and variance over the job's minibatch, the same two-pass
+  formula as one process: the advantage sum travels with the step count, then the squared
+  deviations (two all-reduces of scalars per minibatch).
 * Logged statistics: loss terms are summed over ranks (each rank's part is already divided by the
   job's count), explained variance uses sums over all ranks, episode statistics from every
   rank's ``env.log()`` are merged weighted by their episode counts.

@@ -200,9 +200,12 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                  t.gae_lambda, t.rho_clip, t.c_clip)
         returns = adv + mb.values[:, :-1]
         masks = mb.masks
-        count = sum_ranks(masks.sum()).clamp_min(1.0)
+        # the job's step count and advantage sum in one all-reduce (for one process: its own)
+        adv_sum = torch.where(masks > 0, adv, torch.zeros_like(adv)).sum()
+        count_sum = sum_ranks(torch.stack([masks.sum(), adv_sum]))
+        count = count_sum[0].clamp_min(1.0)
         if t.norm_adv:
-            mean = sum_ranks(_masked_mean(adv, masks, count))
+            mean = count_sum[1] / count
             var = sum_ranks(_masked_mean((adv - mean).square(), masks, count))
             adv_n = (adv - mean) / (var.sqrt() + 1e-8)
         else:

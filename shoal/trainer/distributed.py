@@ -50,7 +50,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
-           "launched_by_torchrun", "elastic_resume_target", "merge_means", "RANK_SEED_STRIDE"]
+           "launched_by_torchrun", "elastic_resume_target", "merge_means", "explained_variance",
+           "RANK_SEED_STRIDE"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -98,6 +99,7 @@ class Collective:
         self.owned = owned
         self.object_group = object_group
         self.comm_seconds = 0.0
+        self._previous_cuda_device: int | None = None
 
     # ---- identity ----
 
@@ -112,10 +114,13 @@ class Collective:
 
     def device(self, device: torch.device) -> torch.device:
         """The device this rank trains on: a plain ``cuda`` becomes ``cuda:LOCAL_RANK``."""
-        if self.distributed and device.type == "cuda" and device.index is None:
+        if not (self.distributed and device.type == "cuda"):
+            return device
+        if device.index is None:
             device = torch.device("cuda", self.local_rank % max(1, torch.cuda.device_count()))
-        if device.type == "cuda":
-            torch.cuda.set_device(device)   # nccl talks through the current device
+        if self._previous_cuda_device is None:
+            self._previous_cuda_device = torch.cuda.current_device()
+        torch.cuda.set_device(device)   # nccl talks through the current device
         return device
 
     def seed(self, seed: int) -> int:
@@ -187,8 +192,7 @@ class Collective:
         # the largest raw weight (S*P)^-beta belongs to the least likely drawn segment;
         # fill-ins of zero probability were given that one's weight (sample_segments)
         p_min = torch.where(p > 0, p, torch.full_like(p, math.inf)).min()
-        if not bool(torch.isfinite(p_min)):
-            p_min = torch.full_like(p_min, 1.0 / num_segments)
+        p_min = torch.where(torch.isfinite(p_min), p_min, 1.0 / num_segments)  # all P zero
         local_max = (num_segments * p_min).pow(-beta)
         return draw.weights * (local_max / self.max(local_max))
 
@@ -246,6 +250,9 @@ class Collective:
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
         self.owned = False
+        if self._previous_cuda_device is not None:
+            torch.cuda.set_device(self._previous_cuda_device)
+            self._previous_cuda_device = None
         if _ACTIVE is self:
             _ACTIVE = None
 

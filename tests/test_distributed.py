@@ -237,3 +237,53 @@ def _parent(pid: int) -> int:
     except OSError:
         return -1
 
+
+
+# ---- in-process checks of the launch environment (no job started) ----
+
+TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "29500", "TORCHELASTIC_MAX_RESTARTS": "2"}
+
+
+def test_elastic_restart_target(monkeypatch, tmp_path):
+    from shoal.trainer.checkpoint import checkpoint_path
+    from shoal.trainer.distributed import elastic_resume_target
+
+    for key, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    with pytest.raises(ValueError, match="--run-dir"):
+        elastic_resume_target(None)                  # restarts could not find the run
+    assert elastic_resume_target(str(tmp_path)) is None          # first attempt: a new run
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert elastic_resume_target(str(tmp_path)) is None          # no checkpoint yet: start over
+    assert not (tmp_path / "metrics.jsonl").exists()
+    path = checkpoint_path(str(tmp_path), 4)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()
+    assert elastic_resume_target(str(tmp_path)) == str(tmp_path)
+
+
+def test_timeout_setting_is_checked(monkeypatch):
+    from shoal.trainer.distributed import DEFAULT_TIMEOUT_SECONDS, timeout_seconds
+
+    monkeypatch.delenv("SHOAL_DIST_TIMEOUT", raising=False)
+    assert timeout_seconds() == DEFAULT_TIMEOUT_SECONDS
+    monkeypatch.setenv("SHOAL_DIST_TIMEOUT", "7.5")
+    assert timeout_seconds() == 7.5
+    for bad in ("soon", "0", "-3", "inf"):
+        monkeypatch.setenv("SHOAL_DIST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="SHOAL_DIST_TIMEOUT"):
+            timeout_seconds()
+
+
+def test_one_process_collective_is_the_identity():
+    from shoal.trainer.distributed import Collective, merge_means
+
+    one = Collective()
+    x = torch.tensor([1.0, 2.0])
+    assert one.sum(x) is x and one.max(x) is x and not one.distributed and one.is_main
+    assert one.object_gather({"a": 1}) == [{"a": 1}] and one.any(False) is False
+    assert merge_means([{"score": 1.0, "n": 3.0}, {"score": 0.0, "n": 1.0}, {"n": 0.0}]) == \
+        {"score": 0.75, "n": 4.0}

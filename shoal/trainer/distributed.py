@@ -1,7 +1,7 @@
 """Data-parallel PPO on ``torch.distributed``: one trainer process per rank, launched by torchrun.
 
     torchrun --nproc-per-node 2 -m shoal train breakout
-    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 2 --rdzv-endpoint HOST:PORT \
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 2 --rdzv-endpoint HOST:PORT
         -m shoal train breakout        # and --node-rank 1 on the second machine
 
 Every rank runs the same :class:`~shoal.trainer.ppo.Trainer` loop on its own envs; a

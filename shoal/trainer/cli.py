@@ -214,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import ppo
     from .checkpoint import CheckpointError
+    from .distributed import elastic_resume_target
 
     try:
+        # a worker group torchrun restarted (--max-restarts) continues from the last checkpoint
+        args["resume"] = args["resume"] or elastic_resume_target(
+            args["overrides"].get("log.run_dir"))
         if args["resume"]:
             trainer = ppo.Trainer.resume(args["resume"], env_name=args["env"],
                                          files=args["files"], overrides=args["overrides"],

@@ -158,7 +158,7 @@ class Dashboard:
         split = Table("time", "share", "s/epoch", box=None, padding=(0, 1))
         times = m.get("time", {})
         total = sum(times.values()) or 1.0
-        for key in ("env", "inference", "learn", "other"):
+        for key in ("env", "inference", "learn", "comm", "other"):   # comm: data-parallel jobs
             if key in times:
                 split.add_row(key, f"{100 * times[key] / total:4.1f}%", f"{times[key]:.3f}")
 

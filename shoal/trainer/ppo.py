@@ -72,10 +72,12 @@ from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
+from .distributed import connect, elastic_resume_target, explained_variance, merge_means
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_priorities
+from .transfer import HostUpload
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
            "make_optimizer", "resolve_device"]
@@ -176,14 +178,20 @@ def _masked_mean(x: torch.Tensor, masks: torch.Tensor, count: torch.Tensor) -> t
 
 
 def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
-             forward: Callable[..., Any] | None = None
+             forward: Callable[..., Any] | None = None,
+             sum_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """The PPO loss of one minibatch; ``t`` is a :class:`~shoal.trainer.config.TrainConfig`.
 
     Returns ``(loss, stats, advantages)``. Advantages are recomputed here from the stored
     rewards, dones and values with the current importance ratio (V-trace-style). Every term is
     averaged over unmasked steps only.
+
+    Data-parallel: ``sum_ranks`` sums a tensor over ranks (:meth:`Collective.sum`); the step
+    count and the advantage moments are then the job's, and each term is this rank's part of
+    the job's mean, so the ranks' losses (and gradients) add up to the one-process loss.
     """
+    sum_ranks = sum_ranks or (lambda x: x)
     newlogp, entropy, newvalues = replay(policy, distribution, mb, forward,
                                         getattr(t, "precision", "float32"))
     logratio = newlogp - mb.logprobs
@@ -193,10 +201,13 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                  t.gae_lambda, t.rho_clip, t.c_clip)
         returns = adv + mb.values[:, :-1]
         masks = mb.masks
-        count = masks.sum().clamp_min(1.0)
+        # the job's step count and advantage sum in one all-reduce (for one process: its own)
+        adv_sum = torch.where(masks > 0, adv, torch.zeros_like(adv)).sum()
+        count_sum = sum_ranks(torch.stack([masks.sum(), adv_sum]))
+        count = count_sum[0].clamp_min(1.0)
         if t.norm_adv:
-            mean = _masked_mean(adv, masks, count)
-            var = _masked_mean((adv - mean).square(), masks, count)
+            mean = count_sum[1] / count
+            var = sum_ranks(_masked_mean((adv - mean).square(), masks, count))
             adv_n = (adv - mean) / (var.sqrt() + 1e-8)
         else:
             adv_n = adv
@@ -367,7 +378,8 @@ class Trainer:
         self.trust_pickled_env_state = trust_pickled_env_state
         self.callback = callback
         t = config.train
-        self.device = resolve_device(t.device)
+        self.dist = connect()           # the ranks of a torchrun job; one process otherwise
+        self.device = self.dist.device(resolve_device(t.device))
         # torch's and numpy's global RNGs and torch's thread count are the trainer's only while
         # it works (building, training): the caller's are put back after (process_state.py)
         self.process_state = ProcessState(t.seed, t.torch_threads)
@@ -380,20 +392,22 @@ class Trainer:
         if env is None:
             from ..vector import make as make_env
 
-            env = make_env(config.env.name, **config.make_env_kwargs())
-            self.env_owned_seed = config.env_seed()
+            kwargs = config.make_env_kwargs()
+            kwargs["seed"] = self.dist.seed(kwargs["seed"])
+            env = make_env(config.env.name, **kwargs)
+            self.env_owned_seed = kwargs["seed"]
         else:
             config.env.name = config.env.name or getattr(env, "name", "custom")
             config.env.num_envs = int(getattr(env, "num_envs", config.env.num_envs))
             config.env.num_buffers = int(getattr(env, "num_buffers", 1))
             if not config.env.params:  # recorded in config.toml and checkpoints
                 config.env.params = dict(getattr(env, "params", None) or {})
-            self.env_owned_seed = int(getattr(env, "seed", config.env_seed()))
+            self.env_owned_seed = self.dist.seed(int(getattr(env, "seed", config.env_seed())))
         self.env = env
         try:
             self._setup(policy, checkpoint, run_dir)
         except BaseException:
-            self.env.close()
+            self.close()
             raise
 
     def _setup(self, policy: Any, checkpoint: Mapping[str, Any] | None,
@@ -401,7 +415,9 @@ class Trainer:
         config, t, env = self.config, self.config.train, self.env
         self.S = int(env.num_agents)
         self.T = int(t.horizon)
-        self.batch_size = self.S * self.T
+        self.dist.check_same("agents x horizon per rank", (self.S, self.T),
+                             "every rank needs the same env, env.num_envs and train.horizon")
+        self.batch_size = self.S * self.T * self.dist.world_size    # the job's steps per epoch
         self.groups = list(env.agent_groups)
 
         # ---- policy, inference, optimizer ----
@@ -411,8 +427,10 @@ class Trainer:
         elif not isinstance(policy, nn.Module):
             policy = policy(obs_space, act_space)
         self.policy = policy.to(self.device)
-        self.action_generator = torch.Generator(device=self.device).manual_seed(t.seed + 1)
-        self.sampler_generator = torch.Generator(device=self.device).manual_seed(t.seed + 2)
+        self.dist.broadcast_parameters(self.policy)
+        rank_seed = self.dist.seed(t.seed)
+        self.action_generator = torch.Generator(device=self.device).manual_seed(rank_seed + 1)
+        self.sampler_generator = torch.Generator(device=self.device).manual_seed(rank_seed + 2)
         self.inference = Inference(self.policy, act_space, self.device,
                                    generator=self.action_generator, precision=t.precision)
         self.distribution = self.inference.distribution
@@ -431,6 +449,7 @@ class Trainer:
         self.env_truncations = torch.from_numpy(env.truncations)
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
+        self.upload = HostUpload(self.device)   # host -> device (pinned, async on CUDA)
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -450,21 +469,27 @@ class Trainer:
         self.stopped_by: str | None = None     # SIGINT/SIGTERM when a signal stopped training
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
-        # ---- run directory ----
-        self.run_dir = run_dir or config.log.run_dir or self._new_run_dir()
-        os.makedirs(os.path.join(self.run_dir, "checkpoints"), exist_ok=True)
+        # ---- run directory (rank 0's: only rank 0 writes) ----
+        main = self.dist.is_main
+        self.run_dir = self.dist.object_broadcast(
+            run_dir or config.log.run_dir or (self._new_run_dir() if main else None))
+        if main:
+            os.makedirs(os.path.join(self.run_dir, "checkpoints"), exist_ok=True)
         config.log.run_dir = self.run_dir
         self.metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
 
         if checkpoint is not None:
             self._restore(checkpoint)
         else:
-            if os.path.exists(self.metrics_path) and os.path.getsize(self.metrics_path):
+            taken = main and os.path.exists(self.metrics_path) and \
+                os.path.getsize(self.metrics_path) > 0
+            if self.dist.any(taken):
                 raise ConfigError(
                     f"{self.run_dir} already holds a run (metrics.jsonl): continue it with "
                     f"--resume {self.run_dir}, or choose another --run-dir")
             self._reset_env(self.env_owned_seed)
-        atomic_write_text(os.path.join(self.run_dir, "config.toml"), to_toml(config))
+        if main:
+            atomic_write_text(os.path.join(self.run_dir, "config.toml"), to_toml(config))
 
     def _new_run_dir(self) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -493,8 +518,8 @@ class Trainer:
         """The policy acts on the observations of ``rows`` (already received) into slot ``t``,
         then those envs start stepping."""
         b = self.storage
-        b.obs[rows, t].copy_(self.env_obs[rows])
-        b.masks[rows, t].copy_(self.env_masks[rows])
+        self.upload(b.obs[rows, t], self.env_obs, rows)
+        self.upload(b.masks[rows, t], self.env_masks, rows)
         state_in = None if self.state is None else tuple(s[rows] for s in self.state)
         if state_in is not None:
             # the state the segment starting at this slot replays from
@@ -545,9 +570,9 @@ class Trainer:
                 # results of the actions taken at step t-1
                 ended = self.ended[rows]
                 torch.logical_or(self.env_terminals[rows], self.env_truncations[rows], out=ended)
-                b.rewards[rows, t - 1].copy_(self.env_rewards[rows])
-                b.dones[rows, t - 1].copy_(ended)
-                b.starts[rows, t].copy_(ended)
+                self.upload(b.rewards[rows, t - 1], self.env_rewards, rows)
+                self.upload(b.dones[rows, t - 1], self.ended, rows)
+                self.upload(b.starts[rows, t], self.ended, rows)
                 self._bootstrap_truncated(rows, t - 1)
                 if t == T:
                     # this group is not stepping now, so its episode stats can be read
@@ -570,7 +595,7 @@ class Trainer:
         masks = b.masks[:, :T]
         adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
                                  t.rho_clip, t.c_clip, out=b.advantages)
-        explained = _explained_variance(b.values[:, :T], adv + b.values[:, :T], masks)
+        explained = explained_variance(b.values[:, :T], adv + b.values[:, :T], masks, self.dist)
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
@@ -581,11 +606,13 @@ class Trainer:
         for _ in range(num_minibatches):
             draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
                                    self.sampler_generator, priorities=priorities)
-            mb = Minibatch(b, draw.indices, draw.weights)
-            loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward)
+            mb = Minibatch(b, draw.indices, self.dist.importance_weights(draw, S, beta))
+            loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
+                                           self.dist.sum)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
+            self.dist.sum_gradients(params)     # the job's gradient on every rank
             if t.max_grad_norm > 0:
                 grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             else:
@@ -598,6 +625,9 @@ class Trainer:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             grad_norm_sum += grad_norm.detach()
+        if totals:      # each rank's terms are its share of the job's means
+            summed = self.dist.sum(torch.stack([totals[k] for k in totals]))
+            totals = dict(zip(totals, summed))
         out = {k: float(v) / num_minibatches for k, v in totals.items()}
         out["grad_norm"] = float(grad_norm_sum) / num_minibatches
         out["explained_variance"] = explained
@@ -614,10 +644,11 @@ class Trainer:
             return self._train()
 
     def _train(self) -> dict[str, Any]:
-        log = self.config.log
-        dash = Dashboard(log.dashboard, title=f"shoal train {self.config.env.name}  "
-                         f"({self.run_dir})", print_interval=log.print_interval)
-        writers = _extra_loggers(self.config, self.run_dir)
+        log, main = self.config.log, self.dist.is_main
+        dash = Dashboard(log.dashboard if main else "off", title=f"shoal train "
+                         f"{self.config.env.name}  ({self.run_dir})",
+                         print_interval=log.print_interval)
+        writers = _extra_loggers(self.config, self.run_dir) if main else []
         finished = False
         self._session_start = time.perf_counter()
         self._session_steps0 = self.agent_steps
@@ -629,7 +660,8 @@ class Trainer:
                                 " (env state not restored: episodes in progress restarted)")
                              + (f"\nnote: {self.resume_note}" if self.resume_note else ""))
             with deferred_stop(lambda text: print(text, flush=True)) as interrupted, \
-                    open(self.metrics_path, "a", encoding="utf-8") as metrics_file:
+                    open(self.metrics_path if main else os.devnull, "a",
+                         encoding="utf-8") as metrics_file:
                 last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:
                     metrics = self.run_epoch()
@@ -639,9 +671,9 @@ class Trainer:
                     for w in writers:
                         w(metrics)
                     stop = bool(self.callback(self, metrics)) if self.callback else False
+                    stop = self.dist.any(stop or interrupted())     # all ranks stop together
                     done = self.agent_steps >= self.config.train.total_steps
-                    if done or stop or interrupted() or \
-                            self.epoch % log.checkpoint_interval == 0:
+                    if done or stop or self.epoch % log.checkpoint_interval == 0:
                         path = self.save()
                         if self.no_snapshot and not noted_fresh:
                             dash.message(f"note: checkpoints hold no env state ({self.no_snapshot})"
@@ -651,8 +683,9 @@ class Trainer:
                         if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")
                             last_note = time.monotonic()
-                    if stop or interrupted():
-                        self.stopped_by = interrupted.name
+                    if stop:
+                        if interrupted():
+                            self.stopped_by = interrupted.name
                         break
                 finished = self.agent_steps >= self.config.train.total_steps
         except KeyboardInterrupt:
@@ -669,7 +702,7 @@ class Trainer:
                 if close:
                     close()
         summary = self.summary(finished)
-        if dash.mode != "off":
+        if main and dash.mode != "off":
             print(_summary_line(summary), flush=True)
         return summary
 
@@ -677,9 +710,12 @@ class Trainer:
         """Rollout + update + bookkeeping for one epoch; returns its metrics."""
         start = time.perf_counter()
         self._env_time = 0.0
+        self.dist.comm_seconds = 0.0
         t0 = time.perf_counter()
         episodes = self.rollout()
         rollout_time = time.perf_counter() - t0
+        if self.dist.distributed:   # every rank's episodes (before the update's collectives)
+            episodes = merge_means(self.dist.object_all_gather(episodes))
         t1 = time.perf_counter()
         losses = self.update()
         self.storage.shift()
@@ -703,6 +739,9 @@ class Trainer:
             "inference": rollout_time - self._env_time,
             "learn": learn_time,
         }
+        if self.dist.distributed:   # time inside collectives, out of learn (and the gather)
+            times["learn"] = max(0.0, learn_time - self.dist.comm_seconds)
+            times["comm"] = self.dist.comm_seconds
         times["other"] = max(0.0, epoch_time - sum(times.values()))
         score100 = self.scores.mean()
         metrics = {
@@ -748,12 +787,40 @@ class Trainer:
             summary["stopped_by"] = self.stopped_by
         if self.no_snapshot:
             summary["resume_note"] = f"checkpoints hold no env state: {FRESH_EPISODES_NOTE}"
-        atomic_write_text(os.path.join(self.run_dir, "summary.json"),
-                          json.dumps(summary, indent=2) + "\n")
+        if self.dist.is_main:
+            atomic_write_text(os.path.join(self.run_dir, "summary.json"),
+                              json.dumps(summary, indent=2) + "\n")
         return summary
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a checkpoint holds (tensors on the CPU, plain values otherwise)."""
+        """Everything a checkpoint holds (tensors on the CPU, plain values otherwise). In a
+        data-parallel job every rank must call it: rank 0's RNGs, carry and env state sit at the
+        top level as in one process, the other ranks' under ``ranks`` (rank 1 first)."""
+        own = self._rank_state()
+        ranks = self.dist.object_gather(own) or [own]
+        cls = type(self.policy)
+        return {
+            "config": self.config.to_dict(),
+            "model": {k: v.detach().to("cpu", copy=True)
+                      for k, v in self.policy.state_dict().items()},
+            "policy_class": f"{cls.__module__}.{cls.__qualname__}",
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "agent_steps": self.agent_steps,
+            "wall_seconds": self.wall_before + (time.perf_counter() - self._session_start),
+            **own,
+            "world_size": self.dist.world_size,
+            "ranks": ranks[1:],
+            "scores": [list(c) for c in self.scores.chunks],
+            "returns": [list(c) for c in self.returns.chunks],
+            "episodes_total": self.episodes_total,
+            "spaces": {"observation": repr(self.env.single_observation_space),
+                       "action": repr(self.env.single_action_space),
+                       "num_agents": self.S, "horizon": self.T},
+        }
+
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's own part of a checkpoint: RNGs, the slot-0 carry, the env state."""
         b = self.storage
         cpu = lambda x: x.detach().to("cpu", copy=True)  # noqa: E731
         carry = {name: cpu(getattr(b, name)[:, 0]) for name in RolloutStorage.CARRIED}
@@ -762,16 +829,7 @@ class Trainer:
         env_state = None
         if self.no_snapshot is None:   # an env that could not snapshot once never can
             env_state, self.no_snapshot = snapshot_env(self.env)
-        wall = self.wall_before + (time.perf_counter() - self._session_start)
-        cls = type(self.policy)
         return {
-            "config": self.config.to_dict(),
-            "model": {k: cpu(v) for k, v in self.policy.state_dict().items()},
-            "policy_class": f"{cls.__module__}.{cls.__qualname__}",
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "agent_steps": self.agent_steps,
-            "wall_seconds": wall,
             "rng": {
                 "torch": self.process_state.torch_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
@@ -782,19 +840,15 @@ class Trainer:
             },
             "carry": carry,
             "env_state": env_state,
-            "scores": [list(c) for c in self.scores.chunks],
-            "returns": [list(c) for c in self.returns.chunks],
-            "episodes_total": self.episodes_total,
-            "spaces": {"observation": repr(self.env.single_observation_space),
-                       "action": repr(self.env.single_action_space),
-                       "num_agents": self.S, "horizon": self.T},
         }
 
     def save(self) -> str:
         """Writes a checkpoint for the current epoch boundary; returns its path."""
         path = checkpoint_path(self.run_dir, self.epoch)
-        save_checkpoint(path, self.state_dict())
-        prune_checkpoints(self.run_dir, self.config.log.keep_checkpoints)
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_checkpoint(path, state)
+            prune_checkpoints(self.run_dir, self.config.log.keep_checkpoints)
         self.last_checkpoint = path
         return path
 
@@ -802,7 +856,8 @@ class Trainer:
         """After an abrupt stop: keep the newest periodic checkpoint (saved at a boundary);
         write one now only if there is none."""
         try:
-            if getattr(self, "last_checkpoint", None) is None:
+            # ranks stop at different points: no collective (a checkpoint) can run now
+            if getattr(self, "last_checkpoint", None) is None and not self.dist.distributed:
                 self.save()
             self.summary(finished=False)
         except Exception as exc:  # never mask the interrupt
@@ -810,6 +865,15 @@ class Trainer:
 
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         """Loads a checkpoint's state into this freshly built trainer."""
+        saved_ranks = int(ckpt.get("world_size", 1))
+        if saved_ranks != self.dist.world_size:
+            raise CheckpointError(
+                f"{ckpt.get('path')} was written by a job of {saved_ranks} rank(s) and this one "
+                f"has {self.dist.world_size}: resume it with " + (
+                    "one process (no torchrun)" if saved_ranks == 1 else
+                    f"{saved_ranks} processes in all (torchrun --nproc-per-node x --nnodes = "
+                    f"{saved_ranks})"))
+        own = ckpt if self.dist.rank == 0 else ckpt["ranks"][self.dist.rank - 1]
         spaces = ckpt.get("spaces", {})
         mine = {"observation": repr(self.env.single_observation_space),
                 "action": repr(self.env.single_action_space), "num_agents": self.S,
@@ -829,7 +893,7 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.agent_steps = int(ckpt["agent_steps"])
         self.wall_before = float(ckpt.get("wall_seconds", 0.0))
-        rng = ckpt["rng"]
+        rng = own["rng"]
         self.process_state.set_rng_states(
             rng["torch"], _np_rng_tuple(json.loads(bytes(rng["numpy"].numpy()).decode())))
         self.action_generator.set_state(rng["actions"])
@@ -840,16 +904,17 @@ class Trainer:
             self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         self.resumed_from = ckpt.get("path")
-        _truncate_metrics(self.metrics_path, self.epoch)
-        remove_stale_temp_files(self.run_dir)
+        if self.dist.is_main:
+            _truncate_metrics(self.metrics_path, self.epoch)
+            remove_stale_temp_files(self.run_dir)
 
         same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
         load_state = getattr(self.env, "load_state", None)
-        env_state = ckpt.get("env_state")
+        env_state = own.get("env_state")
         if env_state is not None and callable(load_state) and same_batch:
             self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
         if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
-            b, carry = self.storage, ckpt["carry"]
+            b, carry = self.storage, own["carry"]
             for name in RolloutStorage.CARRIED:
                 getattr(b, name)[:, 0].copy_(carry[name])
             if b.state0 is not None:
@@ -874,7 +939,9 @@ class Trainer:
         pickled and is loaded only with ``trust_pickled_env_state=True`` (unpickling runs code
         the file names: only for checkpoints you made or trust); without it the episodes
         restart."""
-        ckpt = load_checkpoint(path)
+        coll = connect()
+        # rank 0 reads the file (the run directory may exist on its machine only)
+        ckpt = coll.object_broadcast(load_checkpoint(path) if coll.is_main else None)
         ckpt_path = ckpt["path"]
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
         cfg = default_config()
@@ -902,10 +969,12 @@ class Trainer:
                    run_dir=run_dir, trust_pickled_env_state=trust_pickled_env_state)
 
     def close(self) -> None:
-        """Closes the env (stops its workers); safe to call twice."""
+        """Closes the env (stops its workers) and ends the process group this trainer started;
+        safe to call twice."""
         env = getattr(self, "env", None)
         if env is not None:
             env.close()
+        self.dist.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -935,15 +1004,6 @@ def _merge_log(total: dict[str, float], stats: Mapping[str, float]) -> None:
             continue
         total[key] = (total.get(key, 0.0) * old + float(value) * n) / (old + n)
     total["n"] = old + n
-
-
-def _explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor) -> float:
-    m = masks > 0
-    if not bool(m.any()):
-        return float("nan")
-    y, v = returns[m], values[m]
-    var = y.var(unbiased=False)
-    return float("nan") if float(var) == 0 else float(1.0 - (y - v).var(unbiased=False) / var)
 
 
 def _np_rng_state(state: tuple) -> list:
@@ -1047,6 +1107,8 @@ def train(env: Any, *, config: str | None = None, resume: str | None = None,
     """
     flat = {k: v for k, v in overrides.items()}
     files = [config] if config else []
+    # a worker group torchrun restarted (--max-restarts) continues from the last checkpoint
+    resume = resume or elastic_resume_target(flat.get("log_run_dir") or flat.get("log.run_dir"))
     if resume is not None:
         name = env if isinstance(env, str) else None
         trainer = Trainer.resume(resume, env_name=name, files=files, overrides=flat,

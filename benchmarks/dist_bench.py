@@ -1,0 +1,135 @@
+"""Data-parallel scaling on this machine: 2 ranks vs 1 on breakout, against the machine's own
+2-process scaling measured in the same run.
+
+    python benchmarks/dist_bench.py [--epochs 30] [--rounds 3] [-- EXTRA shoal train FLAGS]
+
+Three configurations alternate, round after round, each `shoal train breakout` with the
+shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread):
+
+``single``  one process alone;
+``pair``    two independent single processes at the same time (no communication): their summed
+            steps/s is what this machine can give two processes, the ceiling of any 2-rank job;
+``ranks``   ``torchrun --nproc-per-node 2``: one job of 2 ranks (gloo), batch twice a rank's.
+
+Each run trains ``--epochs`` epochs; its steps/s is the median over the second half of them
+(metrics.jsonl ``sps``: the job's steps per epoch over the epoch's wall time). Printed: the
+medians over rounds, the machine's scaling (pair / single), the job's scaling (ranks / single),
+the efficiency ranks / pair (target >= 0.9) and the communication share of a 2-rank epoch
+(time inside collectives, which includes waiting for the slower rank, over the epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+
+BATCH = 256 * 64      # breakout's shipped per-rank batch (env.num_envs x train.horizon)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _records(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _later(records: list[dict]) -> list[dict]:
+    return records[len(records) // 2:] or records
+
+
+def _start(cmd_tail: list[str], run_dir: str, epochs: int, ranks: int, extra: list[str]
+           ) -> subprocess.Popen:
+    flags = ["train", "breakout", "--log.dashboard", "off", "--run-dir", run_dir,
+             "--log.checkpoint-interval", "1000000",
+             "--train.total-steps", str(epochs * BATCH * ranks), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "shoal", *flags]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               "-m", "shoal", *flags]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"a run failed (exit {p.returncode}):\n{err[-3000:]}")
+
+
+def run_single(tmp: str, epochs: int, extra: list[str]) -> float:
+    d = tempfile.mkdtemp(dir=tmp)
+    _wait([_start([], d, epochs, 1, extra)])
+    return statistics.median(r["sps"] for r in _later(_records(d)))
+
+
+def run_pair(tmp: str, epochs: int, extra: list[str]) -> float:
+    dirs = [tempfile.mkdtemp(dir=tmp) for _ in range(2)]
+    procs = [_start([], d, epochs, 1, extra) for d in dirs]
+    _wait(procs)
+    # the second half of each run, when both were surely running
+    return sum(statistics.median(r["sps"] for r in _later(_records(d))) for d in dirs)
+
+
+def run_ranks(tmp: str, epochs: int, extra: list[str]) -> tuple[float, float]:
+    d = tempfile.mkdtemp(dir=tmp)
+    _wait([_start([], d, epochs, 2, extra)])
+    later = _later(_records(d))
+    comm = statistics.median(r["time"].get("comm", 0.0) / max(sum(r["time"].values()), 1e-9)
+                             for r in later)
+    return statistics.median(r["sps"] for r in later), comm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("extra", nargs="*", help="more `shoal train` flags (after --)")
+    args = parser.parse_args(argv)
+    results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": []}
+    with tempfile.TemporaryDirectory(prefix="shoal-dist-bench-") as tmp:
+        for r in range(args.rounds):
+            order = ["single", "pair", "ranks"]
+            order = order[r % 3:] + order[:r % 3]          # rotate: load hits all alike
+            for name in order:
+                if name == "single":
+                    results["single"].append(run_single(tmp, args.epochs, args.extra))
+                elif name == "pair":
+                    results["pair"].append(run_pair(tmp, args.epochs, args.extra))
+                else:
+                    sps, comm = run_ranks(tmp, args.epochs, args.extra)
+                    results["ranks"].append(sps)
+                    results["comm"].append(comm)
+            print(f"round {r + 1}: single {results['single'][-1]:,.0f}  pair (sum) "
+                  f"{results['pair'][-1]:,.0f}  2 ranks {results['ranks'][-1]:,.0f} steps/s  "
+                  f"comm {100 * results['comm'][-1]:.1f}%", flush=True)
+    single = statistics.median(results["single"])
+    pair = statistics.median(results["pair"])
+    ranks = statistics.median(results["ranks"])
+    comm = statistics.median(results["comm"])
+    print(f"\nmedians over {args.rounds} rounds (breakout, shipped config per rank):")
+    print(f"  1 process                 {single:>10,.0f} steps/s")
+    print(f"  2 independent processes   {pair:>10,.0f} steps/s  machine scaling "
+          f"{pair / single:.2f}x")
+    print(f"  2 ranks (torchrun, gloo)  {ranks:>10,.0f} steps/s  job scaling "
+          f"{ranks / single:.2f}x")
+    print(f"  efficiency (2 ranks / 2 independent processes): {ranks / pair:.2f} (target >= 0.9)")
+    print(f"  communication share of a 2-rank epoch: {100 * comm:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

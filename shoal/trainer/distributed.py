@@ -1,0 +1,365 @@
+"""Data-parallel PPO on ``torch.distributed``: one trainer process per rank, launched by torchrun.
+
+    torchrun --nproc-per-node 2 -m shoal train breakout
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 2 --rdzv-endpoint HOST:PORT
+        -m shoal train breakout        # and --node-rank 1 on the second machine
+
+Every rank runs the same :class:`~shoal.trainer.ppo.Trainer` loop on its own envs; a
+:class:`Collective` is the only thing that differs between one process and many. With one
+process (no torchrun) every method of it is a no-op that returns its input, so ``N = 1`` is the
+ordinary single-process trainer, not a separate code path.
+
+What is per rank and what is global (config values are per rank, as with DistributedDataParallel):
+
+* ``env.num_envs``, ``train.minibatch_size``: each rank's; the job's batch and minibatch are N
+  times a rank's. ``train.total_steps`` counts the agent steps of the whole job.
+* Envs and the action/segment samplers are seeded by rank; the model starts from rank 0's
+  weights (broadcast), so every rank holds the same weights at every step.
+* Each minibatch, every rank draws ``minibatch_size / T`` of its own segments by priority and
+  the gradients are summed over ranks (one all-reduce of the flattened gradients). Loss terms
+  are divided by the job's count of unmasked steps (an all-reduce of the count), so the summed
+  gradient is exactly the gradient of the one-process loss over the union of the ranks' shares;
+  clipping then sees the global gradient norm.
+* Prioritised sampling is stratified by rank: segment s of rank r is drawn with probability
+  ``P_r(s)`` inside its rank, i.e. ``P_r(s)/N`` over the job. Its importance weight relative to
+  uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
+  the same formula as one process; only the normalisation by the minibatch's largest weight
+  needs the maximum over ranks (an all-reduce of one number).
+* Advantage normalisation uses the mean and variance over the job's minibatch, the same two-pass
+  formula as one process: the advantage sum travels with the step count, then the squared
+  deviations (two all-reduces of scalars per minibatch).
+* Logged statistics: loss terms are summed over ranks (each rank's part is already divided by the
+  job's count), explained variance uses sums over all ranks, episode statistics from every
+  rank's ``env.log()`` are merged weighted by their episode counts.
+
+Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
+:data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
+once (gloo and nccl notice the closed connection) or at the latest after the timeout, and exits
+non-zero; torchrun then stops the remaining workers and reports the failed rank.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import math
+import os
+import time
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["Collective", "CollectiveError", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
+           "launched_by_torchrun", "elastic_resume_target", "merge_means", "explained_variance",
+           "RANK_SEED_STRIDE"]
+
+DEFAULT_TIMEOUT_SECONDS = 120.0
+TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
+# rank r's envs and samplers use seed + r * RANK_SEED_STRIDE (a prime, so the seeds of ranks and
+# of resets at later epochs, seed + 1_000_003 * epoch, do not meet for any practical size)
+RANK_SEED_STRIDE = 104_729
+
+
+class CollectiveError(RuntimeError):
+    """A collective failed: another rank crashed, was killed, or did not arrive in time."""
+
+
+def launched_by_torchrun() -> bool:
+    """True in a worker started by torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR...)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def timeout_seconds() -> float:
+    """The collective timeout: ``SHOAL_DIST_TIMEOUT`` seconds, default 120."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    if not raw:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
+    return value
+
+
+class Collective:
+    """The ranks a trainer runs with, and the few collectives the trainer needs.
+
+    ``world_size == 1`` (no torchrun): every operation returns its input unchanged and costs
+    nothing. ``comm_seconds`` accumulates the wall time spent inside collectives (with nccl the
+    launch time only: those run asynchronously on the device).
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0,
+                 owned: bool = False, object_group: Any = None) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self.owned = owned
+        self.object_group = object_group
+        self.comm_seconds = 0.0
+        self._previous_cuda_device: int | None = None
+
+    # ---- identity ----
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run directory, metrics, dashboard and checkpoints."""
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """The device this rank trains on: a plain ``cuda`` becomes ``cuda:LOCAL_RANK``."""
+        if not (self.distributed and device.type == "cuda"):
+            return device
+        if device.index is None:
+            device = torch.device("cuda", self.local_rank % max(1, torch.cuda.device_count()))
+        if self._previous_cuda_device is None:
+            self._previous_cuda_device = torch.cuda.current_device()
+        torch.cuda.set_device(device)   # nccl talks through the current device
+        return device
+
+    def seed(self, seed: int) -> int:
+        """``seed`` made different for every rank (unchanged on rank 0)."""
+        return seed + RANK_SEED_STRIDE * self.rank
+
+    # ---- tensor collectives ----
+
+    def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        except (RuntimeError, dist.DistBackendError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CollectiveError(
+                f"rank {self.rank} of {self.world_size}: {what} failed ({first}). Another rank "
+                f"has crashed, was killed or did not arrive within {TIMEOUT_ENV}="
+                f"{timeout_seconds():g}s; torchrun's report names the rank that failed "
+                f"first.") from exc
+        finally:
+            self.comm_seconds += time.perf_counter() - start
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over ranks, in place; returns it."""
+        if self.distributed:
+            self._run("all-reduce", dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over ranks (a new tensor when distributed; ``tensor`` itself at
+        N = 1, so one process computes exactly what it always did)."""
+        return self.sum_(tensor.clone()) if self.distributed else tensor
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor``'s elementwise maximum over ranks (a new tensor when distributed)."""
+        if not self.distributed:
+            return tensor
+        out = tensor.clone()
+        self._run("all-reduce", dist.all_reduce, out, op=dist.ReduceOp.MAX)
+        return out
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (stops training on all together)."""
+        if not self.distributed:
+            return bool(flag)
+        return bool(self.object_all_gather(bool(flag)).count(True))
+
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
+        per minibatch, whatever the number of tensors). Every rank must pass the same params."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+    def importance_weights(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor:
+        """The prioritised-sampling weights of ``draw`` (a
+        :class:`~shoal.trainer.sampling.SegmentSample` of this rank's ``num_segments``)
+        normalised by the largest weight of the job's minibatch instead of this rank's share."""
+        if not self.distributed or beta == 0:
+            return draw.weights
+        p = draw.probabilities[draw.indices]
+        # the largest raw weight (S*P)^-beta belongs to the least likely drawn segment;
+        # fill-ins of zero probability were given that one's weight (sample_segments)
+        p_min = torch.where(p > 0, p, torch.full_like(p, math.inf)).min()
+        p_min = torch.where(torch.isfinite(p_min), p_min, 1.0 / num_segments)  # all P zero
+        local_max = (num_segments * p_min).pow(-beta)
+        return draw.weights * (local_max / self.max(local_max))
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Every rank takes rank 0's parameters and buffers."""
+        if not self.distributed:
+            return
+        with torch.no_grad():
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                self._run("parameter broadcast", dist.broadcast, tensor.data, src=0)
+
+    # ---- object collectives (Python values and CPU tensors, through a CPU group) ----
+    # Values travel as torch.save bytes and are read back with the safe loader (tensors and
+    # plain values only), as checkpoints are.
+
+    def object_all_gather(self, obj: Any) -> list[Any]:
+        """``[obj of rank 0, ..., obj of rank N-1]`` on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        self._run("object all-gather", dist.all_gather_object, out, _pack(obj),
+                  group=self.object_group)
+        return [_unpack(x) for x in out]
+
+    def object_gather(self, obj: Any) -> list[Any] | None:
+        """``[obj of every rank]`` on rank 0, None elsewhere."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        self._run("object gather", dist.gather_object, _pack(obj), out, dst=0,
+                  group=self.object_group)
+        return None if out is None else [_unpack(x) for x in out]
+
+    def object_broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [_pack(obj) if self.is_main else None]
+        self._run("object broadcast", dist.broadcast_object_list, box, src=0,
+                  group=self.object_group)
+        return _unpack(box[0])
+
+    def check_same(self, what: str, value: Any, fix: str) -> None:
+        """Raises the same ValueError on every rank unless all ranks have the same ``value``."""
+        if not self.distributed:
+            return
+        values = self.object_all_gather(value)
+        if any(v != values[0] for v in values):
+            raise ValueError(f"{what} differs between ranks ({', '.join(map(str, values))}): "
+                             f"{fix}")
+
+    def close(self) -> None:
+        """Ends the process group if this object started it."""
+        global _ACTIVE
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+        self.owned = False
+        if self._previous_cuda_device is not None:
+            torch.cuda.set_device(self._previous_cuda_device)
+            self._previous_cuda_device = None
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+
+def _pack(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unpack(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+_ACTIVE: Collective | None = None
+
+
+def connect() -> Collective:
+    """The :class:`Collective` of this process.
+
+    Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) the first call starts the
+    process group: nccl for CUDA tensors when CUDA is available, gloo for CPU tensors (always),
+    with the timeout of :func:`timeout_seconds`. A process group the caller started already is
+    used as it is. Otherwise: one process, ``world_size == 1``.
+    """
+    global _ACTIVE
+    if _ACTIVE is not None:
+        return _ACTIVE
+    if dist.is_available() and dist.is_initialized():
+        _ACTIVE = _from_group(owned=False)
+        return _ACTIVE
+    if not (dist.is_available() and launched_by_torchrun()) or int(os.environ["WORLD_SIZE"]) < 2:
+        return Collective()
+    timeout = datetime.timedelta(seconds=timeout_seconds())
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun keeps its store across restarts of the worker group (--max-restarts): a restarted
+    # group must not read the addresses the previous attempt left in it
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"shoal/{attempt}", store),
+                            rank=rank, world_size=world_size, timeout=timeout)
+    _ACTIVE = _from_group(owned=True)
+    return _ACTIVE
+
+
+def _from_group(owned: bool) -> Collective:
+    backend = str(dist.get_backend())
+    object_group = None if backend == "gloo" else dist.new_group(
+        backend="gloo", timeout=datetime.timedelta(seconds=timeout_seconds()))
+    return Collective(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                      local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+                      owned=owned, object_group=object_group)
+
+
+def merge_means(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Merges ``env.log()``-style dicts (means with their count ``n``) into one, each mean
+    weighted by its count: the statistics of all ranks' episodes together."""
+    total: dict[str, float] = {}
+    for stats in parts:
+        n = float(stats.get("n", 0.0))
+        if n <= 0:
+            continue
+        old = float(total.get("n", 0.0))
+        for key, value in stats.items():
+            if key != "n":
+                total[key] = (total.get(key, 0.0) * old + float(value) * n) / (old + n)
+        total["n"] = old + n
+    return total
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor,
+                       coll: Collective) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` over the unmasked steps of every rank
+    (two passes, as ``torch.var``; nan when there are none or returns are constant)."""
+    m = (masks > 0).to(values.dtype)
+    err = returns - values
+    first = coll.sum(torch.stack([m.sum(), (returns * m).sum(), (err * m).sum()]))
+    n = first[0]
+    if not bool(n > 0):
+        return float("nan")
+    mean_y, mean_e = first[1] / n, first[2] / n
+    second = coll.sum(torch.stack([((returns - mean_y).square() * m).sum(),
+                                   ((err - mean_e).square() * m).sum()]))
+    var_y, var_e = second[0] / n, second[1] / n
+    return float("nan") if float(var_y) == 0 else float(1.0 - var_e / var_y)
+
+
+def elastic_resume_target(run_dir: str | None) -> str | None:
+    """In a worker group that torchrun restarted (``--max-restarts``): the run directory to resume
+    from (it holds a checkpoint), else None. Raises ValueError when restarts are enabled but no
+    run directory was named (a restarted group could not find the run)."""
+    if not launched_by_torchrun():
+        return None
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts > 0 and not run_dir:
+        raise ValueError("torchrun --max-restarts needs a fixed run directory to resume from: "
+                         "pass --run-dir DIR (shoal.train(..., log_run_dir=DIR))")
+    if attempt == 0 or not run_dir:
+        return None
+    from .checkpoint import latest_checkpoint
+
+    if latest_checkpoint(run_dir) is not None:
+        return run_dir
+    # restarted before the first checkpoint: start again from scratch in the same directory
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if os.environ.get("RANK") == "0" and os.path.exists(metrics):
+        os.unlink(metrics)
+    return None

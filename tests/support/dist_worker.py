@@ -1,0 +1,139 @@
+"""Worker programs of tests/test_distributed.py, started by torchrun (one process per rank).
+
+    torchrun --nproc-per-node 2 tests/support/dist_worker.py grad OUT.json
+    torchrun --nproc-per-node 2 tests/support/dist_worker.py train RUN_DIR [--stop E] [--crash E]
+
+``grad``: every rank computes the PPO gradient of its half of a batch, the gradients are summed
+over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch.
+``train``: trains the bandit sanity env through :func:`shoal.train` (rank count from torchrun);
+``--stop E`` stops after epoch E (a checkpoint is written), ``--crash E`` makes rank 1 die at
+the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
+``--max-restarts``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+import shoal
+from shoal.trainer.config import TrainConfig
+from shoal.trainer.distributed import connect
+from shoal.trainer.distributions import make_distribution
+from shoal.trainer.policies import make_policy, policy_initial_state
+from shoal.trainer.ppo import Minibatch, RolloutStorage, ppo_loss
+from shoal.trainer.sampling import sample_segments
+
+
+def _batch(policy: torch.nn.Module, distribution, S: int, T: int, obs_size: int):
+    """A random batch, the same on every rank (fixed generator)."""
+    g = torch.Generator().manual_seed(123)
+    state = policy_initial_state(policy, S, "cpu")
+    b = RolloutStorage(S, T, (obs_size,), torch.float32, tuple(distribution.action_shape),
+                       distribution.action_dtype, state, torch.device("cpu"))
+    b.obs.copy_(torch.randn(b.obs.shape, generator=g))
+    b.actions.copy_(torch.randint(0, 4, b.actions.shape, generator=g))
+    b.logprobs.copy_(-1.4 + 0.3 * torch.randn(b.logprobs.shape, generator=g))
+    b.values.copy_(torch.randn(b.values.shape, generator=g))
+    b.rewards.copy_(torch.randn(b.rewards.shape, generator=g))
+    b.dones.copy_((torch.rand(b.dones.shape, generator=g) < 0.15).float())
+    b.starts[:, 1:].copy_(b.dones)
+    # ragged masks: the two halves have different numbers of live steps
+    b.masks.copy_((torch.rand(b.masks.shape, generator=g) < 0.8).float())
+    b.masks[: S // 2, : T // 2] = 0.0
+    for s in b.state0:
+        s.copy_(0.5 * torch.randn(s.shape, generator=g))
+    return b
+
+
+def grad_parity(out_path: str) -> None:
+    coll = connect()
+    rank, n = coll.rank, coll.world_size
+    torch.manual_seed(0)
+    obs_space = spaces.Box(-1, 1, (6,), np.float32)
+    act_space = spaces.Discrete(4)
+    policy = make_policy((obs_space, act_space), "lstm", hidden=16)   # the fused CPU LSTM
+    distribution = make_distribution(act_space)
+    S, T = 8, 12
+    b = _batch(policy, distribution, S, T, 6)
+    t = TrainConfig()
+    t.norm_adv, t.vf_clip_coef = True, 0.2
+    weights = torch.rand(S, generator=torch.Generator().manual_seed(7)) + 0.5
+    params = list(policy.parameters())
+
+    def grads() -> torch.Tensor:
+        out = torch.cat([p.grad.reshape(-1) for p in params]).clone()
+        for p in params:
+            p.grad = None
+        return out
+
+    # one process, the whole batch
+    everything = torch.arange(S)
+    loss, _, _ = ppo_loss(policy, distribution, Minibatch(b, everything, weights), t)
+    loss.backward()
+    whole = grads()
+    norm_whole = float(whole.norm())
+
+    # this rank's half, summed over ranks
+    mine = everything[rank * S // n:(rank + 1) * S // n]
+    loss, _, _ = ppo_loss(policy, distribution, Minibatch(b, mine, weights[mine]), t,
+                          sum_ranks=coll.sum)
+    loss.backward()
+    coll.sum_gradients(params)
+    norm_summed = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+    summed = grads()
+
+    # prioritised sampling weights: normalised by the largest of the job's minibatch
+    adv = torch.randn(S, T, generator=torch.Generator().manual_seed(11 + rank)) * (1 + rank)
+    draw = sample_segments(adv, None, 3, alpha=0.8, beta=0.6,
+                           generator=torch.Generator().manual_seed(5 + rank))
+    w = coll.importance_weights(draw, S, 0.6)
+    raw = (S * draw.probabilities[draw.indices]).pow(-0.6)
+    parts = coll.object_all_gather({"w": w, "raw": raw})
+    all_w = torch.cat([p["w"] for p in parts])
+    all_raw = torch.cat([p["raw"] for p in parts])
+
+    if rank == 0:
+        with open(out_path, "w") as fh:
+            json.dump({"world_size": n,
+                       "max_abs_diff": float((summed - whole).abs().max()),
+                       "max_abs": float(whole.abs().max()),
+                       "norm_whole": norm_whole, "norm_summed": norm_summed,
+                       "weights_max": float(all_w.max()),
+                       "weights_err": float((all_w - all_raw / all_raw.max()).abs().max())},
+                      fh)
+    coll.close()
+
+
+def train(run_dir: str, stop: int, crash: int) -> None:
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+
+    def callback(trainer, metrics) -> bool:
+        if crash and trainer.epoch == crash and trainer.dist.rank == 1 and first_attempt:
+            os._exit(3)      # as a crash: no cleanup, no checkpoint
+        return bool(stop) and trainer.epoch == stop
+
+    shoal.train("bandit", log_run_dir=run_dir, log_dashboard="off",
+                log_checkpoint_interval=2, callback=callback)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=("grad", "train"))
+    parser.add_argument("path")
+    parser.add_argument("--stop", type=int, default=0)
+    parser.add_argument("--crash", type=int, default=0)
+    args = parser.parse_args()
+    if args.mode == "grad":
+        grad_parity(args.path)
+    else:
+        train(args.path, args.stop, args.crash)
+
+
+if __name__ == "__main__":
+    main()

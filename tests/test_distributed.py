@@ -1,0 +1,289 @@
+"""Data-parallel training on torch.distributed (gloo, CPU): every test starts real torchrun jobs
+on loopback addresses only.
+
+- gradient parity: two ranks with half a batch each, after the all-reduce, hold the gradient of
+  one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation);
+- a 2-rank job learns the bandit sanity env, rank 0 writing one run directory for the job;
+- stopped and resumed (``--resume``), and killed then restarted by torchrun (``--max-restarts``),
+  a 2-rank job writes exactly the metrics of the uninterrupted one;
+- two torchrun "nodes" (``--nnodes 2 --node-rank 0/1``) meet at a loopback rendezvous;
+- killing one rank mid-epoch ends the job with an error naming that rank, within the documented
+  bound, and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "support", "dist_worker.py")
+# the bandit env's shipped config: 64 envs x 16 steps per rank, 40,000 steps for the job
+BANDIT_EPOCHS = 20   # ceil(40_000 / (2 ranks x 64 x 16))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, nproc: int = 2, extra_env: dict | None = None,
+             rdzv: list[str] | None = None) -> list[str]:
+    """A torchrun command line: standalone-style static rendezvous on a free loopback port."""
+    rdzv = rdzv or ["--nnodes", "1", "--master-addr", "127.0.0.1",
+                    "--master-port", str(free_port())]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+            "--monitor-interval", "0.5", *rdzv, *args]
+
+
+def environment(**extra: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], timeout: float = 240, **extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO, env=environment(**extra), capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-6000:]}"
+    return proc
+
+
+def metrics(run_dir) -> list[tuple]:
+    """What an exactly resumed run must reproduce (timings excluded)."""
+    out = []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        for line in fh:
+            m = json.loads(line)
+            out.append((m["epoch"], m["agent_steps"], m["losses"], m["episodes"], m["score100"]))
+    return out
+
+
+def train_cmd(run_dir, *flags: str) -> list[str]:
+    return torchrun("-m", "shoal", "train", "bandit", "--run-dir", str(run_dir),
+                    "--log.dashboard", "off", *flags)
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """One uninterrupted 2-rank bandit run (the reference of the resume tests)."""
+    run_dir = tmp_path_factory.mktemp("dist") / "whole"
+    run(train_cmd(run_dir, "--log.checkpoint-interval", "2"))
+    return run_dir
+
+
+def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
+    out = tmp_path / "grad.json"
+    run(torchrun(WORKER, "grad", str(out)))
+    r = json.loads(out.read_text())
+    assert r["world_size"] == 2
+    assert r["max_abs"] > 1e-3                           # a real gradient, not all zeros
+    assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["max_abs"])
+    assert r["norm_summed"] == pytest.approx(r["norm_whole"], rel=1e-5)   # clipping: global norm
+    assert r["weights_max"] == pytest.approx(1.0)        # largest weight of the job's minibatch
+    assert r["weights_err"] < 1e-6
+
+
+def test_two_ranks_learn_bandit_rank0_writes_the_run(whole_run):
+    summary = json.loads((whole_run / "summary.json").read_text())
+    assert summary["finished"]
+    assert summary["score"] >= 0.95
+    assert summary["batch_size"] == 2 * 64 * 16           # the job's batch: both ranks
+    rows = metrics(whole_run)
+    assert [r[0] for r in rows] == list(range(1, BANDIT_EPOCHS + 1))
+    assert rows[-1][1] == BANDIT_EPOCHS * 2 * 64 * 16
+    last = json.loads((whole_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(last["time"]) >= {"env", "inference", "learn", "comm"}
+    # episodes of both ranks: 2 x 64 envs finish a 5-step episode 16/5 times per epoch
+    assert last["episodes"]["n"] > 64 * 16 / 5
+    ckpt = torch.load(sorted((whole_run / "checkpoints").iterdir())[-1], weights_only=True)
+    assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 1
+    assert not torch.equal(ckpt["rng"]["actions"], ckpt["ranks"][0]["rng"]["actions"])
+
+
+def test_two_ranks_stop_and_resume_exactly(whole_run, tmp_path):
+    part = tmp_path / "part"
+    run(torchrun(WORKER, "train", str(part), "--stop", "7"))      # through shoal.train
+    assert [r[0] for r in metrics(part)] == list(range(1, 8))
+    run(torchrun("-m", "shoal", "train", "--resume", str(part), "--log.dashboard", "off"))
+    assert metrics(part) == metrics(whole_run)
+    # the same N is required, with a message saying so
+    one = subprocess.run([sys.executable, "-m", "shoal", "train", "--resume", str(part)],
+                         cwd=REPO, env=environment(), capture_output=True, text=True,
+                         timeout=120)
+    assert one.returncode == 2 and "2 rank(s)" in one.stderr
+
+
+def test_torchrun_restart_resumes_from_last_checkpoint(whole_run, tmp_path):
+    crashed = tmp_path / "crashed"
+    proc = run(torchrun("--max-restarts", "1", WORKER, "train", str(crashed), "--crash", "9"))
+    # rank 1 did die at epoch 9 of the first attempt (the worker's exit code 3)
+    assert "(exitcode: 3) local_rank: 1" in proc.stderr, proc.stderr[-3000:]
+    assert metrics(crashed) == metrics(whole_run)
+
+
+def test_two_nodes_meet_at_a_loopback_rendezvous(tmp_path):
+    port = free_port()
+    run_dir = tmp_path / "nodes"
+    procs = []
+    for node in (0, 1):
+        rdzv = ["--nnodes", "2", "--node-rank", str(node), "--rdzv-endpoint",
+                f"127.0.0.1:{port}"]
+        cmd = torchrun("-m", "shoal", "train", "bandit", "--run-dir", str(run_dir),
+                       "--log.dashboard", "off", "--train.total-steps", "8192",
+                       nproc=1, rdzv=rdzv)
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=environment(),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["batch_size"] == 2 * 64 * 16 and summary["epochs"] == 4
+
+
+# ---- a rank killed mid-epoch ----
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            items = fh.read().split(b"\0")
+    except OSError:
+        return {}
+    return dict(i.decode(errors="replace").partition("=")[::2] for i in items if b"=" in i)
+
+
+def _marked(marker: str) -> dict[int, dict[str, str]]:
+    """Live processes carrying the test's marker in their environment (the job and every
+    process it started), with their environments."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            env = _environ(int(name))
+            if env.get("SHOAL_TEST_MARK") == marker:
+                try:
+                    with open(f"/proc/{name}/stat") as fh:
+                        if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            continue          # exited, waiting to be reaped
+                except OSError:
+                    continue
+                found[int(name)] = env
+    return found
+
+
+# A rank whose peer died fails at its next collective at once (closed connection) or after
+# SHOAL_DIST_TIMEOUT at the latest; torchrun then stops the job. The test sets the timeout to
+# 20 s and allows 60 s for the whole job to end (docs/distributed.md).
+KILL_TIMEOUT = 20
+KILL_BOUND = 60
+
+
+def test_killing_a_rank_ends_the_job_naming_it_and_leaves_no_process(tmp_path):
+    marker = uuid.uuid4().hex
+    run_dir = tmp_path / "killed"
+    cmd = train_cmd(run_dir, "--train.total-steps", "100000000", "--env.num-envs", "256",
+                    "--env.backend", "processes", "--env.num-workers", "1")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True,
+                            env=environment(SHOAL_TEST_MARK=marker,
+                                            SHOAL_DIST_TIMEOUT=str(KILL_TIMEOUT)))
+    try:
+        deadline = time.monotonic() + 180
+        metrics_file = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        # rank 1 is a child of torchrun (its env workers, children of rank 1, share its RANK)
+        rank1 = [pid for pid, env in _marked(marker).items()
+                 if env.get("RANK") == "1" and _parent(pid) == proc.pid]
+        assert rank1, "rank 1's process was not found"
+        time.sleep(0.05)                                  # somewhere inside an epoch
+        os.kill(rank1[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        output = proc.communicate(timeout=KILL_BOUND)[0]
+        elapsed = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert elapsed < KILL_BOUND
+    assert "rank      : 1" in output or "rank: 1" in output, output[-3000:]
+    time.sleep(1.0)
+    assert _marked(marker) == {}, "processes left behind"
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+
+# ---- in-process checks of the launch environment (no job started) ----
+
+TORCHRUN_ENV = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": "29500", "TORCHELASTIC_MAX_RESTARTS": "2"}
+
+
+def test_elastic_restart_target(monkeypatch, tmp_path):
+    from shoal.trainer.checkpoint import checkpoint_path
+    from shoal.trainer.distributed import elastic_resume_target
+
+    for key, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    with pytest.raises(ValueError, match="--run-dir"):
+        elastic_resume_target(None)                  # restarts could not find the run
+    assert elastic_resume_target(str(tmp_path)) is None          # first attempt: a new run
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert elastic_resume_target(str(tmp_path)) is None          # no checkpoint yet: start over
+    assert not (tmp_path / "metrics.jsonl").exists()
+    path = checkpoint_path(str(tmp_path), 4)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "wb").close()
+    assert elastic_resume_target(str(tmp_path)) == str(tmp_path)
+
+
+def test_timeout_setting_is_checked(monkeypatch):
+    from shoal.trainer.distributed import DEFAULT_TIMEOUT_SECONDS, timeout_seconds
+
+    monkeypatch.delenv("SHOAL_DIST_TIMEOUT", raising=False)
+    assert timeout_seconds() == DEFAULT_TIMEOUT_SECONDS
+    monkeypatch.setenv("SHOAL_DIST_TIMEOUT", "7.5")
+    assert timeout_seconds() == 7.5
+    for bad in ("soon", "0", "-3", "inf"):
+        monkeypatch.setenv("SHOAL_DIST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="SHOAL_DIST_TIMEOUT"):
+            timeout_seconds()
+
+
+def test_one_process_collective_is_the_identity():
+    from shoal.trainer.distributed import Collective, merge_means
+
+    one = Collective()
+    x = torch.tensor([1.0, 2.0])
+    assert one.sum(x) is x and one.max(x) is x and not one.distributed and one.is_main
+    assert one.object_gather({"a": 1}) == [{"a": 1}] and one.any(False) is False
+    assert merge_means([{"score": 1.0, "n": 3.0}, {"score": 0.0, "n": 1.0}, {"n": 0.0}]) == \
+        {"score": 0.75, "n": 4.0}

@@ -375,7 +375,7 @@ int main(int argc, char** argv) {
     int32_t* actions = malloc(sizeof(int32_t) * (size_t)(B * net.action_dims));
     float* logp = malloc(sizeof(float) * (size_t)B);
     uint64_t* rng = malloc(sizeof(uint64_t) * (size_t)B);
-    shoal_rng_seed(rng, B, 11, 0);
+    shoal_net_rng_seed(rng, B, 11, 0);
     for (int step = 0; step < 3; step++) {
         shoal_net_forward(&net, B, obs, NULL, h, c, params, values, scratch);
         shoal_net_sample(&net, B, params, rng, 0, actions, NULL, logp);

@@ -379,7 +379,7 @@ static PyObject* rng_seed(PyObject* mod, PyObject* args, PyObject* kwargs) {
     Buf b;
     memset(&b, 0, sizeof b);
     if (get_buffer(o, &b, "states", 1, 'Q', -1) != 0) { release(&b, 1); return NULL; }
-    shoal_rng_seed(b.view.buf, b.view.len / 8, (uint64_t)seed, first);
+    shoal_net_rng_seed(b.view.buf, b.view.len / 8, (uint64_t)seed, first);
     release(&b, 1);
     Py_RETURN_NONE;
 }
@@ -402,7 +402,7 @@ static PyObject* rng_uniforms(PyObject* mod, PyObject* args) {
     uint64_t* s = b[0].view.buf;
     float* out = b[1].view.buf;
     for (Py_ssize_t r = 0; r < rows; r++)
-        for (Py_ssize_t j = 0; j < k; j++) out[r * k + j] = shoal_rng_uniform(&s[r]);
+        for (Py_ssize_t j = 0; j < k; j++) out[r * k + j] = shoal_net_rng_uniform(&s[r]);
     release(b, 2);
     Py_RETURN_NONE;
 fail:

@@ -651,27 +651,27 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
  * ------------------------------------------------------------------------------------------- */
 
 /* The per-agent RNG: SplitMix64. state += 0x9E3779B97F4A7C15, then the output mix below. */
-static inline uint64_t shoal_rng_mix(uint64_t z) {
+static inline uint64_t shoal_net_rng_mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-static inline uint64_t shoal_rng_next(uint64_t* state) {
+static inline uint64_t shoal_net_rng_next(uint64_t* state) {
     *state += 0x9E3779B97F4A7C15ull;
-    return shoal_rng_mix(*state);
+    return shoal_net_rng_mix(*state);
 }
 
 /* A uniform in (0, 1): the top 24 bits with the lowest forced to 1, times 2^-24 (exact in
  * float32; never 0 or 1, so log(u) and log(-log(u)) are finite). */
-static inline float shoal_rng_uniform(uint64_t* state) {
-    return (float)((shoal_rng_next(state) >> 40) | 1u) * 5.9604644775390625e-8f;
+static inline float shoal_net_rng_uniform(uint64_t* state) {
+    return (float)((shoal_net_rng_next(state) >> 40) | 1u) * 5.9604644775390625e-8f;
 }
 
 /* Seeds agents [first, first + n): state_i = mix(seed + 0xD1B54A32D192ED03 * (first + i + 1)). */
-static inline void shoal_rng_seed(uint64_t* states, int64_t n, uint64_t seed, int64_t first) {
+static inline void shoal_net_rng_seed(uint64_t* states, int64_t n, uint64_t seed, int64_t first) {
     for (int64_t i = 0; i < n; i++)
-        states[i] = shoal_rng_mix(seed + 0xD1B54A32D192ED03ull * (uint64_t)(first + i + 1));
+        states[i] = shoal_net_rng_mix(seed + 0xD1B54A32D192ED03ull * (uint64_t)(first + i + 1));
 }
 
 /* Actions and log-probs from params [batch][num_params] (from shoal_net_forward).
@@ -699,7 +699,7 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
             const int32_t d = net->action_dims;
             /* draw in the documented order: u[0..d) then u[d..2d) */
             float* out = actions_f + r * d;
-            for (int32_t j = 0; j < d; j++) out[j] = greedy ? 0.0f : shoal_rng_uniform(&rng[r]);
+            for (int32_t j = 0; j < d; j++) out[j] = greedy ? 0.0f : shoal_net_rng_uniform(&rng[r]);
             float lp = 0.0f;
             for (int32_t j = 0; j < d; j++) {
                 float log_std = x[d + j];
@@ -708,7 +708,7 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
                 float noise = 0.0f;
                 if (!greedy) {
                     const float a = out[j];
-                    const float b = shoal_rng_uniform(&rng[r]);
+                    const float b = shoal_net_rng_uniform(&rng[r]);
                     noise = sqrtf(-2.0f * logf(a)) * cosf(SHOAL_TWO_PI * b);
                 }
                 out[j] = x[j] + expf(log_std) * noise;
@@ -734,7 +734,7 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
                 /* greedy: argmax of the log-probs when all dimensions have one size, else of
                  * the logits (what ActionDistribution.mode compares; ties pick the first) */
                 float score = greedy ? (net->uniform_nvec ? logp : g[j])
-                                     : logp - logf(-logf(shoal_rng_uniform(&rng[r])));
+                                     : logp - logf(-logf(shoal_net_rng_uniform(&rng[r])));
                 if (j == 0 || score > best_score) { best = j; best_score = score; }
             }
             lp += g[best] - m - log_s;

@@ -73,6 +73,7 @@ from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, lo
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
+from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
@@ -449,6 +450,9 @@ class Trainer:
         self.env_truncations = torch.from_numpy(env.truncations)
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
+        self.agent_rng = (AgentRng(self.S, t.seed + 3)
+                          if t.action_rng == "agent" or t.rollout == "fused" else None)
+        self.fused = FusedRollout(self) if t.rollout == "fused" else None
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -499,6 +503,10 @@ class Trainer:
             for s in self.state:
                 s.zero_()
         b = self.storage
+        if self.fused is not None:
+            b.starts[:, 0] = 1.0
+            self.fused.act_first()
+            return
         for _ in self.groups:
             _, _, _, _, _, rows = self.env.recv()
             b.starts[rows, 0] = 1.0
@@ -517,8 +525,10 @@ class Trainer:
             if target is not None:
                 for dst, src in zip(target, state_in):
                     dst[rows].copy_(src)
+        uniforms = (None if self.agent_rng is None
+                    else self.agent_rng.uniforms(rows, self.distribution.num_params))
         actions, logprobs, values, new_state = self.inference.act(
-            b.obs[rows, t], state_in, b.starts[rows, t])
+            b.obs[rows, t], state_in, b.starts[rows, t], uniforms)
         b.actions[rows, t] = actions
         b.logprobs[rows, t] = logprobs
         b.values[rows, t] = values
@@ -551,6 +561,10 @@ class Trainer:
     def rollout(self) -> dict[str, float]:
         """Collects one ``[S, T]`` batch (slot 0 is already filled); returns episode stats."""
         b, env, T = self.storage, self.env, self.T
+        if self.fused is not None:
+            stats, env_seconds = self.fused.rollout()
+            self._env_time += env_seconds
+            return stats
         stats: dict[str, float] = {}
         for t in range(1, T + 1):
             for _ in self.groups:
@@ -779,6 +793,7 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
                 "sampler": self.sampler_generator.get_state().cpu(),
+                "agents": None if self.agent_rng is None else self.agent_rng.state(),
                 "numpy": torch.from_numpy(np.frombuffer(
                     json.dumps(_np_rng_state()).encode(), dtype=np.uint8).copy()),
             },
@@ -835,6 +850,8 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
+        if self.agent_rng is not None and rng.get("agents") is not None:
+            self.agent_rng.load(rng["agents"])
         _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)

@@ -120,6 +120,11 @@ def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path):
     assert resumed.exact_resume
     resumed.train()
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    from shoal.trainer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="same rollout path"):
+        Trainer.resume(str(tmp_path / "b"), overrides={"train.rollout": "torch",
+                                                        "train.total_steps": 10**6})
 
 
 def test_fused_rollout_refuses_what_it_cannot_run(tmp_path):

@@ -8,7 +8,9 @@ One epoch is:
    end), rewards, dones, episode starts, masks and (recurrent policies) the state each segment
    starts from. Stepping goes through ``env.recv()``/``env.send()``, so with
    ``env.num_buffers=2`` one group of envs steps while the policy acts on the other. The policy
-   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd).
+   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd). With
+   ``train.rollout = "fused"`` (C envs) one C call collects the whole segment instead, the
+   policy running in C (:mod:`shoal.trainer.fused_rollout`); it fills the same storage.
 
    Slot ``T`` of the storage is the next epoch's slot 0: at the end of a segment the
    pre-update policy already acts on the next observation (the envs never wait for the update),
@@ -828,6 +830,12 @@ class Trainer:
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         """Loads a checkpoint's state into this freshly built trainer."""
         spaces = ckpt.get("spaces", {})
+        saved_rollout = dict(ckpt["config"]).get("train", {}).get("rollout", "torch")
+        if ckpt.get("env_state") is not None and saved_rollout != self.config.train.rollout:
+            # the fused rollout leaves the slot-T actions unstepped, the torch one steps them
+            raise CheckpointError(
+                f"{ckpt.get('path')} was saved by train.rollout='{saved_rollout}': resume it "
+                f"with the same rollout path (not '{self.config.train.rollout}')")
         mine = {"observation": repr(self.env.single_observation_space),
                 "action": repr(self.env.single_action_space), "num_agents": self.S,
                 "horizon": self.T}

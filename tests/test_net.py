@@ -416,8 +416,10 @@ def test_header_compiles_alone_and_matches_the_binding(tmp_path):
         actions, logp = cp.sample(params, rng)
         expected += list(zip(actions[:, 0], logp, values))
     np.testing.assert_array_equal(rows[:, 0], np.array([e[0] for e in expected]))
+    # the program is built -O2 without -march=native, the binding -O3 -march=native: the same
+    # arithmetic, but the compilers may vectorise and round a few operations differently
     np.testing.assert_allclose(rows[:, 1:], np.array([e[1:] for e in expected], float),
-                               rtol=1e-6)
+                               rtol=1e-5, atol=1e-6)
     bad = tmp_path / "bad.bin"
     bad.write_bytes(blob[:-8])
     run = subprocess.run([str(exe), str(bad), "2"], capture_output=True, text=True, timeout=60)

@@ -382,19 +382,70 @@ static inline int64_t shoal_net_scratch_floats(const shoal_net* net) {
  * Layers
  * ------------------------------------------------------------------------------------------- */
 
+/* exp(x) in a form the compiler vectorises (libm's expf is a call per element): x = n ln2 + r,
+ * |r| <= ln2/2, e^r by a degree-6 polynomial (relative error ~2e-7, like expf's), 2^n written
+ * into the exponent bits. The argument is clamped to the finite range; NaN stays NaN. n is read
+ * from the bits of x log2(e) + 1.5 * 2^23 (no float-to-int conversion, undefined for NaN). */
+static inline float shoal__exp(float x) {
+    const float shift = 12582912.0f;
+    x = x > 88.0f ? 88.0f : x;
+    x = x < -87.0f ? -87.0f : x;
+    const float t = x * 1.44269504088896341f + shift;
+    const float n = t - shift;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, 4);
+    bits = (bits - 0x4B400000u + 127u) << 23;   /* n + 127 in the exponent field */
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+/* erf(x) (Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7) with the vectorisable exp. */
+static inline float shoal__erf(float x) {
+    const float a = x < 0.0f ? -x : x;
+    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const float e = 1.0f - p * t * shoal__exp(-a * a);
+    return x < 0.0f ? -e : e;
+}
+
+static inline float shoal__sigmoid(float x) { return 1.0f / (1.0f + shoal__exp(-x)); }
+
+/* tanh(x) = 1 - 2 / (e^(2x) + 1); below |x| = 2^-6 the series x - x^3/3 keeps the relative
+ * error small where the formula would cancel. */
+static inline float shoal__tanh(float x) {
+    const float big = 1.0f - 2.0f / (shoal__exp(2.0f * x) + 1.0f);
+    const float small = x - x * x * x * (1.0f / 3.0f);
+    return (x < 0.015625f && x > -0.015625f) ? small : big;
+}
+
 static void shoal__activate(int kind, float* x, int64_t n) {
     switch (kind) {
         case SHOAL_ACT_GELU:
-            for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+            for (int64_t i = 0; i < n; i++)
+                x[i] = 0.5f * x[i] * (1.0f + shoal__erf(x[i] * 0.70710678118654752f));
             break;
         case SHOAL_ACT_RELU:
             for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
             break;
         case SHOAL_ACT_TANH:
-            for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+            for (int64_t i = 0; i < n; i++) x[i] = shoal__tanh(x[i]);
             break;
         default:
-            for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+            for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + shoal__exp(-x[i]));
             break;
     }
 }
@@ -584,8 +635,6 @@ static float* shoal__mlp(const shoal_net* net, const shoal_layer* layers, int ro
     return in;
 }
 
-static inline float shoal__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 /* ---------------------------------------------------------------------------------------------
  * Forward
  * ------------------------------------------------------------------------------------------- */
@@ -663,11 +712,11 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
                 for (int64_t j = 0; j < H; j++) {
                     const float gi = shoal__sigmoid(g[j] + g2[j]);
                     const float gf = shoal__sigmoid(g[H + j] + g2[H + j]);
-                    const float gg = tanhf(g[2 * H + j] + g2[2 * H + j]);
+                    const float gg = shoal__tanh(g[2 * H + j] + g2[2 * H + j]);
                     const float go = shoal__sigmoid(g[3 * H + j] + g2[3 * H + j]);
                     const float cn = gf * crow[j] + gi * gg;
                     crow[j] = cn;
-                    hrow[j] = go * tanhf(cn);
+                    hrow[j] = go * shoal__tanh(cn);
                 }
                 memcpy(feat + r * H, hrow, sizeof(float) * (size_t)H);
             }

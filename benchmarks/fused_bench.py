@@ -3,8 +3,9 @@
 Three measurements, each alternating the two sides round after round and reporting medians:
 
 1. ``shoal train breakout`` with the shipped settings (configs/breakout.toml) and
-   ``--train.rollout fused`` vs ``--train.rollout torch``: training steps/s over epochs
-   ``--skip``.. of a run of ``--epochs`` epochs (a fresh run each round, seed = round).
+   ``--train.rollout fused`` (with and without ``--train.overlap true``) vs
+   ``--train.rollout torch``: training steps/s over epochs ``--skip``.. of a run of
+   ``--epochs`` epochs (a fresh run each round, seed = round).
 2. The inference share of an epoch on each side: (rollout time - env stepping time) / epoch
    time, from the same runs' metrics (``time.inference`` / sum of ``time``).
 3. The policy's forward + sample per agent-step, breakout's MLP-128 on its 256 agents: the C
@@ -29,13 +30,17 @@ import numpy as np
 import torch
 
 
-def train_round(rollout: str, epochs: int, seed: int) -> list[dict]:
+SIDES = {"torch": {"train.rollout": "torch"}, "fused": {"train.rollout": "fused"},
+         "overlap": {"train.rollout": "fused", "train.overlap": True}}
+
+
+def train_round(side: str, epochs: int, seed: int) -> list[dict]:
     from shoal.trainer.config import build_config
     from shoal.trainer.ppo import Trainer
 
-    run_dir = tempfile.mkdtemp(prefix=f"shoal-fused-bench-{rollout}-")
+    run_dir = tempfile.mkdtemp(prefix=f"shoal-fused-bench-{side}-")
     cfg = build_config("breakout", overrides={
-        "train.rollout": rollout, "train.seed": seed, "log.dashboard": "off",
+        **SIDES[side], "train.seed": seed, "log.dashboard": "off",
         "log.run_dir": os.path.join(run_dir, "run"), "log.checkpoint_interval": 10**6})
     cfg.train.total_steps = epochs * cfg.env.num_envs * cfg.train.horizon
     trainer = Trainer(cfg)
@@ -89,12 +94,12 @@ def main() -> None:
     args = ap.parse_args()
 
     before = torch.get_num_threads()
-    sps: dict[str, list[float]] = {"torch": [], "fused": []}
-    share: dict[str, list[float]] = {"torch": [], "fused": []}
-    cpu: dict[str, list[float]] = {"torch": [], "fused": []}
+    sps: dict[str, list[float]] = {side: [] for side in SIDES}
+    share: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     per_step: dict[str, list[tuple[float, float]]] = {"torch": [], "c": []}
     for r in range(args.rounds):
-        order = ("torch", "fused") if r % 2 == 0 else ("fused", "torch")
+        order = list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]
         for rollout in order:
             cpu0, wall0 = time.process_time(), time.perf_counter()
             rows = train_round(rollout, args.epochs, seed=r)[args.skip:]
@@ -102,7 +107,7 @@ def main() -> None:
             sps[rollout].append(statistics.median(m["sps"] for m in rows))
             share[rollout].append(statistics.median(
                 m["time"]["inference"] / max(1e-9, sum(m["time"].values())) for m in rows))
-            print(f"round {r} {rollout:5s}: {sps[rollout][-1]:9.0f} steps/s, inference "
+            print(f"round {r} {rollout:7s}: {sps[rollout][-1]:9.0f} steps/s, inference "
                   f"{100 * share[rollout][-1]:4.1f}% of an epoch, CPU {100 * cpu[rollout][-1]:.0f}% "
                   f"of one core", flush=True)
         torch.set_num_threads(1)
@@ -115,12 +120,12 @@ def main() -> None:
 
     med = statistics.median
     print("\nmedians over", args.rounds, "rounds")
-    print(f"shoal train breakout steps/s: fused {med(sps['fused']):.0f}, torch "
-          f"{med(sps['torch']):.0f}, ratio {med(sps['fused']) / med(sps['torch']):.2f}x")
-    print(f"inference share of an epoch: fused {100 * med(share['fused']):.1f}%, torch "
-          f"{100 * med(share['torch']):.1f}%")
-    print(f"CPU use over a run (process CPU / wall): fused {100 * med(cpu['fused']):.0f}%, torch "
-          f"{100 * med(cpu['torch']):.0f}% of one core")
+    for side in ("fused", "overlap"):
+        print(f"shoal train breakout steps/s: {side} {med(sps[side]):.0f}, torch "
+              f"{med(sps['torch']):.0f}, ratio {med(sps[side]) / med(sps['torch']):.2f}x")
+    for side in SIDES:
+        print(f"{side}: inference share of an epoch {100 * med(share[side]):.1f}%, CPU use over "
+              f"a run (process CPU / wall) {100 * med(cpu[side]):.0f}% of one core")
     tw, tc = med(v[0] for v in per_step["torch"]), med(v[1] for v in per_step["torch"])
     cw, cc = med(v[0] for v in per_step["c"]), med(v[1] for v in per_step["c"])
     print(f"policy forward+sample per agent-step (MLP-128, 256 agents): C {cw:.2f} us wall / "

@@ -162,3 +162,61 @@ def test_torch_rollout_with_agent_streams_is_unchanged_by_default(tmp_path):
         assert tr.agent_rng is None and tr.fused is None
     finally:
         tr.close()
+
+
+def test_overlap_acts_one_update_behind_by_schedule(tmp_path):
+    """With train.overlap the batch collected during update k comes from the weights before
+    update k: the first epoch trains on the same batch as the synchronous run, and the second
+    batch equals a rollout by the initial weights."""
+    over = {"policy.name": "lstm", "env.max_steps": 9}
+    sync = _trainer(tmp_path, "sync", "breakout", "fused", **over)
+    overlap = _trainer(tmp_path, "overlap", "breakout", "fused", **over, **{"train.overlap": True})
+    frozen = _trainer(tmp_path, "frozen", "breakout", "fused", **over)
+    try:
+        m_sync, m_overlap = sync.run_epoch(), overlap.run_epoch()
+        assert m_sync["losses"] == m_overlap["losses"]
+        frozen.rollout()
+        frozen.storage.shift()
+        frozen.rollout()                      # batch 1 by the initial weights
+        for name in FIELDS:
+            assert torch.equal(getattr(frozen.storage, name), getattr(overlap.storage, name)), name
+        m_sync, m_overlap = sync.run_epoch(), overlap.run_epoch()
+        assert m_sync["losses"] != m_overlap["losses"]   # trained on different batches now
+    finally:
+        for tr in (sync, overlap, frozen):
+            tr.close()
+
+
+def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path):
+    over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
+            "policy.hidden": 16, "train.rollout": "fused", "train.overlap": True,
+            "env.max_steps": 11}
+    for name in ("a", "c"):
+        Trainer(build_config("breakout", overrides=dict(over, **{
+            "log.run_dir": str(tmp_path / name)}))).train()
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "c")
+    part = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "b")}))
+    Trainer(part, callback=lambda tr, m: tr.epoch == 2).train()
+    resumed = Trainer.resume(str(tmp_path / "b"))
+    assert resumed.exact_resume and resumed.fused.pending
+    resumed.train()
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_overlap_needs_the_fused_rollout(tmp_path):
+    with pytest.raises(ConfigError, match="overlap"):
+        _trainer(tmp_path, "o", "breakout", "torch", **{"train.overlap": True})
+
+
+@pytest.mark.parametrize("env,threshold,overlap", [
+    ("bandit", 0.95, True), ("recall", 0.90, False), ("recall", 0.90, True),
+    ("target", 0.90, True), ("password", 0.95, True)])
+def test_fused_and_overlapped_training_solve_sanity_envs(tmp_path, env, threshold, overlap):
+    """The sanity envs of tests/test_learning.py, within the same budgets (their shipped
+    configs), trained with the fused rollout, with and without overlap."""
+    cfg = build_config(env, overrides={
+        "log.dashboard": "off", "log.checkpoint_interval": 10_000, "train.rollout": "fused",
+        "train.overlap": overlap, "log.run_dir": str(tmp_path / env)})
+    summary = Trainer(cfg).train()
+    assert summary["score"] is not None and summary["score"] >= threshold, summary

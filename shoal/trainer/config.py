@@ -119,7 +119,11 @@ class TrainConfig:
                                "(C envs: env steps and the C policy, shoal_net.h, run a whole "
                                "segment in one C call, no Python per step; docs/net.md)",
                       choices=("torch", "fused"))
-    rollout_threads: int = _f(0, "threads of the fused rollout (0 = one per CPU core)", low=0)
+    rollout_threads: int = _f(0, "threads of the fused rollout (0 = one per CPU core, or with "
+                                 "overlap the cores torch's threads leave)", low=0)
+    overlap: bool = _f(False, "fused rollout only: collect the next batch while the learner "
+                              "trains on this one (acting policy one update behind, corrected "
+                              "by the V-trace-clipped importance weights; deterministic)")
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

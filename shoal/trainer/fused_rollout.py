@@ -16,7 +16,10 @@ under a seed and fill the same storage (up to float32 rounding of log-probs and 
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -79,9 +82,22 @@ class FusedRollout:
         reason = fused_unavailable_reason(trainer)
         if reason is not None:
             raise ConfigError(reason)
+        t = trainer.config.train
         self.trainer = trainer
-        self.threads = trainer.config.train.rollout_threads or (os.cpu_count() or 1)
+        self.overlap = bool(t.overlap)
+        cores = os.cpu_count() or 1
+        if t.rollout_threads:
+            self.threads = t.rollout_threads
+        elif self.overlap:   # the learner's torch threads run at the same time
+            self.threads = max(1, cores - (t.torch_threads or torch.get_num_threads()))
+        else:
+            self.threads = cores
         self._net: Any = None
+        # overlap: a batch collected into trainer.storage and not trained on yet, its episode
+        # stats, and the second storage the next batch is collected into
+        self.pending = False
+        self.pending_stats: dict[str, float] = {}
+        self.spare = copy.deepcopy(trainer.storage) if self.overlap else None
 
     def _refresh(self) -> Any:
         """The C policy of the trainer's current weights (exported again every rollout: the
@@ -93,9 +109,9 @@ class FusedRollout:
         self._net = _net.Net(export_policy(tr.policy, tr.env.observations.dtype))
         return self._net.capsule()
 
-    def _call(self, first_step: int) -> float:
+    def _call(self, first_step: int, storage: Any = None, capsule: Any = None) -> float:
         tr = self.trainer
-        b, env = tr.storage, tr.env
+        b, env = (tr.storage if storage is None else storage), tr.env
         state = tr.state
 
         def arr(x: torch.Tensor | None) -> Any:
@@ -105,7 +121,7 @@ class FusedRollout:
         h0, c0 = (None, None) if b.state0 is None else b.state0
         h0n, c0n = (None, None) if b.state0_next is None else b.state0_next
         return env._c.vec_rollout(
-            env._h, self._refresh(), first_step, tr.T, float(tr.config.train.gamma),
+            env._h, self._refresh() if capsule is None else capsule, first_step, tr.T, float(tr.config.train.gamma),
             self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
             arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
             arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks)
@@ -118,3 +134,84 @@ class FusedRollout:
         """Fills slots 1..T; returns (episode stats, seconds spent stepping envs)."""
         env_seconds = self._call(1)
         return self.trainer.env.log(), env_seconds
+
+    # ---- overlap: the next rollout runs while the learner trains ----
+
+    def overlapped_epoch(self) -> tuple[dict[str, float], dict[str, float], float, float]:
+        """One epoch with the next batch collected during the update: returns (episode stats
+        of the batch trained on, losses, rollout seconds not hidden by the update, update
+        seconds).
+
+        The batch in ``trainer.storage`` (collected first, synchronously, at the start of a
+        run) is trained on while a thread runs the fused rollout of the next batch into the
+        second storage, with the weights from before this update: the acting policy is always
+        one update behind, fixed by this schedule and not by timing, so a run is the same
+        under a seed whatever the threads do. The next batch continues from this one's slot T
+        (the carry :meth:`RolloutStorage.shift` does in the synchronous path); the storages are
+        swapped at the end.
+        """
+        tr = self.trainer
+        t0 = time.perf_counter()
+        if not self.pending:
+            self.pending_stats, env_seconds = self.rollout()
+            tr._env_time += env_seconds
+        stats = self.pending_stats
+        current, nxt = tr.storage, self.spare
+        for name in current.CARRIED:
+            getattr(nxt, name)[:, 0].copy_(getattr(current, name)[:, tr.T])
+        if current.state0 is not None:
+            for dst, src in zip(nxt.state0, current.state0_next):
+                dst.copy_(src)
+        capsule = self._refresh()           # the weights before this update
+        result: dict[str, Any] = {}
+
+        def collect() -> None:
+            try:
+                result["env_seconds"] = self._call(1, nxt, capsule)
+            except BaseException as exc:  # re-raised on the training thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=collect, name="shoal-fused-rollout", daemon=True)
+        worker.start()
+        rollout_time = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        try:
+            losses = tr.update()
+        finally:
+            worker.join()
+        learn_time = time.perf_counter() - t1
+        if "error" in result:
+            raise result["error"]
+        # the env stepping of the background rollout is hidden by the update: not counted
+        self.pending_stats = tr.env.log()
+        tr.storage, self.spare = nxt, current
+        self.pending = True
+        return stats, losses, rollout_time, learn_time
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """With overlap, the batch collected and not yet trained on (the whole storage) and its
+        episode stats, for exact resume; None otherwise."""
+        if not (self.overlap and self.pending):
+            return None
+        b = self.trainer.storage
+        names = ("obs", "actions", "logprobs", "values", "starts", "masks", "rewards", "dones")
+        out: dict[str, Any] = {n: getattr(b, n).detach().clone() for n in names}
+        out["state0"] = None if b.state0 is None else [s.clone() for s in b.state0]
+        out["state0_next"] = None if b.state0_next is None else [s.clone() for s in b.state0_next]
+        out["stats"] = dict(self.pending_stats)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not self.overlap:
+            raise ConfigError("this checkpoint holds a batch collected with train.overlap=true: "
+                              "resume it with train.overlap=true")
+        b = self.trainer.storage
+        for name, value in state.items():
+            if name in ("state0", "state0_next"):
+                if value is not None:
+                    for dst, src in zip(getattr(b, name), value):
+                        dst.copy_(src)
+            elif name != "stats":
+                getattr(b, name).copy_(value)
+        self.pending_stats = {k: float(v) for k, v in state["stats"].items()}
+        self.pending = True

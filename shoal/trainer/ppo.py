@@ -454,6 +454,8 @@ class Trainer:
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
         self.agent_rng = (AgentRng(self.S, t.seed + 3)
                           if t.action_rng == "agent" or t.rollout == "fused" else None)
+        if t.overlap and t.rollout != "fused":
+            raise ConfigError("train.overlap=true needs train.rollout='fused'")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
 
         # ---- counters and logs ----
@@ -698,13 +700,16 @@ class Trainer:
         """Rollout + update + bookkeeping for one epoch; returns its metrics."""
         start = time.perf_counter()
         self._env_time = 0.0
-        t0 = time.perf_counter()
-        episodes = self.rollout()
-        rollout_time = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        losses = self.update()
-        self.storage.shift()
-        learn_time = time.perf_counter() - t1
+        if self.fused is not None and self.fused.overlap:
+            episodes, losses, rollout_time, learn_time = self.fused.overlapped_epoch()
+        else:
+            t0 = time.perf_counter()
+            episodes = self.rollout()
+            rollout_time = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            losses = self.update()
+            self.storage.shift()
+            learn_time = time.perf_counter() - t1
         self.epoch += 1
         self.agent_steps += self.batch_size
         if episodes.get("n", 0) > 0:
@@ -801,6 +806,7 @@ class Trainer:
             },
             "carry": carry,
             "env_state": env_state,
+            "fused": None if self.fused is None else self.fused.state_dict(),
             "scores": [list(c) for c in self.scores.chunks],
             "returns": [list(c) for c in self.returns.chunks],
             "episodes_total": self.episodes_total,
@@ -883,6 +889,8 @@ class Trainer:
                     dst.copy_(src)
                 for dst, src in zip(self.state, carry["state"]):
                     dst.copy_(src)
+            if self.fused is not None and ckpt.get("fused") is not None:
+                self.fused.load_state_dict(ckpt["fused"])
             self.exact_resume = True
         else:
             # No env snapshot: restart the episodes from a reset seeded by (seed, epoch).

@@ -387,7 +387,8 @@ int main(int argc, char** argv) {
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-def test_header_compiles_alone_and_matches_the_binding(tmp_path):
+@pytest.mark.parametrize("freestanding", [False, True])
+def test_header_compiles_alone_and_matches_the_binding(tmp_path, freestanding):
     header = open(header_path()).read()
     includes = {line.split()[1] for line in header.splitlines() if line.startswith("#include")}
     assert includes == {"<math.h>", "<stddef.h>", "<stdint.h>", "<string.h>"}
@@ -396,6 +397,7 @@ def test_header_compiles_alone_and_matches_the_binding(tmp_path):
     exe = tmp_path / "play"
     build = subprocess.run(
         ["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
+         *(["-DSHOAL_NET_FREESTANDING"] if freestanding else []),
          "-I", os.path.dirname(header_path()), str(src), "-o", str(exe), "-lm"],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
@@ -424,3 +426,31 @@ def test_header_compiles_alone_and_matches_the_binding(tmp_path):
     bad.write_bytes(blob[:-8])
     run = subprocess.run([str(exe), str(bad), "2"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "size mismatch" in run.stdout
+
+
+WASM_MODULE = r"""
+#include "shoal_net.h"
+static shoal_net net;
+static char err[256];
+int load(const void* blob, unsigned long n) { return shoal_net_load(&net, blob, n, err, sizeof err); }
+void step(long b, const float* obs, float* h, float* c, float* params, float* values,
+          float* scratch, uint64_t* rng, int32_t* actions, float* logp) {
+    shoal_net_forward(&net, b, obs, 0, h, c, params, values, scratch);
+    shoal_net_sample(&net, b, params, rng, 0, actions, 0, logp);
+}
+"""
+
+
+def test_header_builds_for_wasm32_freestanding(tmp_path):
+    ziglang = pytest.importorskip("ziglang", reason="needs the ziglang package (pip install "
+                                  "ziglang) for a WebAssembly compiler")
+    zig = os.path.join(os.path.dirname(ziglang.__file__), "zig")
+    src = tmp_path / "policy.c"
+    src.write_text(WASM_MODULE)
+    build = subprocess.run(
+        [zig, "cc", "-target", "wasm32-freestanding", "-O2", "-std=c99", "-Wall", "-Wextra",
+         "-Werror", "-DSHOAL_NET_FREESTANDING", "-I", os.path.dirname(header_path()), str(src),
+         "-o", str(tmp_path / "policy.wasm"), "-nostdlib", "-Wl,--no-entry",
+         "-Wl,--export=step", "-Wl,--export=load"], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    assert (tmp_path / "policy.wasm").read_bytes()[:4] == b"\0asm"

@@ -11,7 +11,11 @@
  * the layout word by word. shoal_net_load() checks every field, the exact size and that every
  * weight is finite, and reports a problem as a message, never by faulting.
  *
- * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h>: no allocation, no I/O. The caller
+ * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h>: no allocation, no I/O. Define
+ * SHOAL_NET_FREESTANDING to need neither <math.h> nor <string.h> (the header's own logf, cosf
+ * and expf; the compiler's memcpy/memset builtins), e.g. for `zig cc -target
+ * wasm32-freestanding`; sampling then differs from libm's in the last bits.
+ * The caller
  * owns all memory: the blob (which must outlive the net and be 4-byte aligned), the per-call
  * scratch (shoal_net_scratch_floats) and the inputs/outputs. Calls on one net are reentrant:
  * threads may run shoal_net_forward on the same net with their own scratch and rows.
@@ -29,10 +33,17 @@
 #ifndef SHOAL_NET_H
 #define SHOAL_NET_H
 
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifndef SHOAL_NET_FREESTANDING
+#include <math.h>
 #include <string.h>
+#define SHOAL_MEMCPY memcpy
+#define SHOAL_MEMSET memset
+#else
+#define SHOAL_MEMCPY __builtin_memcpy
+#define SHOAL_MEMSET __builtin_memset
+#endif
 
 #define SHOAL_NET_MAGIC 0x544E4853u   /* "SHNT" read as a little-endian uint32 */
 #define SHOAL_NET_VERSION 1
@@ -118,7 +129,7 @@ static void shoal__err(char* err, size_t errlen, const char* a, int64_t n, const
 
 static inline int32_t shoal__word(const unsigned char* p, int64_t i) {
     uint32_t v;
-    memcpy(&v, p + 4 * i, 4);   /* little-endian hosts (x86, ARM, wasm) */
+    SHOAL_MEMCPY(&v, p + 4 * i, 4);   /* little-endian hosts (x86, ARM, wasm) */
     return (int32_t)v;
 }
 
@@ -140,7 +151,7 @@ static const int32_t shoal__obs_sizes[SHOAL_OBS_TYPES] = {4, 8, 1, 1, 2, 2, 4, 4
 static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char* err,
                           size_t errlen) {
     const unsigned char* p = (const unsigned char*)blob;
-    memset(net, 0, sizeof *net);
+    SHOAL_MEMSET(net, 0, sizeof *net);
     if (blob == NULL) { shoal__err(err, errlen, "weights: no data", SHOAL__NO_NUMBER, ""); return -1; }
     if (((uintptr_t)blob) % 4 != 0) {
         shoal__err(err, errlen, "weights: the blob must be 4-byte aligned", SHOAL__NO_NUMBER, "");
@@ -402,10 +413,10 @@ static inline float shoal__exp(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     uint32_t bits;
-    memcpy(&bits, &t, 4);
+    SHOAL_MEMCPY(&bits, &t, 4);
     bits = (bits - 0x4B400000u + 127u) << 23;   /* n + 127 in the exponent field */
     float scale;
-    memcpy(&scale, &bits, 4);
+    SHOAL_MEMCPY(&scale, &bits, 4);
     return p * scale;
 }
 
@@ -431,6 +442,55 @@ static inline float shoal__tanh(float x) {
     const float small = x - x * x * x * (1.0f / 3.0f);
     return (x < 0.015625f && x > -0.015625f) ? small : big;
 }
+
+/* The three libm functions sampling uses: libm's, or with SHOAL_NET_FREESTANDING the header's own
+ * (log: m in [sqrt(1/2), sqrt(2)) times 2^e, log m = 2 atanh((m - 1)/(m + 1)) by its series;
+ * cos: reduced to [-pi/4, pi/4] by quarter turns, then the sin or cos polynomial). */
+#ifdef SHOAL_NET_FREESTANDING
+static inline float shoal__logf(float x) {
+    if (!(x > 0.0f)) return x == 0.0f ? -1.0f / 0.0f : 0.0f / 0.0f;
+    if (x - x != 0.0f) return x;              /* +inf */
+    uint32_t bits;
+    SHOAL_MEMCPY(&bits, &x, 4);
+    int32_t e = (int32_t)((bits >> 23) & 0xFFu) - 127;
+    if (((bits >> 23) & 0xFFu) == 0) {        /* subnormal: scale into the normal range */
+        x *= 16777216.0f;
+        SHOAL_MEMCPY(&bits, &x, 4);
+        e = (int32_t)((bits >> 23) & 0xFFu) - 127 - 24;
+    }
+    bits = (bits & 0x007FFFFFu) | 0x3F800000u;  /* m in [1, 2) */
+    float m;
+    SHOAL_MEMCPY(&m, &bits, 4);
+    if (m > 1.41421356f) { m *= 0.5f; e += 1; }
+    const float z = (m - 1.0f) / (m + 1.0f), z2 = z * z;
+    const float series = z * (2.0f + z2 * (0.666666667f + z2 * (0.4f + z2 * (0.285714286f
+                             + z2 * 0.222222222f))));
+    return series + (float)e * 0.693147181f;
+}
+static inline float shoal__cosf(float x) {
+    const float k = (float)(int64_t)(x * 0.636619772f + (x < 0.0f ? -0.5f : 0.5f));
+    float r = x - k * 1.57079625f;
+    r = r - k * 7.54978942e-08f;
+    const float r2 = r * r;
+    const float c = 1.0f + r2 * (-0.5f + r2 * (4.16666418e-02f + r2 * (-1.38873163e-03f
+                        + r2 * 2.44331571e-05f)));
+    const float sn = r * (1.0f + r2 * (-1.66666657e-01f + r2 * (8.33216087e-03f
+                         + r2 * -1.95152959e-04f)));
+    switch (((int64_t)k) & 3) {
+        case 0: return c;
+        case 1: return -sn;
+        case 2: return -c;
+        default: return sn;
+    }
+}
+#define shoal__expf shoal__exp
+#define shoal__sqrtf __builtin_sqrtf
+#else
+#define shoal__logf logf
+#define shoal__cosf cosf
+#define shoal__expf expf
+#define shoal__sqrtf sqrtf
+#endif
 
 static void shoal__activate(int kind, float* x, int64_t n) {
     switch (kind) {
@@ -501,7 +561,7 @@ SHOAL__BLOCK_KERNEL(1)
  * order. acc: rows * out floats of scratch. */
 static void shoal__linear(const shoal_layer* L, const float* x, float* y, int rows, float* acc) {
     const int32_t in = L->in, out = L->out;
-    for (int r = 0; r < rows; r++) memcpy(y + (int64_t)r * out, L->bias, sizeof(float) * (size_t)out);
+    for (int r = 0; r < rows; r++) SHOAL_MEMCPY(y + (int64_t)r * out, L->bias, sizeof(float) * (size_t)out);
     int32_t o0 = 0;
     for (; o0 + SHOAL_NET_BLOCK_COLS <= out; o0 += SHOAL_NET_BLOCK_COLS) {
         int r = 0;
@@ -514,7 +574,7 @@ static void shoal__linear(const shoal_layer* L, const float* x, float* y, int ro
     const int32_t tail = out - o0;
     for (int32_t i0 = 0; i0 < in; i0 += SHOAL_NET_SUM_BLOCK) {
         const int32_t i1 = in - i0 < SHOAL_NET_SUM_BLOCK ? in : i0 + SHOAL_NET_SUM_BLOCK;
-        memset(acc, 0, sizeof(float) * (size_t)rows * (size_t)tail);
+        SHOAL_MEMSET(acc, 0, sizeof(float) * (size_t)rows * (size_t)tail);
         for (int32_t i = i0; i < i1; i++) {
             const float* w = L->weight + (int64_t)i * out + o0;
             for (int r = 0; r < rows; r++) {
@@ -536,7 +596,7 @@ static void shoal__conv3x3(const shoal_layer* L, const float* x, int32_t h, int3
     for (int32_t oy = 0; oy < oh; oy++) {
         for (int32_t ox = 0; ox < ow; ox++) {
             float* out = y + ((int64_t)oy * ow + ox) * co;
-            memcpy(out, L->bias, sizeof(float) * (size_t)co);
+            SHOAL_MEMCPY(out, L->bias, sizeof(float) * (size_t)co);
             for (int32_t ky = 0; ky < 3; ky++) {
                 int32_t iy = oy * stride + ky - 1;
                 if (iy < 0 || iy >= h) continue;
@@ -560,15 +620,15 @@ static void shoal__conv3x3(const shoal_layer* L, const float* x, int32_t h, int3
 /* One observation element as float (scaled path). */
 static inline float shoal__obs_value(int dtype, const unsigned char* row, int64_t e) {
     switch (dtype) {
-        case SHOAL_OBS_F32: { float v; memcpy(&v, row + 4 * e, 4); return v; }
-        case SHOAL_OBS_F64: { double v; memcpy(&v, row + 8 * e, 8); return (float)v; }
+        case SHOAL_OBS_F32: { float v; SHOAL_MEMCPY(&v, row + 4 * e, 4); return v; }
+        case SHOAL_OBS_F64: { double v; SHOAL_MEMCPY(&v, row + 8 * e, 8); return (float)v; }
         case SHOAL_OBS_U8: return (float)row[e];
         case SHOAL_OBS_I8: return (float)(int8_t)row[e];
-        case SHOAL_OBS_U16: { uint16_t v; memcpy(&v, row + 2 * e, 2); return (float)v; }
-        case SHOAL_OBS_I16: { int16_t v; memcpy(&v, row + 2 * e, 2); return (float)v; }
-        case SHOAL_OBS_U32: { uint32_t v; memcpy(&v, row + 4 * e, 4); return (float)v; }
-        case SHOAL_OBS_I32: { int32_t v; memcpy(&v, row + 4 * e, 4); return (float)v; }
-        default: { int64_t v; memcpy(&v, row + 8 * e, 8); return (float)v; }
+        case SHOAL_OBS_U16: { uint16_t v; SHOAL_MEMCPY(&v, row + 2 * e, 2); return (float)v; }
+        case SHOAL_OBS_I16: { int16_t v; SHOAL_MEMCPY(&v, row + 2 * e, 2); return (float)v; }
+        case SHOAL_OBS_U32: { uint32_t v; SHOAL_MEMCPY(&v, row + 4 * e, 4); return (float)v; }
+        case SHOAL_OBS_I32: { int32_t v; SHOAL_MEMCPY(&v, row + 4 * e, 4); return (float)v; }
+        default: { int64_t v; SHOAL_MEMCPY(&v, row + 8 * e, 8); return (float)v; }
     }
 }
 
@@ -580,8 +640,8 @@ static inline int32_t shoal__obs_index(int dtype, const unsigned char* row, int6
         case SHOAL_OBS_F32:
         case SHOAL_OBS_F64: {
             double d;
-            if (dtype == SHOAL_OBS_F32) { float x; memcpy(&x, row + 4 * e, 4); d = x; }
-            else memcpy(&d, row + 8 * e, 8);
+            if (dtype == SHOAL_OBS_F32) { float x; SHOAL_MEMCPY(&x, row + 4 * e, 4); d = x; }
+            else SHOAL_MEMCPY(&d, row + 8 * e, 8);
             if (!(d == d)) d = 0.0;                       /* NaN: no defined code; use 0 */
             if (d > 9.0e15) d = 9.0e15;
             if (d < -9.0e15) d = -9.0e15;
@@ -590,13 +650,15 @@ static inline int32_t shoal__obs_index(int dtype, const unsigned char* row, int6
         }
         case SHOAL_OBS_U8: v = row[e]; break;
         case SHOAL_OBS_I8: v = (int8_t)row[e]; break;
-        case SHOAL_OBS_U16: { uint16_t x; memcpy(&x, row + 2 * e, 2); v = x; break; }
-        case SHOAL_OBS_I16: { int16_t x; memcpy(&x, row + 2 * e, 2); v = x; break; }
-        case SHOAL_OBS_U32: { uint32_t x; memcpy(&x, row + 4 * e, 4); v = x; break; }
-        case SHOAL_OBS_I32: { int32_t x; memcpy(&x, row + 4 * e, 4); v = x; break; }
-        default: memcpy(&v, row + 8 * e, 8); break;
+        case SHOAL_OBS_U16: { uint16_t x; SHOAL_MEMCPY(&x, row + 2 * e, 2); v = x; break; }
+        case SHOAL_OBS_I16: { int16_t x; SHOAL_MEMCPY(&x, row + 2 * e, 2); v = x; break; }
+        case SHOAL_OBS_U32: { uint32_t x; SHOAL_MEMCPY(&x, row + 4 * e, 4); v = x; break; }
+        case SHOAL_OBS_I32: { int32_t x; SHOAL_MEMCPY(&x, row + 4 * e, 4); v = x; break; }
+        default: SHOAL_MEMCPY(&v, row + 8 * e, 8); break;
     }
-    if (v > INT64_MIN + 65536) v -= offset;
+    if (v > ((int64_t)1 << 40)) v = (int64_t)1 << 40;     /* far outside [0, levels) anyway: */
+    if (v < -((int64_t)1 << 40)) v = -((int64_t)1 << 40); /* keeps v - offset from overflowing */
+    v -= offset;
     if (v < 0) v = 0;
     if (v > levels - 1) v = levels - 1;
     return (int32_t)v;
@@ -610,7 +672,7 @@ static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, in
         const unsigned char* row = obs + r * row_bytes;
         float* xr = x + r * width;
         if (net->levels) {
-            memset(xr, 0, sizeof(float) * (size_t)width);
+            SHOAL_MEMSET(xr, 0, sizeof(float) * (size_t)width);
             for (int64_t e = 0; e < elems; e++)
                 xr[e * net->levels + shoal__obs_index(net->obs_dtype, row, e, net->obs_offset,
                                                       net->levels)] = 1.0f;
@@ -663,7 +725,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
         if (net->encoder == SHOAL_ENC_MLP) {
             shoal__preprocess(net, o, rows, buf_a);
             const float* out = shoal__mlp(net, net->mlp, rows, buf_a, buf_b, acc);
-            memcpy(feat, out, sizeof(float) * (size_t)(rows * H));
+            SHOAL_MEMCPY(feat, out, sizeof(float) * (size_t)(rows * H));
         } else {
             /* one row at a time through the convolutions (ping-pong in buf_b and feat), the
              * flattened maps gathered in buf_a, then one projection for the tile */
@@ -680,7 +742,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
                                     (int64_t)net->conv_h[l + 1] * net->conv_w[l + 1] * net->channels);
                     cur = dst;
                 }
-                memcpy(buf_a + (int64_t)r * flat, cur, sizeof(float) * (size_t)flat);
+                SHOAL_MEMCPY(buf_a + (int64_t)r * flat, cur, sizeof(float) * (size_t)flat);
             }
             shoal__linear(&net->project, buf_a, feat, rows, acc);
             shoal__activate(net->activation, feat, (int64_t)rows * H);
@@ -718,7 +780,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
                     crow[j] = cn;
                     hrow[j] = go * shoal__tanh(cn);
                 }
-                memcpy(feat + r * H, hrow, sizeof(float) * (size_t)H);
+                SHOAL_MEMCPY(feat + r * H, hrow, sizeof(float) * (size_t)H);
             }
         }
         /* actor head -> params ([mean, log_std] for Box) */
@@ -726,8 +788,8 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
         const int32_t A = net->actor.out;
         for (int r = 0; r < rows; r++) {
             float* pr = params + (r0 + r) * net->num_params;
-            memcpy(pr, buf_a + (int64_t)r * A, sizeof(float) * (size_t)A);
-            if (net->head == SHOAL_HEAD_BOX) memcpy(pr + A, net->log_std, sizeof(float) * (size_t)A);
+            SHOAL_MEMCPY(pr, buf_a + (int64_t)r * A, sizeof(float) * (size_t)A);
+            if (net->head == SHOAL_HEAD_BOX) SHOAL_MEMCPY(pr + A, net->log_std, sizeof(float) * (size_t)A);
         }
         /* critic head, on its own encoder when not shared */
         const float* critic_in = feat;
@@ -807,9 +869,9 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
                 if (!greedy) {
                     const float a = out[j];
                     const float b = shoal_net_rng_uniform(&rng[r]);
-                    noise = sqrtf(-2.0f * logf(a)) * cosf(SHOAL_TWO_PI * b);
+                    noise = shoal__sqrtf(-2.0f * shoal__logf(a)) * shoal__cosf(SHOAL_TWO_PI * b);
                 }
-                out[j] = x[j] + expf(log_std) * noise;
+                out[j] = x[j] + shoal__expf(log_std) * noise;
                 lp += -0.5f * noise * noise - log_std - SHOAL_HALF_LOG_2PI;
             }
             if (logprobs) logprobs[r] = lp;
@@ -823,8 +885,8 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
             float m = g[0];
             for (int32_t j = 1; j < n; j++) m = g[j] > m ? g[j] : m;
             float s = 0.0f;
-            for (int32_t j = 0; j < n; j++) s += expf(g[j] - m);
-            const float log_s = logf(s);
+            for (int32_t j = 0; j < n; j++) s += shoal__expf(g[j] - m);
+            const float log_s = shoal__logf(s);
             int32_t best = 0;
             float best_score = 0.0f;
             for (int32_t j = 0; j < n; j++) {
@@ -832,7 +894,7 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
                 /* greedy: argmax of the log-probs when all dimensions have one size, else of
                  * the logits (what ActionDistribution.mode compares; ties pick the first) */
                 float score = greedy ? (net->uniform_nvec ? logp : g[j])
-                                     : logp - logf(-logf(shoal_net_rng_uniform(&rng[r])));
+                                     : logp - shoal__logf(-shoal__logf(shoal_net_rng_uniform(&rng[r])));
                 if (j == 0 || score > best_score) { best = j; best_score = score; }
             }
             lp += g[best] - m - log_s;

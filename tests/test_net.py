@@ -454,3 +454,38 @@ def test_header_builds_for_wasm32_freestanding(tmp_path):
          "-Wl,--export=step", "-Wl,--export=load"], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr
     assert (tmp_path / "policy.wasm").read_bytes()[:4] == b"\0asm"
+
+
+MATH_PROGRAM = r"""
+#include <stdio.h>
+#include "shoal_net.h"
+int main(void) {
+    for (int i = 1; i < 4000; i++) {
+        float u = (float)i / 4000.0f;
+        float big = u * 1.0e6f, tiny = u * 1.0e-30f, angle = 6.2831855f * u;
+        printf("%.9g %.9g %.9g %.9g %.9g\n", shoal__logf(u), shoal__logf(big), shoal__logf(tiny),
+               shoal__cosf(angle), shoal__expf(-20.0f * u + 10.0f));
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_freestanding_math_is_accurate(tmp_path):
+    """The header's own logf/cosf/expf (SHOAL_NET_FREESTANDING) against float64 references."""
+    (tmp_path / "m.c").write_text(MATH_PROGRAM)
+    build = subprocess.run(["gcc", "-std=c99", "-O2", "-DSHOAL_NET_FREESTANDING", "-I",
+                            os.path.dirname(header_path()), str(tmp_path / "m.c"), "-o",
+                            str(tmp_path / "m")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    out = subprocess.run([str(tmp_path / "m")], capture_output=True, text=True, timeout=60)
+    got = np.array([line.split() for line in out.stdout.splitlines()], float)
+    u = (np.arange(1, 4000) / 4000.0).astype(np.float32).astype(float)
+    np.testing.assert_allclose(got[:, 0], np.log(u), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(got[:, 1], np.log(np.float32(u * 1e6).astype(float)), rtol=2e-6)
+    np.testing.assert_allclose(got[:, 2], np.log(np.float32(u * 1e-30).astype(float)), rtol=2e-6)
+    angle = (np.float32(6.2831855) * u.astype(np.float32)).astype(float)
+    np.testing.assert_allclose(got[:, 3], np.cos(angle), atol=2e-6)
+    x = (np.float32(-20.0) * u.astype(np.float32) + np.float32(10.0)).astype(float)
+    np.testing.assert_allclose(got[:, 4], np.exp(x), rtol=1e-6)

@@ -1,6 +1,6 @@
 """Every C extension built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess:
-the envs (support/fuzz_envs.py), their snapshot loader (support/fuzz_snapshots.py) and the
-trainer's kernels (support/fuzz_kernels.py).
+the envs (support/fuzz_envs.py), their snapshot loader (support/fuzz_snapshots.py), the
+trainer's kernels (support/fuzz_kernels.py) and the C policy (support/fuzz_net.py).
 
 The snapshot fuzzing here is CI-sized (300 random mutations per env after a sweep of every
 field); a longer run: SHOAL_FUZZ_SNAPSHOTS=20000 python -m pytest tests/test_sanitizers.py -k snapshot
@@ -74,3 +74,8 @@ def test_snapshot_loader_under_asan_and_ubsan(sanitized):
     are refused with a ValueError that leaves the env as it was."""
     mutations = os.environ.get("SHOAL_FUZZ_SNAPSHOTS", "300")
     _run_fuzzer(sanitized, "fuzz_snapshots.py", mutations, timeout=max(900, int(mutations)))
+
+
+@needs_asan
+def test_c_policy_under_asan_and_ubsan(sanitized):
+    _run_fuzzer(sanitized, "fuzz_net.py")

@@ -8,7 +8,9 @@ One epoch is:
    end), rewards, dones, episode starts, masks and (recurrent policies) the state each segment
    starts from. Stepping goes through ``env.recv()``/``env.send()``, so with
    ``env.num_buffers=2`` one group of envs steps while the policy acts on the other. The policy
-   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd).
+   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd). With
+   ``train.rollout = "fused"`` (C envs) one C call collects the whole segment instead, the
+   policy running in C (:mod:`shoal.trainer.fused_rollout`); it fills the same storage.
 
    Slot ``T`` of the storage is the next epoch's slot 0: at the end of a segment the
    pre-update policy already acts on the next observation (the envs never wait for the update),
@@ -73,6 +75,7 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
 from .distributed import connect, elastic_resume_target, explained_variance, merge_means
+from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .process_state import ProcessState
 from .signals import deferred_stop
@@ -450,6 +453,14 @@ class Trainer:
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
         self.upload = HostUpload(self.device)   # host -> device (pinned, async on CUDA)
+        self.agent_rng = (AgentRng(self.S, t.seed + 3)
+                          if t.action_rng == "agent" or t.rollout == "fused" else None)
+        if t.overlap and t.rollout != "fused":
+            raise ConfigError("train.overlap=true needs train.rollout='fused'")
+        if t.overlap and self.dist.distributed:
+            raise ConfigError("train.overlap=true is not supported in a torchrun job yet: use "
+                              "--train.overlap false (train.rollout='fused' works)")
+        self.fused = FusedRollout(self) if t.rollout == "fused" else None
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -509,6 +520,10 @@ class Trainer:
             for s in self.state:
                 s.zero_()
         b = self.storage
+        if self.fused is not None:
+            b.starts[:, 0] = 1.0
+            self.fused.act_first()
+            return
         for _ in self.groups:
             _, _, _, _, _, rows = self.env.recv()
             b.starts[rows, 0] = 1.0
@@ -527,8 +542,10 @@ class Trainer:
             if target is not None:
                 for dst, src in zip(target, state_in):
                     dst[rows].copy_(src)
+        uniforms = (None if self.agent_rng is None
+                    else self.agent_rng.uniforms(rows, self.distribution.num_params))
         actions, logprobs, values, new_state = self.inference.act(
-            b.obs[rows, t], state_in, b.starts[rows, t])
+            b.obs[rows, t], state_in, b.starts[rows, t], uniforms)
         b.actions[rows, t] = actions
         b.logprobs[rows, t] = logprobs
         b.values[rows, t] = values
@@ -561,6 +578,10 @@ class Trainer:
     def rollout(self) -> dict[str, float]:
         """Collects one ``[S, T]`` batch (slot 0 is already filled); returns episode stats."""
         b, env, T = self.storage, self.env, self.T
+        if self.fused is not None:
+            stats, env_seconds = self.fused.rollout()
+            self._env_time += env_seconds
+            return stats
         stats: dict[str, float] = {}
         for t in range(1, T + 1):
             for _ in self.groups:
@@ -711,15 +732,18 @@ class Trainer:
         start = time.perf_counter()
         self._env_time = 0.0
         self.dist.comm_seconds = 0.0
-        t0 = time.perf_counter()
-        episodes = self.rollout()
-        rollout_time = time.perf_counter() - t0
-        if self.dist.distributed:   # every rank's episodes (before the update's collectives)
-            episodes = merge_means(self.dist.object_all_gather(episodes))
-        t1 = time.perf_counter()
-        losses = self.update()
-        self.storage.shift()
-        learn_time = time.perf_counter() - t1
+        if self.fused is not None and self.fused.overlap:
+            episodes, losses, rollout_time, learn_time = self.fused.overlapped_epoch()
+        else:
+            t0 = time.perf_counter()
+            episodes = self.rollout()
+            rollout_time = time.perf_counter() - t0
+            if self.dist.distributed:   # every rank's episodes (before the update's collectives)
+                episodes = merge_means(self.dist.object_all_gather(episodes))
+            t1 = time.perf_counter()
+            losses = self.update()
+            self.storage.shift()
+            learn_time = time.perf_counter() - t1
         self.epoch += 1
         self.agent_steps += self.batch_size
         if episodes.get("n", 0) > 0:
@@ -834,12 +858,14 @@ class Trainer:
                 "torch": self.process_state.torch_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
                 "sampler": self.sampler_generator.get_state().cpu(),
+                "agents": None if self.agent_rng is None else self.agent_rng.state(),
                 "numpy": torch.from_numpy(np.frombuffer(json.dumps(
                     _np_rng_state(self.process_state.numpy_rng_state())).encode(),
                     dtype=np.uint8).copy()),
             },
             "carry": carry,
             "env_state": env_state,
+            "fused": None if self.fused is None else self.fused.state_dict(),
         }
 
     def save(self) -> str:
@@ -875,6 +901,12 @@ class Trainer:
                     f"{saved_ranks})"))
         own = ckpt if self.dist.rank == 0 else ckpt["ranks"][self.dist.rank - 1]
         spaces = ckpt.get("spaces", {})
+        saved_rollout = dict(ckpt["config"]).get("train", {}).get("rollout", "torch")
+        if ckpt.get("env_state") is not None and saved_rollout != self.config.train.rollout:
+            # the fused rollout leaves the slot-T actions unstepped, the torch one steps them
+            raise CheckpointError(
+                f"{ckpt.get('path')} was saved by train.rollout='{saved_rollout}': resume it "
+                f"with the same rollout path (not '{self.config.train.rollout}')")
         mine = {"observation": repr(self.env.single_observation_space),
                 "action": repr(self.env.single_action_space), "num_agents": self.S,
                 "horizon": self.T}
@@ -898,6 +930,8 @@ class Trainer:
             rng["torch"], _np_rng_tuple(json.loads(bytes(rng["numpy"].numpy()).decode())))
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
+        if self.agent_rng is not None and rng.get("agents") is not None:
+            self.agent_rng.load(rng["agents"])
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
         for mean, n in ckpt.get("returns", []):
@@ -922,6 +956,8 @@ class Trainer:
                     dst.copy_(src)
                 for dst, src in zip(self.state, carry["state"]):
                     dst.copy_(src)
+            if self.fused is not None and own.get("fused") is not None:
+                self.fused.load_state_dict(own["fused"])
             self.exact_resume = True
         else:
             # No env snapshot: restart the episodes from a reset seeded by (seed, epoch).

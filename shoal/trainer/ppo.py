@@ -653,6 +653,12 @@ class Trainer:
                     if done or stop or interrupted() or \
                             self.epoch % log.checkpoint_interval == 0:
                         path = self.save()
+                        if log.video:
+                            from ..tools.watch import record_checkpoint_video
+
+                            note = record_checkpoint_video(path, self.run_dir, log.video_steps)
+                            if note:
+                                dash.message(note)
                         # at most a line a minute: short epochs checkpoint every few seconds
                         if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")

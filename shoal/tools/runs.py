@@ -81,6 +81,18 @@ class PolicyStepper:
         """The policy's decision for one step of observations ``[N, *obs_shape]``."""
         torch = self._torch
         dist = self.distribution
+        threads = torch.get_num_threads()
+        # one row (or a few): a second thread only adds wake-up latency, and on a busy machine
+        # OpenMP spin-waiting made each tiny op 7 ms; the caller's setting is restored below
+        torch.set_num_threads(1)
+        try:
+            return self._act(obs)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _act(self, obs: np.ndarray) -> "Decision":
+        torch = self._torch
+        dist = self.distribution
         with torch.inference_mode():
             obs_t = torch.from_numpy(np.ascontiguousarray(obs)).unsqueeze(1)
             params, values, self.state = self.policy(obs_t, self.state, self.starts.unsqueeze(1))

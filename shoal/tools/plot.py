@@ -32,18 +32,19 @@ def read_metrics(run_dir: str) -> list[dict[str, Any]]:
                         f"hold metrics.jsonl)")
     rows = []
     with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                # a run killed mid-write leaves a partial last line: the epochs before it stand
-                if number == 1 or fh.readline() == "":
-                    break
-                raise PlotError(f"{path}:{number} is not JSON: the file is corrupt") from None
-            if isinstance(row, dict) and "agent_steps" in row:
-                rows.append(row)
+        lines = fh.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            # a run killed mid-write leaves a partial last line: the epochs before it stand
+            if number == len(lines):
+                break
+            raise PlotError(f"{path}:{number} is not JSON: the file is corrupt") from None
+        if isinstance(row, dict) and "agent_steps" in row:
+            rows.append(row)
     if not rows:
         raise PlotError(f"{path} holds no epochs yet: let the run train for at least one epoch")
     return rows

@@ -140,8 +140,12 @@ def rgb_to_text(rgb: np.ndarray, columns: int = 80) -> str:
     lines = []
     for y in range(0, small.shape[0], 2):
         top, bottom = small[y], small[y + 1]
-        cells = [f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m\u2580"
-                 for t, b in zip(top, bottom)]
+        cells, last = [], None
+        for t, b in zip(top.tolist(), bottom.tolist()):
+            if (t, b) != last:   # colour codes only where the colour changes
+                cells.append(f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m")
+                last = (t, b)
+            cells.append("\u2580")
         lines.append("".join(cells) + "\x1b[0m")
     return "\n".join(lines)
 

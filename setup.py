@@ -3,7 +3,8 @@
 Flags: warnings on (-Wall -Wextra); -O3 -march=native unless SHOAL_PORTABLE=1.
 SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py).
 SHOAL_ONLY=maze,tetris builds only those env extensions (the trainer kernels are always built).
-SHOAL_NO_OPENMP=1 builds the trainer kernels without OpenMP (single-threaded).
+SHOAL_NO_OPENMP=1 builds the trainer kernels and the C policy binding without OpenMP
+(single-threaded).
 """
 
 import glob
@@ -55,6 +56,19 @@ for kernel in ("advantage", "lstm_cell"):
                 extra_link_args=["-lm", *openmp, *link],
             )
         )
+
+# The C policy (shoal/net/shoal_net.h) for Python: shoal/net/_net.c -> shoal.net._net.
+NET_DIR = os.path.join("shoal", "net")
+extensions.append(
+    Extension(
+        name="shoal.net._net",
+        sources=[os.path.join(NET_DIR, "_net.c")],
+        include_dirs=[NET_DIR, TRAINER_DIR],
+        depends=[os.path.join(NET_DIR, "shoal_net.h"), os.path.join(TRAINER_DIR, "kernels.h")],
+        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
+        extra_link_args=["-lm", *openmp, *link],
+    )
+)
 
 only = [name for name in os.environ.get("SHOAL_ONLY", "").split(",") if name]
 if only:

@@ -1,5 +1,6 @@
 """Every C extension built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess:
-the envs (support/fuzz_envs.py) and the trainer's kernels (support/fuzz_kernels.py)."""
+the envs (support/fuzz_envs.py), the trainer's kernels (support/fuzz_kernels.py) and the C policy
+(support/fuzz_net.py)."""
 
 import os
 import shutil
@@ -61,3 +62,8 @@ def test_envs_under_asan_and_ubsan(sanitized):
 @needs_asan
 def test_trainer_kernels_under_asan_and_ubsan(sanitized):
     _run_fuzzer(sanitized, "fuzz_kernels.py")
+
+
+@needs_asan
+def test_c_policy_under_asan_and_ubsan(sanitized):
+    _run_fuzzer(sanitized, "fuzz_net.py")

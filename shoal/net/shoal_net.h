@@ -1,0 +1,762 @@
+/* shoal_net.h: forward inference of shoal's built-in policies in one dependency-free C99 header.
+ *
+ * What it runs: the MLP, CNN and LSTM policies of shoal/trainer/policies.py (observation
+ * preprocessing by scaling or one-hot codes, Linear/Conv2d layers with gelu/relu/tanh/silu, an
+ * LSTM cell with resets at episode starts, actor and critic heads) and the action heads of
+ * shoal/trainer/distributions.py (Discrete, MultiDiscrete, Box) with sampling from a per-agent
+ * RNG or greedy choice, log-probabilities and values.
+ *
+ * Weights: one flat blob of little-endian 32-bit words, an int32 header describing the
+ * architecture followed by float32 weights, written by shoal/net/export.py; docs/net.md gives
+ * the layout word by word. shoal_net_load() checks every field, the exact size and that every
+ * weight is finite, and reports a problem as a message, never by faulting.
+ *
+ * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h>: no allocation, no I/O. The caller
+ * owns all memory: the blob (which must outlive the net and be 4-byte aligned), the per-call
+ * scratch (shoal_net_scratch_floats) and the inputs/outputs. Calls on one net are reentrant:
+ * threads may run shoal_net_forward on the same net with their own scratch and rows.
+ *
+ * Usage:
+ *     shoal_net net; char err[256];
+ *     if (shoal_net_load(&net, blob, blob_bytes, err, sizeof err) != 0) { report(err); }
+ *     float* scratch = ...shoal_net_scratch_floats(&net) floats...;
+ *     shoal_net_forward(&net, batch, obs, starts, h, c, params, values, scratch);
+ *     shoal_net_sample(&net, batch, params, rng_states, greedy, actions_i32, actions_f32, logp);
+ *
+ * Loops are written so the compiler vectorises them (inner loops over contiguous outputs);
+ * build with -O3 and -march=native (or -mavx2 / -mavx512f) to get AVX2/AVX-512 code.
+ */
+#ifndef SHOAL_NET_H
+#define SHOAL_NET_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SHOAL_NET_MAGIC 0x544E4853u   /* "SHNT" read as a little-endian uint32 */
+#define SHOAL_NET_VERSION 1
+#define SHOAL_NET_FIXED_WORDS 23      /* header words before the nvec list */
+#define SHOAL_NET_MAX_LAYERS 16       /* MLP layers; CNN convolutions (strided + 2) */
+#define SHOAL_NET_TILE 16             /* rows evaluated together (weights reused from cache) */
+#define SHOAL_NET_MAX_DIM (1 << 24)   /* any one size (elements, widths) */
+
+enum { SHOAL_ENC_MLP = 0, SHOAL_ENC_CNN = 1 };
+enum { SHOAL_ACT_GELU = 0, SHOAL_ACT_RELU = 1, SHOAL_ACT_TANH = 2, SHOAL_ACT_SILU = 3 };
+enum { SHOAL_HEAD_DISCRETE = 0, SHOAL_HEAD_MULTIDISCRETE = 1, SHOAL_HEAD_BOX = 2 };
+enum {
+    SHOAL_OBS_F32 = 0, SHOAL_OBS_F64 = 1, SHOAL_OBS_U8 = 2, SHOAL_OBS_I8 = 3, SHOAL_OBS_U16 = 4,
+    SHOAL_OBS_I16 = 5, SHOAL_OBS_U32 = 6, SHOAL_OBS_I32 = 7, SHOAL_OBS_I64 = 8,
+    SHOAL_OBS_TYPES = 9
+};
+
+#define SHOAL_LOG_STD_MIN (-20.0f)
+#define SHOAL_LOG_STD_MAX 2.0f
+#define SHOAL_HALF_LOG_2PI 0.91893853320467274f
+#define SHOAL_TWO_PI 6.28318530717958648f
+
+typedef struct {
+    const float* weight;   /* Linear: [in][out] (transposed); conv: [3][3][in_c][out_c] */
+    const float* bias;     /* [out] */
+    int32_t in, out;
+} shoal_layer;
+
+typedef struct {
+    /* architecture (header words) */
+    int32_t encoder, lstm, shared, activation, hidden;
+    int32_t obs_dtype, obs_ndim, obs_shape[3], levels, obs_offset;
+    int32_t mlp_layers, channels, strided;
+    int32_t head, num_params, action_dims, action_offset;
+    const int32_t* nvec_words;   /* [action_dims] for discrete heads, in the blob (may be
+                                    unaligned for int32: read with shoal_net_nvec) */
+    /* derived */
+    int32_t obs_elems, obs_item_bytes, in_features;   /* in_features: encoder input width */
+    int32_t image_h, image_w, image_c;                  /* CNN input (channels last) */
+    int32_t conv_count, conv_h[SHOAL_NET_MAX_LAYERS + 1], conv_w[SHOAL_NET_MAX_LAYERS + 1];
+    int32_t conv_stride[SHOAL_NET_MAX_LAYERS];
+    int32_t max_width, max_group;
+    int32_t uniform_nvec;   /* every action dimension has the same size (torch's batched path) */
+    /* weights (pointers into the blob) */
+    const float* scale;                                 /* [obs_elems] when levels == 0 */
+    shoal_layer mlp[SHOAL_NET_MAX_LAYERS];              /* MLP encoder */
+    shoal_layer critic_mlp[SHOAL_NET_MAX_LAYERS];       /* separate critic encoder */
+    shoal_layer conv[SHOAL_NET_MAX_LAYERS];
+    shoal_layer project;                                /* CNN flatten (HWC order) -> hidden */
+    const float* w_ih;                                  /* [hidden][4 hidden] */
+    const float* w_hh;                                  /* [hidden][4 hidden] */
+    const float* b_ih;                                  /* [4 hidden] */
+    const float* b_hh;                                  /* [4 hidden] */
+    shoal_layer actor;                                  /* hidden -> num_params (box: d) */
+    const float* log_std;                               /* [d] for Box */
+    const float* low;                                   /* [d] for Box: env bounds */
+    const float* high;
+    shoal_layer critic;                                 /* hidden -> 1 */
+    int64_t num_floats;
+} shoal_net;
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers (no stdio: messages are built by hand)
+ * ------------------------------------------------------------------------------------------- */
+
+#define SHOAL__NO_NUMBER INT64_MIN
+
+static void shoal__err(char* err, size_t errlen, const char* a, int64_t n, const char* b) {
+    if (err == NULL || errlen == 0) return;
+    size_t k = 0;
+    for (const char* s = a; s && *s && k + 1 < errlen; s++) err[k++] = *s;
+    if (n != SHOAL__NO_NUMBER) {
+        char digits[24];
+        int d = 0;
+        uint64_t v = n < 0 ? (uint64_t)(-(n + 1)) + 1u : (uint64_t)n;
+        if (n < 0 && k + 1 < errlen) err[k++] = '-';
+        do { digits[d++] = (char)('0' + (int)(v % 10u)); v /= 10u; } while (v && d < 24);
+        while (d > 0 && k + 1 < errlen) err[k++] = digits[--d];
+    }
+    for (const char* s = b; s && *s && k + 1 < errlen; s++) err[k++] = *s;
+    err[k] = '\0';
+}
+
+static inline int32_t shoal__word(const unsigned char* p, int64_t i) {
+    uint32_t v;
+    memcpy(&v, p + 4 * i, 4);   /* little-endian hosts (x86, ARM, wasm) */
+    return (int32_t)v;
+}
+
+/* Action-dimension sizes of a discrete head. */
+static inline int32_t shoal_net_nvec(const shoal_net* net, int32_t k) {
+    return shoal__word((const unsigned char*)net->nvec_words, k);
+}
+
+static inline int shoal__is_finite(float x) { return x - x == 0.0f; }
+
+static const int32_t shoal__obs_sizes[SHOAL_OBS_TYPES] = {4, 8, 1, 1, 2, 2, 4, 4, 8};
+
+/* ---------------------------------------------------------------------------------------------
+ * Loading
+ * ------------------------------------------------------------------------------------------- */
+
+/* Parses and checks a blob. Returns 0 on success, -1 with a message in err otherwise. The net
+ * keeps pointers into `blob`, which must stay alive and be 4-byte aligned. */
+static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char* err,
+                          size_t errlen) {
+    const unsigned char* p = (const unsigned char*)blob;
+    memset(net, 0, sizeof *net);
+    if (blob == NULL) { shoal__err(err, errlen, "weights: no data", SHOAL__NO_NUMBER, ""); return -1; }
+    if (((uintptr_t)blob) % 4 != 0) {
+        shoal__err(err, errlen, "weights: the blob must be 4-byte aligned", SHOAL__NO_NUMBER, "");
+        return -1;
+    }
+    if (nbytes % 4 != 0 || nbytes < 4 * SHOAL_NET_FIXED_WORDS) {
+        shoal__err(err, errlen, "weights: ", (int64_t)nbytes,
+                   " bytes is not a shoal net blob (too short or not whole 32-bit words); "
+                   "write it with shoal.net.export");
+        return -1;
+    }
+    int64_t words = (int64_t)(nbytes / 4);
+    if ((uint32_t)shoal__word(p, 0) != SHOAL_NET_MAGIC) {
+        shoal__err(err, errlen, "weights: wrong magic number (not a shoal net blob); write it "
+                   "with shoal.net.export", SHOAL__NO_NUMBER, "");
+        return -1;
+    }
+    int32_t version = shoal__word(p, 1);
+    if (version != SHOAL_NET_VERSION) {
+        shoal__err(err, errlen, "weights: layout version ", version,
+                   " is not the version this header reads (1); re-export with the matching "
+                   "shoal.net.export");
+        return -1;
+    }
+    int32_t header_words = shoal__word(p, 2);
+    int32_t num_floats = shoal__word(p, 3);
+    if (header_words < SHOAL_NET_FIXED_WORDS || header_words > words || num_floats < 0) {
+        shoal__err(err, errlen, "weights: header length ", header_words,
+                   " words does not fit the blob (corrupt or truncated file)");
+        return -1;
+    }
+    if ((int64_t)header_words + num_floats != words) {
+        shoal__err(err, errlen, "weights: size mismatch: the header announces ",
+                   (int64_t)header_words + num_floats, " words but the blob holds a different "
+                   "number (truncated or padded file)");
+        return -1;
+    }
+    net->encoder = shoal__word(p, 4);
+    net->lstm = shoal__word(p, 5);
+    net->shared = shoal__word(p, 6);
+    net->activation = shoal__word(p, 7);
+    net->hidden = shoal__word(p, 8);
+    net->obs_dtype = shoal__word(p, 9);
+    net->obs_ndim = shoal__word(p, 10);
+    for (int i = 0; i < 3; i++) net->obs_shape[i] = shoal__word(p, 11 + i);
+    net->levels = shoal__word(p, 14);
+    net->obs_offset = shoal__word(p, 15);
+    net->mlp_layers = shoal__word(p, 16);
+    net->channels = shoal__word(p, 17);
+    net->strided = shoal__word(p, 18);
+    net->head = shoal__word(p, 19);
+    net->num_params = shoal__word(p, 20);
+    net->action_dims = shoal__word(p, 21);
+    net->action_offset = shoal__word(p, 22);
+
+#define SHOAL__CHECK(cond, a, n, b) \
+    do { if (!(cond)) { shoal__err(err, errlen, a, (int64_t)(n), b); return -1; } } while (0)
+    SHOAL__CHECK(net->encoder == SHOAL_ENC_MLP || net->encoder == SHOAL_ENC_CNN,
+                 "weights: unknown encoder kind ", net->encoder, " (0 = MLP, 1 = CNN)");
+    SHOAL__CHECK(net->lstm == 0 || net->lstm == 1, "weights: lstm flag ", net->lstm,
+                 " must be 0 or 1");
+    SHOAL__CHECK(net->shared == 0 || net->shared == 1, "weights: shared flag ", net->shared,
+                 " must be 0 or 1");
+    SHOAL__CHECK(net->shared == 1 || (net->encoder == SHOAL_ENC_MLP && !net->lstm),
+                 "weights: a separate critic encoder exists only for the MLP policy", SHOAL__NO_NUMBER, "");
+    SHOAL__CHECK(net->activation >= 0 && net->activation <= SHOAL_ACT_SILU,
+                 "weights: unknown activation ", net->activation,
+                 " (0 gelu, 1 relu, 2 tanh, 3 silu)");
+    SHOAL__CHECK(net->hidden >= 1 && net->hidden <= 65536, "weights: hidden width ",
+                 net->hidden, " out of range [1, 65536]");
+    SHOAL__CHECK(net->obs_dtype >= 0 && net->obs_dtype < SHOAL_OBS_TYPES,
+                 "weights: unknown observation dtype code ", net->obs_dtype, "");
+    SHOAL__CHECK(net->obs_ndim >= 0 && net->obs_ndim <= 3, "weights: observation rank ",
+                 net->obs_ndim, " out of range [0, 3]");
+    int64_t elems = 1;
+    for (int i = 0; i < 3; i++) {
+        int32_t s = net->obs_shape[i];
+        SHOAL__CHECK(i < net->obs_ndim ? (s >= 1 && s <= SHOAL_NET_MAX_DIM) : s == 1,
+                     "weights: observation shape entry ", s, " is invalid");
+        elems *= s;
+    }
+    SHOAL__CHECK(elems <= SHOAL_NET_MAX_DIM, "weights: ", elems, " observation elements is "
+                 "too many");
+    SHOAL__CHECK(net->levels >= 0 && net->levels <= 65536, "weights: one-hot levels ",
+                 net->levels, " out of range [0, 65536]");
+    int64_t in_features = elems * (net->levels ? net->levels : 1);
+    SHOAL__CHECK(in_features <= SHOAL_NET_MAX_DIM, "weights: ", in_features,
+                 " input features is too many");
+    net->obs_elems = (int32_t)elems;
+    net->obs_item_bytes = shoal__obs_sizes[net->obs_dtype];
+    net->in_features = (int32_t)in_features;
+    SHOAL__CHECK(net->head >= 0 && net->head <= SHOAL_HEAD_BOX, "weights: unknown action head ",
+                 net->head, " (0 Discrete, 1 MultiDiscrete, 2 Box)");
+    SHOAL__CHECK(net->action_dims >= 1 && net->action_dims <= 65536, "weights: ",
+                 net->action_dims, " action dimensions is out of range [1, 65536]");
+    SHOAL__CHECK(net->head != SHOAL_HEAD_DISCRETE || net->action_dims == 1,
+                 "weights: a Discrete head has one action dimension, not ", net->action_dims, "");
+    int64_t want_header = SHOAL_NET_FIXED_WORDS + (net->head == SHOAL_HEAD_BOX ? 0 : net->action_dims);
+    SHOAL__CHECK(header_words == want_header, "weights: header has ", header_words,
+                 " words but this action head needs a different number (wrong layout)");
+    int64_t actor_out;
+    if (net->head == SHOAL_HEAD_BOX) {
+        SHOAL__CHECK(net->num_params == 2 * net->action_dims, "weights: a Box head needs 2*d "
+                     "action parameters, got ", net->num_params, "");
+        actor_out = net->action_dims;
+        net->max_group = 1;
+    } else {
+        net->nvec_words = (const int32_t*)(const void*)(p + 4 * SHOAL_NET_FIXED_WORDS);
+        int64_t total = 0;
+        int32_t max_group = 1;
+        for (int32_t k = 0; k < net->action_dims; k++) {
+            int32_t n = shoal_net_nvec(net, k);
+            SHOAL__CHECK(n >= 1 && n <= SHOAL_NET_MAX_DIM, "weights: action dimension size ", n,
+                         " is invalid");
+            total += n;
+            if (n > max_group) max_group = n;
+        }
+        SHOAL__CHECK(total == net->num_params, "weights: the action sizes add up to a different "
+                     "number of logits than num_params ", net->num_params, "");
+        actor_out = total;
+        net->max_group = max_group;
+        net->uniform_nvec = 1;
+        for (int32_t k = 1; k < net->action_dims; k++)
+            if (shoal_net_nvec(net, k) != shoal_net_nvec(net, 0)) net->uniform_nvec = 0;
+    }
+    SHOAL__CHECK(net->num_params >= 1 && net->num_params <= SHOAL_NET_MAX_DIM,
+                 "weights: num_params ", net->num_params, " out of range");
+
+    /* weights, in the documented order */
+    const float* f = (const float*)(const void*)(p + 4 * (int64_t)header_words);
+    int64_t used = 0;
+    int64_t max_width = in_features;
+#define SHOAL__TAKE(ptr, count)                                                        \
+    do {                                                                               \
+        int64_t n_ = (int64_t)(count);                                                 \
+        SHOAL__CHECK(used + n_ <= num_floats, "weights: the blob has ", num_floats,    \
+                     " weights, fewer than the architecture in its header needs "      \
+                     "(wrong layout or truncated)");                                   \
+        (ptr) = f + used;                                                              \
+        used += n_;                                                                    \
+    } while (0)
+    if (net->levels == 0) SHOAL__TAKE(net->scale, elems);
+    if (net->encoder == SHOAL_ENC_MLP) {
+        SHOAL__CHECK(net->mlp_layers >= 1 && net->mlp_layers <= SHOAL_NET_MAX_LAYERS,
+                     "weights: MLP layers ", net->mlp_layers, " out of range [1, 16]");
+        for (int pass = 0; pass < (net->shared ? 1 : 2); pass++) {
+            shoal_layer* layers = pass == 0 ? net->mlp : net->critic_mlp;
+            int64_t width = in_features;
+            for (int32_t l = 0; l < net->mlp_layers; l++) {
+                layers[l].in = (int32_t)width;
+                layers[l].out = net->hidden;
+                SHOAL__TAKE(layers[l].weight, width * net->hidden);
+                SHOAL__TAKE(layers[l].bias, net->hidden);
+                width = net->hidden;
+            }
+        }
+    } else {
+        SHOAL__CHECK(net->obs_ndim == 2 || net->obs_ndim == 3, "weights: the CNN encoder needs "
+                     "[H, W] or [H, W, C] observations, got rank ", net->obs_ndim, "");
+        SHOAL__CHECK(net->channels >= 1 && net->channels <= 4096, "weights: CNN channels ",
+                     net->channels, " out of range [1, 4096]");
+        SHOAL__CHECK(net->strided >= 0 && net->strided + 2 <= SHOAL_NET_MAX_LAYERS,
+                     "weights: ", net->strided, " strided convolutions is out of range");
+        net->image_h = net->obs_shape[0];
+        net->image_w = net->obs_shape[1];
+        net->image_c = (net->obs_ndim == 3 ? net->obs_shape[2] : 1) * (net->levels ? net->levels : 1);
+        net->conv_count = net->strided + 2;
+        int32_t h = net->image_h, w = net->image_w, c = net->image_c;
+        net->conv_h[0] = h;
+        net->conv_w[0] = w;
+        for (int32_t l = 0; l < net->conv_count; l++) {
+            int32_t stride = l < net->strided ? 2 : 1;
+            net->conv_stride[l] = stride;
+            net->conv[l].in = c;
+            net->conv[l].out = net->channels;
+            SHOAL__TAKE(net->conv[l].weight, (int64_t)9 * c * net->channels);
+            SHOAL__TAKE(net->conv[l].bias, net->channels);
+            if (stride == 2) { h = (h + 1) / 2; w = (w + 1) / 2; }
+            c = net->channels;
+            net->conv_h[l + 1] = h;
+            net->conv_w[l + 1] = w;
+            int64_t width = (int64_t)h * w * c;
+            SHOAL__CHECK(width <= SHOAL_NET_MAX_DIM, "weights: CNN feature map of ", width,
+                         " values is too large");
+            if (width > max_width) max_width = width;
+        }
+        int64_t flat = (int64_t)h * w * c;
+        net->project.in = (int32_t)flat;
+        net->project.out = net->hidden;
+        SHOAL__TAKE(net->project.weight, flat * net->hidden);
+        SHOAL__TAKE(net->project.bias, net->hidden);
+    }
+    if (net->lstm) {
+        int64_t H = net->hidden;
+        SHOAL__TAKE(net->w_ih, H * 4 * H);
+        SHOAL__TAKE(net->w_hh, H * 4 * H);
+        SHOAL__TAKE(net->b_ih, 4 * H);
+        SHOAL__TAKE(net->b_hh, 4 * H);
+    }
+    net->actor.in = net->hidden;
+    net->actor.out = (int32_t)actor_out;
+    SHOAL__TAKE(net->actor.weight, net->hidden * actor_out);
+    SHOAL__TAKE(net->actor.bias, actor_out);
+    if (net->head == SHOAL_HEAD_BOX) {
+        SHOAL__TAKE(net->log_std, net->action_dims);
+        SHOAL__TAKE(net->low, net->action_dims);
+        SHOAL__TAKE(net->high, net->action_dims);
+    }
+    net->critic.in = net->hidden;
+    net->critic.out = 1;
+    SHOAL__TAKE(net->critic.weight, net->hidden);
+    SHOAL__TAKE(net->critic.bias, 1);
+#undef SHOAL__TAKE
+    SHOAL__CHECK(used == num_floats, "weights: the blob has ", num_floats,
+                 " weights, more than the architecture in its header needs (wrong layout)");
+    int64_t bounds_start = net->head == SHOAL_HEAD_BOX ? (net->low - f) : -1;
+    for (int64_t i = 0; i < num_floats; i++) {
+        /* Box bounds may be infinite (an unbounded action space); every weight must be finite */
+        if (bounds_start >= 0 && i >= bounds_start && i < bounds_start + 2 * net->action_dims)
+            continue;
+        SHOAL__CHECK(shoal__is_finite(f[i]), "weights: weight ", i,
+                     " is NaN or infinite (a diverged run? export an earlier checkpoint)");
+    }
+    if (net->hidden > max_width) max_width = net->hidden;
+    if (4 * (int64_t)net->hidden > max_width) max_width = 4 * (int64_t)net->hidden;
+    if (net->num_params > max_width) max_width = net->num_params;
+    net->max_width = (int32_t)max_width;
+    net->num_floats = num_floats;
+#undef SHOAL__CHECK
+    return 0;
+}
+
+/* Floats of scratch one shoal_net_forward call needs (any batch size). */
+static inline int64_t shoal_net_scratch_floats(const shoal_net* net) {
+    return (int64_t)SHOAL_NET_TILE * (4 * (int64_t)net->max_width + 4 * (int64_t)net->hidden);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Layers
+ * ------------------------------------------------------------------------------------------- */
+
+static void shoal__activate(int kind, float* x, int64_t n) {
+    switch (kind) {
+        case SHOAL_ACT_GELU:
+            for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+            break;
+        case SHOAL_ACT_RELU:
+            for (int64_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+            break;
+        case SHOAL_ACT_TANH:
+            for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+            break;
+        default:
+            for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+            break;
+    }
+}
+
+/* Inputs summed per block before a block's sum is added to the output: a long dot product
+ * (a CNN projection has thousands of inputs) then rounds like a blocked BLAS sum, not like one
+ * running float sum (measured: twice torch's float32 error without it). */
+#define SHOAL_NET_SUM_BLOCK 32
+
+/* y[r] = b + x[r] W for `rows` rows; x is [rows][in] (row stride in), y [rows][out]. Weights
+ * are stored [in][out], so the inner loop runs over contiguous outputs (vectorised) and each
+ * weight row is loaded once per tile. Zero inputs (one-hot codes, relu) are skipped. acc:
+ * rows * out floats of scratch. */
+static void shoal__linear(const shoal_layer* L, const float* x, float* y, int rows, float* acc) {
+    const int32_t in = L->in, out = L->out;
+    for (int r = 0; r < rows; r++) memcpy(y + (int64_t)r * out, L->bias, sizeof(float) * (size_t)out);
+    for (int32_t i0 = 0; i0 < in; i0 += SHOAL_NET_SUM_BLOCK) {
+        const int32_t i1 = in - i0 < SHOAL_NET_SUM_BLOCK ? in : i0 + SHOAL_NET_SUM_BLOCK;
+        float* dst = in <= SHOAL_NET_SUM_BLOCK ? y : acc;
+        if (dst == acc) memset(acc, 0, sizeof(float) * (size_t)rows * (size_t)out);
+        for (int32_t i = i0; i < i1; i++) {
+            const float* w = L->weight + (int64_t)i * out;
+            for (int r = 0; r < rows; r++) {
+                const float xi = x[(int64_t)r * in + i];
+                if (xi == 0.0f) continue;
+                float* yr = dst + (int64_t)r * out;
+                for (int32_t o = 0; o < out; o++) yr[o] += xi * w[o];
+            }
+        }
+        if (dst == acc)
+            for (int64_t k = 0; k < (int64_t)rows * out; k++) y[k] += acc[k];
+    }
+}
+
+/* 3x3 convolution, padding 1, channels-last maps: in [h][w][in_c] -> out [oh][ow][out_c]. */
+static void shoal__conv3x3(const shoal_layer* L, const float* x, int32_t h, int32_t w,
+                           int32_t stride, float* y, int32_t oh, int32_t ow) {
+    const int32_t ci = L->in, co = L->out;
+    for (int32_t oy = 0; oy < oh; oy++) {
+        for (int32_t ox = 0; ox < ow; ox++) {
+            float* out = y + ((int64_t)oy * ow + ox) * co;
+            memcpy(out, L->bias, sizeof(float) * (size_t)co);
+            for (int32_t ky = 0; ky < 3; ky++) {
+                int32_t iy = oy * stride + ky - 1;
+                if (iy < 0 || iy >= h) continue;
+                for (int32_t kx = 0; kx < 3; kx++) {
+                    int32_t ix = ox * stride + kx - 1;
+                    if (ix < 0 || ix >= w) continue;
+                    const float* in = x + ((int64_t)iy * w + ix) * ci;
+                    const float* wk = L->weight + ((int64_t)(ky * 3 + kx) * ci) * co;
+                    for (int32_t c = 0; c < ci; c++) {
+                        const float v = in[c];
+                        if (v == 0.0f) continue;
+                        const float* wc = wk + (int64_t)c * co;
+                        for (int32_t o = 0; o < co; o++) out[o] += v * wc[o];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* One observation element as float (scaled path). */
+static inline float shoal__obs_value(int dtype, const unsigned char* row, int64_t e) {
+    switch (dtype) {
+        case SHOAL_OBS_F32: { float v; memcpy(&v, row + 4 * e, 4); return v; }
+        case SHOAL_OBS_F64: { double v; memcpy(&v, row + 8 * e, 8); return (float)v; }
+        case SHOAL_OBS_U8: return (float)row[e];
+        case SHOAL_OBS_I8: return (float)(int8_t)row[e];
+        case SHOAL_OBS_U16: { uint16_t v; memcpy(&v, row + 2 * e, 2); return (float)v; }
+        case SHOAL_OBS_I16: { int16_t v; memcpy(&v, row + 2 * e, 2); return (float)v; }
+        case SHOAL_OBS_U32: { uint32_t v; memcpy(&v, row + 4 * e, 4); return (float)v; }
+        case SHOAL_OBS_I32: { int32_t v; memcpy(&v, row + 4 * e, 4); return (float)v; }
+        default: { int64_t v; memcpy(&v, row + 8 * e, 8); return (float)v; }
+    }
+}
+
+/* One observation element as a one-hot index: (int64)obs - offset, clamped to [0, levels). */
+static inline int32_t shoal__obs_index(int dtype, const unsigned char* row, int64_t e,
+                                       int32_t offset, int32_t levels) {
+    int64_t v;
+    switch (dtype) {
+        case SHOAL_OBS_F32:
+        case SHOAL_OBS_F64: {
+            double d;
+            if (dtype == SHOAL_OBS_F32) { float x; memcpy(&x, row + 4 * e, 4); d = x; }
+            else memcpy(&d, row + 8 * e, 8);
+            if (!(d == d)) d = 0.0;                       /* NaN: no defined code; use 0 */
+            if (d > 9.0e15) d = 9.0e15;
+            if (d < -9.0e15) d = -9.0e15;
+            v = (int64_t)d;                               /* truncates, as torch's .long() */
+            break;
+        }
+        case SHOAL_OBS_U8: v = row[e]; break;
+        case SHOAL_OBS_I8: v = (int8_t)row[e]; break;
+        case SHOAL_OBS_U16: { uint16_t x; memcpy(&x, row + 2 * e, 2); v = x; break; }
+        case SHOAL_OBS_I16: { int16_t x; memcpy(&x, row + 2 * e, 2); v = x; break; }
+        case SHOAL_OBS_U32: { uint32_t x; memcpy(&x, row + 4 * e, 4); v = x; break; }
+        case SHOAL_OBS_I32: { int32_t x; memcpy(&x, row + 4 * e, 4); v = x; break; }
+        default: memcpy(&v, row + 8 * e, 8); break;
+    }
+    if (v > INT64_MIN + 65536) v -= offset;
+    if (v < 0) v = 0;
+    if (v > levels - 1) v = levels - 1;
+    return (int32_t)v;
+}
+
+/* Encoder input features of `rows` observations into x [rows][in_features]. */
+static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, int rows, float* x) {
+    const int64_t elems = net->obs_elems, row_bytes = elems * net->obs_item_bytes;
+    const int64_t width = net->in_features;
+    for (int r = 0; r < rows; r++) {
+        const unsigned char* row = obs + r * row_bytes;
+        float* xr = x + r * width;
+        if (net->levels) {
+            memset(xr, 0, sizeof(float) * (size_t)width);
+            for (int64_t e = 0; e < elems; e++)
+                xr[e * net->levels + shoal__obs_index(net->obs_dtype, row, e, net->obs_offset,
+                                                      net->levels)] = 1.0f;
+        } else {
+            for (int64_t e = 0; e < elems; e++)
+                xr[e] = shoal__obs_value(net->obs_dtype, row, e) * net->scale[e];
+        }
+    }
+}
+
+/* MLP layers on x (in buffer a, rows packed at the input width), ping-ponging between a and
+ * b; returns the buffer holding the last layer's output [rows][hidden]. */
+static float* shoal__mlp(const shoal_net* net, const shoal_layer* layers, int rows, float* a,
+                         float* b, float* acc) {
+    float* in = a;
+    for (int32_t l = 0; l < net->mlp_layers; l++) {
+        float* y = in == a ? b : a;
+        shoal__linear(&layers[l], in, y, rows, acc);
+        shoal__activate(net->activation, y, (int64_t)rows * layers[l].out);
+        in = y;
+    }
+    return in;
+}
+
+static inline float shoal__sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* ---------------------------------------------------------------------------------------------
+ * Forward
+ * ------------------------------------------------------------------------------------------- */
+
+/* Runs the policy on `batch` observations (rows of the observation dtype, contiguous).
+ *
+ * starts [batch] (may be NULL): 1 where an episode starts at this step; the LSTM state of that
+ * row is multiplied by 1 - starts (zeroed) before the step. h, c [batch][hidden]: the LSTM
+ * state, read and overwritten with the new state (ignored, may be NULL, for stateless
+ * policies). params [batch][num_params]: logits (discrete heads) or [mean, log_std] (Box).
+ * values [batch]. scratch: shoal_net_scratch_floats(net) floats, not shared between threads. */
+static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* obs,
+                              const float* starts, float* h, float* c, float* params,
+                              float* values, float* scratch) {
+    const int64_t W = net->max_width, H = net->hidden, G = 4 * net->hidden;
+    const int64_t row_bytes = (int64_t)net->obs_elems * net->obs_item_bytes;
+    float* buf_a = scratch;
+    float* buf_b = scratch + SHOAL_NET_TILE * W;
+    float* feat = scratch + 2 * SHOAL_NET_TILE * W;
+    float* acc = scratch + 3 * SHOAL_NET_TILE * W;
+    float* gates = scratch + 4 * SHOAL_NET_TILE * W;
+    for (int64_t r0 = 0; r0 < batch; r0 += SHOAL_NET_TILE) {
+        const int rows = (int)(batch - r0 < SHOAL_NET_TILE ? batch - r0 : SHOAL_NET_TILE);
+        const unsigned char* o = (const unsigned char*)obs + r0 * row_bytes;
+        /* encoder -> feat [rows][H] */
+        if (net->encoder == SHOAL_ENC_MLP) {
+            shoal__preprocess(net, o, rows, buf_a);
+            const float* out = shoal__mlp(net, net->mlp, rows, buf_a, buf_b, acc);
+            memcpy(feat, out, sizeof(float) * (size_t)(rows * H));
+        } else {
+            /* one row at a time through the convolutions (ping-pong in buf_b and feat), the
+             * flattened maps gathered in buf_a, then one projection for the tile */
+            const int32_t flat = net->project.in;
+            for (int r = 0; r < rows; r++) {
+                shoal__preprocess(net, o + r * row_bytes, 1, buf_b);
+                const float* cur = buf_b;
+                for (int32_t l = 0; l < net->conv_count; l++) {
+                    float* dst = cur == buf_b ? feat : buf_b;
+                    shoal__conv3x3(&net->conv[l], cur, net->conv_h[l], net->conv_w[l],
+                                   net->conv_stride[l], dst, net->conv_h[l + 1],
+                                   net->conv_w[l + 1]);
+                    shoal__activate(net->activation, dst,
+                                    (int64_t)net->conv_h[l + 1] * net->conv_w[l + 1] * net->channels);
+                    cur = dst;
+                }
+                memcpy(buf_a + (int64_t)r * flat, cur, sizeof(float) * (size_t)flat);
+            }
+            shoal__linear(&net->project, buf_a, feat, rows, acc);
+            shoal__activate(net->activation, feat, (int64_t)rows * H);
+        }
+        /* LSTM cell: state updated in place, new h copied to feat */
+        if (net->lstm) {
+            float* hr = h + r0 * H;
+            float* cr = c + r0 * H;
+            if (starts != NULL) {
+                for (int r = 0; r < rows; r++) {
+                    if (starts[r0 + r] == 0.0f) continue;
+                    const float keep = 1.0f - starts[r0 + r];
+                    for (int64_t j = 0; j < H; j++) {
+                        hr[r * H + j] *= keep;
+                        cr[r * H + j] *= keep;
+                    }
+                }
+            }
+            /* gates = (b_ih + x W_ih) + (b_hh + h W_hh), the two sums nn.LSTMCell adds */
+            const shoal_layer ih = {net->w_ih, net->b_ih, (int32_t)H, (int32_t)G};
+            const shoal_layer hh = {net->w_hh, net->b_hh, (int32_t)H, (int32_t)G};
+            shoal__linear(&ih, feat, gates, rows, acc);
+            shoal__linear(&hh, hr, buf_b, rows, acc);
+            for (int r = 0; r < rows; r++) {
+                const float* g = gates + r * G;
+                const float* g2 = buf_b + r * G;
+                float* hrow = hr + r * H;
+                float* crow = cr + r * H;
+                for (int64_t j = 0; j < H; j++) {
+                    const float gi = shoal__sigmoid(g[j] + g2[j]);
+                    const float gf = shoal__sigmoid(g[H + j] + g2[H + j]);
+                    const float gg = tanhf(g[2 * H + j] + g2[2 * H + j]);
+                    const float go = shoal__sigmoid(g[3 * H + j] + g2[3 * H + j]);
+                    const float cn = gf * crow[j] + gi * gg;
+                    crow[j] = cn;
+                    hrow[j] = go * tanhf(cn);
+                }
+                memcpy(feat + r * H, hrow, sizeof(float) * (size_t)H);
+            }
+        }
+        /* actor head -> params ([mean, log_std] for Box) */
+        shoal__linear(&net->actor, feat, buf_a, rows, acc);
+        const int32_t A = net->actor.out;
+        for (int r = 0; r < rows; r++) {
+            float* pr = params + (r0 + r) * net->num_params;
+            memcpy(pr, buf_a + (int64_t)r * A, sizeof(float) * (size_t)A);
+            if (net->head == SHOAL_HEAD_BOX) memcpy(pr + A, net->log_std, sizeof(float) * (size_t)A);
+        }
+        /* critic head, on its own encoder when not shared */
+        const float* critic_in = feat;
+        if (!net->shared) {
+            shoal__preprocess(net, o, rows, buf_a);
+            critic_in = shoal__mlp(net, net->critic_mlp, rows, buf_a, buf_b, acc);
+        }
+        for (int r = 0; r < rows; r++) {
+            const float* x = critic_in + (int64_t)r * H;
+            float v = 0.0f;
+            for (int64_t j = 0; j < H; j++) v += x[j] * net->critic.weight[j];
+            values[r0 + r] = v + net->critic.bias[0];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampling
+ * ------------------------------------------------------------------------------------------- */
+
+/* The per-agent RNG: SplitMix64. state += 0x9E3779B97F4A7C15, then the output mix below. */
+static inline uint64_t shoal_net_rng_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t shoal_net_rng_next(uint64_t* state) {
+    *state += 0x9E3779B97F4A7C15ull;
+    return shoal_net_rng_mix(*state);
+}
+
+/* A uniform in (0, 1): the top 24 bits with the lowest forced to 1, times 2^-24 (exact in
+ * float32; never 0 or 1, so log(u) and log(-log(u)) are finite). */
+static inline float shoal_net_rng_uniform(uint64_t* state) {
+    return (float)((shoal_net_rng_next(state) >> 40) | 1u) * 5.9604644775390625e-8f;
+}
+
+/* Seeds agents [first, first + n): state_i = mix(seed + 0xD1B54A32D192ED03 * (first + i + 1)). */
+static inline void shoal_net_rng_seed(uint64_t* states, int64_t n, uint64_t seed, int64_t first) {
+    for (int64_t i = 0; i < n; i++)
+        states[i] = shoal_net_rng_mix(seed + 0xD1B54A32D192ED03ull * (uint64_t)(first + i + 1));
+}
+
+/* Actions and log-probs from params [batch][num_params] (from shoal_net_forward).
+ *
+ * Random (greedy = 0): each row draws exactly num_params uniforms u[0..num_params) from its own
+ * RNG state rng[row], in order. Discrete/MultiDiscrete: per action dimension k with logits
+ * x (its n_k columns), logp = x - max - log(sum exp(x - max)) and the action is the first
+ * argmax of logp[j] + g[j] with g[j] = -log(-log(u[j])) (Gumbel-max; u[j] belongs to logit
+ * column j). Box: noise[j] = sqrt(-2 log(u[j])) * cos(2 pi u[d + j]) (Box-Muller),
+ * action = mean + exp(log_std) * noise, logp = sum(-noise^2/2 - log_std - log(2 pi)/2) with
+ * log_std clamped to [-20, 2].
+ * Greedy (greedy = 1): the first argmax (of the log-probs when every action dimension has the
+ * same size, else of the logits, as ActionDistribution.mode) / the mean; no uniforms are drawn.
+ *
+ * actions_i [batch][action_dims] int32 (discrete heads, including the Discrete start offset) or
+ * actions_f [batch][d] float (Box; unclipped: shoal_net_clip_actions gives the env's copy).
+ * logprobs [batch] (may be NULL). rng may be NULL when greedy. */
+static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* params,
+                             uint64_t* rng, int greedy, int32_t* actions_i, float* actions_f,
+                             float* logprobs) {
+    const int32_t P = net->num_params;
+    for (int64_t r = 0; r < batch; r++) {
+        const float* x = params + r * P;
+        if (net->head == SHOAL_HEAD_BOX) {
+            const int32_t d = net->action_dims;
+            /* draw in the documented order: u[0..d) then u[d..2d) */
+            float* out = actions_f + r * d;
+            for (int32_t j = 0; j < d; j++) out[j] = greedy ? 0.0f : shoal_net_rng_uniform(&rng[r]);
+            float lp = 0.0f;
+            for (int32_t j = 0; j < d; j++) {
+                float log_std = x[d + j];
+                log_std = log_std < SHOAL_LOG_STD_MIN ? SHOAL_LOG_STD_MIN
+                        : (log_std > SHOAL_LOG_STD_MAX ? SHOAL_LOG_STD_MAX : log_std);
+                float noise = 0.0f;
+                if (!greedy) {
+                    const float a = out[j];
+                    const float b = shoal_net_rng_uniform(&rng[r]);
+                    noise = sqrtf(-2.0f * logf(a)) * cosf(SHOAL_TWO_PI * b);
+                }
+                out[j] = x[j] + expf(log_std) * noise;
+                lp += -0.5f * noise * noise - log_std - SHOAL_HALF_LOG_2PI;
+            }
+            if (logprobs) logprobs[r] = lp;
+            continue;
+        }
+        int32_t col = 0;
+        float lp = 0.0f;
+        for (int32_t k = 0; k < net->action_dims; k++) {
+            const int32_t n = shoal_net_nvec(net, k);
+            const float* g = x + col;
+            float m = g[0];
+            for (int32_t j = 1; j < n; j++) m = g[j] > m ? g[j] : m;
+            float s = 0.0f;
+            for (int32_t j = 0; j < n; j++) s += expf(g[j] - m);
+            const float log_s = logf(s);
+            int32_t best = 0;
+            float best_score = 0.0f;
+            for (int32_t j = 0; j < n; j++) {
+                const float logp = g[j] - m - log_s;
+                /* greedy: argmax of the log-probs when all dimensions have one size, else of
+                 * the logits (what ActionDistribution.mode compares; ties pick the first) */
+                float score = greedy ? (net->uniform_nvec ? logp : g[j])
+                                     : logp - logf(-logf(shoal_net_rng_uniform(&rng[r])));
+                if (j == 0 || score > best_score) { best = j; best_score = score; }
+            }
+            lp += g[best] - m - log_s;
+            actions_i[r * net->action_dims + k] =
+                best + (net->head == SHOAL_HEAD_DISCRETE ? net->action_offset : 0);
+            col += n;
+        }
+        if (logprobs) logprobs[r] = lp;
+    }
+}
+
+/* Box actions as the env takes them: clipped to [low, high] (NaN stays NaN). */
+static inline void shoal_net_clip_actions(const shoal_net* net, int64_t batch, const float* actions,
+                                          float* out) {
+    const int32_t d = net->action_dims;
+    for (int64_t r = 0; r < batch; r++)
+        for (int32_t j = 0; j < d; j++) {
+            float a = actions[r * d + j];
+            a = a < net->high[j] ? a : (a != a ? a : net->high[j]);
+            a = a > net->low[j] ? a : (a != a ? a : net->low[j]);
+            out[r * d + j] = a;
+        }
+}
+
+#endif /* SHOAL_NET_H */

@@ -1,0 +1,144 @@
+"""Exercises the C policy (shoal.net._net, shoal_net.h) with numpy buffers only: every policy
+kind and head, odd batch sizes, one and several threads, extreme and non-finite observations,
+corrupted blobs (every header word, random bytes, truncations) and bad arguments. Run by
+tests/test_sanitizers.py against an AddressSanitizer/UBSan build; exits non-zero (or the
+sanitizer aborts) on any fault."""
+
+import struct
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from shoal.net import _net
+from shoal.net.export import HEADER_FIELDS, export_policy
+from shoal.trainer.policies import make_policy
+
+CASES = [
+    ("mlp", spaces.Box(-1.0, 1.0, (9,), np.float32), spaces.Discrete(3), {}),
+    ("mlp", spaces.Box(0, 5, (6,), np.uint8), spaces.MultiDiscrete([2, 5]), {"shared": False}),
+    ("mlp", spaces.Box(-9, 9, (4,), np.int32), spaces.Box(-1.0, 1.0, (2,), np.float32),
+     {"activation": "silu"}),
+    ("cnn", spaces.Box(0, 2, (5, 7), np.uint8), spaces.Discrete(4), {"channels": 4}),
+    ("cnn", spaces.Box(-1.0, 1.0, (18, 3, 2), np.float32), spaces.Discrete(2), {"channels": 3}),
+    ("lstm", spaces.Box(0, 3, (5, 5), np.uint8), spaces.MultiDiscrete([3, 3]),
+     {"encoder": "cnn", "hidden": 8}),
+    ("lstm", spaces.Box(-1.0, 1.0, (3,), np.float64), spaces.Box(-1.0, 1.0, (3,), np.float32),
+     {"hidden": 5}),
+]
+
+
+def run(net, obs_space, rng):
+    P, H = net.num_params, net.hidden
+    for B in (1, 15, 16, 17, 130):
+        obs = np.stack([obs_space.sample() for _ in range(B)]).astype(obs_space.dtype)
+        if obs.dtype.kind == "f":
+            obs.flat[0] = np.nan
+            obs.flat[-1] = np.inf
+            if obs.size > 2:
+                obs.flat[1] = -1e30
+        elif obs.size > 1:
+            obs.flat[0] = np.iinfo(obs.dtype).max
+            obs.flat[-1] = np.iinfo(obs.dtype).min
+        starts = (rng.random(B) < 0.5).astype(np.float32)
+        h = rng.normal(0, 50, (B, H)).astype(np.float32)
+        c = rng.normal(0, 50, (B, H)).astype(np.float32)
+        params = np.empty((B, P), np.float32)
+        values = np.empty(B, np.float32)
+        for threads in (1, 3):
+            net.forward(obs, starts, h, c, params, values, threads)
+            net.forward(obs, None, h, c, params, values, threads)
+        params[0] = np.nan
+        if B > 1:
+            params[1] = np.inf
+        box = net.head == "box"
+        actions = np.empty((B, net.action_dims), np.float32 if box else np.int32)
+        logp = np.empty(B, np.float32)
+        states = np.arange(B, dtype=np.uint64)
+        for greedy in (False, True):
+            net.sample(params, states, greedy, actions, logp, 2)
+        if box:
+            net.clip_actions(actions, np.empty_like(actions))
+        if not box:
+            assert ((actions >= 0) | (actions < 0)).all()
+
+
+def bad_calls(net, obs_space):
+    B = 4
+    good_obs = np.zeros((B, *obs_space.shape), obs_space.dtype)
+    f = np.zeros((B, net.num_params), np.float32)
+    v = np.zeros(B, np.float32)
+    h = np.zeros((B, net.hidden), np.float32)
+    calls = [
+        lambda: net.forward(good_obs[:, ::-1] if good_obs.ndim > 1 and good_obs.shape[1] > 1
+                            else np.zeros(3, np.int8), None, h, h, f, v),
+        lambda: net.forward(good_obs.astype(np.complex64), None, h, h, f, v),
+        lambda: net.forward(good_obs, None, h, h, f[:3], v),
+        lambda: net.forward(good_obs, None, h[:2], h, f, v),
+        lambda: net.forward(good_obs, np.zeros(3, np.float32), h, h, f, v),
+        lambda: net.forward(good_obs, None, h, h, f, v.astype(np.float64)),
+        lambda: net.forward(good_obs, None, h, h, f.T.copy()[:1], v),
+        lambda: net.sample(f, np.zeros(3, np.uint64), False, np.zeros((B, 9), np.int32), v),
+        lambda: net.sample(f, None, False, np.zeros((B, net.action_dims), np.int32), v),
+        lambda: net.sample(f[:, :-1], np.zeros(B, np.uint64), True, np.zeros(B, np.int32), v),
+        lambda: net.sample(f, np.zeros(B, np.int64), False, np.zeros(B, np.int32), v),
+    ]
+    for call in calls:
+        try:
+            call()
+        except ValueError:
+            pass
+
+
+def corrupt(blob, rng):
+    words = len(blob) // 4
+    header = struct.unpack_from("<i", blob, 8)[0]
+    header = min(max(header, len(HEADER_FIELDS)), words)
+    for i in range(header):
+        for value in (0, 1, -1, 2, 3, 2**31 - 1, -2**31, 65537, int(rng.integers(-2**31, 2**31))):
+            b = bytearray(blob)
+            struct.pack_into("<i", b, 4 * i, value)
+            try_load(bytes(b))
+    for _ in range(200):
+        b = bytearray(blob)
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
+        try_load(bytes(b))
+    for n in (0, 3, 4, 92, 96, len(blob) - 4, len(blob) - 1):
+        try_load(blob[:n])
+    try_load(rng.integers(0, 256, 400, dtype=np.uint8).tobytes())
+
+
+def try_load(blob):
+    try:
+        net = _net.Net(blob)
+    except ValueError as exc:
+        assert str(exc).startswith("weights:"), exc
+        return
+    # a blob that loads must run: feed it zeros of the size it declares
+    shape = net.obs_shape
+    obs = np.zeros((3, *shape), np.dtype(net.obs_dtype))
+    h = np.zeros((3, net.hidden), np.float32)
+    params = np.zeros((3, net.num_params), np.float32)
+    values = np.zeros(3, np.float32)
+    if np.prod(shape, dtype=np.int64) * net.hidden > 5_000_000:
+        return  # a corrupted size that is valid but huge: loading it is the check
+    net.forward(obs, None, h, h.copy(), params, values)
+
+
+def main():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    for name, obs_space, act_space, kwargs in CASES:
+        obs_space.seed(0)
+        policy = make_policy((obs_space, act_space), name, **kwargs)
+        blob = export_policy(policy)
+        net = _net.Net(blob)
+        run(net, obs_space, rng)
+        bad_calls(net, obs_space)
+        corrupt(blob, rng)
+    print("fuzz ok")
+
+
+if __name__ == "__main__":
+    main()

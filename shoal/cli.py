@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("shoal.tools.inspect_cmd", "look at an env's observations, rewards and episodes "
                                            "(and a policy's actions): report, plots, HTML"),
     "plot": ("shoal.tools.plot", "learning curves of one or more runs from metrics.jsonl"),
+    "export": ("shoal.tools.export", "a trained policy as dependency-free C (and a C env's "
+                                     "player main.c; --web: WebAssembly page)"),
 }
 
 

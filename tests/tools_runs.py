@@ -16,10 +16,11 @@ from shoal.trainer.policies import make_policy
 
 
 def write_run(run_dir: str, env_name: str, policy: str = "mlp", hidden: int = 32,
-              seed: int = 0, **env_params: Any) -> str:
+              seed: int = 0, actor_gain: float = 1.0, **env_params: Any) -> str:
     """A run directory holding one checkpoint of an untrained ``policy`` for ``env_name``;
     returns ``run_dir``. The weights are drawn from torch seed ``seed`` (and the caller's torch
-    RNG state is restored)."""
+    RNG state is restored). ``actor_gain`` scales the actor layer's weights: the initial 0.01
+    gain makes every logit nearly equal, so greedy actions would hinge on rounding."""
     overrides = {"policy.name": policy, "policy.hidden": hidden}
     overrides.update({f"env.{k}": v for k, v in env_params.items()})
     cfg = build_config(env_name, overrides=overrides)
@@ -29,6 +30,8 @@ def write_run(run_dir: str, env_name: str, policy: str = "mlp", hidden: int = 32
         torch.manual_seed(seed)
         try:
             model = make_policy(env, policy, hidden=hidden)
+            with torch.no_grad():
+                model.heads.actor.weight.mul_(actor_gain)
         finally:
             torch.set_rng_state(state)
         spaces = {"observation": repr(env.single_observation_space),

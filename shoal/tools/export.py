@@ -422,10 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from ..trainer.checkpoint import CheckpointError
+    from .web import WebBuildError
 
     try:
         result = export_run(args.run, args.out, web=args.web)
-    except (CheckpointError, ExportError, ValueError) as exc:
+    except (CheckpointError, ExportError, WebBuildError, ValueError) as exc:
         print(f"shoal export: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(result['files'])} files to {args.out}/")

@@ -305,6 +305,13 @@ async function main() {
       `frames ${state.frames}   ${(state.steps / Math.max(secs, 1e-3)).toFixed(0)} steps/s`;
     requestAnimationFrame(frame);
   }
+  // env + policy steps per second with no drawing, for benchmarks/web_demo_bench.py
+  state.stepMany = (n) => {
+    const t0 = performance.now();
+    for (let k = 0; k < n; k++) w.web_step(-1);
+    state.steps += n;
+    return n / Math.max((performance.now() - t0) / 1000, 1e-6);
+  };
   state.ready = true;
   requestAnimationFrame(frame);
 }

@@ -32,7 +32,7 @@ extensions = [
         sources=[src],
         include_dirs=[ENV_DIR],
         depends=glob.glob(os.path.join(os.path.dirname(src), "*.h"))
-        + glob.glob(os.path.join(ENV_DIR, "*.h")),
+        + glob.glob(os.path.join(ENV_DIR, "*.h")) + [os.path.join("shoal", "net", "shoal_net.h")],
         extra_compile_args=["-std=c11", "-D_GNU_SOURCE", "-pthread", *warnings, *optimise],
         extra_link_args=["-pthread", "-lm", *link],
     )

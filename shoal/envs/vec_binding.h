@@ -737,6 +737,8 @@ static PyObject* py_vec_close(PyObject* self, PyObject* args) {
     Py_RETURN_NONE;
 }
 
+#include "vec_rollout.h"
+
 static PyMethodDef shoal_methods[] = {
     {"vec_init", py_vec_init, METH_VARARGS, "Build a vector of envs over caller-owned buffers."},
     {"vec_reset", py_vec_reset, METH_VARARGS, "vec_reset(h, seed, env_offset): reset every env."},
@@ -749,6 +751,8 @@ static PyMethodDef shoal_methods[] = {
     {"vec_state", py_vec_state, METH_VARARGS, "vec_state(h, i) -> dict of internal state"},
     {"vec_save", py_vec_save, METH_VARARGS, "vec_save(h) -> bytes: snapshot of every env."},
     {"vec_load", py_vec_load, METH_VARARGS, "vec_load(h, snapshot): restore a vec_save snapshot."},
+    {"vec_rollout", py_vec_rollout, METH_VARARGS,
+     "vec_rollout(h, net, ...): T steps of env step + policy into rollout storage (vec_rollout.h)."},
     {"vec_close", py_vec_close, METH_VARARGS, "vec_close(h): stop threads, free envs."},
     {NULL, NULL, 0, NULL},
 };

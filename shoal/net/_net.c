@@ -285,6 +285,26 @@ fail:
     return NULL;
 }
 
+static void net_capsule_free(PyObject* capsule) {
+    Py_XDECREF((PyObject*)PyCapsule_GetContext(capsule));
+}
+
+/* A capsule holding this net's shoal_net (for the envs' fused rollout, which compiles the same
+ * header); it keeps the Net alive. */
+static PyObject* Net_capsule(NetObject* self, PyObject* unused) {
+    (void)unused;
+    if (check_loaded(self) != 0) return NULL;
+    PyObject* cap = PyCapsule_New(&self->net, "shoal.net.shoal_net.v1", net_capsule_free);
+    if (cap == NULL) return NULL;
+    Py_INCREF(self);
+    if (PyCapsule_SetContext(cap, self) != 0) {
+        Py_DECREF(self);
+        Py_DECREF(cap);
+        return NULL;
+    }
+    return cap;
+}
+
 static PyObject* Net_clip_actions(NetObject* self, PyObject* args) {
     PyObject *o_in, *o_out;
     if (!PyArg_ParseTuple(args, "OO", &o_in, &o_out)) return NULL;
@@ -349,6 +369,8 @@ static PyMethodDef Net_methods[] = {
      "forward(obs, starts, h, c, params, values, threads=1): one step for B rows."},
     {"sample", (PyCFunction)(void (*)(void))Net_sample, METH_VARARGS | METH_KEYWORDS,
      "sample(params, rng, greedy, actions, logprobs, threads=1)."},
+    {"capsule", (PyCFunction)Net_capsule, METH_NOARGS,
+     "capsule(): the shoal_net struct for C code that includes shoal_net.h."},
     {"clip_actions", (PyCFunction)Net_clip_actions, METH_VARARGS,
      "clip_actions(actions, out): Box actions clipped to the space's bounds."},
     {NULL, NULL, 0, NULL},

@@ -115,6 +115,15 @@ class TrainConfig:
     seed: int = _f(0, "seed of torch, the sampler and (by default) the envs", low=0)
     torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0)
     compile: bool = _f(False, "torch.compile the policy for training (slow to start)")
+    rollout: str = _f("torch", "rollout path: torch (the policy in torch, any env), or fused "
+                               "(C envs: env steps and the C policy, shoal_net.h, run a whole "
+                               "segment in one C call, no Python per step; docs/net.md)",
+                      choices=("torch", "fused"))
+    rollout_threads: int = _f(0, "threads of the fused rollout (0 = one per CPU core)", low=0)
+    action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
+                                  "(one stream per agent, as the fused rollout draws: the torch "
+                                  "rollout then takes the fused one's actions)",
+                         choices=("torch", "agent"))
     precision: str = _f("float32", "policy matmul precision: float32, or bfloat16 (autocast "
                                    "for rollout inference and the training forward/backward; "
                                    "weights, optimizer, advantages and losses stay float32)",

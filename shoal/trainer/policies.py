@@ -580,9 +580,11 @@ class Inference:
         buf.copy_(src)
         return buf
 
-    def act(self, obs: Any, state: State = None, starts: Any = None
+    def act(self, obs: Any, state: State = None, starts: Any = None, uniforms: Any = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
-        """One rollout step; see the class docstring."""
+        """One rollout step; see the class docstring. ``uniforms`` ``[B, num_params]``: sample
+        from these (each row's draws from its own stream, :mod:`shoal.trainer.fused_rollout`)
+        instead of the generator."""
         with torch.inference_mode():
             obs_t = self._stage("obs", obs)
             B = obs_t.shape[0]
@@ -603,6 +605,10 @@ class Inference:
             if self.deterministic:
                 actions = self.distribution.mode(params)
                 logprobs = self.distribution.log_prob(params, actions)
+            elif uniforms is not None:
+                from ..net.runtime import sample_from_uniforms
+
+                actions, logprobs = sample_from_uniforms(self.distribution, params, uniforms)
             else:
                 actions, logprobs = self.distribution.sample_with_log_prob(params, self.generator)
         return actions, logprobs, values, new_state

@@ -8,7 +8,9 @@ One epoch is:
    end), rewards, dones, episode starts, masks and (recurrent policies) the state each segment
    starts from. Stepping goes through ``env.recv()``/``env.send()``, so with
    ``env.num_buffers=2`` one group of envs steps while the policy acts on the other. The policy
-   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd).
+   runs through an :class:`~shoal.trainer.policies.Inference` object (no autograd). With
+   ``train.rollout = "fused"`` (C envs) one C call collects the whole segment instead, the
+   policy running in C (:mod:`shoal.trainer.fused_rollout`); it fills the same storage.
 
    Slot ``T`` of the storage is the next epoch's slot 0: at the end of a segment the
    pre-update policy already acts on the next observation (the envs never wait for the update),
@@ -73,6 +75,7 @@ from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, lo
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
+from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .sampling import anneal_beta, sample_segments, segment_priorities
 
@@ -449,6 +452,9 @@ class Trainer:
         self.env_truncations = torch.from_numpy(env.truncations)
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
+        self.agent_rng = (AgentRng(self.S, t.seed + 3)
+                          if t.action_rng == "agent" or t.rollout == "fused" else None)
+        self.fused = FusedRollout(self) if t.rollout == "fused" else None
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -499,6 +505,10 @@ class Trainer:
             for s in self.state:
                 s.zero_()
         b = self.storage
+        if self.fused is not None:
+            b.starts[:, 0] = 1.0
+            self.fused.act_first()
+            return
         for _ in self.groups:
             _, _, _, _, _, rows = self.env.recv()
             b.starts[rows, 0] = 1.0
@@ -517,8 +527,10 @@ class Trainer:
             if target is not None:
                 for dst, src in zip(target, state_in):
                     dst[rows].copy_(src)
+        uniforms = (None if self.agent_rng is None
+                    else self.agent_rng.uniforms(rows, self.distribution.num_params))
         actions, logprobs, values, new_state = self.inference.act(
-            b.obs[rows, t], state_in, b.starts[rows, t])
+            b.obs[rows, t], state_in, b.starts[rows, t], uniforms)
         b.actions[rows, t] = actions
         b.logprobs[rows, t] = logprobs
         b.values[rows, t] = values
@@ -551,6 +563,10 @@ class Trainer:
     def rollout(self) -> dict[str, float]:
         """Collects one ``[S, T]`` batch (slot 0 is already filled); returns episode stats."""
         b, env, T = self.storage, self.env, self.T
+        if self.fused is not None:
+            stats, env_seconds = self.fused.rollout()
+            self._env_time += env_seconds
+            return stats
         stats: dict[str, float] = {}
         for t in range(1, T + 1):
             for _ in self.groups:
@@ -785,6 +801,7 @@ class Trainer:
                 "torch": torch.get_rng_state(),
                 "actions": self.action_generator.get_state().cpu(),
                 "sampler": self.sampler_generator.get_state().cpu(),
+                "agents": None if self.agent_rng is None else self.agent_rng.state(),
                 "numpy": torch.from_numpy(np.frombuffer(
                     json.dumps(_np_rng_state()).encode(), dtype=np.uint8).copy()),
             },
@@ -819,6 +836,12 @@ class Trainer:
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         """Loads a checkpoint's state into this freshly built trainer."""
         spaces = ckpt.get("spaces", {})
+        saved_rollout = dict(ckpt["config"]).get("train", {}).get("rollout", "torch")
+        if ckpt.get("env_state") is not None and saved_rollout != self.config.train.rollout:
+            # the fused rollout leaves the slot-T actions unstepped, the torch one steps them
+            raise CheckpointError(
+                f"{ckpt.get('path')} was saved by train.rollout='{saved_rollout}': resume it "
+                f"with the same rollout path (not '{self.config.train.rollout}')")
         mine = {"observation": repr(self.env.single_observation_space),
                 "action": repr(self.env.single_action_space), "num_agents": self.S,
                 "horizon": self.T}
@@ -841,6 +864,8 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
+        if self.agent_rng is not None and rng.get("agents") is not None:
+            self.agent_rng.load(rng["agents"])
         _set_np_rng_state(json.loads(bytes(rng["numpy"].numpy()).decode()))
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)

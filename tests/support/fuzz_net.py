@@ -126,6 +126,60 @@ def try_load(blob):
     net.forward(obs, None, h, h.copy(), params, values)
 
 
+def fused_rollouts(tmp):
+    """The envs' vec_rollout (shoal/envs/vec_rollout.h) through the trainer, then bad calls."""
+    from shoal.trainer.config import build_config
+    from shoal.trainer.ppo import Trainer
+
+    cases = [("breakout", "lstm", {"env.max_steps": 5}), ("maze", "cnn", {}),
+             ("target", "lstm", {}), ("breakout", "mlp", {"env.continuous": True,
+                                                          "env.max_steps": 3})]
+    for i, (env, policy, extra) in enumerate(cases):
+        for threads in (1, 3):
+            cfg = build_config(env, overrides={
+                "train.rollout": "fused", "train.rollout_threads": threads, "env.num_envs": 5,
+                "train.horizon": 6, "train.minibatch_size": 6, "train.total_steps": 10**6,
+                "policy.name": policy, "policy.hidden": 8, "log.dashboard": "off",
+                "log.run_dir": f"{tmp}/r{i}-{threads}", **extra})
+            trainer = Trainer(cfg)
+            try:
+                for _ in range(2):
+                    trainer.rollout()
+                    trainer.storage.shift()
+                fused_bad_calls(trainer)
+            finally:
+                trainer.close()
+
+
+def fused_bad_calls(trainer):
+    env, b, fr = trainer.env, trainer.storage, trainer.fused
+    state = trainer.state
+    h = None if state is None else state[0].numpy()
+    args = [b.obs.numpy(), b.actions.numpy(), b.logprobs.numpy(), b.values.numpy(),
+            b.starts.numpy(), b.masks.numpy(), b.rewards.numpy(), b.dones.numpy(), h, h, h, h,
+            h, h, trainer.agent_rng.states, env.masks]
+    net = fr._refresh()
+    other = _net.Net(export_policy(make_policy(
+        (spaces.Box(-1.0, 1.0, (3,), np.float32), spaces.Discrete(2)), "mlp", hidden=4))).capsule()
+    bad = [
+        (net, 1, trainer.T + 1, 0.9, 1, args),                       # T larger than the storage
+        (net, 1, trainer.T, 0.9, 0, args),                           # no threads
+        (net, 2, trainer.T, 0.9, 1, args),                           # first_step
+        (other, 1, trainer.T, 0.9, 1, args),                         # a policy of another env
+        (net, 1, trainer.T, 0.9, 1, [args[0][:1]] + args[1:]),       # short obs
+        (net, 1, trainer.T, 0.9, 1, args[:1] + [args[1].astype(np.float64)] + args[2:]),
+        (net, 1, trainer.T, 0.9, 1, args[:14] + [args[14][:2]] + args[15:]),
+        ("not a capsule", 1, trainer.T, 0.9, 1, args),
+    ]
+    for capsule, first, T, gamma, threads, a in bad:
+        try:
+            env._c.vec_rollout(env._h, capsule, first, T, gamma, threads, *a)
+        except (ValueError, TypeError):
+            pass
+        else:
+            raise AssertionError("a bad vec_rollout call was accepted")
+
+
 def main():
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
@@ -137,6 +191,10 @@ def main():
         run(net, obs_space, rng)
         bad_calls(net, obs_space)
         corrupt(blob, rng)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fused_rollouts(tmp)
     print("fuzz ok")
 
 

@@ -1,0 +1,337 @@
+/* vec_rollout.h: the fused rollout, included by vec_binding.h (every C env module gets it).
+ *
+ * vec_rollout runs the trainer's rollout for a whole [S, T] segment in one call, GIL released:
+ * for t = 1..T every env steps, its rewards/terminals/truncations go into the rollout storage,
+ * truncated episodes get gamma * V(final observation) added to their reward, and the policy
+ * (shoal_net.h) acts on the new observations into slot t: observation, mask, action, log-prob,
+ * value, and the recurrent state the next segment starts from (slot T). With first_step = 0 it
+ * only acts into slot 0 (after a reset). It writes exactly what shoal/trainer/ppo.py's
+ * Trainer.rollout/_act/_bootstrap_truncated write, per agent row.
+ *
+ * Envs are split into `threads` contiguous shards, each run for all T steps by one thread (the
+ * caller runs the first): agents are independent, sampling uses each row's own RNG state and the
+ * net evaluates rows independently, so the result does not depend on the thread count.
+ */
+#ifndef SHOAL_VEC_ROLLOUT_H
+#define SHOAL_VEC_ROLLOUT_H
+
+#include <time.h>
+
+#include "../net/shoal_net.h"
+
+#define SHOAL_NET_CAPSULE "shoal.net.shoal_net.v1"
+
+static int shoal_obs_dtype_code(void) {
+    if (sizeof(OBS_TYPE) == 4 && (OBS_TYPE)0.5 != 0) return SHOAL_OBS_F32;
+    if (sizeof(OBS_TYPE) == 1) return (OBS_TYPE)-1 > 0 ? SHOAL_OBS_U8 : SHOAL_OBS_I8;
+    return -1;
+}
+
+typedef struct {
+    ShoalVec* v;
+    const shoal_net* net;
+    int first_step, T;
+    float gamma;
+    OBS_TYPE* obs_store;
+    void* act_store;           /* int64 (discrete heads) or float (Box) [S, T+1, A] */
+    float *logp_store, *val_store, *starts_store, *masks_store, *rew_store, *done_store;
+    float *h, *c, *h0, *c0, *h0n, *c0n;
+    uint64_t* rng;
+    const uint8_t* env_masks;
+    int threads;
+    double env_seconds[256];
+    int bad_actions[256];
+    int failed[256];
+} RolloutJob;
+
+static double shoal_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    float* scratch;
+    float* params;
+    float* values;
+    float* logp;
+    float* starts;
+    int32_t* acts_i;
+    float* acts_f;
+    float* hb;
+    float* cb;
+} RolloutBuffers;
+
+/* The policy acts on rows [r0, r1) into slot t. */
+static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int64_t r1, int t,
+                              int shard) {
+    ShoalVec* v = j->v;
+    const shoal_net* net = j->net;
+    const int64_t n = r1 - r0, slots = j->T + 1, obs = v->obs_size, H = net->hidden;
+    const int64_t A = net->action_dims;
+    const OBS_TYPE* env_obs = (const OBS_TYPE*)v->bufs[BUF_OBS].buf;
+    for (int64_t s = r0; s < r1; s++) {
+        memcpy(j->obs_store + (s * slots + t) * obs, env_obs + s * obs, sizeof(OBS_TYPE) * (size_t)obs);
+        j->masks_store[s * slots + t] = j->env_masks[s] ? 1.0f : 0.0f;
+        b->starts[s - r0] = j->starts_store[s * slots + t];
+    }
+    if (net->lstm) {
+        float* dh = t == 0 ? j->h0 : (t == j->T ? j->h0n : NULL);
+        float* dc = t == 0 ? j->c0 : (t == j->T ? j->c0n : NULL);
+        if (dh != NULL) {   /* the state the segment starting at this slot replays from */
+            memcpy(dh + r0 * H, j->h + r0 * H, sizeof(float) * (size_t)(n * H));
+            memcpy(dc + r0 * H, j->c + r0 * H, sizeof(float) * (size_t)(n * H));
+        }
+    }
+    shoal_net_forward(net, n, env_obs + r0 * obs, b->starts, net->lstm ? j->h + r0 * H : NULL,
+                      net->lstm ? j->c + r0 * H : NULL, b->params, b->values, b->scratch);
+    shoal_net_sample(net, n, b->params, j->rng + r0, 0, b->acts_i, b->acts_f, b->logp);
+    ACT_TYPE* env_act = (ACT_TYPE*)v->bufs[BUF_ACT].buf;
+    const int box = net->head == SHOAL_HEAD_BOX;
+    if (box) shoal_net_clip_actions(net, n, b->acts_f, b->acts_f + n * A);
+    int bad = 0;
+    for (int64_t s = r0; s < r1; s++) {
+        const int64_t k = s * slots + t, i = s - r0;
+        j->val_store[k] = b->values[i];
+        j->logp_store[k] = b->logp[i];
+        for (int64_t d = 0; d < A; d++) {
+            if (box) {
+                const float a = b->acts_f[i * A + d], clipped = b->acts_f[n * A + i * A + d];
+                ((float*)j->act_store)[k * A + d] = a;
+                const int nonfinite = !(clipped - clipped == 0.0f);
+                bad |= nonfinite;
+                env_act[s * A + d] = (ACT_TYPE)(nonfinite ? 0.0f : clipped);
+            } else {
+                const int32_t a = b->acts_i[i * A + d];
+                ((int64_t*)j->act_store)[k * A + d] = a;
+                env_act[s * A + d] = (ACT_TYPE)a;
+            }
+        }
+    }
+    j->bad_actions[shard] |= bad;
+}
+
+static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
+    ShoalVec* v = j->v;
+    const shoal_net* net = j->net;
+    const int64_t ape = v->agents_per_env, r0 = lo * ape, r1 = hi * ape, n = r1 - r0;
+    const int64_t P = net->num_params, A = net->action_dims, H = net->hidden;
+    if (n <= 0) return;
+    RolloutBuffers b;
+    const int64_t floats = shoal_net_scratch_floats(net) + n * P + 3 * n + 2 * n * A + 2 * H + P + 1;
+    float* mem = (float*)malloc(sizeof(float) * (size_t)floats + sizeof(int32_t) * (size_t)(n * A));
+    if (mem == NULL) { j->failed[shard] = 1; return; }
+    b.scratch = mem;
+    b.params = b.scratch + shoal_net_scratch_floats(net);
+    b.values = b.params + n * P;
+    b.logp = b.values + n;
+    b.starts = b.logp + n;
+    b.acts_f = b.starts + n;              /* 2 n A: sampled, then clipped */
+    b.hb = b.acts_f + 2 * n * A;
+    b.cb = b.hb + H;
+    b.acts_i = (int32_t*)(void*)(b.cb + H + P + 1);
+    float* boot_params = b.cb + H;
+    double env_time = 0.0;
+    if (j->first_step == 0) {
+        shoal_rollout_act(j, &b, r0, r1, 0, shard);
+    } else {
+        const int64_t slots = j->T + 1;
+        const OBS_TYPE* final_obs = (const OBS_TYPE*)v->bufs[BUF_FINAL].buf;
+        const float* rew = (const float*)v->bufs[BUF_REW].buf;
+        const uint8_t* term = (const uint8_t*)v->bufs[BUF_TERM].buf;
+        const uint8_t* trunc = (const uint8_t*)v->bufs[BUF_TRUNC].buf;
+        for (int t = 1; t <= j->T; t++) {
+            double t0 = shoal_now();
+            shoal_step_range(v, lo, hi);
+            env_time += shoal_now() - t0;
+            for (int64_t s = r0; s < r1; s++) {
+                const float ended = (term[s] || trunc[s]) ? 1.0f : 0.0f;
+                float reward = rew[s];
+                if (trunc[s] && !term[s]) {
+                    /* bootstrap from V(final observation) with the state the episode ended with */
+                    float value;
+                    float* hb = NULL;
+                    float* cb = NULL;
+                    if (net->lstm) {
+                        memcpy(b.hb, j->h + s * H, sizeof(float) * (size_t)H);
+                        memcpy(b.cb, j->c + s * H, sizeof(float) * (size_t)H);
+                        hb = b.hb;
+                        cb = b.cb;
+                    }
+                    shoal_net_forward(net, 1, final_obs + s * v->obs_size, NULL, hb, cb,
+                                      boot_params, &value, b.scratch);
+                    reward += j->gamma * value;
+                }
+                j->rew_store[s * j->T + (t - 1)] = reward;
+                j->done_store[s * j->T + (t - 1)] = ended;
+                j->starts_store[s * slots + t] = ended;
+            }
+            shoal_rollout_act(j, &b, r0, r1, t, shard);
+        }
+    }
+    j->env_seconds[shard] = env_time;
+    free(mem);
+}
+
+typedef struct {
+    RolloutJob* job;
+    int shard, lo, hi;
+    pthread_t thread;
+} RolloutThread;
+
+static void* shoal_rollout_thread(void* arg) {
+    RolloutThread* t = (RolloutThread*)arg;
+    shoal_rollout_shard(t->job, t->shard, t->lo, t->hi);
+    return NULL;
+}
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} RolloutBuf;
+
+static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, const char* formats,
+                                Py_ssize_t itemsize, Py_ssize_t items, int writable) {
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: %s is required", name);
+        return -1;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "vec_rollout: %s must be a C-contiguous%s array", name,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    b->held = 1;
+    const char* f = b->view.format ? b->view.format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+    if (b->view.itemsize != itemsize || strchr(formats, f[0]) == NULL || f[1] != '\0') {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: %s has format '%s', expected one of '%s' "
+                     "(itemsize %zd)", name, b->view.format, formats, itemsize);
+        return -1;
+    }
+    if (b->view.len != items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: %s holds %zd items, expected %zd", name,
+                     b->view.len / itemsize, items);
+        return -1;
+    }
+    return 0;
+}
+
+/* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
+ *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks)
+ *     -> env seconds (mean over threads)
+ * Storage arrays are the trainer's RolloutStorage tensors (numpy views): obs [S, T+1, obs] in the
+ * env's dtype, actions [S, T+1, A] int64 (discrete) or float32 (Box), logprobs/values/starts/masks
+ * [S, T+1] and rewards/dones [S, T] float32; h, c, h0, c0, h0_next, c0_next [S, hidden] float32
+ * (None for stateless policies); rng uint64 [S]; env_masks the env's bool masks [S]. */
+static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject *capsule, *net_capsule;
+    int first_step, T, threads;
+    double gamma;
+    PyObject* o[16];
+    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO", &capsule, &net_capsule, &first_step, &T,
+                          &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15]))
+        return NULL;
+    ShoalVec* v = shoal_get(capsule);
+    if (!v) return NULL;
+    const shoal_net* net = (const shoal_net*)PyCapsule_GetPointer(net_capsule, SHOAL_NET_CAPSULE);
+    if (net == NULL) return NULL;
+    for (int g = 0; g < SHOAL_MAX_GROUPS; g++)
+        if (__atomic_load_n(&v->pending[g], __ATOMIC_ACQUIRE)) {
+            PyErr_SetString(PyExc_RuntimeError, "vec_rollout: envs are stepping; recv() them first");
+            return NULL;
+        }
+    const Py_ssize_t S = (Py_ssize_t)v->num_envs * v->agents_per_env;
+    if (T < 1 || threads < 1 || threads > 256 || (first_step != 0 && first_step != 1)) {
+        PyErr_SetString(PyExc_ValueError, "vec_rollout: T >= 1, threads in [1, 256], first_step 0 or 1");
+        return NULL;
+    }
+    if (net->obs_dtype != shoal_obs_dtype_code() || net->obs_elems != v->obs_size) {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: the policy reads %d observation values of dtype "
+                     "code %d per agent but this env writes %d of code %d: export it for this env",
+                     (int)net->obs_elems, (int)net->obs_dtype, v->obs_size, shoal_obs_dtype_code());
+        return NULL;
+    }
+    const int box = net->head == SHOAL_HEAD_BOX;
+    if (net->action_dims != v->act_size || box != (v->nvec == NULL)) {
+        PyErr_SetString(PyExc_ValueError, "vec_rollout: the policy's action head does not fit this "
+                        "env's action space");
+        return NULL;
+    }
+    for (int d = 0; !box && d < v->act_size; d++)
+        if (shoal_net_nvec(net, d) != v->nvec[d] ||
+            (net->head == SHOAL_HEAD_DISCRETE && net->action_offset != 0)) {
+            PyErr_SetString(PyExc_ValueError, "vec_rollout: the policy's action sizes differ from "
+                            "this env's");
+            return NULL;
+        }
+    const Py_ssize_t slots = (Py_ssize_t)S * (T + 1), H = net->hidden, A = net->action_dims;
+    const char* obs_fmt = sizeof(OBS_TYPE) == 1 ? "Bb?" : "f";
+    RolloutBuf b[16];
+    memset(b, 0, sizeof b);
+    RolloutJob* job = NULL;
+    double env_seconds = 0.0;
+    int bad = 0, failed = 0;
+    static const char* names[16] = {"obs", "actions", "logprobs", "values", "starts", "masks",
+                                    "rewards", "dones", "h", "c", "h0", "c0", "h0_next",
+                                    "c0_next", "rng", "env_masks"};
+    if (shoal_rollout_buffer(o[0], &b[0], names[0], obs_fmt, sizeof(OBS_TYPE), slots * v->obs_size, 1) ||
+        shoal_rollout_buffer(o[1], &b[1], names[1], box ? "f" : "ql", box ? 4 : 8, slots * A, 1))
+        goto done;
+    for (int k = 2; k <= 5; k++)
+        if (shoal_rollout_buffer(o[k], &b[k], names[k], "f", 4, slots, 1)) goto done;
+    for (int k = 6; k <= 7; k++)
+        if (shoal_rollout_buffer(o[k], &b[k], names[k], "f", 4, (Py_ssize_t)S * T, 1)) goto done;
+    for (int k = 8; k <= 13; k++) {
+        if (!net->lstm) continue;
+        if (shoal_rollout_buffer(o[k], &b[k], names[k], "f", 4, S * H, 1)) goto done;
+    }
+    if (shoal_rollout_buffer(o[14], &b[14], names[14], "QL", 8, S, 1) ||
+        shoal_rollout_buffer(o[15], &b[15], names[15], "?B", 1, S, 0))
+        goto done;
+    job = (RolloutJob*)calloc(1, sizeof(RolloutJob));
+    if (job == NULL) { PyErr_NoMemory(); goto done; }
+    *job = (RolloutJob){v, net, first_step, T, (float)gamma, b[0].view.buf, b[1].view.buf,
+                        b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
+                        b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
+                        b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
+                        b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0}};
+    if (threads > v->num_envs) threads = v->num_envs;
+    job->threads = threads;
+    RolloutThread workers[256];
+    Py_BEGIN_ALLOW_THREADS
+    for (int t = 0; t < threads; t++) {
+        workers[t] = (RolloutThread){job, t, (int)((long long)v->num_envs * t / threads),
+                                     (int)((long long)v->num_envs * (t + 1) / threads), 0};
+    }
+    int started[256] = {0};
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&workers[t].thread, NULL, shoal_rollout_thread, &workers[t]) == 0;
+    shoal_rollout_shard(job, 0, workers[0].lo, workers[0].hi);
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) pthread_join(workers[t].thread, NULL);
+        else shoal_rollout_shard(job, t, workers[t].lo, workers[t].hi);   /* run it here */
+    }
+    Py_END_ALLOW_THREADS
+    for (int t = 0; t < threads; t++) {
+        env_seconds += job->env_seconds[t] / threads;
+        bad |= job->bad_actions[t];
+        failed |= job->failed[t];
+    }
+    if (failed) PyErr_NoMemory();
+    else if (bad)
+        PyErr_SetString(PyExc_ValueError, "vec_rollout: the policy produced non-finite actions "
+                        "(NaN or inf): the run diverged; those envs were given 0");
+done:
+    free(job);
+    for (int k = 0; k < 16; k++)
+        if (b[k].held) PyBuffer_Release(&b[k].view);
+    if (PyErr_Occurred()) return NULL;
+    return PyFloat_FromDouble(env_seconds);
+}
+
+#endif /* SHOAL_VEC_ROLLOUT_H */

@@ -1,0 +1,120 @@
+"""The fused rollout: C envs stepped and the policy run in C, a whole segment per call.
+
+With ``train.rollout = "fused"`` the trainer collects each ``[S, T]`` batch with one call into
+the env's C module (``vec_rollout``, shoal/envs/vec_rollout.h): for every step, env step ->
+rewards/terminals/truncations -> truncation bootstrap -> the policy (``shoal_net.h``, exported
+from the torch policy at the start of each rollout) -> sampled action, all without Python and
+with the GIL released, the envs split over ``train.rollout_threads`` threads. It writes the
+same storage the torch rollout (:meth:`Trainer.rollout <shoal.trainer.ppo.Trainer.rollout>`)
+writes, slot for slot.
+
+Sampling draws from a per-agent RNG (:class:`AgentRng`, the SplitMix64 streams of
+``shoal_net.h``). ``train.action_rng = "agent"`` makes the torch rollout draw from the same
+streams (:func:`shoal.net.runtime.sample_from_uniforms`), so both paths take the same actions
+under a seed and fill the same storage (up to float32 rounding of log-probs and values).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+__all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
+
+
+class AgentRng:
+    """One RNG stream per agent row (``shoal_net.h``'s SplitMix64), seeded by ``seed``."""
+
+    def __init__(self, num_agents: int, seed: int) -> None:
+        from ..net.runtime import agent_rng
+
+        self.states = agent_rng(num_agents, seed)
+
+    def uniforms(self, rows: slice, k: int) -> torch.Tensor:
+        """The next ``k`` uniforms of each row in ``rows``, ``[rows, k]`` (advances them)."""
+        from ..net.runtime import agent_uniforms
+
+        view = self.states[rows]
+        out = agent_uniforms(view, k)     # advances the view's states in place
+        return torch.from_numpy(out)
+
+    def state(self) -> torch.Tensor:
+        """The states as an int64 tensor (for checkpoints)."""
+        return torch.from_numpy(self.states.view(np.int64).copy())
+
+    def load(self, state: torch.Tensor) -> None:
+        self.states[:] = state.numpy().view(np.uint64)
+
+
+def fused_unavailable_reason(trainer: Any) -> str | None:
+    """Why the fused rollout cannot run for this trainer (None when it can)."""
+    from ..net.export import export_policy
+    from ..vector.native import NativeVecEnv
+
+    t = trainer.config.train
+    if not isinstance(trainer.env, NativeVecEnv):
+        return ("train.rollout='fused' needs a shoal C env on the serial or threads backend "
+                f"(got {type(trainer.env).__name__}); use train.rollout='torch' for Python envs "
+                "and the processes backend")
+    if trainer.device.type != "cpu":
+        return f"train.rollout='fused' runs on the CPU; train.device is {trainer.device}"
+    if t.precision != "float32":
+        return "train.rollout='fused' runs the policy in float32; set train.precision='float32'"
+    try:
+        export_policy(trainer.policy, trainer.env.observations.dtype)
+    except ValueError as exc:
+        return f"train.rollout='fused' cannot run this policy in C: {exc}"
+    return None
+
+
+class FusedRollout:
+    """Collects rollouts for ``trainer`` with the env module's ``vec_rollout``."""
+
+    def __init__(self, trainer: Any) -> None:
+        reason = fused_unavailable_reason(trainer)
+        if reason is not None:
+            raise ConfigError(reason)
+        self.trainer = trainer
+        self.threads = trainer.config.train.rollout_threads or (os.cpu_count() or 1)
+        self._net: Any = None
+
+    def _refresh(self) -> Any:
+        """The C policy of the trainer's current weights (exported again every rollout: the
+        update changed them)."""
+        from ..net import _net
+        from ..net.export import export_policy
+
+        tr = self.trainer
+        self._net = _net.Net(export_policy(tr.policy, tr.env.observations.dtype))
+        return self._net.capsule()
+
+    def _call(self, first_step: int) -> float:
+        tr = self.trainer
+        b, env = tr.storage, tr.env
+        state = tr.state
+
+        def arr(x: torch.Tensor | None) -> Any:
+            return None if x is None else x.numpy()
+
+        h, c = (None, None) if state is None else (state[0], state[1])
+        h0, c0 = (None, None) if b.state0 is None else b.state0
+        h0n, c0n = (None, None) if b.state0_next is None else b.state0_next
+        return env._c.vec_rollout(
+            env._h, self._refresh(), first_step, tr.T, float(tr.config.train.gamma),
+            self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
+            arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
+            arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks)
+
+    def act_first(self) -> None:
+        """After a reset: the policy acts into slot 0 (``starts[:, 0]`` already set)."""
+        self._call(0)
+
+    def rollout(self) -> tuple[dict[str, float], float]:
+        """Fills slots 1..T; returns (episode stats, seconds spent stepping envs)."""
+        env_seconds = self._call(1)
+        return self.trainer.env.log(), env_seconds

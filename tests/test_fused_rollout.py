@@ -1,0 +1,164 @@
+"""The fused rollout (train.rollout='fused': C envs + shoal_net.h in one call per segment) fills
+the same storage as the torch rollout drawing from the same per-agent streams
+(train.action_rng='agent'), step for step: on the serial and threads backends, with
+terminations, truncations (bootstrapped), recurrent state across segment boundaries and Box
+actions; it is deterministic, resumes exactly, and refuses what it cannot run."""
+
+import json
+
+import pytest
+import torch
+
+from shoal.trainer.config import ConfigError, build_config
+from shoal.trainer.ppo import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FIELDS = ("obs", "actions", "starts", "masks", "rewards", "dones", "logprobs", "values")
+
+
+def _trainer(tmp_path, name, env, rollout, backend="serial", **overrides):
+    over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
+            "env.backend": backend, "train.minibatch_size": 64, "log.dashboard": "off",
+            "policy.hidden": 32, "train.rollout": rollout, "train.action_rng": "agent",
+            "log.run_dir": str(tmp_path / name)}
+    if backend == "threads":
+        over["env.num_workers"] = 2
+    over.update(overrides)
+    return Trainer(build_config(env, overrides=over))
+
+
+def _assert_same_storage(a, b, where):
+    for name in FIELDS:
+        x, y = getattr(a.storage, name), getattr(b.storage, name)
+        if x.dtype.is_floating_point:
+            scale = max(1.0, float(x.abs().max()))
+            err = float((x.float() - y.float()).abs().max())
+            assert err <= 1e-5 * scale, f"{where}: {name} differs by {err}"
+        else:
+            assert torch.equal(x, y), f"{where}: {name} differs at {(x != y).nonzero()[:4].tolist()}"
+    if a.state is not None:
+        for x, y in zip(a.state + a.storage.state0 + a.storage.state0_next,
+                        b.state + b.storage.state0 + b.storage.state0_next):
+            assert float((x - y).abs().max()) <= 1e-5 * max(1.0, float(x.abs().max())), where
+
+
+CASES = [
+    # env, policy, backend, overrides: what it exercises
+    ("breakout", "lstm", "serial", {"env.max_steps": 7}),                 # truncations, LSTM
+    ("breakout", "lstm", "threads", {"env.max_steps": 7, "env.num_buffers": 2}),
+    ("breakout", "mlp", "threads", {"env.max_steps": 5, "env.continuous": True}),  # Box
+    ("bandit", "lstm", "serial", {}),                                     # terminations
+    ("maze", "cnn", "threads", {"env.num_buffers": 2}),                   # uint8 one-hot CNN
+    ("target", "lstm", "serial", {}),                                     # Box, LSTM
+]
+
+
+@pytest.mark.parametrize("env,policy,backend,overrides", CASES)
+def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, policy, backend,
+                                                                 overrides):
+    a = _trainer(tmp_path, "torch", env, "torch", backend, **{"policy.name": policy}, **overrides)
+    b = _trainer(tmp_path, "fused", env, "fused", backend, **{"policy.name": policy}, **overrides)
+    try:
+        _assert_same_storage(a, b, "slot 0 after reset")
+        ended = 0.0
+        for epoch in range(4):
+            stats_a, stats_b = a.rollout(), b.rollout()
+            _assert_same_storage(a, b, f"epoch {epoch}")
+            assert stats_a.keys() == stats_b.keys()
+            for k in stats_a:
+                assert stats_a[k] == pytest.approx(stats_b[k], rel=1e-5), k
+            ended += float(a.storage.dones.sum())
+            # learn on the torch side, give the fused side the same weights
+            a.update()
+            b.policy.load_state_dict(a.policy.state_dict())
+            a.storage.shift()
+            b.storage.shift()
+        assert ended > 0, "the case must end episodes to test resets"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fused_rollout_does_not_depend_on_threads_or_backend(tmp_path):
+    runs = []
+    for i, (backend, threads) in enumerate((("serial", 1), ("serial", 2), ("threads", 3))):
+        tr = _trainer(tmp_path, f"r{i}", "breakout", "fused", backend,
+                      **{"policy.name": "lstm", "env.max_steps": 9,
+                         "train.rollout_threads": threads})
+        tr.rollout()
+        runs.append(tr)
+    try:
+        for other in runs[1:]:
+            for name in FIELDS:
+                assert torch.equal(getattr(runs[0].storage, name), getattr(other.storage, name))
+    finally:
+        for tr in runs:
+            tr.close()
+
+
+def _metrics(run_dir):
+    rows = []
+    for line in open(run_dir / "metrics.jsonl"):
+        m = json.loads(line)
+        rows.append((m["epoch"], m["losses"], m["episodes"]))
+    return rows
+
+
+def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path):
+    over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
+            "policy.hidden": 16, "train.rollout": "fused", "env.max_steps": 11}
+    whole = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "a")}))
+    Trainer(whole).train()
+    again = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "c")}))
+    Trainer(again).train()
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "c")
+    part = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "b")}))
+    Trainer(part, callback=lambda tr, m: tr.epoch == 2).train()
+    resumed = Trainer.resume(str(tmp_path / "b"))
+    assert resumed.exact_resume
+    resumed.train()
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    from shoal.trainer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="same rollout path"):
+        Trainer.resume(str(tmp_path / "b"), overrides={"train.rollout": "torch",
+                                                        "train.total_steps": 10**6})
+
+
+def test_fused_rollout_refuses_what_it_cannot_run(tmp_path):
+    with pytest.raises(ConfigError, match="C env on the serial or threads backend"):
+        _trainer(tmp_path, "p", "breakout", "fused", "processes", **{"env.num_workers": 2})
+    with pytest.raises(ConfigError, match="float32"):
+        _trainer(tmp_path, "bf", "breakout", "fused", **{"train.precision": "bfloat16"})
+    from shoal.trainer.policies import make_policy
+
+    def approximate_gelu(obs_space, act_space):
+        policy = make_policy((obs_space, act_space), "mlp", hidden=8)
+        policy.encoder.net[1] = torch.nn.GELU(approximate="tanh")
+        return policy
+
+    cfg = build_config("breakout", overrides={
+        "train.rollout": "fused", "log.dashboard": "off", "env.num_envs": 4,
+        "log.run_dir": str(tmp_path / "custom")})
+    with pytest.raises(ConfigError, match="cannot run this policy in C.*approximate"):
+        Trainer(cfg, policy=approximate_gelu)
+    with pytest.raises(ConfigError, match="C env"):
+        _python_env_trainer(tmp_path)
+
+
+def _python_env_trainer(tmp_path):
+    cfg = build_config("gym:CartPole-v1", overrides={
+        "train.rollout": "fused", "log.dashboard": "off", "env.num_envs": 2,
+        "log.run_dir": str(tmp_path / "py")})
+    return Trainer(cfg)
+
+
+def test_torch_rollout_with_agent_streams_is_unchanged_by_default(tmp_path):
+    """The default (train.action_rng='torch') keeps torch's generator: no per-agent streams."""
+    tr = _trainer(tmp_path, "d", "breakout", "torch", **{"train.action_rng": "torch"})
+    try:
+        assert tr.agent_rng is None and tr.fused is None
+    finally:
+        tr.close()

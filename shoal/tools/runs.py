@@ -80,7 +80,6 @@ class PolicyStepper:
     def act(self, obs: np.ndarray) -> "Decision":
         """The policy's decision for one step of observations ``[N, *obs_shape]``."""
         torch = self._torch
-        dist = self.distribution
         threads = torch.get_num_threads()
         # one row (or a few): a second thread only adds wake-up latency, and on a busy machine
         # OpenMP spin-waiting made each tiny op 7 ms; the caller's setting is restored below

@@ -17,6 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("shoal.trainer.eval_cli", "evaluate a checkpoint: mean score over episodes"),
     "check": ("shoal.tools.check_cmd", "check a Python env (gym:ID, pz:MODULE.ENV, module:creator): "
                                        "each problem with its fix"),
+    "watch": ("shoal.tools.watch", "play a trained policy: in the terminal, or to a GIF/MP4"),
+    "inspect": ("shoal.tools.inspect_cmd", "look at an env's observations, rewards and episodes "
+                                           "(and a policy's actions): report, plots, HTML"),
+    "plot": ("shoal.tools.plot", "learning curves of one or more runs from metrics.jsonl"),
+    "export": ("shoal.tools.export", "a trained policy as dependency-free C (and a C env's "
+                                     "player main.c; --web: WebAssembly page)"),
 }
 
 

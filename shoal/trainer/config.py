@@ -158,6 +158,9 @@ class LogConfig:
     tensorboard: bool = _f(False, "also write TensorBoard event files (needs tensorboard)")
     wandb: bool = _f(False, "also log to Weights & Biases (needs wandb)")
     wandb_project: str = _f("shoal", "W&B project name")
+    video: bool = _f(False, "record a GIF of the policy at each checkpoint into videos/ "
+                            "(needs imageio and Pillow: pip install 'shoal[tools]')")
+    video_steps: int = _f(300, "steps of env 0 in each checkpoint's GIF", low=1)
 
 
 SECTIONS: dict[str, type] = {

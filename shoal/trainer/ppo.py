@@ -700,6 +700,12 @@ class Trainer:
                             dash.message(f"note: checkpoints hold no env state ({self.no_snapshot})"
                                          f": {FRESH_EPISODES_NOTE}")
                             noted_fresh = True
+                        if log.video and main:
+                            from ..tools.watch import record_checkpoint_video
+
+                            note = record_checkpoint_video(path, self.run_dir, log.video_steps)
+                            if note:
+                                dash.message(note)
                         # at most a line a minute: short epochs checkpoint every few seconds
                         if not done and time.monotonic() - last_note >= CHECKPOINT_NOTE_SECONDS:
                             dash.message(f"checkpoint: {path}")

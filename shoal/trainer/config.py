@@ -399,6 +399,8 @@ def apply_mapping(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
     if isinstance(env_table, Mapping) and "name" in env_table:
         _apply(cfg, "env", "name", env_table["name"], origin)
     for section, table in data.items():
+        if section == "sweep":
+            continue  # the search space of `shoal sweep` (shoal/sweep/space.py), not a setting
         if not isinstance(table, Mapping):
             raise ConfigError(f"{origin}: '{section}' must be a table like [{section}], got "
                               f"{table!r}")

@@ -74,7 +74,8 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
 from .policies import Inference, autocast, make_policy, policy_initial_state
-from .sampling import anneal_beta, sample_segments, segment_priorities
+from .normalize import ReturnScaler
+from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
            "make_optimizer", "resolve_device"]
@@ -449,6 +450,7 @@ class Trainer:
         self.env_truncations = torch.from_numpy(env.truncations)
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
+        self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -562,6 +564,9 @@ class Trainer:
                 torch.logical_or(self.env_terminals[rows], self.env_truncations[rows], out=ended)
                 b.rewards[rows, t - 1].copy_(self.env_rewards[rows])
                 b.dones[rows, t - 1].copy_(ended)
+                if self.reward_scaler is not None:
+                    self.reward_scaler.scale_(b.rewards[rows, t - 1], b.dones[rows, t - 1], rows,
+                                              b.masks[rows, t - 1])
                 b.starts[rows, t].copy_(ended)
                 self._bootstrap_truncated(rows, t - 1)
                 if t == T:
@@ -589,15 +594,26 @@ class Trainer:
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
-        num_minibatches = max(1, S // segments) * t.update_epochs
+        passes = None
+        if t.minibatches == "passes":
+            passes = segment_passes(S, segments, t.update_epochs, self.sampler_generator,
+                                    self.device)
+        num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
         totals: dict[str, torch.Tensor] = {}
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
-        for _ in range(num_minibatches):
-            draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
-                                   self.sampler_generator, priorities=priorities)
-            mb = Minibatch(b, draw.indices, draw.weights)
+        done = 0
+        for k in range(num_minibatches):
+            if passes:
+                mb = Minibatch(b, passes[k], torch.ones(len(passes[k]), device=self.device))
+            else:
+                draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
+                                       self.sampler_generator, priorities=priorities)
+                mb = Minibatch(b, draw.indices, draw.weights)
             loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward)
+            if t.target_kl > 0 and float(stats["approx_kl"]) > t.target_kl:
+                break  # the policy already moved far enough from the one that collected
+            done += 1
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
@@ -613,8 +629,9 @@ class Trainer:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             grad_norm_sum += grad_norm.detach()
-        out = {k: float(v) / num_minibatches for k, v in totals.items()}
-        out["grad_norm"] = float(grad_norm_sum) / num_minibatches
+        out = {k: float(v) / max(1, done) for k, v in totals.items()}
+        out["grad_norm"] = float(grad_norm_sum) / max(1, done)
+        out["minibatches"] = done
         out["explained_variance"] = explained
         out["lr"] = lr
         out["beta"] = beta
@@ -784,6 +801,8 @@ class Trainer:
             },
             "carry": carry,
             "env_state": env_state,
+            "reward_scaler": (None if self.reward_scaler is None
+                              else self.reward_scaler.state_dict()),
             "scores": [list(c) for c in self.scores.chunks],
             "returns": [list(c) for c in self.returns.chunks],
             "episodes_total": self.episodes_total,
@@ -841,6 +860,8 @@ class Trainer:
         for mean, n in ckpt.get("returns", []):
             self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
+        if self.reward_scaler is not None and ckpt.get("reward_scaler") is not None:
+            self.reward_scaler.load_state_dict(ckpt["reward_scaler"])
         self.resumed_from = ckpt.get("path")
         _truncate_metrics(self.metrics_path, self.epoch)
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -302,22 +303,31 @@ def postgres(tmp_path):
         except KeyError:
             pytest.skip("running as root and there is no postgres user to run the server as")
         run_as = ["runuser", "-u", "postgres", "--"]
-    data = tmp_path / "pgdata"
-    data.mkdir()
+    # pytest's tmp_path is private to this user: the server gets a directory of its own
+    root = tempfile.mkdtemp(prefix="shoal-pg-")
+    data = os.path.join(root, "data")
+    os.mkdir(data)
     if run_as:
-        shutil.chown(tmp_path, "postgres")
+        shutil.chown(root, "postgres")
         shutil.chown(data, "postgres")
     port = _free_port()
-    subprocess.run(run_as + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U",
-                             "shoal"], check=True, capture_output=True)
-    subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", str(data), "-l", str(tmp_path / "pg.log"),
-                             "-o", f"-p {port} -k {tmp_path} -c listen_addresses=127.0.0.1",
-                             "-w", "start"], check=True, capture_output=True)
+    started = False
     try:
-        yield f"postgresql://shoal@127.0.0.1:{port}/postgres"
+        init = subprocess.run(run_as + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U",
+                                        "shoal"], capture_output=True, text=True)
+        assert init.returncode == 0, init.stdout + init.stderr
+        start = subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", data, "-l",
+                                         os.path.join(root, "log"), "-o",
+                                         f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+                                         "-w", "start"], capture_output=True, text=True)
+        assert start.returncode == 0, start.stdout + start.stderr
+        started = True
+        yield f"postgresql+psycopg2://shoal@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate",
-                                 "stop"], capture_output=True)
+        if started:
+            subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate",
+                                     "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sweep_on_a_postgresql_server(tmp_path, postgres):

@@ -25,8 +25,10 @@ One epoch is:
    step that starts an episode, both in the rollout (one step at a time) and in training (the
    whole segment from the stored start state), so both see the same boundaries.
 
-2. **Update.** Plain GAE advantages give each segment a priority ``(Σ|A|)^α``; every minibatch
-   draws ``minibatch_size / T`` segments by priority, replays them through the policy, and
+2. **Update.** Minibatches of ``minibatch_size / T`` segments are either whole passes over the
+   batch (``minibatches = "passes"``: a permutation per pass) or independent draws by the
+   priority ``(Σ|A|)^α`` that plain GAE advantages give each segment; each is replayed through
+   the policy (an update stops early once a minibatch's KL passes ``target_kl``), and
    recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
    c). Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over

@@ -86,17 +86,34 @@ def test_reward_scaler_matches_a_reference_loop():
         scaler.scale_(r, torch.tensor(dones[t]), slice(0, S))
         got[t] = r.numpy()
     # reference: the discounted return per row, reset after the step that ends an episode;
-    # the variance of every return seen so far; rewards divided by its square root
+    # the mean square of every return seen so far; rewards divided by its square root
     ret = np.zeros(S)
     seen: list[float] = []
     want = np.zeros((T, S))
     for t in range(T):
         ret = ret * gamma + rewards[t]
         seen.extend(ret.tolist())
-        want[t] = rewards[t] / np.sqrt(np.var(seen) + 1e-8)
+        want[t] = rewards[t] / np.sqrt(np.mean(np.square(seen)) + 1e-8)
         ret = ret * (1 - dones[t])
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert (np.sign(got) == np.sign(rewards)).all()   # scale only, never sign or offset
+
+
+def test_reward_scaling_of_a_constant_penalty_stays_finite_and_unit_free():
+    """Every return equal (a constant per-step penalty): scaled rewards stay near 1 in size and
+    the same for any reward unit."""
+    out = []
+    for unit in (0.01, 1.0, 100.0):
+        scaler = ReturnScaler(4, 0.99)
+        steps = []
+        for _ in range(20):
+            r = torch.full((4,), -unit)
+            scaler.scale_(r, torch.zeros(4), slice(0, 4))
+            steps.append(r.clone())
+        out.append(torch.stack(steps))
+    assert float(out[1].abs().max()) <= 1.0
+    torch.testing.assert_close(out[0], out[1], rtol=1e-3, atol=0)  # ε: 1e-8
+    torch.testing.assert_close(out[2], out[1], rtol=1e-5, atol=0)
 
 
 def test_running_mean_std_matches_gymnasiums():

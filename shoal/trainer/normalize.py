@@ -1,12 +1,15 @@
-"""Running statistics for reward scaling: rewards divided by the running standard deviation of
-the discounted return, so the critic's targets have a scale near 1 whatever the env's reward
-units (``train.norm_reward``).
+"""Running statistics for reward scaling: rewards divided by the running root mean square of the
+discounted return, so the critic's targets have a scale near 1 whatever the env's reward units
+(``train.norm_reward``).
 
 Per agent row ``s`` the trainer keeps the discounted return of the rewards seen so far,
 ``R_s <- γ·R_s + r_s`` (reset to 0 after the step that ends an episode), feeds every live
-row's ``R_s`` to a running variance (Chan et al.'s parallel update, in float64) and stores
-``r / sqrt(var(R) + ε)``. Only the scale changes, never the sign or the offset: a per-step
-penalty stays a penalty. The statistics are part of the trainer's checkpoint, so a resumed run
+row's ``R_s`` to running moments (Chan et al.'s parallel update, in float64) and stores
+``r / sqrt(mean(R)² + var(R) + ε)``. The root mean square, not the standard deviation that
+return scaling often uses: when every return is the same (the first steps of a constant
+per-step penalty: all returns are -1) the standard deviation is 0 and the first rewards would
+be multiplied by 10⁴, while the root mean square is the returns' size, whatever their spread.
+Only the scale changes, never the sign or the offset: a per-step penalty stays a penalty. The statistics are part of the trainer's checkpoint, so a resumed run
 scales exactly as an uninterrupted one.
 """
 
@@ -53,7 +56,8 @@ class RunningMeanStd:
 
 
 class ReturnScaler:
-    """Scales rewards in place by the running std of the discounted return (module docstring)."""
+    """Scales rewards in place by the running root mean square of the discounted return (see the
+    module docstring)."""
 
     def __init__(self, num_rows: int, gamma: float, device: torch.device | str = "cpu",
                  epsilon: float = 1e-8) -> None:
@@ -63,18 +67,19 @@ class ReturnScaler:
 
     def scale_(self, rewards: torch.Tensor, dones: torch.Tensor, rows: slice,
                live: torch.Tensor | None = None) -> torch.Tensor:
-        """``rewards`` (the raw rewards of ``rows``, one step) divided in place by the std;
+        """``rewards`` (the raw rewards of ``rows``, one step) divided in place by the scale;
         ``dones`` marks rows whose episode ended at this step, ``live`` the rows to count."""
         ret = self.returns[rows]
         ret.mul_(self.gamma).add_(rewards.to(torch.float64))
         self.stats.update(ret if live is None else ret[live.to(ret.device).bool()])
-        rewards.div_(float(torch.sqrt(self.stats.var + self.epsilon)))
+        rewards.div_(self.scale)
         ret.mul_(1.0 - dones.to(torch.float64))
         return rewards
 
     @property
-    def std(self) -> float:
-        return float(torch.sqrt(self.stats.var + self.epsilon))
+    def scale(self) -> float:
+        """``sqrt(mean² + var + ε)`` of the discounted returns seen so far."""
+        return float(torch.sqrt(self.stats.mean.square() + self.stats.var + self.epsilon))
 
     def state_dict(self) -> dict[str, Any]:
         return {"returns": self.returns.cpu(), "stats": self.stats.state_dict()}

@@ -26,9 +26,10 @@ class GoalGrid(gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, size: int = 12, max_steps: int = 100, scale: float = 1.0,
-                 shift: float = 0.0) -> None:
+                 shift: float = 0.0, goal_reward: float = 0.0) -> None:
         self.size, self.max_steps = int(size), int(max_steps)
         self.scale, self.shift = float(scale), float(shift)
+        self.goal_reward = float(goal_reward)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (4,), np.float32)
         self.action_space = gym.spaces.Discrete(len(MOVES))
         self.agent = np.zeros(2, np.int64)
@@ -51,7 +52,7 @@ class GoalGrid(gym.Env):
         self.agent = np.clip(self.agent + MOVES[int(action)], 0, self.size - 1)
         self.steps += 1
         reached = bool(np.array_equal(self.agent, self.goal))
-        reward = (0.0 if reached else -self.scale) + self.shift
+        reward = (self.goal_reward if reached else -self.scale) + self.shift
         truncated = not reached and self.steps >= self.max_steps
         info = {"score": float(reached)} if reached or truncated else {}
         return self._obs(), reward, reached, truncated, info

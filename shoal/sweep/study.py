@@ -124,11 +124,24 @@ def storage_for(s: SweepSettings) -> Any:
     if s.storage.startswith("sqlite"):
         # several processes write one file: wait for the lock instead of failing at once
         engine_kwargs["connect_args"] = {"timeout": 60}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(s.storage, engine_kwargs=engine_kwargs,
-                          heartbeat_interval=s.heartbeat, grace_period=3 * s.heartbeat,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(10):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(s.storage, engine_kwargs=engine_kwargs,
+                                  heartbeat_interval=s.heartbeat, grace_period=3 * s.heartbeat,
+                                  failed_trial_callback=RetryFailedTrialCallback(
+                                      max_retry=MAX_RETRY))
+        except (OperationalError, IntegrityError) as exc:
+            # Two sweeps starting together on a new database both create its tables; the
+            # slower one fails ("already exists") and finds them there on the next try.
+            if attempt == 9 or not any(w in str(exc) for w in ("already exists", "UNIQUE",
+                                                               "duplicate")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_study(s: SweepSettings, space: SearchSpace | None = None) -> Any:

@@ -26,7 +26,7 @@ USAGE = ("usage: shoal sweep ENV [--trials N] [--workers K] [--storage URL] [--s
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="shoal sweep", usage=USAGE,
+        prog="shoal sweep", usage=USAGE.removeprefix("usage: "),
         description="Cost-aware hyperparameter sweep (score against training seconds) of ENV's "
                     "config. The search space is the [sweep] table of --sweep FILE, of the "
                     "--config file or of the env's shipped config, else a default space of the "

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envs": ("shoal.tools.envs_cmd", "list the environments with their spaces and parameters"),
     "bench": ("shoal.tools.bench", "measure random-action stepping throughput of an env"),
     "train": ("shoal.trainer.cli", "train a policy on an env"),
+    "sweep": ("shoal.sweep.cli", "cost-aware hyperparameter sweep of an env's config (Optuna)"),
     "eval": ("shoal.trainer.eval_cli", "evaluate a checkpoint: mean score over episodes"),
     "check": ("shoal.tools.check_cmd", "check a Python env (gym:ID, pz:MODULE.ENV, module:creator): "
                                        "each problem with its fix"),

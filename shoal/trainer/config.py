@@ -85,6 +85,14 @@ class TrainConfig:
     minibatch_size: int = _f(16384, "steps per gradient step (a multiple of horizon; capped "
                                     "at the batch)", low=1)
     update_epochs: int = _f(1, "passes over each batch", low=1)
+    minibatches: str = _f("passes", "passes: each pass a random permutation of the batch's "
+                                    "segments, every segment used once; draws: independent "
+                                    "prioritised draws (prio_alpha)",
+                          choices=("passes", "draws"))
+    target_kl: float = _f(0.0, "stop an update's remaining minibatches once a minibatch's "
+                               "approx KL to the rollout policy exceeds this (0 = off)", low=0.0)
+    norm_reward: bool = _f(False, "scale rewards by the running std of the discounted return "
+                                  "(statistics kept in checkpoints)")
     learning_rate: float = _f(0.003, "peak learning rate", low=0.0)
     anneal_lr: bool = _f(True, "cosine-decay the learning rate to 0 over total_steps")
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
@@ -415,6 +423,8 @@ def apply_mapping(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
     if isinstance(env_table, Mapping) and "name" in env_table:
         _apply(cfg, "env", "name", env_table["name"], origin)
     for section, table in data.items():
+        if section == "sweep":
+            continue  # the search space of `shoal sweep` (shoal/sweep/space.py), not a setting
         if not isinstance(table, Mapping):
             raise ConfigError(f"{origin}: '{section}' must be a table like [{section}], got "
                               f"{table!r}")

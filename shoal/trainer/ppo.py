@@ -27,8 +27,10 @@ One epoch is:
    step that starts an episode, both in the rollout (one step at a time) and in training (the
    whole segment from the stored start state), so both see the same boundaries.
 
-2. **Update.** Plain GAE advantages give each segment a priority ``(Σ|A|)^α``; every minibatch
-   draws ``minibatch_size / T`` segments by priority, replays them through the policy, and
+2. **Update.** Minibatches of ``minibatch_size / T`` segments are either whole passes over the
+   batch (``minibatches = "passes"``: a permutation per pass) or independent draws by the
+   priority ``(Σ|A|)^α`` that plain GAE advantages give each segment; each is replayed through
+   the policy (an update stops early once a minibatch's KL passes ``target_kl``), and
    recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
    c). Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
@@ -77,9 +79,10 @@ from .dashboard import Dashboard
 from .distributed import connect, elastic_resume_target, explained_variance, merge_means
 from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
+from .normalize import ReturnScaler
 from .process_state import ProcessState
 from .signals import deferred_stop
-from .sampling import anneal_beta, sample_segments, segment_priorities
+from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
 __all__ = ["Trainer", "RolloutStorage", "Minibatch", "ppo_loss", "replay", "train",
@@ -460,7 +463,11 @@ class Trainer:
         if t.overlap and self.dist.distributed:
             raise ConfigError("train.overlap=true is not supported in a torchrun job yet: use "
                               "--train.overlap false (train.rollout='fused' works)")
+        if t.norm_reward and t.rollout == "fused":
+            raise ConfigError("train.norm_reward=true is not supported with "
+                              "train.rollout='fused' yet: use --train.rollout torch")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
+        self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 
         # ---- counters and logs ----
         self.epoch = 0
@@ -593,6 +600,9 @@ class Trainer:
                 torch.logical_or(self.env_terminals[rows], self.env_truncations[rows], out=ended)
                 self.upload(b.rewards[rows, t - 1], self.env_rewards, rows)
                 self.upload(b.dones[rows, t - 1], self.ended, rows)
+                if self.reward_scaler is not None:
+                    self.reward_scaler.scale_(b.rewards[rows, t - 1], b.dones[rows, t - 1], rows,
+                                              b.masks[rows, t - 1])
                 self.upload(b.starts[rows, t], self.ended, rows)
                 self._bootstrap_truncated(rows, t - 1)
                 if t == T:
@@ -620,16 +630,29 @@ class Trainer:
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
-        num_minibatches = max(1, S // segments) * t.update_epochs
+        passes = None
+        if t.minibatches == "passes":
+            passes = segment_passes(S, segments, t.update_epochs, self.sampler_generator,
+                                    self.device)
+        num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
         totals: dict[str, torch.Tensor] = {}
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
-        for _ in range(num_minibatches):
-            draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
-                                   self.sampler_generator, priorities=priorities)
-            mb = Minibatch(b, draw.indices, self.dist.importance_weights(draw, S, beta))
+        done = 0
+        for k in range(num_minibatches):
+            if passes:
+                mb = Minibatch(b, passes[k], torch.ones(len(passes[k]), device=self.device))
+            else:
+                draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
+                                       self.sampler_generator, priorities=priorities)
+                mb = Minibatch(b, draw.indices, self.dist.importance_weights(draw, S, beta))
             loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
                                            self.dist.sum)
+            # each rank's approx_kl is its share of the job's mean: the sum decides on every rank
+            if t.target_kl > 0 and \
+                    float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
+                break  # the policy already moved far enough from the one that collected
+            done += 1
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
@@ -649,8 +672,9 @@ class Trainer:
         if totals:      # each rank's terms are its share of the job's means
             summed = self.dist.sum(torch.stack([totals[k] for k in totals]))
             totals = dict(zip(totals, summed))
-        out = {k: float(v) / num_minibatches for k, v in totals.items()}
-        out["grad_norm"] = float(grad_norm_sum) / num_minibatches
+        out = {k: float(v) / max(1, done) for k, v in totals.items()}
+        out["grad_norm"] = float(grad_norm_sum) / max(1, done)
+        out["minibatches"] = done
         out["explained_variance"] = explained
         out["lr"] = lr
         out["beta"] = beta
@@ -872,6 +896,8 @@ class Trainer:
             "carry": carry,
             "env_state": env_state,
             "fused": None if self.fused is None else self.fused.state_dict(),
+            "reward_scaler": (None if self.reward_scaler is None
+                              else self.reward_scaler.state_dict()),
         }
 
     def save(self) -> str:
@@ -943,6 +969,8 @@ class Trainer:
         for mean, n in ckpt.get("returns", []):
             self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
+        if self.reward_scaler is not None and own.get("reward_scaler") is not None:
+            self.reward_scaler.load_state_dict(own["reward_scaler"])
         self.resumed_from = ckpt.get("path")
         if self.dist.is_main:
             _truncate_metrics(self.metrics_path, self.epoch)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["segment_priorities", "sampling_probabilities", "importance_weights", "anneal_beta",
+__all__ = ["segment_passes", "segment_priorities", "sampling_probabilities", "importance_weights", "anneal_beta",
            "sample_segments", "SegmentSample"]
 
 
@@ -161,3 +161,24 @@ def sample_segments(advantages: torch.Tensor, masks: torch.Tensor | None, num_se
     floor = probs[taken].min() if n_positive else probs.new_tensor(1.0 / S)
     p_drawn = torch.where(p_drawn > 0, p_drawn, floor)
     return SegmentSample(indices, _weights(p_drawn, S, beta), probs)
+
+
+def segment_passes(num_segments_total: int, segments_per_minibatch: int, passes: int,
+                   generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Minibatches as true passes over the batch: for each of ``passes`` passes, a random
+    permutation of the ``S = num_segments_total`` segments cut into ``ceil(S / n)`` minibatches
+    of ``n = segments_per_minibatch`` segments (sizes differ by at most one when ``n`` does not
+    divide ``S``). Every segment is in exactly one minibatch of each pass, so every importance
+    weight is 1."""
+    S, n = int(num_segments_total), int(segments_per_minibatch)
+    if not 0 < n <= S:
+        raise ValueError(f"segments_per_minibatch={n} must be in [1, S={S}]")
+    if passes < 1:
+        raise ValueError(f"passes={passes} must be >= 1")
+    chunks = -(-S // n)
+    out: list[torch.Tensor] = []
+    for _ in range(passes):
+        order = torch.randperm(S, generator=generator, device=device)
+        out.extend(torch.tensor_split(order, chunks))
+    return out

@@ -1,0 +1,92 @@
+"""Running statistics for reward scaling: rewards divided by the running root mean square of the
+discounted return, so the critic's targets have a scale near 1 whatever the env's reward units
+(``train.norm_reward``).
+
+Per agent row ``s`` the trainer keeps the discounted return of the rewards seen so far,
+``R_s <- γ·R_s + r_s`` (reset to 0 after the step that ends an episode), feeds every live
+row's ``R_s`` to running moments (Chan et al.'s parallel update, in float64) and stores
+``r / sqrt(mean(R)² + var(R) + ε)``. The root mean square, not the standard deviation that
+return scaling often uses: when every return is the same (the first steps of a constant
+per-step penalty: all returns are -1) the standard deviation is 0 and the first rewards would
+be multiplied by 10⁴, while the root mean square is the returns' size, whatever their spread.
+Only the scale changes, never the sign or the offset: a per-step penalty stays a penalty. The statistics are part of the trainer's checkpoint, so a resumed run
+scales exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["RunningMeanStd", "ReturnScaler"]
+
+
+class RunningMeanStd:
+    """Mean and variance of every value seen so far (float64, merged batch by batch)."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.mean = torch.zeros((), dtype=torch.float64, device=device)
+        self.var = torch.ones((), dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, values: torch.Tensor) -> None:
+        """Merges a batch of values (any shape) into the statistics."""
+        x = values.detach().reshape(-1).to(torch.float64)
+        n = x.numel()
+        if n == 0:
+            return
+        batch_mean = x.mean()
+        batch_var = x.var(unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.cpu(), "var": self.var.cpu(), "count": self.count.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        device = self.mean.device
+        self.mean = state["mean"].to(device, torch.float64)
+        self.var = state["var"].to(device, torch.float64)
+        self.count = state["count"].to(device, torch.float64)
+
+
+class ReturnScaler:
+    """Scales rewards in place by the running root mean square of the discounted return (see the
+    module docstring)."""
+
+    def __init__(self, num_rows: int, gamma: float, device: torch.device | str = "cpu",
+                 epsilon: float = 1e-8) -> None:
+        self.gamma, self.epsilon = float(gamma), float(epsilon)
+        self.returns = torch.zeros(num_rows, dtype=torch.float64, device=device)
+        self.stats = RunningMeanStd(device)
+
+    def scale_(self, rewards: torch.Tensor, dones: torch.Tensor, rows: slice,
+               live: torch.Tensor | None = None) -> torch.Tensor:
+        """``rewards`` (the raw rewards of ``rows``, one step) divided in place by the scale;
+        ``dones`` marks rows whose episode ended at this step, ``live`` the rows to count."""
+        ret = self.returns[rows]
+        ret.mul_(self.gamma).add_(rewards.to(torch.float64))
+        self.stats.update(ret if live is None else ret[live.to(ret.device).bool()])
+        rewards.div_(self.scale)
+        ret.mul_(1.0 - dones.to(torch.float64))
+        return rewards
+
+    @property
+    def scale(self) -> float:
+        """``sqrt(mean² + var + ε)`` of the discounted returns seen so far."""
+        return float(torch.sqrt(self.stats.mean.square() + self.stats.var + self.epsilon))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"returns": self.returns.cpu(), "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["returns"].shape != self.returns.shape:
+            raise ValueError(f"the saved reward scaler has {state['returns'].shape[0]} rows but "
+                             f"this run has {self.returns.shape[0]}")
+        self.returns = state["returns"].to(self.returns.device, torch.float64)
+        self.stats.load_state_dict(state["stats"])

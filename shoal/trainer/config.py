@@ -85,7 +85,7 @@ class TrainConfig:
     minibatch_size: int = _f(16384, "steps per gradient step (a multiple of horizon; capped "
                                     "at the batch)", low=1)
     update_epochs: int = _f(1, "passes over each batch", low=1)
-    minibatches: str = _f("passes", "passes: each pass a random permutation of the batch's "
+    minibatches: str = _f("draws", "passes: each pass a random permutation of the batch's "
                                     "segments, every segment used once; draws: independent "
                                     "prioritised draws (prio_alpha)",
                           choices=("passes", "draws"))

@@ -54,7 +54,7 @@ def test_update_epochs_are_whole_passes_over_the_batch(tmp_path):
     seen: list[torch.Tensor] = []
     import shoal.trainer.ppo as ppo
 
-    trainer = _trainer(tmp_path, **{"train.update_epochs": 3})
+    trainer = _trainer(tmp_path, **{"train.update_epochs": 3, "train.minibatches": "passes"})
     original = ppo.Minibatch.__init__
 
     def record(self, storage, idx, weights):  # records what the real Minibatch is built from

@@ -86,7 +86,11 @@ static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int6
     shoal_net_forward(net, n, env_obs + r0 * obs, b->starts, net->lstm ? j->h + r0 * H : NULL,
                       net->lstm ? j->c + r0 * H : NULL, b->params, b->values, b->scratch);
     shoal_net_sample(net, n, b->params, j->rng + r0, 0, b->acts_i, b->acts_f, b->logp);
+    /* the envs step on v->act_copy (vec_binding.h: the checked copy of the caller's buffer); the
+     * policy's actions are valid by construction, so they go straight there, and into the
+     * caller-visible buffer too */
     ACT_TYPE* env_act = (ACT_TYPE*)v->bufs[BUF_ACT].buf;
+    ACT_TYPE* step_act = v->act_copy;
     const int box = net->head == SHOAL_HEAD_BOX;
     if (box) shoal_net_clip_actions(net, n, b->acts_f, b->acts_f + n * A);
     int bad = 0;
@@ -100,11 +104,11 @@ static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int6
                 ((float*)j->act_store)[k * A + d] = a;
                 const int nonfinite = !(clipped - clipped == 0.0f);
                 bad |= nonfinite;
-                env_act[s * A + d] = (ACT_TYPE)(nonfinite ? 0.0f : clipped);
+                env_act[s * A + d] = step_act[s * A + d] = (ACT_TYPE)(nonfinite ? 0.0f : clipped);
             } else {
                 const int32_t a = b->acts_i[i * A + d];
                 ((int64_t*)j->act_store)[k * A + d] = a;
-                env_act[s * A + d] = (ACT_TYPE)a;
+                env_act[s * A + d] = step_act[s * A + d] = (ACT_TYPE)a;
             }
         }
     }
@@ -293,6 +297,10 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     if (shoal_rollout_buffer(o[14], &b[14], names[14], "QL", 8, S, 1) ||
         shoal_rollout_buffer(o[15], &b[15], names[15], "?B", 1, S, 0))
         goto done;
+    /* The first step of a continuing segment steps the actions already in the env's action buffer
+     * (the previous call's slot T, or what a resume put back from a checkpoint): bring them into
+     * the checked copy the envs read, refusing out-of-range ones, as send() does. */
+    if (first_step != 0 && shoal_take_actions(v, 0, v->num_envs)) goto done;
     job = (RolloutJob*)calloc(1, sizeof(RolloutJob));
     if (job == NULL) { PyErr_NoMemory(); goto done; }
     *job = (RolloutJob){v, net, first_step, T, (float)gamma, b[0].view.buf, b[1].view.buf,

@@ -136,7 +136,7 @@ def fetch_link(
     url: str,
     *,
     language: str | None = None,
-    model_dir: str | Path | None = None,
+    model: str | Path | None = None,
     downloader: Any = None,
     transcribe: Callable[..., list[Segment]] = transcribe_recording,
 ) -> LinkResult:
@@ -180,7 +180,7 @@ def fetch_link(
         result.source = f"{kind} captions ({choice.language}, {choice.format})"
         return result
     with audio_download(info, ydl.params) as audio:
-        result.segments = transcribe(audio, model_dir=model_dir, language=language or result.language)
+        result.segments = transcribe(audio, model=model, language=language or result.language)
     result.source = "speech-to-text of the audio stream"
     return result
 

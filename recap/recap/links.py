@@ -143,7 +143,8 @@ def fetch_link(
     """Metadata, then captions, else audio → speech-to-text, for one link.
 
     ``downloader`` is a ``yt_dlp.YoutubeDL`` to use for metadata and captions (for cookies, a
-    proxy, or extra extractors); by default one from :func:`make_downloader`. Audio, when needed, is
+    proxy, or extra extractors); by default one from :func:`make_downloader`. ``model`` is the
+    speech-to-text model (name or folder; default ``base``) used when there are no captions. Audio, when needed, is
     downloaded with the same options into a ``recap-*`` temporary folder that is removed when this
     returns, raises, or is interrupted."""
     ydl = downloader or make_downloader()

@@ -3,6 +3,7 @@ synthetic multi-topic transcripts with known topics (tests/synthetic.py: one std
 documentation per topic).
 
     PYTHONPATH=recap python recap/benchmarks/llm_quality.py [--seeds 3] [--topics 4]
+    ... [--llm-url http://host:port/v1 --llm-model NAME --context N]   # another server instead
 
 Both methods get the same chapter boundaries (build_recap's); each chapter is scored against the
 true topic that covers most of its time:
@@ -22,6 +23,7 @@ offline here, so these numbers say how the pipeline does with it, not what a 7B+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 import statistics
@@ -107,10 +109,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--topics", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--llm-url", help="an OpenAI-compatible server to measure instead of SmolLM2")
+    parser.add_argument("--llm-model", default="", help="its model name")
+    parser.add_argument("--context", type=int, default=CONTEXT, help="its context size")
     args = parser.parse_args()
     gguf = gguf_path()
-    if gguf is None:
-        sys.exit(f"needs {NEEDS}")
+    if gguf is None and not args.llm_url:
+        sys.exit(f"needs {NEEDS}, or --llm-url")
+    llm_label = f"LLM ({args.llm_model or args.llm_url})" if args.llm_url else "LLM (SmolLM2-135M)"
     texts = topic_texts(min_words=400)
     topic_words = characteristic_words(texts)
     embedder = "minilm" if minilm_available() else "tfidf"
@@ -118,9 +124,13 @@ def main() -> None:
     seconds: dict[str, list[float]] = {}
     examples = []
     kept: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="recap-bench-") as folder, \
-            llama_server(gguf, Path(folder) / "server.log", context=CONTEXT, threads=args.threads) as url:
-        client = LLMClient(url, MODEL_NAME, context_size=CONTEXT, timeout=300)
+    with contextlib.ExitStack() as stack:
+        if args.llm_url:
+            client = LLMClient(args.llm_url, args.llm_model, context_size=args.context, timeout=300)
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recap-bench-")))
+            url = stack.enter_context(llama_server(gguf, folder / "server.log", context=CONTEXT, threads=args.threads))
+            client = LLMClient(url, MODEL_NAME, context_size=CONTEXT, timeout=300)
         for seed in range(args.seeds):
             segments, truth, names = synthetic_transcript(args.topics, seed=seed, words_per_topic=(150, 250), texts=texts)
             segments = clean_segments(segments)
@@ -130,9 +140,9 @@ def main() -> None:
             results.setdefault(f"embedded ({embedder})", []).append(score(recap, segments, truth, names, topic_words))
             extractive = [(c.title, c.summary[:80]) for c in recap.chapters]
             started = time.perf_counter()
-            recap.summary = summarise_with_llm(client, segments, recap.chapters, settings=LLMSettings(context_tokens=CONTEXT))
-            seconds.setdefault("LLM (SmolLM2-135M)", []).append(time.perf_counter() - started)
-            results.setdefault("LLM (SmolLM2-135M)", []).append(score(recap, segments, truth, names, topic_words))
+            recap.summary = summarise_with_llm(client, segments, recap.chapters, settings=LLMSettings(context_tokens=client.context_size))
+            seconds.setdefault(llm_label, []).append(time.perf_counter() - started)
+            results.setdefault(llm_label, []).append(score(recap, segments, truth, names, topic_words))
             # A chapter whose answer stayed malformed keeps its embedded title (the documented fallback).
             kept.append(statistics.mean(float(c.title == e[0]) for c, e in zip(recap.chapters, extractive)))
             if seed == 0:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -35,33 +33,33 @@ def _parser() -> argparse.ArgumentParser:
                         help="find chapters even when the video already has the creator's")
     parser.add_argument("--embedder", choices=["auto", "minilm", "tfidf"], default="auto",
                         help="topic similarity: the bundled MiniLM model (auto when installed) or TF-IDF")
-    parser.add_argument("--model-dir", metavar="DIR", help="speech-to-text model folder (default: the app folder's)")
+    parser.add_argument("--model", metavar="NAME_OR_DIR", default=None,
+                        help="speech-to-text model: an installed model's name ('recap models list') or a "
+                             "model folder (default: base, installed from its packages on first use)")
     llm = parser.add_argument_group("language model (optional; titles and summaries)")
     llm.add_argument("--llm-url", metavar="URL", help="an OpenAI-compatible endpoint, e.g. http://localhost:8080/v1")
     llm.add_argument("--llm-model", metavar="NAME", default="", help="model name the endpoint expects")
     llm.add_argument("--llm-key-env", metavar="VAR", default="",
                      help="environment variable holding the API key (never the key itself)")
-    llm.add_argument("--context", type=int, metavar="TOKENS", default=8192, help="the model's context size (default 8192)")
+    llm.add_argument("--context", type=int, metavar="TOKENS", default=8192,
+                     help="the model's context size on the server (default 8192); no request exceeds it")
+    llm.add_argument("--llm-timeout", type=float, metavar="SECONDS", default=300.0,
+                     help="seconds to wait for each answer (default 300)")
     return parser
 
 
 def _fail(message: str, code: int = 2) -> int:
-    print(f"recap: error: {message}", file=sys.stderr)
+    one_line = " ".join(str(message).splitlines())
+    print(f"recap: error: {one_line}", file=sys.stderr)
     return code
 
 
 def _llm_model(args: argparse.Namespace):
-    try:
-        from recap.llm import LLMClient
-    except ImportError as error:
-        raise RuntimeError(f"the language-model client is not available ({error})") from None
-    key = os.environ.get(args.llm_key_env) if args.llm_key_env else None
-    if args.llm_key_env and not key:
-        raise RuntimeError(f"--llm-key-env {args.llm_key_env}: that environment variable is not set")
-    try:
-        return LLMClient(base_url=args.llm_url, model=args.llm_model, api_key=key, context_tokens=args.context)
-    except TypeError as error:  # a client built for another version of this package
-        raise RuntimeError(f"the language-model client does not accept these settings: {error}") from None
+    """The language-model client the ``--llm-*`` flags describe (RecapLLMError on bad settings)."""
+    from recap.llm import LLMClient
+
+    return LLMClient(args.llm_url, args.llm_model, api_key_env=args.llm_key_env or None,
+                     context_size=args.context, timeout=args.llm_timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
     from recap.chapters import build_recap
     from recap.clean import clean_segments
     from recap.describe import youtube_chapter_problems, youtube_description
-    from recap.home import models_dir
     from recap.links import fetch_link, is_link
     from recap.sources import MEDIA_SUFFIXES, read_transcript_file, transcribe_recording
 
-    model_dir = Path(args.model_dir) if args.model_dir else models_dir()
+    # The client is built first so that bad settings (URL, key variable, context) fail at once.
+    llm = _llm_model(args) if args.llm_url else None
     title, duration, creator, source = "", None, None, ""
     if is_link(args.input):
-        fetched = fetch_link(args.input, language=args.language, model_dir=model_dir)
+        fetched = fetch_link(args.input, language=args.language, model=args.model)
         segments, title, duration, source = fetched.segments, fetched.title, fetched.duration, fetched.source
         creator = None if args.ignore_creator_chapters else (fetched.creator_chapters or None)
     else:
@@ -85,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"{args.input}: no such file (give a caption file, a recording or a link)")
         title = path.stem
         if path.suffix.lower() in MEDIA_SUFFIXES:
-            segments = transcribe_recording(path, model_dir=model_dir, language=args.language)
+            segments = transcribe_recording(path, model=args.model, language=args.language)
             source = "speech-to-text"
         else:
             segments = read_transcript_file(path)
@@ -95,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{args.input}: the transcript is empty after removing caption tags")
     recap = build_recap(segments, chapters=args.chapters, chapter_minutes=args.chapter_minutes,
                         duration=duration, creator_chapters=creator, embedder=args.embedder, title=title)
-    if args.llm_url:
+    if llm is not None:
         from recap.summarise import LLMSettings, summarise_with_llm
 
-        recap.summary = summarise_with_llm(_llm_model(args), segments, recap.chapters, title=title,
+        recap.summary = summarise_with_llm(llm, segments, recap.chapters, title=title,
                                            settings=LLMSettings(context_tokens=args.context)) or recap.summary
         recap.method = f"language model {args.llm_model or args.llm_url}"
     recap.notes.insert(0, f"Transcript from {source}.")
@@ -125,11 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(doctor_report())
             return 0
-        try:
-            module = importlib.import_module(f"recap.{argv[0]}")
-        except ImportError:
-            return _fail(f"'recap {argv[0]}' is not available in this install (pip install 'recap[speech]')")
-        return int(module.main(argv[1:]) or 0)
+        from recap import models
+
+        return models.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return run(args)

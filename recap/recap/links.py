@@ -136,14 +136,15 @@ def fetch_link(
     url: str,
     *,
     language: str | None = None,
-    model_dir: str | Path | None = None,
+    model: str | Path | None = None,
     downloader: Any = None,
     transcribe: Callable[..., list[Segment]] = transcribe_recording,
 ) -> LinkResult:
     """Metadata, then captions, else audio → speech-to-text, for one link.
 
     ``downloader`` is a ``yt_dlp.YoutubeDL`` to use for metadata and captions (for cookies, a
-    proxy, or extra extractors); by default one from :func:`make_downloader`. Audio, when needed, is
+    proxy, or extra extractors); by default one from :func:`make_downloader`. ``model`` is the
+    speech-to-text model (name or folder; default ``base``) used when there are no captions. Audio, when needed, is
     downloaded with the same options into a ``recap-*`` temporary folder that is removed when this
     returns, raises, or is interrupted."""
     ydl = downloader or make_downloader()
@@ -180,7 +181,7 @@ def fetch_link(
         result.source = f"{kind} captions ({choice.language}, {choice.format})"
         return result
     with audio_download(info, ydl.params) as audio:
-        result.segments = transcribe(audio, model_dir=model_dir, language=language or result.language)
+        result.segments = transcribe(audio, model=model, language=language or result.language)
     result.source = "speech-to-text of the audio stream"
     return result
 

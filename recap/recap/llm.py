@@ -57,6 +57,11 @@ class RecapLLMError(RuntimeError):
     """A language-model call failed; the message is one line saying what happened and what to do."""
 
 
+class RecapLLMAnswerError(RecapLLMError):
+    """The model's answer was not JSON matching the schema, also after the one retry (the server
+    itself worked); callers may fall back to the embedded method."""
+
+
 @dataclass
 class LLMClient:
     """Chat completions from an OpenAI-compatible server.
@@ -301,8 +306,9 @@ class LLMClient:
         """The model's answer parsed as JSON and validated against the JSON ``schema``.
 
         Asks for schema-constrained output where the server supports it. A malformed or
-        invalid answer is retried once, with the error shown to the model; a second failure
-        raises :class:`RecapLLMError` (callers fall back to the embedded method then).
+        invalid answer is retried once, with the error shown to the model (when that still fits
+        the context); a second failure raises :class:`RecapLLMAnswerError` (callers fall back to
+        the embedded method then).
         """
         import jsonschema  # only the JSON path needs it (the `llm` extra)
 
@@ -331,7 +337,7 @@ class LLMClient:
             except jsonschema.ValidationError as exc:
                 problem = f"JSON that does not match the schema ({_one_line(exc.message)})"
             if attempt == 0:
-                prompt = [
+                retry = [
                     *prompt,
                     {"role": "assistant", "content": text},
                     {
@@ -340,7 +346,10 @@ class LLMClient:
                         f"matches this schema: {schema_text}",
                     },
                 ]
-        raise RecapLLMError(
+                if self.count_message_tokens(retry) + max_tokens > self.context_size:
+                    break  # no room to show the model its answer: the retry would exceed the context
+                prompt = retry
+        raise RecapLLMAnswerError(
             f"the model answered {problem} twice: use a larger or instruction-tuned model, "
             "or leave out the LLM to use the embedded method"
         )

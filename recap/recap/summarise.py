@@ -31,7 +31,9 @@ from recap.transcript import Segment
 
 @runtime_checkable
 class ChatModel(Protocol):
-    """What recap needs from a language model (``recap.llm.LLMClient`` provides it)."""
+    """What recap needs from a language model (``recap.llm.LLMClient`` provides it). A model that
+    also has ``complete_json(messages, max_tokens, schema)``, as ``LLMClient`` does, gets
+    schema-constrained, validated answers through it."""
 
     def complete(self, messages: list[dict[str, str]], max_tokens: int) -> str:
         """The assistant's reply to chat ``messages`` (OpenAI roles), at most ``max_tokens`` long."""
@@ -111,13 +113,25 @@ class _Caller:
     def tokens(self, text: str) -> int:
         return self.model.count_tokens(text)
 
-    def ask(self, instruction: str, body: str) -> dict:
+    def ask(self, instruction: str, body: str, schema: dict) -> dict:
         prompt = f"{instruction}\n\n{body}"
         size = self.tokens(SYSTEM) + self.tokens(prompt)
         if size > self.settings.prompt_budget:
             raise SummaryError(f"internal: a {size}-token prompt exceeds the {self.settings.prompt_budget}-token budget")
         self.largest_prompt = max(self.largest_prompt, size)
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        complete_json = getattr(self.model, "complete_json", None)
+        if complete_json is not None:
+            # The client constrains the answer to the schema where the server can, validates it
+            # and retries once; an answer still malformed leaves the extractive text in place.
+            from recap.llm import RecapLLMAnswerError
+
+            self.calls += 1
+            try:
+                value = complete_json(messages, self.settings.answer_tokens, schema)
+            except RecapLLMAnswerError:
+                return {}
+            return value if isinstance(value, dict) else {}
         for attempt in range(2):
             self.calls += 1
             answer = self.model.complete(messages, self.settings.answer_tokens)
@@ -130,6 +144,17 @@ class _Caller:
                         {"role": "user", "content": "That was not a JSON object. Answer again with the JSON object only."},
                     ]
         return {}
+
+
+def _object_schema(**properties: dict) -> dict:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+_TEXT = {"type": "string"}
+_NOTES_SCHEMA = _object_schema(notes=_TEXT)
+_CHAPTER_SCHEMA = _object_schema(title=_TEXT, summary=_TEXT, start_id={"type": "integer"})
+_TITLE_SCHEMA = _object_schema(title=_TEXT, summary=_TEXT)
+_SUMMARY_SCHEMA = _object_schema(summary=_TEXT)
 
 
 def _numbered(segments: Sequence[Segment], first: int, stop: int) -> list[str]:
@@ -177,7 +202,7 @@ def _reduce_to_fit(caller: _Caller, items: list[str], instruction: str, header: 
         if len(groups) == len(items):
             # No two items fit together: shorten each instead of looping forever.
             raise SummaryError("notes do not fit the context even two at a time; raise --context")
-        items = [str(caller.ask(_REDUCE_NOTES, "\n".join(group)).get("notes", " ".join(group)[:600])) for group in groups]
+        items = [str(caller.ask(_REDUCE_NOTES, "\n".join(group), _NOTES_SCHEMA).get("notes", " ".join(group)[:600])) for group in groups]
     return items
 
 
@@ -203,18 +228,18 @@ def summarise_with_llm(
         lines = _numbered(segments, chapter.first, chapter.stop)
         room = settings.prompt_budget - caller.tokens(SYSTEM) - caller.tokens(_CHAPTER) - caller.tokens(header) - 8
         if sum(caller.tokens(line) + 1 for line in lines) <= room:
-            answer = caller.ask(_CHAPTER, header + "\n" + "\n".join(lines))
+            answer = caller.ask(_CHAPTER, header + "\n" + "\n".join(lines), _CHAPTER_SCHEMA)
             _move_start(chapters, number, answer.get("start_id"), segments, shown=len(lines), settings=settings)
         else:
             map_room = settings.prompt_budget - caller.tokens(SYSTEM) - caller.tokens(_MAP) - 8
             notes = []
             for window in _windows(lines, map_room, caller.tokens):
                 first_id, last_id = (int(re.match(r"\[(\d+)\]", window[index]).group(1)) for index in (0, -1))
-                answer = caller.ask(_MAP, "\n".join(window))
+                answer = caller.ask(_MAP, "\n".join(window), _NOTES_SCHEMA)
                 span = f"({_clock(segments[first_id].start)}-{_clock(segments[last_id].end)})"
                 notes.append(f"{span} {answer.get('notes', '')}".strip())
             notes = _reduce_to_fit(caller, notes, _CHAPTER_FROM_NOTES, header)
-            answer = caller.ask(_CHAPTER_FROM_NOTES, header.replace("Transcript lines:", "Notes:") + "\n" + "\n".join(notes))
+            answer = caller.ask(_CHAPTER_FROM_NOTES, header.replace("Transcript lines:", "Notes:") + "\n" + "\n".join(notes), _TITLE_SCHEMA)
         if isinstance(answer.get("title"), str) and answer["title"].strip():
             chapter.title = " ".join(answer["title"].split())[:80]
         if isinstance(answer.get("summary"), str) and answer["summary"].strip():
@@ -222,7 +247,7 @@ def summarise_with_llm(
         previous_title = chapter.title
     parts = [f"Part {number + 1}: {chapter.title}. {chapter.summary}" for number, chapter in enumerate(chapters)]
     parts = _reduce_to_fit(caller, parts, _OVERALL, context)
-    answer = caller.ask(_OVERALL, context + "\n".join(parts))
+    answer = caller.ask(_OVERALL, context + "\n".join(parts), _SUMMARY_SCHEMA)
     summary = answer.get("summary")
     return " ".join(summary.split()) if isinstance(summary, str) else ""
 

@@ -91,14 +91,28 @@ def test_doctor_reports_the_app_folder_without_creating_it(tmp_path):
     assert f"app folder: {home}" in result.stdout
     assert "models:" in result.stdout and "no daemons" in result.stdout
     assert not home.exists()
-    (home / "models" / "base").mkdir(parents=True)
-    (home / "models" / "base" / "model.bin").write_bytes(b"\x00" * 2_000_000)
-    assert "base: 2.0 MB" in recap_cli("doctor", home=home).stdout
+    model = home / "models" / "base"
+    model.mkdir(parents=True)
+    (model / "model.bin").write_bytes(b"\x00" * 2_000_000)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        (model / name).write_text("{}")
+    (home / "models" / "half-copied").mkdir()  # not a model: not listed
+    report = recap_cli("doctor", home=home).stdout
+    assert f"base: 2.0 MB  {model}" in report and "half-copied" not in report
+    assert recap_cli("models", "list", home=home).stdout.startswith("base\t2.0 MB")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("recap.llm") is not None, reason="the language-model client is installed")
-def test_llm_url_without_the_client_is_a_clear_error(tmp_path):
+def test_llm_settings_and_server_errors_are_one_line(tmp_path):
     captions = tmp_path / "talk.srt"
     captions.write_text(to_srt(synthetic_transcript(3, seed=7)[0]))
-    result = recap_cli(captions, "--embedder", "tfidf", "--llm-url", "http://127.0.0.1:9/v1", home=tmp_path, check=False)
-    assert result.returncode == 2 and "language-model client is not available" in result.stderr
+    assert "RECAP_TEST_UNSET_KEY" not in os.environ
+    for extra, expected in [
+        (["--llm-url", "http://127.0.0.1:9/v1"], "cannot reach the LLM server at http://127.0.0.1:9/v1"),  # nothing listens on port 9
+        (["--llm-url", "localhost:8080"], "must start with http:// or https://"),
+        (["--llm-url", "http://127.0.0.1:9/v1", "--llm-key-env", "RECAP_TEST_UNSET_KEY"],
+         "environment variable RECAP_TEST_UNSET_KEY (the API key) is not set"),
+    ]:
+        result = recap_cli(captions, "--embedder", "tfidf", *extra, home=tmp_path / "home", check=False)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("recap: error: ") and expected in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

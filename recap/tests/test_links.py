@@ -118,7 +118,7 @@ def test_no_captions_downloads_audio_only_and_removes_it(site):
     before = recap_temp_folders()
     seen = {}
 
-    def speech_to_text(path, *, model_dir, language):
+    def speech_to_text(path, *, model, language):
         seen["bytes"] = Path(path).read_bytes()
         seen["folder"] = Path(path).parent
         seen["language"] = language
@@ -139,7 +139,7 @@ def test_no_captions_downloads_audio_only_and_removes_it(site):
 def test_interrupt_during_transcription_still_removes_the_audio(site):
     before = recap_temp_folders()
 
-    def interrupted(path, *, model_dir, language):
+    def interrupted(path, *, model, language):
         assert Path(path).exists()
         raise KeyboardInterrupt
 

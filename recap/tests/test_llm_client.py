@@ -163,3 +163,23 @@ def test_not_an_api_root(server):
     url, _ = server
     with pytest.raises(RecapLLMError, match=r"HTTP 404 .*check the URL"):
         LLMClient(url.removesuffix("/v1") + "/wrong", "good").complete(ASK, 8)
+
+
+def test_summaries_keep_the_embedded_text_when_answers_stay_malformed(server):
+    from recap.chapters import Chapter
+    from recap.llm import RecapLLMAnswerError
+    from recap.summarise import summarise_with_llm
+    from recap.transcript import Segment
+
+    url, _ = server
+    segments = [Segment(5.0 * i, 5.0 * i + 4, f"line {i} about the garden and the weather") for i in range(6)]
+    chapters = [Chapter(0, 3, 0.0, 15.0, "Garden", "We talk about the garden."),
+                Chapter(3, 6, 15.0, 30.0, "Weather", "Then the weather.")]
+    with pytest.raises(RecapLLMAnswerError):
+        LLMClient(url, "malformed").complete_json(ASK, 64, SCHEMA)
+    assert summarise_with_llm(LLMClient(url, "malformed"), segments, chapters) == ""
+    assert [(c.title, c.summary, c.start) for c in chapters] == [
+        ("Garden", "We talk about the garden.", 0.0), ("Weather", "Then the weather.", 15.0)]
+    # Any other failure (here the server's context error) is not papered over.
+    with pytest.raises(RecapLLMError, match="context exceeded on the server"):
+        summarise_with_llm(LLMClient(url, "context"), segments, chapters)

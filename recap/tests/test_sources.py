@@ -103,10 +103,10 @@ def test_bad_inputs_are_named(tmp_path):
         read_transcript_file(latin)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("recap.transcribe") is not None,
+@pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is not None,
                     reason="speech-to-text is installed; its own tests cover recordings")
 def test_recording_without_speech_to_text_says_how_to_install(tmp_path):
     recording = tmp_path / "stream.m4a"
     recording.write_bytes(b"\x00" * 64)
     with pytest.raises(RuntimeError, match=r"pip install 'recap\[speech\]'"):
-        transcribe_recording(recording, model_dir=None, language=None)
+        transcribe_recording(recording, model=None, language=None)

@@ -253,15 +253,21 @@ def test_kill_9_of_a_worker_mid_trial_then_resume(tmp_path):
 def test_two_sweeps_on_one_storage_share_the_study_without_duplicates(tmp_path):
     pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    # a heartbeat long enough that a busy machine never makes a live trial look stale (a stale
+    # trial is failed and retried, by design: test_kill_9_of_a_worker_mid_trial_then_resume)
     procs = [subprocess.Popen(_sweep_cmd(tmp_path, "--trials", "4", "--storage", storage,
-                                         "--study", "shared", "--out", str(tmp_path / f"o{i}")),
+                                         "--study", "shared", "--out", str(tmp_path / f"o{i}"),
+                                         "--heartbeat", "30"),
                               env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
     runs = _runs(_load(storage, "shared"))
-    assert 4 <= len(runs) <= 5, "each sweep stops once the study holds 4 runs"
+    # each sweep stops once it sees the study holding 4 runs; with 1-second trials two sweeps
+    # can each start another before seeing the other's last ones (seen: 7 runs on a quiet
+    # machine), so the count is a floor here, not an exact total
+    assert 4 <= len(runs) <= 8, "each sweep stops once the study holds 4 runs"
     dirs = [t.user_attrs["run_dir"] for t in runs]
     assert len(set(dirs)) == len(dirs)
     # both sweeps ran trials, and each trial was trained exactly once

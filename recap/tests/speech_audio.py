@@ -77,3 +77,32 @@ def make_recording(folder: Path, pause: float = 4.0, lead_in: float = 1.0, repea
     out = folder / "topics.wav"
     subprocess.run(["sox", *map(str, parts), str(out)], check=True, capture_output=True)
     return Recording(out, _duration(out), blocks, [k for _, k in TOPICS])
+
+
+def speak_pieces(
+    folder: Path, pieces: list[tuple[str, float]], *, speed: int = 160, name: str = "speech"
+) -> tuple[Path, float, list[float]]:
+    """Speak each ``(text, seconds of silence before it)`` piece with espeak-ng and join them
+    into one 16 kHz mono WAV. Returns (path, duration, time each piece's audio starts after its
+    silence), exact from the sample counts. A piece with 0 s before it follows the previous one
+    directly (only espeak-ng's own short edge silence between them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    starts: list[float] = []
+    clock = 0.0
+    for index, (text, before) in enumerate(pieces):
+        raw = folder / f"{name}{index}_raw.wav"
+        # The text goes through a file: as an argument, a piece starting with "-" reads as an option.
+        source = folder / f"{name}{index}.txt"
+        source.write_text(text, encoding="utf-8")
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(raw), "-f", str(source)],
+                       check=True, capture_output=True)
+        part = folder / f"{name}{index}.wav"
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(part), "pad", f"{before}", "0"],
+                       check=True, capture_output=True)
+        starts.append(clock + before)
+        clock += _duration(part)
+        parts.append(part)
+    out = folder / f"{name}.wav"
+    subprocess.run(["sox", *map(str, parts), str(out)], check=True, capture_output=True)
+    return out, _duration(out), starts

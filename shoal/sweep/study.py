@@ -173,8 +173,12 @@ def open_study(s: SweepSettings, space: SearchSpace | None = None) -> Any:
 
 def real_trials(study: Any, states: tuple | None = None) -> list[Any]:
     """The study's trials that are runs (curve-point observations left out)."""
-    return [t for t in study.get_trials(deepcopy=False, states=states)
-            if "curve_point_of" not in t.user_attrs]
+    # Read past optuna's trial cache: it skips trials another process created with a lower id
+    # than the newest finished trial this process knows (our curve points finish at once), so
+    # counts through study.get_trials undercount and sweeps overshoot --trials.
+    storage = getattr(study._storage, "_backend", study._storage)
+    trials = storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+    return [t for t in trials if "curve_point_of" not in t.user_attrs]
 
 
 def trials_counted(study: Any) -> int:

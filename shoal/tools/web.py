@@ -72,24 +72,7 @@ static void shoal_play_error(const char* fmt, ...) {
     va_end(ap);
 }
 
-static const ShoalParam* shoal_param_find(const ShoalParams* params, const char* key) {
-    for (int i = 0; i < params->count; i++)
-        if (strcmp(params->items[i].key, key) == 0) return &params->items[i];
-    shoal_play_error("missing env parameter '%s'", key);
-    return NULL;
-}
-static int shoal_param_int(const ShoalParams* params, const char* key, int* out) {
-    const ShoalParam* p = shoal_param_find(params, key);
-    if (!p) return -1;
-    *out = (int)p->value;
-    return 0;
-}
-static int shoal_param_float(const ShoalParams* params, const char* key, float* out) {
-    const ShoalParam* p = shoal_param_find(params, key);
-    if (!p) return -1;
-    *out = (float)p->value;
-    return 0;
-}
+__PARAM_LOOKUP__
 
 __PRELUDE__
 __INIT__
@@ -334,7 +317,7 @@ def build_web(run: Any, out_dir: str, blob: bytes, optimise: str = "-O2") -> lis
     """Writes ``web.c``, compiles it with the env and policy into ``shoal.wasm`` and writes
     ``index.html`` into ``out_dir`` (which already holds shoal_net.h, policy_weights.h and the
     env headers from :func:`shoal.tools.export.export_run`). Returns the paths written."""
-    from .export import _env_sizes, _params_table, env_c_sources
+    from .export import PARAM_LOOKUP_C, _env_sizes, _params_table, env_c_sources
     from ..net.export import read_header
 
     if not zig_available():
@@ -343,6 +326,7 @@ def build_web(run: Any, out_dir: str, blob: bytes, optimise: str = "-O2") -> lis
     agents, obs_size = _env_sizes(run.env_name, run.env_params)
     source = (WEB_C.replace("__PARAMS__", _params_table(run.env_name, run.env_params))
               .replace("__AGENTS__", str(agents)).replace("__OBS_SIZE__", str(obs_size))
+              .replace("__PARAM_LOOKUP__", PARAM_LOOKUP_C)
               .replace("__PRELUDE__", prelude).replace("__INIT__", init)
               .replace("__ENV__", run.env_name))
     web_c = os.path.join(out_dir, "web.c")

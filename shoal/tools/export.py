@@ -104,8 +104,28 @@ def weights_header(blob: bytes) -> str:
             + "\n".join(lines) + "\n};\n")
 
 
-# The env's init code (from its binding.c) reads its parameters through these; shared by the
-# terminal program (main.c) and the WebAssembly module (web.py).
+# The env's parameters as the run was trained with them, and the lookup its init code (from its
+# binding.c) reads them through; shared by the terminal program (main.c) and the WebAssembly
+# module (web.py).
+PARAM_TABLE_C = r"""/* The env's parameters, as the run was trained with them; my_init reads them from here. */
+typedef struct {
+    const char* key;
+    double value;
+} ShoalParam;
+typedef struct {
+    const ShoalParam* items;
+    int count;
+} ShoalParams;
+
+static const ShoalParam PARAMS[] = {
+__PARAMS__
+};
+/* rows (agents) and observation elements per agent with these parameters (from the env's spec;
+   main() checks them against the env's own NUM_AGENTS/OBS_SIZE after init) */
+#define PLAY_AGENTS __AGENTS__
+#define PLAY_OBS_SIZE __OBS_SIZE__
+"""
+
 PARAM_LOOKUP_C = r"""static const ShoalParam* shoal_param_find(const ShoalParams* params, const char* key) {
     for (int i = 0; i < params->count; i++)
         if (strcmp(params->items[i].key, key) == 0) return &params->items[i];
@@ -151,23 +171,7 @@ MAIN_C = r"""/* main.c: __ENV__ played by a policy trained with shoal, in a term
 #include "env/__ENV__.h"
 #include "policy_weights.h"
 
-/* The env's parameters, as the run was trained with them; my_init reads them from here. */
-typedef struct {
-    const char* key;
-    double value;
-} ShoalParam;
-typedef struct {
-    const ShoalParam* items;
-    int count;
-} ShoalParams;
-
-static const ShoalParam PARAMS[] = {
-__PARAMS__
-};
-/* rows (agents) and observation elements per agent with these parameters (from the env's spec;
-   main() checks them against the env's own NUM_AGENTS/OBS_SIZE after init) */
-#define PLAY_AGENTS __AGENTS__
-#define PLAY_OBS_SIZE __OBS_SIZE__
+__PARAM_TABLE__
 
 static void shoal_play_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 static void shoal_play_error(const char* fmt, ...) {
@@ -397,7 +401,8 @@ def export_run(run_dir: str, out_dir: str, web: bool = False) -> dict[str, Any]:
                                  os.path.join(out_dir, "shoal_env.h")))
         files.append(shutil.copy(header, os.path.join(out_dir, "env", os.path.basename(header))))
         agents, obs_size = _env_sizes(run.env_name, run.env_params)
-        source = (MAIN_C.replace("__PARAMS__", _params_table(run.env_name, run.env_params))
+        source = (MAIN_C.replace("__PARAM_TABLE__", PARAM_TABLE_C)
+                  .replace("__PARAMS__", _params_table(run.env_name, run.env_params))
                   .replace("__AGENTS__", str(agents)).replace("__OBS_SIZE__", str(obs_size))
                   .replace("__PARAM_LOOKUP__", PARAM_LOOKUP_C)
                   .replace("__PRELUDE__", prelude).replace("__INIT__", init)

@@ -49,20 +49,7 @@ WEB_C = r"""/* web.c: __ENV__ and its policy as a WebAssembly module for index.h
 #include "env/__ENV__.h"
 #include "policy_weights.h"
 
-typedef struct {
-    const char* key;
-    double value;
-} ShoalParam;
-typedef struct {
-    const ShoalParam* items;
-    int count;
-} ShoalParams;
-
-static const ShoalParam PARAMS[] = {
-__PARAMS__
-};
-#define PLAY_AGENTS __AGENTS__
-#define PLAY_OBS_SIZE __OBS_SIZE__
+__PARAM_TABLE__
 
 static char web_error[512];
 static void shoal_play_error(const char* fmt, ...) {
@@ -317,14 +304,15 @@ def build_web(run: Any, out_dir: str, blob: bytes, optimise: str = "-O2") -> lis
     """Writes ``web.c``, compiles it with the env and policy into ``shoal.wasm`` and writes
     ``index.html`` into ``out_dir`` (which already holds shoal_net.h, policy_weights.h and the
     env headers from :func:`shoal.tools.export.export_run`). Returns the paths written."""
-    from .export import PARAM_LOOKUP_C, _env_sizes, _params_table, env_c_sources
+    from .export import PARAM_LOOKUP_C, PARAM_TABLE_C, _env_sizes, _params_table, env_c_sources
     from ..net.export import read_header
 
     if not zig_available():
         raise WebBuildError("--web needs the zig C compiler from PyPI: pip install ziglang")
     _, prelude, init = env_c_sources(run.env_name)
     agents, obs_size = _env_sizes(run.env_name, run.env_params)
-    source = (WEB_C.replace("__PARAMS__", _params_table(run.env_name, run.env_params))
+    source = (WEB_C.replace("__PARAM_TABLE__", PARAM_TABLE_C)
+              .replace("__PARAMS__", _params_table(run.env_name, run.env_params))
               .replace("__AGENTS__", str(agents)).replace("__OBS_SIZE__", str(obs_size))
               .replace("__PARAM_LOOKUP__", PARAM_LOOKUP_C)
               .replace("__PRELUDE__", prelude).replace("__INIT__", init)

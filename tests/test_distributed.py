@@ -13,7 +13,9 @@ on loopback addresses only.
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import os
 import signal
 import socket
@@ -84,7 +86,9 @@ def train_cmd(run_dir, *flags: str) -> list[str]:
 def whole_run(tmp_path_factory):
     """One uninterrupted 2-rank bandit run (the reference of the resume tests)."""
     run_dir = tmp_path_factory.mktemp("dist") / "whole"
-    run(train_cmd(run_dir, "--log.checkpoint-interval", "2"))
+    # traced: every rank writes its collectives into the run directory's trace/ at the end
+    run(train_cmd(run_dir, "--log.checkpoint-interval", "2"),
+        SHOAL_DIST_TRACE=str(run_dir / "trace"))
     return run_dir
 
 
@@ -98,6 +102,30 @@ def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
     assert r["norm_summed"] == pytest.approx(r["norm_whole"], rel=1e-5)   # clipping: global norm
     assert r["weights_max"] == pytest.approx(1.0)        # largest weight of the job's minibatch
     assert r["weights_err"] < 1e-6
+    # gather_values: exact floats, nan, and a value larger than the one-round buffer
+    assert r["gathered"] == [{"rank": 0, "x": 0.1, "pad": ""},
+                             {"rank": 1, "x": 1.1, "pad": "x" * 9000}]
+    assert r["gathered_nan"] is True
+
+
+def test_collectives_per_epoch_two_per_minibatch(whole_run):
+    """Per minibatch one all-gather of the loss's statistics and one gradient all-reduce; per
+    epoch one all-gather of the epoch's statistics and the stop flag; none in the rollout."""
+    traces = [[json.loads(line) for line in
+               (whole_run / "trace" / f"collectives.rank{r}.jsonl").read_text().splitlines()]
+              for r in (0, 1)]
+    assert [c["what"].split(" @ ")[0] for c in traces[0]] == \
+        [c["what"].split(" @ ")[0] for c in traces[1]]          # the same, in the same order
+    sites = [c["what"].split(" @ ")[1].split(":")[0] for c in traces[0]]
+    ends = [i for i, site in enumerate(sites) if site == "_train"]
+    assert len(ends) == BANDIT_EPOCHS
+    minibatches = 64 // (256 // 16)          # the bandit config: 64 segments, 16 per minibatch
+    for a, b in zip(ends, ends[1:]):
+        epoch = collections.Counter(sites[a + 1:b + 1])
+        epoch.pop("state_dict", None)        # checkpoint: every second epoch
+        assert epoch == {"ppo_loss": minibatches, "update": minibatches + 1, "_train": 1}, epoch
+    kinds = collections.Counter(c["what"].split(" @ ")[0] for c in traces[0][ends[2] + 1:ends[3] + 1])
+    assert kinds["gradient all-reduce"] == minibatches
 
 
 def test_two_ranks_learn_bandit_rank0_writes_the_run(whole_run):
@@ -276,6 +304,25 @@ def test_timeout_setting_is_checked(monkeypatch):
         monkeypatch.setenv("SHOAL_DIST_TIMEOUT", bad)
         with pytest.raises(ValueError, match="SHOAL_DIST_TIMEOUT"):
             timeout_seconds()
+
+
+def test_statistics_combined_from_parts_match_the_whole():
+    """Every rank's moments (Chan's combination) give the statistics of all steps together."""
+    from shoal.trainer.distributed import explained_from_parts, variance_parts
+
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(12, 9, generator=g)
+    returns = 5.0 + 2.0 * torch.randn(12, 9, generator=g) + values
+    masks = (torch.rand(12, 9, generator=g) < 0.7).float()
+    masks[8:] = 0.0                                       # the last "rank" has no live step
+    whole = explained_from_parts([variance_parts(values, returns, masks)])
+    m = masks > 0
+    expected = 1 - float((returns - values)[m].var(correction=0) / returns[m].var(correction=0))
+    assert whole == pytest.approx(expected, rel=1e-6)
+    parts = [variance_parts(values[a:b], returns[a:b], masks[a:b]) for a, b in
+             ((0, 3), (3, 8), (8, 12))]
+    assert explained_from_parts(parts) == pytest.approx(whole, rel=1e-6)
+    assert math.isnan(explained_from_parts([variance_parts(values, returns, 0 * masks)]))
 
 
 def test_one_process_collective_is_the_identity():

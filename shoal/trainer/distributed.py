@@ -42,20 +42,26 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import math
 import os
+import sys
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
-           "launched_by_torchrun", "elastic_resume_target", "merge_means", "explained_variance",
-           "RANK_SEED_STRIDE"]
+           "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
+           "JobMoments", "variance_parts", "explained_from_parts", "epoch_statistics",
+           "RANK_SEED_STRIDE", "TRACE_ENV"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
+# a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
+# entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
+TRACE_ENV = "SHOAL_DIST_TRACE"
 # rank r's envs and samplers use seed + r * RANK_SEED_STRIDE (a prime, so the seeds of ranks and
 # of resets at later epochs, seed + 1_000_003 * epoch, do not meet for any practical size)
 RANK_SEED_STRIDE = 104_729
@@ -101,6 +107,8 @@ class Collective:
         self.object_group = object_group
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
+        self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
+        self._trace: list[tuple[str, int, float, float]] = []
 
     # ---- identity ----
 
@@ -142,7 +150,13 @@ class Collective:
                 f"{timeout_seconds():g}s; torchrun's report names the rank that failed "
                 f"first.") from exc
         finally:
-            self.comm_seconds += time.perf_counter() - start
+            end = time.perf_counter()
+            self.comm_seconds += end - start
+            if self.trace_dir is not None:
+                sent = args[1] if what == "all-gather" else args[0] if args else None
+                nbytes = sent.numel() * sent.element_size() if isinstance(sent, torch.Tensor) \
+                    else len(sent) if isinstance(sent, bytes) else -1
+                self._trace.append((f"{what} @ {_caller()}", nbytes, start, end))
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over ranks, in place; returns it."""
@@ -167,7 +181,40 @@ class Collective:
         """True on every rank when ``flag`` is true on any (stops training on all together)."""
         if not self.distributed:
             return bool(flag)
-        return bool(self.object_all_gather(bool(flag)).count(True))
+        # a CPU tensor: gloo carries it whatever backend the group has for CUDA tensors
+        return bool(self.max(torch.tensor([1.0 if flag else 0.0]))[0])
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``[N, *tensor.shape]``: every rank's ``tensor``, in rank order, on every rank (one
+        all-gather). Reductions of it computed in rank order give every rank the same bits."""
+        if not self.distributed:
+            return tensor.unsqueeze(0)
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        self._run("all-gather", dist.all_gather, parts, tensor)
+        return torch.stack(parts)
+
+    def gather_values(self, value: Any) -> list[Any]:
+        """``[value of rank 0, ..., value of rank N-1]`` on every rank for JSON-able values
+        (numbers, strings, lists, dicts; floats exact, nan and inf kept): one all-gather of a
+        fixed-size buffer (a second one, sized to the largest, for values that do not fit)."""
+        if not self.distributed:
+            return [value]
+        data = json.dumps(value, separators=(",", ":")).encode()
+        capacity = max(_GATHER_CAPACITY, len(data))
+        buffer = torch.zeros(8 + _GATHER_CAPACITY, dtype=torch.uint8)
+        buffer[:8] = torch.tensor([len(data)], dtype=torch.int64).view(torch.uint8)
+        if len(data) <= _GATHER_CAPACITY:
+            buffer[8:8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        rows = self.gather_rows(buffer)
+        sizes = [int(size) for size in rows[:, :8].contiguous().view(torch.int64).reshape(-1)]
+        if max(sizes) > _GATHER_CAPACITY:     # someone's did not fit: all send at the largest
+            capacity = max(sizes)
+            big = torch.zeros(capacity, dtype=torch.uint8)
+            big[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            rows = self.gather_rows(big)
+        else:
+            rows = rows[:, 8:]
+        return [json.loads(row[:size].numpy().tobytes()) for row, size in zip(rows, sizes)]
 
     def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
         """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
@@ -183,19 +230,26 @@ class Collective:
             g.copy_(flat[offset:offset + n].view_as(g))
             offset += n
 
-    def importance_weights(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor:
-        """The prioritised-sampling weights of ``draw`` (a
-        :class:`~shoal.trainer.sampling.SegmentSample` of this rank's ``num_segments``)
-        normalised by the largest weight of the job's minibatch instead of this rank's share."""
+    def weight_peak(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor | None:
+        """The largest raw prioritised-sampling weight ``(S·P)^-β`` of ``draw`` (a
+        :class:`~shoal.trainer.sampling.SegmentSample` of this rank's ``num_segments``), by which
+        ``draw.weights`` were divided; :func:`minibatch_moments` rescales them by the job's
+        largest. None when there is nothing to rescale (one process, or ``beta == 0``)."""
         if not self.distributed or beta == 0:
-            return draw.weights
+            return None
         p = draw.probabilities[draw.indices]
         # the largest raw weight (S*P)^-beta belongs to the least likely drawn segment;
         # fill-ins of zero probability were given that one's weight (sample_segments)
         p_min = torch.where(p > 0, p, torch.full_like(p, math.inf)).min()
         p_min = torch.where(torch.isfinite(p_min), p_min, 1.0 / num_segments)  # all P zero
-        local_max = (num_segments * p_min).pow(-beta)
-        return draw.weights * (local_max / self.max(local_max))
+        return (num_segments * p_min).pow(-beta)
+
+    def importance_weights(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor:
+        """The prioritised-sampling weights of ``draw`` normalised by the largest weight of the
+        job's minibatch instead of this rank's share (one all-reduce; the trainer instead
+        carries :meth:`weight_peak` into the minibatch's one collective)."""
+        peak = self.weight_peak(draw, num_segments, beta)
+        return draw.weights if peak is None else draw.weights * (peak / self.max(peak))
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Every rank takes rank 0's parameters and buffers."""
@@ -248,6 +302,14 @@ class Collective:
     def close(self) -> None:
         """Ends the process group if this object started it."""
         global _ACTIVE
+        if self.trace_dir is not None and self._trace:
+            os.makedirs(self.trace_dir, exist_ok=True)
+            with open(os.path.join(self.trace_dir, f"collectives.rank{self.rank}.jsonl"), "w",
+                      encoding="utf-8") as fh:
+                for what, nbytes, start, end in self._trace:
+                    fh.write(json.dumps({"what": what, "bytes": nbytes, "enter": start,
+                                         "exit": end}) + "\n")
+            self._trace = []
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
         self.owned = False
@@ -256,6 +318,14 @@ class Collective:
             self._previous_cuda_device = None
         if _ACTIVE is self:
             _ACTIVE = None
+
+
+def _caller() -> str:
+    """``function:line`` of the first frame outside this module (names a traced collective)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return "?" if frame is None else f"{frame.f_code.co_name}:{frame.f_lineno}"
 
 
 def _pack(obj: Any) -> bytes:
@@ -269,6 +339,8 @@ def _unpack(data: bytes) -> Any:
 
 
 _ACTIVE: Collective | None = None
+# bytes of a gather_values buffer: an epoch's statistics (a few dozen numbers) fit in one round
+_GATHER_CAPACITY = 4096
 
 
 def connect() -> Collective:
@@ -324,21 +396,92 @@ def merge_means(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor,
-                       coll: Collective) -> float:
-    """``1 - Var(returns - values) / Var(returns)`` over the unmasked steps of every rank
-    (two passes, as ``torch.var``; nan when there are none or returns are constant)."""
+class JobMoments(NamedTuple):
+    """What a minibatch's loss needs from every rank's share of it (:func:`minibatch_moments`)."""
+
+    count: torch.Tensor                 # unmasked steps of the job's minibatch (at least 1)
+    mean: torch.Tensor | None           # their advantages' mean and variance (None: not asked)
+    var: torch.Tensor | None
+    weight_scale: torch.Tensor | None   # this rank's peak / the job's peak (None: 1)
+
+
+def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None,
+                      ranks: Collective | None = None, moments: bool = True) -> JobMoments:
+    """The job's step count and advantage mean and variance over the unmasked steps of every
+    rank's share of a minibatch, and the factor that renormalises this rank's importance weights
+    by the job's largest (``weight_peak``: :meth:`Collective.weight_peak`).
+
+    One process: this minibatch's own count and two-pass moments. Data-parallel: one
+    all-gather of every rank's ``[count, sum, M2, weight_peak]`` (its own two-pass moments, in
+    float64), combined in rank order on every rank as Chan et al.'s pairwise update:
+    ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2``, no cancellation, one round trip.
+    """
+    live = masks > 0
+    zero = torch.zeros_like(adv)
+    if ranks is None or not ranks.distributed:
+        count = masks.sum().clamp_min(1.0)
+        if not moments:
+            return JobMoments(count, None, None, None)
+        mean = torch.where(live, adv, zero).sum() / count
+        var = torch.where(live, (adv - mean).square(), zero).sum() / count
+        return JobMoments(count, mean, var, None)
+    n_r = masks.sum().double()
+    sum_r = torch.where(live, adv, zero).sum().double()
+    mean_r = sum_r / n_r.clamp_min(1.0)
+    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero.double()).sum()
+    peak = torch.zeros((), dtype=torch.float64, device=adv.device) if weight_peak is None \
+        else weight_peak.double().reshape(())
+    rows = ranks.gather_rows(torch.stack([n_r, sum_r, m2_r, peak]))
+    n, sums, m2s, peaks = rows.unbind(1)
+    count = n.sum().clamp_min(1.0)
+    mean = sums.sum() / count
+    means = sums / n.clamp_min(1.0)
+    m2 = (m2s + n * (means - mean).square()).sum()    # ranks with n = 0 add 0
+    scale = None if weight_peak is None else (peak / peaks.max()).to(adv.dtype)
+    return JobMoments(count.to(adv.dtype), mean.to(adv.dtype), (m2 / count).to(adv.dtype), scale)
+
+
+def variance_parts(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor
+                   ) -> list[float]:
+    """This rank's ``[n, mean_y, M2_y, mean_e, M2_e]`` over its unmasked steps (``y`` the
+    returns, ``e = y - values``; two passes): what :func:`explained_from_parts` combines."""
     m = (masks > 0).to(values.dtype)
     err = returns - values
-    first = coll.sum(torch.stack([m.sum(), (returns * m).sum(), (err * m).sum()]))
-    n = first[0]
-    if not bool(n > 0):
-        return float("nan")
+    first = torch.stack([m.sum(), (returns * m).sum(), (err * m).sum()]).double()
+    n = first[0].clamp_min(1.0)
     mean_y, mean_e = first[1] / n, first[2] / n
-    second = coll.sum(torch.stack([((returns - mean_y).square() * m).sum(),
-                                   ((err - mean_e).square() * m).sum()]))
-    var_y, var_e = second[0] / n, second[1] / n
-    return float("nan") if float(var_y) == 0 else float(1.0 - var_e / var_y)
+    second = torch.stack([((returns.double() - mean_y).square() * m).sum(),
+                          ((err.double() - mean_e).square() * m).sum()])
+    return [float(first[0]), float(mean_y), float(second[0]), float(mean_e), float(second[1])]
+
+
+def explained_from_parts(parts: Sequence[Sequence[float]]) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` over every rank's unmasked steps, from the
+    ranks' :func:`variance_parts` (combined as in :func:`minibatch_moments`); nan when there are
+    no steps or the returns are constant."""
+    n = sum(p[0] for p in parts)
+    if not n > 0:
+        return float("nan")
+    mean_y = sum(p[0] * p[1] for p in parts) / n
+    mean_e = sum(p[0] * p[3] for p in parts) / n
+    m2_y = sum(p[2] + p[0] * (p[1] - mean_y) ** 2 for p in parts)
+    m2_e = sum(p[4] + p[0] * (p[3] - mean_e) ** 2 for p in parts)
+    return float("nan") if m2_y == 0 else 1.0 - m2_e / m2_y
+
+
+def epoch_statistics(ranks: Collective, shares: Mapping[str, float],
+                     explained: Sequence[float], episodes: Mapping[str, float] | None
+                     ) -> tuple[dict[str, float], float, dict[str, float] | None]:
+    """The job's statistics of an epoch from every rank's, in one collective
+    (:meth:`Collective.gather_values`): ``shares`` (loss terms, each rank's part of the job's
+    mean) summed, the explained variance from :func:`variance_parts`, ``episodes``
+    (``env.log()``-style means with their count ``n``) merged by :func:`merge_means`."""
+    gathered = ranks.gather_values({"shares": dict(shares), "explained": list(explained),
+                                    "episodes": None if episodes is None else
+                                    {k: float(v) for k, v in episodes.items()}})
+    summed = {k: sum(float(g["shares"][k]) for g in gathered) for k in shares}
+    merged = None if episodes is None else merge_means(g["episodes"] for g in gathered)
+    return summed, explained_from_parts([g["explained"] for g in gathered]), merged
 
 
 def elastic_resume_target(run_dir: str | None) -> str | None:

@@ -76,7 +76,8 @@ from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
-from .distributed import connect, elastic_resume_target, explained_variance, merge_means
+from .distributed import (Collective, connect, elastic_resume_target, epoch_statistics,
+                          explained_from_parts, minibatch_moments, variance_parts)
 from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
@@ -148,7 +149,8 @@ class RolloutStorage:
 class Minibatch:
     """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
 
-    def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor) -> None:
+    def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor,
+                 weight_peak: torch.Tensor | None = None) -> None:
         T = storage.T
         self.idx = idx
         self.obs = storage.obs[idx, :T]
@@ -161,6 +163,8 @@ class Minibatch:
         self.masks = storage.masks[idx, :T]
         self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
         self.weights = weights
+        # data-parallel: the raw weight that ``weights`` were divided by (Collective.weight_peak)
+        self.weight_peak = weight_peak
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +188,7 @@ def _masked_mean(x: torch.Tensor, masks: torch.Tensor, count: torch.Tensor) -> t
 
 
 def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
-             forward: Callable[..., Any] | None = None,
-             sum_ranks: Callable[[torch.Tensor], torch.Tensor] | None = None
+             forward: Callable[..., Any] | None = None, ranks: Collective | None = None
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """The PPO loss of one minibatch; ``t`` is a :class:`~shoal.trainer.config.TrainConfig`.
 
@@ -193,11 +196,11 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     rewards, dones and values with the current importance ratio (V-trace-style). Every term is
     averaged over unmasked steps only.
 
-    Data-parallel: ``sum_ranks`` sums a tensor over ranks (:meth:`Collective.sum`); the step
-    count and the advantage moments are then the job's, and each term is this rank's part of
+    Data-parallel: with ``ranks`` (a :class:`~shoal.trainer.distributed.Collective`) the step
+    count, the advantage moments and the weights' normaliser are the job's (one collective,
+    :func:`~shoal.trainer.distributed.minibatch_moments`), and each term is this rank's part of
     the job's mean, so the ranks' losses (and gradients) add up to the one-process loss.
     """
-    sum_ranks = sum_ranks or (lambda x: x)
     newlogp, entropy, newvalues = replay(policy, distribution, mb, forward,
                                         getattr(t, "precision", "float32"))
     logratio = newlogp - mb.logprobs
@@ -207,17 +210,11 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                  t.gae_lambda, t.rho_clip, t.c_clip)
         returns = adv + mb.values[:, :-1]
         masks = mb.masks
-        # the job's step count and advantage sum in one all-reduce (for one process: its own)
-        adv_sum = torch.where(masks > 0, adv, torch.zeros_like(adv)).sum()
-        count_sum = sum_ranks(torch.stack([masks.sum(), adv_sum]))
-        count = count_sum[0].clamp_min(1.0)
-        if t.norm_adv:
-            mean = count_sum[1] / count
-            var = sum_ranks(_masked_mean((adv - mean).square(), masks, count))
-            adv_n = (adv - mean) / (var.sqrt() + 1e-8)
-        else:
-            adv_n = adv
-        adv_w = adv_n * mb.weights.unsqueeze(1)
+        job = minibatch_moments(adv, masks, mb.weight_peak, ranks, moments=t.norm_adv)
+        count = job.count
+        adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
+        weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
+        adv_w = adv_n * weights.unsqueeze(1)
     pg1 = -adv_w * ratio
     pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
     pg_loss = _masked_mean(torch.max(pg1, pg2), masks, count)
@@ -613,8 +610,10 @@ class Trainer:
 
     # ---- update ----
 
-    def update(self) -> dict[str, float]:
-        """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected."""
+    def update(self, episodes: dict[str, float] | None = None) -> dict[str, float]:
+        """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected.
+        ``episodes`` (this rank's episode statistics) come back under "episodes", merged over
+        the ranks in the update's one closing collective."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
         progress = self.agent_steps / max(1, t.total_steps)
@@ -626,7 +625,7 @@ class Trainer:
         masks = b.masks[:, :T]
         adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
                                  t.rho_clip, t.c_clip, out=b.advantages)
-        explained = explained_variance(b.values[:, :T], adv + b.values[:, :T], masks, self.dist)
+        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
@@ -645,9 +644,9 @@ class Trainer:
             else:
                 draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
                                        self.sampler_generator, priorities=priorities)
-                mb = Minibatch(b, draw.indices, self.dist.importance_weights(draw, S, beta))
+                mb = Minibatch(b, draw.indices, draw.weights, self.dist.weight_peak(draw, S, beta))
             loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
-                                           self.dist.sum)
+                                           self.dist)
             # each rank's approx_kl is its share of the job's mean: the sum decides on every rank
             if t.target_kl > 0 and \
                     float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
@@ -669,13 +668,16 @@ class Trainer:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             grad_norm_sum += grad_norm.detach()
-        if totals:      # each rank's terms are its share of the job's means
-            summed = self.dist.sum(torch.stack([totals[k] for k in totals]))
-            totals = dict(zip(totals, summed))
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
+        if self.dist.distributed:   # each rank's terms are its share of the job's means
+            out, explained_job, episodes = epoch_statistics(self.dist, out, explained, episodes)
+        else:
+            explained_job = explained_from_parts([explained])
         out["grad_norm"] = float(grad_norm_sum) / max(1, done)
         out["minibatches"] = done
-        out["explained_variance"] = explained
+        out["explained_variance"] = explained_job
+        if episodes is not None:
+            out["episodes"] = episodes
         out["lr"] = lr
         out["beta"] = beta
         return out
@@ -768,10 +770,9 @@ class Trainer:
             t0 = time.perf_counter()
             episodes = self.rollout()
             rollout_time = time.perf_counter() - t0
-            if self.dist.distributed:   # every rank's episodes (before the update's collectives)
-                episodes = merge_means(self.dist.object_all_gather(episodes))
             t1 = time.perf_counter()
-            losses = self.update()
+            losses = self.update(episodes)
+            episodes = losses.pop("episodes")   # every rank's
             self.storage.shift()
             learn_time = time.perf_counter() - t1
         self.epoch += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import numpy as np
@@ -63,7 +64,9 @@ def grad_parity(out_path: str) -> None:
     b = _batch(policy, distribution, S, T, 6)
     t = TrainConfig()
     t.norm_adv, t.vf_clip_coef = True, 0.2
-    weights = torch.rand(S, generator=torch.Generator().manual_seed(7)) + 0.5
+    # raw importance weights: one process divides them by the largest of the whole batch, a
+    # rank by the largest of its half and passes that peak along (the job's is rescaled by it)
+    raw_weights = torch.rand(S, generator=torch.Generator().manual_seed(7)) + 0.5
     params = list(policy.parameters())
 
     def grads() -> torch.Tensor:
@@ -74,15 +77,18 @@ def grad_parity(out_path: str) -> None:
 
     # one process, the whole batch
     everything = torch.arange(S)
-    loss, _, _ = ppo_loss(policy, distribution, Minibatch(b, everything, weights), t)
+    loss, _, _ = ppo_loss(policy, distribution,
+                          Minibatch(b, everything, raw_weights / raw_weights.max()), t)
     loss.backward()
     whole = grads()
     norm_whole = float(whole.norm())
 
     # this rank's half, summed over ranks
     mine = everything[rank * S // n:(rank + 1) * S // n]
-    loss, _, _ = ppo_loss(policy, distribution, Minibatch(b, mine, weights[mine]), t,
-                          sum_ranks=coll.sum)
+    peak = raw_weights[mine].max()
+    loss, _, _ = ppo_loss(policy, distribution,
+                          Minibatch(b, mine, raw_weights[mine] / peak, weight_peak=peak), t,
+                          ranks=coll)
     loss.backward()
     coll.sum_gradients(params)
     norm_summed = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
@@ -98,6 +104,9 @@ def grad_parity(out_path: str) -> None:
     all_w = torch.cat([p["w"] for p in parts])
     all_raw = torch.cat([p["raw"] for p in parts])
 
+    gathered = coll.gather_values({"rank": rank, "x": 0.1 + rank, "pad": "x" * (9000 * rank)})
+    gathered_nan = coll.gather_values(float("nan"))
+
     if rank == 0:
         with open(out_path, "w") as fh:
             json.dump({"world_size": n,
@@ -105,7 +114,9 @@ def grad_parity(out_path: str) -> None:
                        "max_abs": float(whole.abs().max()),
                        "norm_whole": norm_whole, "norm_summed": norm_summed,
                        "weights_max": float(all_w.max()),
-                       "weights_err": float((all_w - all_raw / all_raw.max()).abs().max())},
+                       "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
+                       "gathered": gathered,
+                       "gathered_nan": all(math.isnan(v) for v in gathered_nan)},
                       fh)
     coll.close()
 

@@ -52,7 +52,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["Collective", "CollectiveError", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
+__all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
            "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
            "JobMoments", "variance_parts", "explained_from_parts", "epoch_statistics",
            "RANK_SEED_STRIDE", "TRACE_ENV"]
@@ -69,6 +69,26 @@ RANK_SEED_STRIDE = 104_729
 
 class CollectiveError(RuntimeError):
     """A collective failed: another rank crashed, was killed, or did not arrive in time."""
+
+
+class GradientSum:
+    """A gradient all-reduce in flight (:meth:`Collective.sum_gradients`)."""
+
+    def __init__(self, ranks: "Collective", grads: list[torch.Tensor],
+                 flat: torch.Tensor | None, work: Any) -> None:
+        self._ranks, self._grads, self._flat, self._work = ranks, grads, flat, work
+
+    def wait(self) -> None:
+        """Returns once the gradients are summed over ranks (written back into them)."""
+        if self._work is None:
+            return
+        work, self._work = self._work, None
+        self._ranks._run("gradient all-reduce", lambda flat: work.wait(), self._flat)
+        offset = 0
+        for g in self._grads:
+            n = g.numel()
+            g.copy_(self._flat[offset:offset + n].view_as(g))
+            offset += n
 
 
 def launched_by_torchrun() -> bool:
@@ -138,7 +158,7 @@ class Collective:
 
     # ---- tensor collectives ----
 
-    def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, what: str, fn: Any, *args: Any, traced: bool = True, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -152,7 +172,7 @@ class Collective:
         finally:
             end = time.perf_counter()
             self.comm_seconds += end - start
-            if self.trace_dir is not None:
+            if self.trace_dir is not None and traced:
                 sent = args[1] if what == "all-gather" else args[0] if args else None
                 nbytes = sent.numel() * sent.element_size() if isinstance(sent, torch.Tensor) \
                     else len(sent) if isinstance(sent, bytes) else -1
@@ -216,19 +236,24 @@ class Collective:
             rows = rows[:, 8:]
         return [json.loads(row[:size].numpy().tobytes()) for row, size in zip(rows, sizes)]
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True
+                      ) -> "GradientSum":
         """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
-        per minibatch, whatever the number of tensors). Every rank must pass the same params."""
+        per minibatch, whatever the number of tensors). Every rank must pass the same params.
+
+        ``wait=False`` only starts it (gloo and nccl run it on their own threads or streams)
+        and returns a :class:`GradientSum`: the gradients are the job's once its ``wait()``
+        returned, and must not be read or written before."""
         if not self.distributed:
-            return
+            return GradientSum(self, [], None, None)
         grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g))
-            offset += n
+        work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
+                         async_op=True, traced=False)
+        pending = GradientSum(self, grads, flat, work)
+        if wait:
+            pending.wait()
+        return pending
 
     def weight_peak(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor | None:
         """The largest raw prioritised-sampling weight ``(S·P)^-β`` of ``draw`` (a

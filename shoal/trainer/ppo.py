@@ -638,13 +638,16 @@ class Trainer:
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
         done = 0
-        for k in range(num_minibatches):
+
+        def minibatch(k: int) -> Minibatch:
             if passes:
-                mb = Minibatch(b, passes[k], torch.ones(len(passes[k]), device=self.device))
-            else:
-                draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
-                                       self.sampler_generator, priorities=priorities)
-                mb = Minibatch(b, draw.indices, draw.weights, self.dist.weight_peak(draw, S, beta))
+                return Minibatch(b, passes[k], torch.ones(len(passes[k]), device=self.device))
+            draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
+                                   self.sampler_generator, priorities=priorities)
+            return Minibatch(b, draw.indices, draw.weights, self.dist.weight_peak(draw, S, beta))
+
+        mb = minibatch(0)
+        for k in range(num_minibatches):
             loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
                                            self.dist)
             # each rank's approx_kl is its share of the job's mean: the sum decides on every rank
@@ -655,19 +658,22 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
-            self.dist.sum_gradients(params)     # the job's gradient on every rank
+            summing = self.dist.sum_gradients(params, wait=False)   # travels while we draw:
+            # the freshest advantage estimates feed the next draws' priorities
+            adv[mb.idx] = mb_adv
+            priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
+            following = minibatch(k + 1) if k + 1 < num_minibatches else None
+            summing.wait()                      # the job's gradient on every rank
             if t.max_grad_norm > 0:
                 grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             else:
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([p.grad.detach().norm() for p in params]))
             self.optimizer.step()
-            # the freshest advantage estimates feed the next draws' priorities
-            adv[mb.idx] = mb_adv
-            priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             grad_norm_sum += grad_norm.detach()
+            mb = following
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
         if self.dist.distributed:   # each rank's terms are its share of the job's means
             out, explained_job, episodes = epoch_statistics(self.dist, out, explained, episodes)

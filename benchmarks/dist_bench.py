@@ -1,7 +1,8 @@
 """Data-parallel scaling on this machine: 2 ranks vs 1 on breakout, against the machine's own
 2-process scaling measured in the same run.
 
-    python benchmarks/dist_bench.py [--epochs 30] [--rounds 3] [-- EXTRA shoal train FLAGS]
+    python benchmarks/dist_bench.py [--epochs 30] [--rounds 3] [--baseline SRC]
+                                    [-- EXTRA shoal train FLAGS]
 
 Three configurations alternate, round after round, each `shoal train breakout` with the
 shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread):
@@ -9,7 +10,9 @@ shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread)
 ``single``  one process alone;
 ``pair``    two independent single processes at the same time (no communication): their summed
             steps/s is what this machine can give two processes, the ceiling of any 2-rank job;
-``ranks``   ``torchrun --nproc-per-node 2``: one job of 2 ranks (gloo), batch twice a rank's.
+``ranks``   ``torchrun --nproc-per-node 2``: one job of 2 ranks (gloo), batch twice a rank's;
+``base``    with ``--baseline SRC`` (another built checkout of shoal, e.g. an older commit in a
+            ``git worktree``): the same 2-rank job of that code, for a before/after in one run.
 
 Each run trains ``--epochs`` epochs; its steps/s is the median over the second half of them
 (metrics.jsonl ``sps``: the job's steps per epoch over the epoch's wall time). Printed: the
@@ -47,20 +50,22 @@ def _later(records: list[dict]) -> list[dict]:
     return records[len(records) // 2:] or records
 
 
-def _start(cmd_tail: list[str], run_dir: str, epochs: int, ranks: int, extra: list[str]
-           ) -> subprocess.Popen:
+def _start(cmd_tail: list[str], run_dir: str, epochs: int, ranks: int, extra: list[str],
+           source: str | None = None) -> subprocess.Popen:
     flags = ["train", "breakout", "--log.dashboard", "off", "--run-dir", run_dir,
              "--log.checkpoint-interval", "1000000",
              "--train.total-steps", str(epochs * BATCH * ranks), *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if source:      # that checkout's shoal, not this one's
+        env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if ranks == 1:
         cmd = [sys.executable, "-m", "shoal", *flags]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
                "-m", "shoal", *flags]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(cmd, env=env, cwd=source, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _wait(procs: list[subprocess.Popen]) -> None:
@@ -84,9 +89,10 @@ def run_pair(tmp: str, epochs: int, extra: list[str]) -> float:
     return sum(statistics.median(r["sps"] for r in _later(_records(d))) for d in dirs)
 
 
-def run_ranks(tmp: str, epochs: int, extra: list[str]) -> tuple[float, float]:
+def run_ranks(tmp: str, epochs: int, extra: list[str], source: str | None = None
+              ) -> tuple[float, float]:
     d = tempfile.mkdtemp(dir=tmp)
-    _wait([_start([], d, epochs, 2, extra)])
+    _wait([_start([], d, epochs, 2, extra, source)])
     later = _later(_records(d))
     comm = statistics.median(r["time"].get("comm", 0.0) / max(sum(r["time"].values()), 1e-9)
                              for r in later)
@@ -97,25 +103,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="another built shoal checkout: its 2-rank job runs too (before/after)")
     parser.add_argument("extra", nargs="*", help="more `shoal train` flags (after --)")
     args = parser.parse_args(argv)
-    results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": []}
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "shoal", "__init__.py")):
+        parser.error(f"--baseline {args.baseline}: no shoal/__init__.py there (give the root of "
+                     "a shoal checkout built with `python setup.py build_ext --inplace`)")
+    results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": [],
+                                       "base": [], "base_comm": []}
     with tempfile.TemporaryDirectory(prefix="shoal-dist-bench-") as tmp:
         for r in range(args.rounds):
-            order = ["single", "pair", "ranks"]
-            order = order[r % 3:] + order[:r % 3]          # rotate: load hits all alike
+            order = ["single", "pair", "ranks"] + (["base"] if args.baseline else [])
+            shift = r % len(order)
+            order = order[shift:] + order[:shift]          # rotate: load hits all alike
             for name in order:
                 if name == "single":
                     results["single"].append(run_single(tmp, args.epochs, args.extra))
                 elif name == "pair":
                     results["pair"].append(run_pair(tmp, args.epochs, args.extra))
-                else:
+                elif name == "ranks":
                     sps, comm = run_ranks(tmp, args.epochs, args.extra)
                     results["ranks"].append(sps)
                     results["comm"].append(comm)
+                else:
+                    sps, comm = run_ranks(tmp, args.epochs, args.extra, args.baseline)
+                    results["base"].append(sps)
+                    results["base_comm"].append(comm)
+            base = (f"  baseline 2 ranks {results['base'][-1]:,.0f} steps/s comm "
+                    f"{100 * results['base_comm'][-1]:.1f}%") if args.baseline else ""
             print(f"round {r + 1}: single {results['single'][-1]:,.0f}  pair (sum) "
                   f"{results['pair'][-1]:,.0f}  2 ranks {results['ranks'][-1]:,.0f} steps/s  "
-                  f"comm {100 * results['comm'][-1]:.1f}%", flush=True)
+                  f"comm {100 * results['comm'][-1]:.1f}%{base}", flush=True)
     single = statistics.median(results["single"])
     pair = statistics.median(results["pair"])
     ranks = statistics.median(results["ranks"])
@@ -128,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{ranks / single:.2f}x")
     print(f"  efficiency (2 ranks / 2 independent processes): {ranks / pair:.2f} (target >= 0.9)")
     print(f"  communication share of a 2-rank epoch: {100 * comm:.1f}%")
+    if args.baseline:
+        base = statistics.median(results["base"])
+        base_comm = statistics.median(results["base_comm"])
+        print(f"  baseline 2 ranks ({args.baseline}): {base:,.0f} steps/s, efficiency "
+              f"{base / pair:.2f}, communication {100 * base_comm:.1f}%; this checkout / "
+              f"baseline: {ranks / base:.2f}x")
     return 0
 
 

@@ -124,7 +124,8 @@ def test_collectives_per_epoch_two_per_minibatch(whole_run):
         epoch = collections.Counter(sites[a + 1:b + 1])
         epoch.pop("state_dict", None)        # checkpoint: every second epoch
         assert epoch == {"ppo_loss": minibatches, "update": minibatches + 1, "_train": 1}, epoch
-    kinds = collections.Counter(c["what"].split(" @ ")[0] for c in traces[0][ends[2] + 1:ends[3] + 1])
+    kinds = collections.Counter(c["what"].split(" @ ")[0]
+                                for c in traces[0][ends[2] + 1:ends[3] + 1])
     assert kinds["gradient all-reduce"] == minibatches
 
 

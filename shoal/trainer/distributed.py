@@ -56,8 +56,8 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS", "TIMEOUT_ENV",
-           "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
+__all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
+           "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
            "JobMoments", "variance_parts", "explained_from_parts", "epoch_statistics",
            "RANK_SEED_STRIDE", "TRACE_ENV"]
 

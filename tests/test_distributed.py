@@ -4,6 +4,8 @@ on loopback addresses only.
 - gradient parity: two ranks with half a batch each, after the all-reduce, hold the gradient of
   one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation);
 - a 2-rank job learns the bandit sanity env, rank 0 writing one run directory for the job;
+- its traced collectives: two per minibatch (statistics, gradients), two per epoch, the same on
+  both ranks, none in the rollout;
 - stopped and resumed (``--resume``), and killed then restarted by torchrun (``--max-restarts``),
   a 2-rank job writes exactly the metrics of the uninterrupted one;
 - two torchrun "nodes" (``--nnodes 2 --node-rank 0/1``) meet at a loopback rendezvous;

@@ -169,6 +169,24 @@ def test_torchrun_restart_resumes_from_last_checkpoint(whole_run, tmp_path):
     assert metrics(crashed) == metrics(whole_run)
 
 
+def test_two_ranks_overlapped_fused_rollout_is_deterministic_and_resumes_exactly(tmp_path):
+    """train.overlap under torchrun: each rank collects its next batch during the update (the
+    update's collectives run on the training thread only), reproducibly, and a stopped job
+    resumes each rank's pending batch."""
+    flags = ("--train.rollout", "fused", "--train.overlap", "true",
+             "--train.total-steps", str(8 * 2 * 64 * 16))
+    whole, again, part = tmp_path / "whole", tmp_path / "again", tmp_path / "part"
+    run(train_cmd(whole, *flags))
+    run(train_cmd(again, *flags))
+    assert metrics(whole) == metrics(again) and len(metrics(whole)) == 8
+    run(torchrun(WORKER, "train", str(part), "--stop", "4", "--overlap"))
+    run(torchrun("-m", "shoal", "train", "--resume", str(part), "--log.dashboard", "off"))
+    assert metrics(part) == metrics(whole)
+    ckpt = torch.load(sorted((part / "checkpoints").iterdir())[-1], weights_only=True)
+    assert ckpt["fused"] is not None and ckpt["ranks"][0]["fused"] is not None
+    assert not torch.equal(ckpt["fused"]["obs"], ckpt["ranks"][0]["fused"]["obs"])
+
+
 def test_two_nodes_meet_at_a_loopback_rendezvous(tmp_path):
     port = free_port()
     run_dir = tmp_path / "nodes"

@@ -176,7 +176,8 @@ class FusedRollout:
         rollout_time = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
-            losses = tr.update()
+            losses = tr.update(stats)       # stats come back merged over ranks
+            stats = losses.pop("episodes")
         finally:
             worker.join()
         learn_time = time.perf_counter() - t1

@@ -453,13 +453,10 @@ class Trainer:
         self.env_masks = torch.from_numpy(env.masks)
         self.ended = torch.zeros(self.S, dtype=torch.bool)      # terminal | truncated, per row
         self.upload = HostUpload(self.device)   # host -> device (pinned, async on CUDA)
-        self.agent_rng = (AgentRng(self.S, t.seed + 3)
+        self.agent_rng = (AgentRng(self.S, rank_seed + 3)     # ranks: their own action noise
                           if t.action_rng == "agent" or t.rollout == "fused" else None)
         if t.overlap and t.rollout != "fused":
             raise ConfigError("train.overlap=true needs train.rollout='fused'")
-        if t.overlap and self.dist.distributed:
-            raise ConfigError("train.overlap=true is not supported in a torchrun job yet: use "
-                              "--train.overlap false (train.rollout='fused' works)")
         if t.norm_reward and t.rollout == "fused":
             raise ConfigError("train.norm_reward=true is not supported with "
                               "train.rollout='fused' yet: use --train.rollout torch")

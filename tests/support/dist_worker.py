@@ -8,7 +8,8 @@ over ranks, and rank 0 writes how far that is from one process's gradient of the
 ``train``: trains the bandit sanity env through :func:`shoal.train` (rank count from torchrun);
 ``--stop E`` stops after epoch E (a checkpoint is written), ``--crash E`` makes rank 1 die at
 the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
-``--max-restarts``).
+``--max-restarts``), ``--overlap`` trains 8 epochs with the fused rollout collecting the next
+batch during the update.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import make_policy, policy_initial_state
 from shoal.trainer.ppo import Minibatch, RolloutStorage, ppo_loss
 from shoal.trainer.sampling import sample_segments
+
+
+OVERLAP_STEPS = 8 * 2 * 64 * 16     # 8 epochs of 2 ranks (the overlapped-rollout test)
 
 
 def _batch(policy: torch.nn.Module, distribution, S: int, T: int, obs_size: int):
@@ -121,7 +125,7 @@ def grad_parity(out_path: str) -> None:
     coll.close()
 
 
-def train(run_dir: str, stop: int, crash: int) -> None:
+def train(run_dir: str, stop: int, crash: int, overlap: bool = False) -> None:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
 
     def callback(trainer, metrics) -> bool:
@@ -129,8 +133,10 @@ def train(run_dir: str, stop: int, crash: int) -> None:
             os._exit(3)      # as a crash: no cleanup, no checkpoint
         return bool(stop) and trainer.epoch == stop
 
+    extra = dict(train_rollout="fused", train_overlap=True, train_total_steps=OVERLAP_STEPS) \
+        if overlap else {}
     shoal.train("bandit", log_run_dir=run_dir, log_dashboard="off",
-                log_checkpoint_interval=2, callback=callback)
+                log_checkpoint_interval=2, callback=callback, **extra)
 
 
 def main() -> None:
@@ -139,11 +145,13 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("--stop", type=int, default=0)
     parser.add_argument("--crash", type=int, default=0)
+    parser.add_argument("--overlap", action="store_true",
+                        help="the fused rollout, overlapped with the update")
     args = parser.parse_args()
     if args.mode == "grad":
         grad_parity(args.path)
     else:
-        train(args.path, args.stop, args.crash)
+        train(args.path, args.stop, args.crash, args.overlap)
 
 
 if __name__ == "__main__":

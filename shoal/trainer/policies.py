@@ -126,6 +126,8 @@ class ObservationPreprocessor(nn.Module):
         else:
             raise TypeError(f"unsupported observation space {space}: use Box or Discrete")
         self.space = space
+        # running normalisation of the scaled features (train.norm_obs; shoal.trainer.obs_norm)
+        self.obs_norm: nn.Module | None = None
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -143,7 +145,8 @@ class ObservationPreprocessor(nn.Module):
                 index = index - self._offset
             return nn.functional.one_hot(index.clamp(0, self.levels - 1), self.levels).to(
                 self.scale.dtype)
-        return obs.to(self.scale.dtype) * self.scale
+        x = obs.to(self.scale.dtype) * self.scale
+        return x if self.obs_norm is None else self.obs_norm(x)
 
 
 def is_structured(space: spaces.Space) -> bool:

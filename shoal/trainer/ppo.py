@@ -80,6 +80,7 @@ from .distributed import connect, elastic_resume_target, explained_variance, mer
 from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
+from .obs_norm import observation_normalizer_for, preprocessed_features
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
@@ -432,6 +433,7 @@ class Trainer:
             policy = make_policy(env, config.policy.name, hidden=config.policy.hidden)
         elif not isinstance(policy, nn.Module):
             policy = policy(obs_space, act_space)
+        self.obs_norm = observation_normalizer_for(policy, t)
         self.policy = policy.to(self.device)
         self.dist.broadcast_parameters(self.policy)
         rank_seed = self.dist.seed(t.seed)
@@ -678,6 +680,9 @@ class Trainer:
         out["explained_variance"] = explained
         out["lr"] = lr
         out["beta"] = beta
+        if self.obs_norm is not None:   # after the update: it scored the batch as it was acted
+            self.obs_norm.update(preprocessed_features(self.policy, b.obs[:, :T]), masks,
+                                 self.dist)
         return out
 
     # ---- the loop ----

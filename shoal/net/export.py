@@ -9,7 +9,10 @@ torch's channels-first flattening to the channels-last maps the C code keeps.
 Exportable: :class:`~shoal.trainer.policies.MLPPolicy` (shared or separate critic trunk),
 :class:`~shoal.trainer.policies.CNNPolicy` and :class:`~shoal.trainer.policies.LSTMPolicy`
 (MLP or CNN encoder), with gelu (exact), relu, tanh or silu, Box/Discrete observations
-(scaled or one-hot), and Discrete, MultiDiscrete or Box actions. Anything else (a custom
+(scaled or one-hot; scaled ones optionally through the running normalisation of
+:mod:`shoal.trainer.obs_norm`, written as a preprocessing stage), and Discrete, MultiDiscrete or
+Box actions. Blobs are written in layout version 2; :func:`read_header` (and the C loader) also
+read version 1, the layout before the normalisation stage. Anything else (a custom
 module, a structured Dict/Tuple observation preprocessor) is refused with a ValueError naming
 the part.
 """

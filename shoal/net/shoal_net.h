@@ -1,7 +1,8 @@
 /* shoal_net.h: forward inference of shoal's built-in policies in one dependency-free C99 header.
  *
  * What it runs: the MLP, CNN and LSTM policies of shoal/trainer/policies.py (observation
- * preprocessing by scaling or one-hot codes, Linear/Conv2d layers with gelu/relu/tanh/silu, an
+ * preprocessing by scaling or one-hot codes, optionally followed by the running normalisation of
+ * shoal/trainer/obs_norm.py, Linear/Conv2d layers with gelu/relu/tanh/silu, an
  * LSTM cell with resets at episode starts, actor and critic heads) and the action heads of
  * shoal/trainer/distributions.py (Discrete, MultiDiscrete, Box) with sampling from a per-agent
  * RNG or greedy choice, log-probabilities and values.

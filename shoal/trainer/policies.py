@@ -26,7 +26,9 @@ Rollouts evaluate a policy through :class:`Inference`, which a C implementation 
 
 Observations are converted to float by :class:`ObservationPreprocessor`: small-range integer
 observations (e.g. grid cell codes, 2048 tile exponents) are one-hot encoded, everything else is
-scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite.
+scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite. Scaled observations
+can then go through a running normaliser (``train.norm_obs``, :mod:`shoal.trainer.obs_norm`),
+the preprocessor's ``obs_norm``.
 
 Structured (Dict/Tuple) observations of Python envs arrive as flat buffer rows
 (:mod:`shoal.emulation.spaces`). When their leaves share one dtype the row is a Box of the leaves'

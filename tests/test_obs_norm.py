@@ -168,6 +168,11 @@ def test_eval_watch_and_export_use_the_saved_statistics(tmp_path):
     np.testing.assert_allclose(values_c, values_t[:, 0].numpy(), rtol=1e-5, atol=1e-5)
     result = evaluate(summary["checkpoint"], episodes=4, num_envs=4)
     assert result["episodes"] == 4
+    from shoal.trainer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="train.norm_obs changed"):
+        Trainer.resume(str(tmp_path / "r"), overrides={"train.norm_obs": False,
+                                                        "train.total_steps": 10**6})
 
 
 def test_what_cannot_be_normalised_is_refused(tmp_path):

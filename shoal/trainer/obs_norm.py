@@ -80,7 +80,7 @@ class ObservationNormalizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, inv_std = self.affine(x.dtype)
-        clip = float(self.clip)
+        clip = self.clip.to(x.dtype)        # a tensor: no host sync on an accelerator
         return torch.clamp((x - mean) * inv_std, -clip, clip)
 
     @torch.no_grad()

@@ -956,8 +956,8 @@ class Trainer:
             self.policy.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
-                                  f"({str(exc).splitlines()[0]}); was policy.name or "
-                                  f"policy.hidden changed?") from None
+                                  f"({str(exc).splitlines()[0]}); was policy.name, "
+                                  f"policy.hidden or train.norm_obs changed?") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch = int(ckpt["epoch"])
         self.agent_steps = int(ckpt["agent_steps"])

@@ -21,7 +21,7 @@ from shoal.net.runtime import CPolicy
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.eval_cli import evaluate, load_policy
 from shoal.trainer.obs_norm import (ObservationNormalizer, attach_observation_normalizer,
-                                    observation_normalizer)
+                                    observation_normalizer, update_from_observations)
 from shoal.trainer.policies import make_policy
 from shoal.trainer.ppo import Trainer, _config_for_env
 
@@ -90,6 +90,24 @@ def test_policy_applies_it_to_both_trunks_and_the_state_dict_carries_it():
     obs = torch.randn(6, 1, 5) * 100
     for a, b in zip(policy(obs)[:2], fresh(obs)[:2]):
         assert torch.equal(a, b)
+
+
+def test_observations_are_counted_as_the_scaled_features_in_chunks():
+    """A bounded Box is normalised after the policy's bound scaling; a batch merged a few rows
+    at a time (as the trainer merges big image batches) gives numpy's statistics of it."""
+    space = spaces.Box(-4.0, 4.0, (3, 5), np.float32)
+    policy = make_policy((space, spaces.Discrete(2)), "mlp", hidden=8)
+    attach_observation_normalizer(policy)
+    rng = np.random.default_rng(2)
+    obs = rng.uniform(-4, 4, (6, 10, 3, 5)).astype(np.float32)
+    live = rng.random((6, 10)) < 0.6
+    update_from_observations(policy, torch.from_numpy(obs), torch.from_numpy(live),
+                             chunk_values=40)
+    seen = obs[live].astype(np.float64) / 4.0
+    norm = observation_normalizer(policy)
+    assert float(norm.count) == live.sum()
+    np.testing.assert_allclose(norm.mean.numpy(), seen.mean(0), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(norm.var.numpy(), seen.var(0), rtol=1e-9)
 
 
 # ---- the trainer ----

@@ -43,7 +43,7 @@ from .normalize import merge_moments
 
 __all__ = ["ObservationNormalizer", "attach_observation_normalizer", "observation_normalizer",
            "attach_for_state_dict", "observation_normalizer_for", "preprocessed_features",
-           "DEFAULT_CLIP", "DEFAULT_EPSILON"]
+           "update_from_observations", "DEFAULT_CLIP", "DEFAULT_EPSILON"]
 
 DEFAULT_CLIP = 10.0
 DEFAULT_EPSILON = 1e-8
@@ -90,13 +90,24 @@ class ObservationNormalizer(nn.Module):
         batch's leading dimensions, nonzero where a row counts) leaves out dead agents' rows.
         ``collective`` (a :class:`~shoal.trainer.distributed.Collective`) sums the batch's
         moments over ranks first, so every rank merges the job's whole batch."""
+        self.merge_sums(self.batch_sums(features, live), collective)
+
+    @torch.no_grad()
+    def batch_sums(self, features: torch.Tensor, live: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """``[count, Σ(x - mean), Σ(x - mean)²]`` (float64, ``1 + 2·size`` values) of a batch's
+        live rows around the current mean; sums of several chunks of a batch add up."""
         rows = features.detach().reshape(-1, *self.shape).to(self.mean.device, torch.float64)
         if live is not None:
             rows = rows[live.reshape(-1).to(rows.device).bool()]
         centred = rows - self.mean
-        sums = torch.cat([torch.tensor([float(rows.shape[0])], dtype=torch.float64,
-                                       device=rows.device),
-                          centred.sum(0).reshape(-1), centred.square().sum(0).reshape(-1)])
+        count = torch.full((1,), float(rows.shape[0]), dtype=torch.float64, device=rows.device)
+        return torch.cat([count, centred.sum(0).reshape(-1), centred.square().sum(0).reshape(-1)])
+
+    @torch.no_grad()
+    def merge_sums(self, sums: torch.Tensor, collective: Any = None) -> None:
+        """Merges a batch given by :meth:`batch_sums` (summed over ranks by ``collective``
+        first: one all-reduce)."""
         if collective is not None:
             sums = collective.sum(sums)
         n = float(sums[0])
@@ -169,6 +180,28 @@ def attach_observation_normalizer(policy: nn.Module, clip: float = DEFAULT_CLIP,
     for _, pre in found:
         pre.obs_norm = norm
     return norm
+
+
+def update_from_observations(policy: nn.Module, obs: torch.Tensor, live: torch.Tensor,
+                             collective: Any = None, chunk_values: int = 1 << 22) -> None:
+    """Merges a batch of env observations ``[..., *obs_shape]`` (``live`` over the leading
+    dimensions) into ``policy``'s normaliser, as features (:func:`preprocessed_features`), a
+    chunk of about ``chunk_values`` values at a time so that a batch of images never needs a
+    float64 copy of itself."""
+    norm = observation_normalizer(policy)
+    if norm is None:
+        raise ValueError("the policy has no observation normaliser")
+    size = max(1, norm.mean.numel())
+    rows = obs.reshape(-1, *norm.shape)
+    flags = live.reshape(-1)
+    step = max(1, chunk_values // size)
+    sums = None
+    for start in range(0, rows.shape[0], step):
+        part = norm.batch_sums(preprocessed_features(policy, rows[start:start + step]),
+                               flags[start:start + step])
+        sums = part if sums is None else sums + part
+    if sums is not None:
+        norm.merge_sums(sums, collective)
 
 
 def preprocessed_features(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:

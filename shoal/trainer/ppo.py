@@ -80,7 +80,7 @@ from .distributed import connect, elastic_resume_target, explained_variance, mer
 from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
-from .obs_norm import observation_normalizer_for, preprocessed_features
+from .obs_norm import observation_normalizer_for, update_from_observations
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
@@ -681,8 +681,7 @@ class Trainer:
         out["lr"] = lr
         out["beta"] = beta
         if self.obs_norm is not None:   # after the update: it scored the batch as it was acted
-            self.obs_norm.update(preprocessed_features(self.policy, b.obs[:, :T]), masks,
-                                 self.dist)
+            update_from_observations(self.policy, b.obs[:, :T], masks, self.dist)
         return out
 
     # ---- the loop ----

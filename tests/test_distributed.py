@@ -131,6 +131,17 @@ def test_collectives_per_epoch_two_per_minibatch(whole_run):
     assert kinds["gradient all-reduce"] == minibatches
 
 
+def test_observation_statistics_merge_over_ranks(tmp_path):
+    """train.norm_obs: each rank's batch moments are summed over ranks, so every rank holds
+    numpy's mean and variance of the union of the ranks' live rows."""
+    out = tmp_path / "obsnorm.json"
+    run(torchrun(WORKER, "obsnorm", str(out)))
+    r = json.loads(out.read_text())
+    assert r["world_size"] == 2 and r["ranks_equal"]
+    assert r["counts"] == [r["rows"], r["rows"]]
+    assert r["mean_err"] < 1e-12 and r["var_err"] < 1e-9
+
+
 def test_two_ranks_learn_bandit_rank0_writes_the_run(whole_run):
     summary = json.loads((whole_run / "summary.json").read_text())
     assert summary["finished"]

@@ -51,6 +51,10 @@ CASES = [
     ("bandit", "lstm", "serial", {}),                                     # terminations
     ("maze", "cnn", "threads", {"env.num_buffers": 2}),                   # uint8 one-hot CNN
     ("target", "lstm", "serial", {}),                                     # Box, LSTM
+    # observation normalisation: statistics updated by each update, some features clipped
+    ("breakout", "mlp", "threads", {"env.max_steps": 5, "train.norm_obs": True,
+                                    "train.norm_obs_clip": 1.0}),
+    ("target", "lstm", "serial", {"train.norm_obs": True}),
 ]
 
 
@@ -75,6 +79,8 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
             a.storage.shift()
             b.storage.shift()
         assert ended > 0, "the case must end episodes to test resets"
+        if a.obs_norm is not None:     # the later epochs acted with non-trivial statistics
+            assert float(b.obs_norm.count) == 4 * a.S * a.T
     finally:
         a.close()
         b.close()

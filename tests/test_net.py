@@ -15,6 +15,7 @@ from gymnasium import spaces
 from shoal.net import header_path
 from shoal.net.export import HEADER_FIELDS, export_checkpoint, export_policy, read_header
 from shoal.net.runtime import CPolicy, agent_rng, agent_uniforms, sample_from_uniforms
+from shoal.trainer.obs_norm import attach_observation_normalizer, preprocessed_features
 from shoal.trainer.policies import make_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,13 +43,28 @@ CASES = {
     "lstm-mlp-box": ("lstm", F32, spaces.Box(-2.0, 2.0, (3,), np.float32), {"hidden": 32}),
     "lstm-cnn-multidiscrete": ("lstm", spaces.Box(0, 3, (7, 7), np.uint8),
                                spaces.MultiDiscrete([4, 2]), {"encoder": "cnn", "hidden": 32}),
+    # the observation normalisation stage (train.norm_obs), some elements clipped
+    "mlp-box-unshared-norm": ("mlp", spaces.Box(-np.inf, np.inf, (13,), np.float32),
+                              spaces.Box(-1.0, 1.0, (2,), np.float32),
+                              {"shared": False, "norm_obs_clip": 1.5}),
+    "lstm-mlp-norm-f64": ("lstm", spaces.Box(-2.0, 2.0, (6,), np.float64), spaces.Discrete(3),
+                          {"hidden": 32, "norm_obs_clip": 10.0}),
+    "cnn-image-norm": ("cnn", spaces.Box(0, 255, (20, 12, 3), np.uint8),
+                       spaces.MultiDiscrete([3, 2]), {"channels": 8, "norm_obs_clip": 2.0}),
 }
 
 
 def _policy(case: str, seed: int = 0) -> torch.nn.Module:
     name, obs_space, act_space, kwargs = CASES[case]
+    kwargs = dict(kwargs)
+    clip = kwargs.pop("norm_obs_clip", None)
     torch.manual_seed(seed)
     policy = make_policy((obs_space, act_space), name, **kwargs)
+    if clip is not None:
+        # statistics of observations on another scale than the test's, so some are clipped
+        norm = attach_observation_normalizer(policy, clip)
+        sample = torch.from_numpy(_random_obs(obs_space, 64, seed=100 + seed))
+        norm.update(preprocessed_features(policy, sample) * 0.5 + 0.25)
     # move away from the initialisation (actor weights start ~0), as training does
     with torch.no_grad():
         for p in policy.parameters():
@@ -287,6 +303,57 @@ def _set_word(blob: bytes, index: int, value: int) -> bytes:
 def test_bad_blobs_are_clear_errors(mutate, message):
     with pytest.raises(ValueError, match=message):
         CPolicy(mutate(_blob()))
+
+
+def _as_version1(blob: bytes) -> bytes:
+    """A blob without the normalisation stage rewritten in layout version 1 (23 fixed header
+    words: no obs_norm word), as exports made before version 2 were."""
+    assert read_header(blob)["obs_norm"] == 0
+    header_words = read_header(blob)["header_words"]
+    old = bytearray(blob[:4 * 23] + blob[4 * 24:])
+    struct.pack_into("<ii", old, 4, 1, header_words - 1)
+    return bytes(old)
+
+
+@pytest.mark.parametrize("case", ["mlp-multidiscrete", "lstm-mlp-box", "cnn-grid-onehot"])
+def test_version1_blobs_still_load_and_run_the_same(case):
+    policy = _policy(case)
+    blob = export_policy(policy)
+    old = _as_version1(blob)
+    fields = read_header(old)
+    assert fields["version"] == 1 and fields["obs_norm"] == 0
+    assert fields.get("nvec") == read_header(blob).get("nvec")
+    B = 20
+    obs = _random_obs(CASES[case][1], B, seed=3)
+    new_c, old_c = CPolicy(blob), CPolicy(old)
+    out_new = new_c.forward(obs, None, new_c.initial_state(B))
+    out_old = old_c.forward(obs, None, old_c.initial_state(B))
+    for a, b in zip(out_new, out_old):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_normalisation_stage_is_checked_on_load():
+    blob = export_policy(_policy("mlp-box-unshared-norm"))
+    fields = read_header(blob)
+    assert fields["version"] == 2 and fields["obs_norm"] == 1
+    flag = HEADER_FIELDS.index("obs_norm")
+    with pytest.raises(ValueError, match="obs_norm flag 2"):
+        CPolicy(_set_word(blob, flag, 2))
+    with pytest.raises(ValueError, match="fewer than the architecture|more than the architecture"):
+        CPolicy(_set_word(blob, flag, 0))            # the stage's weights are then left over
+    E = 13
+    clip_word = fields["header_words"] + E + 2 * E   # scale [E], mean [E], inv_std [E], clip
+    b = bytearray(blob)
+    struct.pack_into("<f", b, 4 * clip_word, -1.0)
+    with pytest.raises(ValueError, match="clip must be positive"):
+        CPolicy(bytes(b))
+    onehot = export_policy(_policy("mlp-onehot-uint8"))
+    with pytest.raises(ValueError, match="one-hot"):
+        CPolicy(_set_word(onehot, flag, 1))
+    with pytest.raises(ValueError, match="one-hot|observations read as numbers"):
+        attach_observation_normalizer(_policy("mlp-onehot-uint8"))
+    with pytest.raises(ValueError, match="one-hot"):
+        attach_observation_normalizer(_policy("mlp-discrete-obs"))
 
 
 def test_random_corruption_never_faults():

@@ -9,7 +9,10 @@ torch's channels-first flattening to the channels-last maps the C code keeps.
 Exportable: :class:`~shoal.trainer.policies.MLPPolicy` (shared or separate critic trunk),
 :class:`~shoal.trainer.policies.CNNPolicy` and :class:`~shoal.trainer.policies.LSTMPolicy`
 (MLP or CNN encoder), with gelu (exact), relu, tanh or silu, Box/Discrete observations
-(scaled or one-hot), and Discrete, MultiDiscrete or Box actions. Anything else (a custom
+(scaled or one-hot; scaled ones optionally through the running normalisation of
+:mod:`shoal.trainer.obs_norm`, written as a preprocessing stage), and Discrete, MultiDiscrete or
+Box actions. Blobs are written in layout version 2; :func:`read_header` (and the C loader) also
+read version 1, the layout before the normalisation stage. Anything else (a custom
 module, a structured Dict/Tuple observation preprocessor) is refused with a ValueError naming
 the part.
 """
@@ -25,6 +28,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from ..trainer.obs_norm import ObservationNormalizer
 from ..trainer.policies import (CNNEncoder, CNNPolicy, LSTMPolicy, MLPEncoder, MLPPolicy,
                                 ObservationPreprocessor)
 
@@ -32,7 +36,7 @@ __all__ = ["export_policy", "export_checkpoint", "policy_from_checkpoint", "read
            "write_blob", "MAGIC", "VERSION", "OBS_DTYPES", "ACTIVATIONS", "HEADER_FIELDS"]
 
 MAGIC = 0x544E4853          # "SHNT" as a little-endian uint32
-VERSION = 1
+VERSION = 2                 # 2: the observation normalisation stage (header word 23)
 
 #: observation dtype codes (header word 9)
 OBS_DTYPES = {"float32": 0, "float64": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5,
@@ -41,11 +45,12 @@ OBS_DTYPES = {"float32": 0, "float64": 1, "uint8": 2, "int8": 3, "uint16": 4, "i
 ACTIVATIONS = {nn.GELU: 0, nn.ReLU: 1, nn.Tanh: 2, nn.SiLU: 3}
 HEADS = {"discrete": 0, "multidiscrete": 1, "box": 2}
 
-#: the 23 fixed header words, in order (the Discrete/MultiDiscrete action sizes follow)
+#: the 24 fixed header words, in order (the Discrete/MultiDiscrete action sizes follow);
+#: layout version 1 had the first 23 (no ``obs_norm``)
 HEADER_FIELDS = ("magic", "version", "header_words", "num_floats", "encoder", "lstm", "shared",
                  "activation", "hidden", "obs_dtype", "obs_ndim", "obs_shape0", "obs_shape1",
                  "obs_shape2", "levels", "obs_offset", "mlp_layers", "channels", "strided",
-                 "head", "num_params", "action_dims", "action_offset")
+                 "head", "num_params", "action_dims", "action_offset", "obs_norm")
 
 
 def _obs_dtype_code(dtype: Any) -> int:
@@ -110,7 +115,23 @@ def _preprocessor_fields(pre: nn.Module) -> tuple[list[int], int, int, list[np.n
     floats = [] if pre.levels else [np.broadcast_to(_f32(pre.scale).reshape(-1) if pre.scale.dim()
                                                     else _f32(pre.scale), (max(1, int(np.prod(shape))),)
                                                     ).astype(np.float32)]
-    return shape, int(pre.levels), int(pre._offset), floats
+    return shape, int(pre.levels), int(pre._offset), floats + _normalizer_floats(pre)
+
+
+def _normalizer_floats(pre: ObservationPreprocessor) -> list[np.ndarray]:
+    """The observation normalisation stage (``train.norm_obs``): ``mean [E]``, ``inv_std [E]``,
+    ``clip [1]``, the float32 terms the torch normaliser itself computes with; empty without
+    one."""
+    norm = getattr(pre, "obs_norm", None)
+    if norm is None:
+        return []
+    if not isinstance(norm, ObservationNormalizer) or pre.levels:
+        raise ValueError(f"the observation normaliser {type(norm).__name__} is not supported by "
+                         f"the C policy (only shoal.trainer.obs_norm.ObservationNormalizer on "
+                         f"observations read as numbers)")
+    mean, inv_std = norm.affine(torch.float32)
+    return [_f32(mean.reshape(-1)), _f32(inv_std.reshape(-1)),
+            np.array([float(norm.clip)], dtype=np.float32)]
 
 
 def _mlp_floats(enc: MLPEncoder, where: str) -> tuple[list[np.ndarray], int, int]:
@@ -220,11 +241,12 @@ def export_policy(policy: nn.Module, obs_dtype: Any = None) -> bytes:
             raise ValueError("the policy has a NaN or infinite weight: the run diverged; export "
                              "an earlier checkpoint")
     weights = np.concatenate(floats).astype("<f4")
+    obs_norm = int(getattr(encoder.preprocess, "obs_norm", None) is not None)
     obs_shape = shape + [1] * (3 - len(shape))
     header = [MAGIC, VERSION, len(HEADER_FIELDS) + len(nvec), len(weights), kind, int(lstm),
               shared, act, hidden, _obs_dtype_code(obs_dtype), len(shape), *obs_shape, levels,
               offset, mlp_layers, channels, strided, HEADS[dist.kind], int(dist.num_params),
-              action_dims, action_offset, *nvec]
+              action_dims, action_offset, obs_norm, *nvec]
     head = np.array(header, dtype="<i8")
     if (head < -2**31).any() or (head >= 2**32).any():
         raise ValueError("a header value does not fit in 32 bits")
@@ -233,18 +255,25 @@ def export_policy(policy: nn.Module, obs_dtype: Any = None) -> bytes:
 
 
 def read_header(blob: bytes) -> dict[str, Any]:
-    """The header fields of a blob as a dict (``nvec`` added for discrete heads); checks only
-    that the header itself is readable (the C loader checks the rest)."""
-    if len(blob) < 4 * len(HEADER_FIELDS):
+    """The header fields of a blob as a dict (``nvec`` added for discrete heads; ``obs_norm``
+    is 0 for a layout version 1 blob, which has no such word); checks only that the header
+    itself is readable (the C loader checks the rest)."""
+    fixed = len(HEADER_FIELDS) - 1          # version 1's fixed words
+    if len(blob) < 4 * fixed:
         raise ValueError(f"{len(blob)} bytes is too short for a shoal net blob")
-    words = struct.unpack_from(f"<{len(HEADER_FIELDS)}i", blob, 0)
+    if struct.unpack_from("<I", blob, 0)[0] != MAGIC:
+        raise ValueError("not a shoal net blob (wrong magic number)")
+    if struct.unpack_from("<i", blob, 4)[0] != 1:
+        fixed = len(HEADER_FIELDS)
+        if len(blob) < 4 * fixed:
+            raise ValueError(f"{len(blob)} bytes is too short for a shoal net blob")
+    words = struct.unpack_from(f"<{fixed}i", blob, 0)
     fields = dict(zip(HEADER_FIELDS, words))
     fields["magic"] &= 0xFFFFFFFF
-    if fields["magic"] != MAGIC:
-        raise ValueError("not a shoal net blob (wrong magic number)")
-    extra = fields["header_words"] - len(HEADER_FIELDS)
-    if 0 < extra <= (len(blob) // 4) - len(HEADER_FIELDS):
-        fields["nvec"] = list(struct.unpack_from(f"<{extra}i", blob, 4 * len(HEADER_FIELDS)))
+    fields.setdefault("obs_norm", 0)
+    extra = fields["header_words"] - fixed
+    if 0 < extra <= (len(blob) // 4) - fixed:
+        fields["nvec"] = list(struct.unpack_from(f"<{extra}i", blob, 4 * fixed))
     return fields
 
 
@@ -262,6 +291,7 @@ def policy_from_checkpoint(path: str) -> tuple[nn.Module, np.dtype]:
     the env (from the checkpoint's config) to learn its spaces."""
     from ..trainer.checkpoint import load_checkpoint
     from ..trainer.config import apply_mapping, default_config
+    from ..trainer.obs_norm import attach_for_state_dict
     from ..trainer.policies import make_policy
     from ..vector import make as make_env
 
@@ -277,6 +307,7 @@ def policy_from_checkpoint(path: str) -> tuple[nn.Module, np.dtype]:
         obs_dtype = env.observations.dtype
     finally:
         env.close()
+    attach_for_state_dict(policy, ckpt["model"])       # a train.norm_obs run's statistics
     policy.load_state_dict(ckpt["model"])
     return policy, obs_dtype
 

@@ -1,7 +1,8 @@
 /* shoal_net.h: forward inference of shoal's built-in policies in one dependency-free C99 header.
  *
  * What it runs: the MLP, CNN and LSTM policies of shoal/trainer/policies.py (observation
- * preprocessing by scaling or one-hot codes, Linear/Conv2d layers with gelu/relu/tanh/silu, an
+ * preprocessing by scaling or one-hot codes, optionally followed by the running normalisation of
+ * shoal/trainer/obs_norm.py, Linear/Conv2d layers with gelu/relu/tanh/silu, an
  * LSTM cell with resets at episode starts, actor and critic heads) and the action heads of
  * shoal/trainer/distributions.py (Discrete, MultiDiscrete, Box) with sampling from a per-agent
  * RNG or greedy choice, log-probabilities and values.
@@ -46,8 +47,9 @@
 #endif
 
 #define SHOAL_NET_MAGIC 0x544E4853u   /* "SHNT" read as a little-endian uint32 */
-#define SHOAL_NET_VERSION 1
-#define SHOAL_NET_FIXED_WORDS 23      /* header words before the nvec list */
+#define SHOAL_NET_VERSION 2           /* 2 added the observation normalisation stage */
+#define SHOAL_NET_FIXED_WORDS 24      /* header words before the nvec list (version 2) */
+#define SHOAL_NET_FIXED_WORDS_V1 23   /* ... in a version 1 blob (no obs_norm word) */
 #define SHOAL_NET_MAX_LAYERS 16       /* MLP layers; CNN convolutions (strided + 2) */
 #define SHOAL_NET_TILE 16             /* rows evaluated together (weights reused from cache) */
 #define SHOAL_NET_MAX_DIM (1 << 24)   /* any one size (elements, widths) */
@@ -78,6 +80,7 @@ typedef struct {
     int32_t obs_dtype, obs_ndim, obs_shape[3], levels, obs_offset;
     int32_t mlp_layers, channels, strided;
     int32_t head, num_params, action_dims, action_offset;
+    int32_t obs_norm;            /* 1: running observation normalisation after the scale */
     const int32_t* nvec_words;   /* [action_dims] for discrete heads, in the blob (may be
                                     unaligned for int32: read with shoal_net_nvec) */
     /* derived */
@@ -89,6 +92,9 @@ typedef struct {
     int32_t uniform_nvec;   /* every action dimension has the same size (torch's batched path) */
     /* weights (pointers into the blob) */
     const float* scale;                                 /* [obs_elems] when levels == 0 */
+    const float* norm_mean;                             /* [obs_elems] when obs_norm */
+    const float* norm_inv_std;                          /* [obs_elems] when obs_norm */
+    float norm_clip;                                    /* when obs_norm: |output| <= clip */
     shoal_layer mlp[SHOAL_NET_MAX_LAYERS];              /* MLP encoder */
     shoal_layer critic_mlp[SHOAL_NET_MAX_LAYERS];       /* separate critic encoder */
     shoal_layer conv[SHOAL_NET_MAX_LAYERS];
@@ -157,7 +163,7 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
         shoal__err(err, errlen, "weights: the blob must be 4-byte aligned", SHOAL__NO_NUMBER, "");
         return -1;
     }
-    if (nbytes % 4 != 0 || nbytes < 4 * SHOAL_NET_FIXED_WORDS) {
+    if (nbytes % 4 != 0 || nbytes < 4 * SHOAL_NET_FIXED_WORDS_V1) {
         shoal__err(err, errlen, "weights: ", (int64_t)nbytes,
                    " bytes is not a shoal net blob (too short or not whole 32-bit words); "
                    "write it with shoal.net.export");
@@ -170,15 +176,17 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
         return -1;
     }
     int32_t version = shoal__word(p, 1);
-    if (version != SHOAL_NET_VERSION) {
+    if (version != SHOAL_NET_VERSION && version != 1) {
         shoal__err(err, errlen, "weights: layout version ", version,
-                   " is not the version this header reads (1); re-export with the matching "
+                   " is not a version this header reads (1 or 2); re-export with the matching "
                    "shoal.net.export");
         return -1;
     }
+    /* version 1 blobs (written before the obs_norm word existed) load without normalisation */
+    const int32_t fixed_words = version == 1 ? SHOAL_NET_FIXED_WORDS_V1 : SHOAL_NET_FIXED_WORDS;
     int32_t header_words = shoal__word(p, 2);
     int32_t num_floats = shoal__word(p, 3);
-    if (header_words < SHOAL_NET_FIXED_WORDS || header_words > words || num_floats < 0) {
+    if (header_words < fixed_words || header_words > words || num_floats < 0) {
         shoal__err(err, errlen, "weights: header length ", header_words,
                    " words does not fit the blob (corrupt or truncated file)");
         return -1;
@@ -206,6 +214,7 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
     net->num_params = shoal__word(p, 20);
     net->action_dims = shoal__word(p, 21);
     net->action_offset = shoal__word(p, 22);
+    net->obs_norm = version == 1 ? 0 : shoal__word(p, 23);
 
 #define SHOAL__CHECK(cond, a, n, b) \
     do { if (!(cond)) { shoal__err(err, errlen, a, (int64_t)(n), b); return -1; } } while (0)
@@ -243,13 +252,17 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
     net->obs_elems = (int32_t)elems;
     net->obs_item_bytes = shoal__obs_sizes[net->obs_dtype];
     net->in_features = (int32_t)in_features;
+    SHOAL__CHECK(net->obs_norm == 0 || net->obs_norm == 1, "weights: obs_norm flag ",
+                 net->obs_norm, " must be 0 or 1");
+    SHOAL__CHECK(net->obs_norm == 0 || net->levels == 0, "weights: observation normalisation "
+                 "needs scaled observations, but levels is ", net->levels, " (one-hot codes)");
     SHOAL__CHECK(net->head >= 0 && net->head <= SHOAL_HEAD_BOX, "weights: unknown action head ",
                  net->head, " (0 Discrete, 1 MultiDiscrete, 2 Box)");
     SHOAL__CHECK(net->action_dims >= 1 && net->action_dims <= 65536, "weights: ",
                  net->action_dims, " action dimensions is out of range [1, 65536]");
     SHOAL__CHECK(net->head != SHOAL_HEAD_DISCRETE || net->action_dims == 1,
                  "weights: a Discrete head has one action dimension, not ", net->action_dims, "");
-    int64_t want_header = SHOAL_NET_FIXED_WORDS + (net->head == SHOAL_HEAD_BOX ? 0 : net->action_dims);
+    int64_t want_header = fixed_words + (net->head == SHOAL_HEAD_BOX ? 0 : net->action_dims);
     SHOAL__CHECK(header_words == want_header, "weights: header has ", header_words,
                  " words but this action head needs a different number (wrong layout)");
     int64_t actor_out;
@@ -259,7 +272,7 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
         actor_out = net->action_dims;
         net->max_group = 1;
     } else {
-        net->nvec_words = (const int32_t*)(const void*)(p + 4 * SHOAL_NET_FIXED_WORDS);
+        net->nvec_words = (const int32_t*)(const void*)(p + 4 * (int64_t)fixed_words);
         int64_t total = 0;
         int32_t max_group = 1;
         for (int32_t k = 0; k < net->action_dims; k++) {
@@ -294,6 +307,12 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
         used += n_;                                                                    \
     } while (0)
     if (net->levels == 0) SHOAL__TAKE(net->scale, elems);
+    const float* norm_clip = NULL;
+    if (net->obs_norm) {
+        SHOAL__TAKE(net->norm_mean, elems);
+        SHOAL__TAKE(net->norm_inv_std, elems);
+        SHOAL__TAKE(norm_clip, 1);
+    }
     if (net->encoder == SHOAL_ENC_MLP) {
         SHOAL__CHECK(net->mlp_layers >= 1 && net->mlp_layers <= SHOAL_NET_MAX_LAYERS,
                      "weights: MLP layers ", net->mlp_layers, " out of range [1, 16]");
@@ -374,6 +393,11 @@ static int shoal_net_load(shoal_net* net, const void* blob, size_t nbytes, char*
             continue;
         SHOAL__CHECK(shoal__is_finite(f[i]), "weights: weight ", i,
                      " is NaN or infinite (a diverged run? export an earlier checkpoint)");
+    }
+    if (norm_clip != NULL) {
+        net->norm_clip = *norm_clip;
+        SHOAL__CHECK(net->norm_clip > 0.0f, "weights: the observation normalisation clip must "
+                     "be positive (wrong layout)", SHOAL__NO_NUMBER, "");
     }
     if (net->hidden > max_width) max_width = net->hidden;
     if (4 * (int64_t)net->hidden > max_width) max_width = 4 * (int64_t)net->hidden;
@@ -664,6 +688,18 @@ static inline int32_t shoal__obs_index(int dtype, const unsigned char* row, int6
     return (int32_t)v;
 }
 
+/* Running observation normalisation of one row of scaled features, in place:
+ * clamp((x - mean) * inv_std, -clip, clip), the operations of the torch normaliser in the same
+ * order (NaN stays NaN, as torch.clamp keeps it). */
+static inline void shoal__normalize(const shoal_net* net, float* x) {
+    const float clip = net->norm_clip;
+    for (int64_t e = 0; e < net->obs_elems; e++) {
+        float v = (x[e] - net->norm_mean[e]) * net->norm_inv_std[e];
+        v = v < -clip ? -clip : v;
+        x[e] = v > clip ? clip : v;
+    }
+}
+
 /* Encoder input features of `rows` observations into x [rows][in_features]. */
 static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, int rows, float* x) {
     const int64_t elems = net->obs_elems, row_bytes = elems * net->obs_item_bytes;
@@ -679,6 +715,7 @@ static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, in
         } else {
             for (int64_t e = 0; e < elems; e++)
                 xr[e] = shoal__obs_value(net->obs_dtype, row, e) * net->scale[e];
+            if (net->obs_norm) shoal__normalize(net, xr);
         }
     }
 }

@@ -93,6 +93,11 @@ class TrainConfig:
                                "approx KL to the rollout policy exceeds this (0 = off)", low=0.0)
     norm_reward: bool = _f(False, "scale rewards by the running std of the discounted return "
                                   "(statistics kept in checkpoints)")
+    norm_obs: bool = _f(False, "normalise each observation element by its running mean and "
+                               "std, clipped to +-norm_obs_clip (part of the policy: kept in "
+                               "checkpoints, applied by eval, watch and export)")
+    norm_obs_clip: float = _f(10.0, "clip of the normalised observations (train.norm_obs)",
+                              low=0.0)
     learning_rate: float = _f(0.003, "peak learning rate", low=0.0)
     anneal_lr: bool = _f(True, "cosine-decay the learning rate to 0 over total_steps")
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)

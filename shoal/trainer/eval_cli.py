@@ -31,6 +31,7 @@ def load_policy(checkpoint: str | dict, env: Any, policy: Any = None, device: st
     import torch
 
     from .checkpoint import CheckpointError, load_checkpoint
+    from .obs_norm import attach_for_state_dict
     from .policies import POLICIES, make_policy
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
@@ -55,8 +56,9 @@ def load_policy(checkpoint: str | dict, env: Any, policy: Any = None, device: st
     elif not isinstance(policy, torch.nn.Module):
         policy = policy(env.single_observation_space, env.single_action_space)
     try:
+        attach_for_state_dict(policy, ckpt["model"])   # a train.norm_obs run's statistics
         policy.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the saved weights do not fit the policy "
                               f"({str(exc).splitlines()[0]})") from None
     return policy.to(device).eval()

@@ -19,7 +19,19 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["RunningMeanStd", "ReturnScaler"]
+__all__ = ["RunningMeanStd", "ReturnScaler", "merge_moments"]
+
+
+def merge_moments(count: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                  n: torch.Tensor | float,
+                  batch_mean: torch.Tensor, batch_var: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(count, mean, var)`` of the union of two sets given as (count, mean, population
+    variance) each: Chan et al.'s parallel update (elementwise for tensors of any shape)."""
+    total = count + n
+    delta = batch_mean - mean
+    m2 = var * count + batch_var * n + delta.square() * count * n / total
+    return total, mean + delta * n / total, m2 / total
 
 
 class RunningMeanStd:
@@ -36,14 +48,8 @@ class RunningMeanStd:
         n = x.numel()
         if n == 0:
             return
-        batch_mean = x.mean()
-        batch_var = x.var(unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta.square() * self.count * n / total
-        self.mean = self.mean + delta * n / total
-        self.var = m2 / total
-        self.count = total
+        self.count, self.mean, self.var = merge_moments(
+            self.count, self.mean, self.var, float(n), x.mean(), x.var(unbiased=False))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean.cpu(), "var": self.var.cpu(), "count": self.count.cpu()}

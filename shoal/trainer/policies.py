@@ -26,7 +26,9 @@ Rollouts evaluate a policy through :class:`Inference`, which a C implementation 
 
 Observations are converted to float by :class:`ObservationPreprocessor`: small-range integer
 observations (e.g. grid cell codes, 2048 tile exponents) are one-hot encoded, everything else is
-scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite.
+scaled by ``1 / max(|low|, |high|)`` per element when that bound is finite. Scaled observations
+can then go through a running normaliser (``train.norm_obs``, :mod:`shoal.trainer.obs_norm`),
+the preprocessor's ``obs_norm``.
 
 Structured (Dict/Tuple) observations of Python envs arrive as flat buffer rows
 (:mod:`shoal.emulation.spaces`). When their leaves share one dtype the row is a Box of the leaves'
@@ -126,6 +128,8 @@ class ObservationPreprocessor(nn.Module):
         else:
             raise TypeError(f"unsupported observation space {space}: use Box or Discrete")
         self.space = space
+        # running normalisation of the scaled features (train.norm_obs; shoal.trainer.obs_norm)
+        self.obs_norm: nn.Module | None = None
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -143,7 +147,8 @@ class ObservationPreprocessor(nn.Module):
                 index = index - self._offset
             return nn.functional.one_hot(index.clamp(0, self.levels - 1), self.levels).to(
                 self.scale.dtype)
-        return obs.to(self.scale.dtype) * self.scale
+        x = obs.to(self.scale.dtype) * self.scale
+        return x if self.obs_norm is None else self.obs_norm(x)
 
 
 def is_structured(space: spaces.Space) -> bool:

@@ -81,6 +81,7 @@ from .distributed import (Collective, connect, elastic_resume_target, epoch_stat
 from .fused_rollout import AgentRng, FusedRollout
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
+from .obs_norm import observation_normalizer_for, update_from_observations
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
@@ -429,6 +430,7 @@ class Trainer:
             policy = make_policy(env, config.policy.name, hidden=config.policy.hidden)
         elif not isinstance(policy, nn.Module):
             policy = policy(obs_space, act_space)
+        self.obs_norm = observation_normalizer_for(policy, t)
         self.policy = policy.to(self.device)
         self.dist.broadcast_parameters(self.policy)
         rank_seed = self.dist.seed(t.seed)
@@ -683,6 +685,8 @@ class Trainer:
             out["episodes"] = episodes
         out["lr"] = lr
         out["beta"] = beta
+        if self.obs_norm is not None:   # after the update: it scored the batch as it was acted
+            update_from_observations(self.policy, b.obs[:, :T], masks, self.dist)
         return out
 
     # ---- the loop ----
@@ -955,8 +959,8 @@ class Trainer:
             self.policy.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
-                                  f"({str(exc).splitlines()[0]}); was policy.name or "
-                                  f"policy.hidden changed?") from None
+                                  f"({str(exc).splitlines()[0]}); was policy.name, "
+                                  f"policy.hidden or train.norm_obs changed?") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch = int(ckpt["epoch"])
         self.agent_steps = int(ckpt["agent_steps"])

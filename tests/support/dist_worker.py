@@ -2,6 +2,7 @@
 
     torchrun --nproc-per-node 2 tests/support/dist_worker.py grad OUT.json
     torchrun --nproc-per-node 2 tests/support/dist_worker.py train RUN_DIR [--stop E] [--crash E]
+    torchrun --nproc-per-node 2 tests/support/dist_worker.py obsnorm OUT.json
 
 ``grad``: every rank computes the PPO gradient of its half of a batch, the gradients are summed
 over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch.
@@ -10,6 +11,9 @@ over ranks, and rank 0 writes how far that is from one process's gradient of the
 the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
 ``--max-restarts``), ``--overlap`` trains 8 epochs with the fused rollout collecting the next
 batch during the update.
+``obsnorm``: every rank merges its own batches (different sizes, scales and dead rows) into an
+observation normaliser (train.norm_obs) through the collective; rank 0 writes how far each
+rank's statistics are from numpy's over the union of all ranks' live rows.
 """
 
 from __future__ import annotations
@@ -139,9 +143,40 @@ def train(run_dir: str, stop: int, crash: int, overlap: bool = False) -> None:
                 log_checkpoint_interval=2, callback=callback, **extra)
 
 
+def obs_norm(out_path: str) -> None:
+    from shoal.trainer.obs_norm import ObservationNormalizer
+
+    coll = connect()
+    rank, n = coll.rank, coll.world_size
+    norm = ObservationNormalizer((3,))
+    mine = []
+    for step, rows in enumerate((5, 40, 1)):
+        rng = np.random.default_rng(100 * rank + step)
+        x = rng.normal(1000.0 * (rank + 1), 10.0 + rank, (rows * (rank + 1), 3))
+        live = rng.random(len(x)) < 0.75
+        live[0] = True
+        norm.update(torch.from_numpy(x), torch.from_numpy(live), coll)
+        mine.append(x[live])
+    parts = coll.object_all_gather({"rows": torch.from_numpy(np.concatenate(mine)),
+                                    "mean": norm.mean, "var": norm.var, "count": norm.count})
+    if rank == 0:
+        union = torch.cat([p["rows"] for p in parts]).numpy()
+        with open(out_path, "w") as fh:
+            json.dump({"world_size": n, "rows": len(union),
+                       "counts": [float(p["count"]) for p in parts],
+                       "mean_err": max(float(np.abs(p["mean"].numpy() - union.mean(0)).max()
+                                             / np.abs(union.mean(0)).max()) for p in parts),
+                       "var_err": max(float(np.abs(p["var"].numpy() - union.var(0)).max()
+                                            / union.var(0).max()) for p in parts),
+                       "ranks_equal": all(torch.equal(p["mean"], parts[0]["mean"])
+                                          and torch.equal(p["var"], parts[0]["var"])
+                                          for p in parts)}, fh)
+    coll.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("grad", "train"))
+    parser.add_argument("mode", choices=("grad", "train", "obsnorm"))
     parser.add_argument("path")
     parser.add_argument("--stop", type=int, default=0)
     parser.add_argument("--crash", type=int, default=0)
@@ -150,6 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "grad":
         grad_parity(args.path)
+    elif args.mode == "obsnorm":
+        obs_norm(args.path)
     else:
         train(args.path, args.stop, args.crash, args.overlap)
 

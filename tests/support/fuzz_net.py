@@ -25,7 +25,32 @@ CASES = [
      {"encoder": "cnn", "hidden": 8}),
     ("lstm", spaces.Box(-1.0, 1.0, (3,), np.float64), spaces.Box(-1.0, 1.0, (3,), np.float32),
      {"hidden": 5}),
+    # with the observation normalisation stage (train.norm_obs)
+    ("mlp", spaces.Box(-np.inf, np.inf, (7,), np.float32), spaces.Discrete(3),
+     {"shared": False, "norm_obs_clip": 2.0}),
+    ("cnn", spaces.Box(0, 255, (6, 5), np.uint8), spaces.Discrete(2),
+     {"channels": 3, "norm_obs_clip": 5.0}),
+    ("lstm", spaces.Box(-1.0, 1.0, (3,), np.float64), spaces.Box(-1.0, 1.0, (3,), np.float32),
+     {"hidden": 5, "norm_obs_clip": 10.0}),
 ]
+
+
+def _with_normalizer(policy, obs_space, clip):
+    """Attaches the normalisation stage with statistics of some sampled observations."""
+    from shoal.trainer.obs_norm import attach_observation_normalizer, preprocessed_features
+
+    norm = attach_observation_normalizer(policy, clip)
+    obs = np.stack([obs_space.sample() for _ in range(50)]).astype(obs_space.dtype)
+    norm.update(preprocessed_features(policy, torch.from_numpy(np.nan_to_num(obs))) * 3 + 1)
+    return policy
+
+
+def _version1(blob):
+    """A blob without normalisation rewritten in layout version 1 (no obs_norm word)."""
+    header = struct.unpack_from("<i", blob, 8)[0]
+    words = bytearray(blob[:4 * 23] + blob[4 * 24:])
+    struct.pack_into("<ii", words, 4, 1, header - 1)
+    return bytes(words)
 
 
 def run(net, obs_space, rng):
@@ -133,7 +158,9 @@ def fused_rollouts(tmp):
 
     cases = [("breakout", "lstm", {"env.max_steps": 5}), ("maze", "cnn", {}),
              ("target", "lstm", {}), ("breakout", "mlp", {"env.continuous": True,
-                                                          "env.max_steps": 3})]
+                                                          "env.max_steps": 3}),
+             ("breakout", "mlp", {"train.norm_obs": True, "train.norm_obs_clip": 1.0,
+                                  "env.max_steps": 4})]
     for i, (env, policy, extra) in enumerate(cases):
         for threads in (1, 3):
             cfg = build_config(env, overrides={
@@ -145,6 +172,8 @@ def fused_rollouts(tmp):
             try:
                 for _ in range(2):
                     trainer.rollout()
+                    if trainer.obs_norm is not None:
+                        trainer.update()      # statistics for the next rollout's C policy
                     trainer.storage.shift()
                 fused_bad_calls(trainer)
             finally:
@@ -185,12 +214,20 @@ def main():
     torch.manual_seed(0)
     for name, obs_space, act_space, kwargs in CASES:
         obs_space.seed(0)
+        kwargs = dict(kwargs)
+        clip = kwargs.pop("norm_obs_clip", None)
         policy = make_policy((obs_space, act_space), name, **kwargs)
+        if clip is not None:
+            policy = _with_normalizer(policy, obs_space, clip)
         blob = export_policy(policy)
         net = _net.Net(blob)
         run(net, obs_space, rng)
         bad_calls(net, obs_space)
         corrupt(blob, rng)
+        if clip is None:
+            old = _version1(blob)
+            run(_net.Net(old), obs_space, rng)
+            corrupt(old, rng)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

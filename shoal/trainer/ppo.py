@@ -78,6 +78,7 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
 from .dashboard import Dashboard
 from .distributed import connect, elastic_resume_target, explained_variance, merge_means
 from .fused_rollout import AgentRng, FusedRollout
+from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
 from .process_state import ProcessState
@@ -467,6 +468,7 @@ class Trainer:
             raise ConfigError("train.norm_reward=true is not supported with "
                               "train.rollout='fused' yet: use --train.rollout torch")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
+        self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 
         # ---- counters and logs ----
@@ -646,15 +648,22 @@ class Trainer:
                 draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
                                        self.sampler_generator, priorities=priorities)
                 mb = Minibatch(b, draw.indices, self.dist.importance_weights(draw, S, beta))
-            loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
-                                           self.dist.sum)
-            # each rank's approx_kl is its share of the job's mean: the sum decides on every rank
-            if t.target_kl > 0 and \
-                    float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
-                break  # the policy already moved far enough from the one that collected
+            if self.learner is not None:    # train.learner_threads: shards on threads
+                sharded = self.learner.loss_and_gradients(mb, t.target_kl)
+                if sharded is None:
+                    break
+                stats, mb_adv = sharded
+            else:
+                loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t,
+                                               self.forward, self.dist.sum)
+                # each rank's approx_kl is its share of the job's mean: the sum decides on
+                # every rank
+                if t.target_kl > 0 and \
+                        float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
+                    break  # the policy already moved far enough from the one that collected
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             done += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
             self.dist.sum_gradients(params)     # the job's gradient on every rank
             if t.max_grad_norm > 0:
@@ -1044,6 +1053,8 @@ class Trainer:
         env = getattr(self, "env", None)
         if env is not None:
             env.close()
+        if getattr(self, "learner", None) is not None:
+            self.learner.close()
         self.dist.close()
 
 

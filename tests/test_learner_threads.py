@@ -131,3 +131,45 @@ def test_learner_threads_refuse_what_they_cannot_run(tmp_path):
         _trainer(tmp_path, "c", **{"train.learner_threads": 2, "train.compile": True})
     with pytest.raises(ConfigError, match="learner_threads"):
         build_config("breakout", overrides={"train.learner_threads": 0})
+
+
+def _openmp_max_threads():
+    """omp_get_max_threads of the calling thread, from the OpenMP runtime torch loaded."""
+    import ctypes
+
+    with open("/proc/self/maps") as fh:
+        libs = {line.split()[-1] for line in fh if "libgomp" in line or "libiomp" in line}
+    if not libs:
+        pytest.skip("torch is not using an OpenMP runtime this test can query")
+    return ctypes.CDLL(sorted(libs)[0]).omp_get_max_threads()
+
+
+def test_helper_threads_run_torch_ops_on_the_trainers_thread_count(tmp_path):
+    """OpenMP's thread count is per thread and a new thread starts with one per core: a helper
+    left so would run every op on all cores while the trainer's thread and the rollout use
+    them (on a 2-core machine 10x slower)."""
+    from shoal.trainer.learner_threads import ShardedLearner
+
+    tr = _trainer(tmp_path, "omp", **{"train.rollout": "fused"})
+    seen = []
+    try:
+        with tr.process_state.active():
+            assert torch.get_num_threads() == 1
+            tr.rollout()
+
+            def loss_fn(mb, sum_ranks):
+                seen.append((threading.current_thread().name, _openmp_max_threads()))
+                return ppo_loss(tr.policy, tr.distribution, mb, tr.config.train, tr.forward,
+                                sum_ranks)
+
+            learner = ShardedLearner(tr.policy, 2, loss_fn)
+            try:
+                for _ in range(2):
+                    learner.loss_and_gradients(
+                        Minibatch(tr.storage, torch.arange(4), torch.ones(4)), target_kl=0.0)
+            finally:
+                learner.close()
+    finally:
+        tr.close()
+    assert any(name.startswith("shoal-learner") for name, _ in seen)
+    assert [n for _, n in seen] == [1] * 4, seen

@@ -280,7 +280,8 @@ def main() -> None:
         theirs_sps = result["pufferlib"]["sps_median"]
         for who in variants:
             ours = result[who]
-            ours["sps_ratio"] = ours["sps_median"] / theirs_sps
+            # a run too short for PufferLib to report a rate leaves no ratio
+            ours["sps_ratio"] = ours["sps_median"] / theirs_sps if theirs_sps else None
             for x in a.target:
                 theirs = result["pufferlib"][f"time_to_{x:g}_median"]
                 ours[f"time_to_{x:g}_ratio"] = (
@@ -303,7 +304,7 @@ def main() -> None:
         if peer_env is not None:
             pl = result["pufferlib"]
             line += (f" | PufferLib {peer_env} sps {pl['sps_median'] / 1e3:.1f}k, score "
-                     f"{pl['final_score_median']} | sps ratio {s['sps_ratio']:.2f}")
+                     f"{pl['final_score_median']} | sps ratio {_fmt(s['sps_ratio'])}")
             for x in a.target:
                 line += (f" | time to {x:g}: {_fmt(s[f'time_to_{x:g}_median'])} s vs "
                          f"{_fmt(pl[f'time_to_{x:g}_median'])} s (ratio "

@@ -106,7 +106,7 @@ class ShardedLearner:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         exchange = _Exchange(len(bounds))
 
-        threads = torch.get_num_threads()
+        torch_threads = torch.get_num_threads()
 
         def work(shard: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
             try:
@@ -114,7 +114,7 @@ class ShardedLearner:
                     # OpenMP's thread count is per calling thread and a new thread starts with
                     # one per core: a helper must use the trainer's count too (torch.set_num_
                     # threads also sets the process-wide value, to the one it already has)
-                    torch.set_num_threads(threads)
+                    torch.set_num_threads(torch_threads)
                 part = _shard(mb, *bounds[shard])
                 loss, stats, adv = self.loss_fn(part, lambda x: exchange.sum(shard, x))
                 # each shard's approx_kl is its share of the minibatch's mean

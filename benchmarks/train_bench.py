@@ -18,9 +18,9 @@ Two comparisons; in each the two trainers alternate, round after round, on the C
 each against the same PufferLib runs, e.g. the synchronous path and the fused rollout with
 overlap and two learner threads (docs/train.md, "Keeping both cores busy")::
 
-    python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 45 --rounds 3 \
-        --variant sync= \
-        --variant cores="--train.rollout fused --train.overlap true --train.learner-threads 2 \
+    python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 40 --rounds 3 \\
+        --variant sync= \\
+        --variant cores="--train.rollout fused --train.overlap true --train.learner-threads 2 \\
 --train.torch-threads 1"
 
 The ``sps`` mode also measures a bfloat16 ceiling (the same matmul in bfloat16) and reports

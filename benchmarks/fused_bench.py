@@ -1,18 +1,37 @@
-"""The fused rollout (train.rollout='fused') against the torch rollout, measured in one run.
+"""The fused rollout, overlap and learner threads against the torch rollout, measured in one run.
 
-Three measurements, each alternating the two sides round after round and reporting medians:
+Sides (``--sides``, any of):
 
-1. ``shoal train breakout`` with the shipped settings (configs/breakout.toml) and
-   ``--train.rollout fused`` (with and without ``--train.overlap true``) vs
-   ``--train.rollout torch``: training steps/s over epochs ``--skip``.. of a run of
-   ``--epochs`` epochs (a fresh run each round, seed = round).
-2. The inference share of an epoch on each side: (rollout time - env stepping time) / epoch
-   time, from the same runs' metrics (``time.inference`` / sum of ``time``).
-3. The policy's forward + sample per agent-step, breakout's MLP-128 on its 256 agents: the C
-   net (shoal_net.h through shoal.net.runtime.CPolicy, one thread) vs torch
-   (shoal.trainer.policies.Inference.act, one torch thread), wall and CPU time.
+* ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
+* ``fused``:   ``--train.rollout fused``
+* ``overlap``: ``--train.rollout fused --train.overlap true``
+* ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
+  over two threads, so the second core works through the whole update)
 
-    python benchmarks/fused_bench.py --rounds 5 --epochs 12
+Modes, each alternating the sides run after run and reporting medians:
+
+``--mode sps`` (default): ``shoal train breakout`` with the shipped settings; training steps/s
+over epochs ``--skip``.. of a run of ``--epochs`` epochs (a fresh run per side and round,
+seed = round), the inference share of an epoch ((rollout time - env stepping) / epoch time,
+from metrics.jsonl), the CPU use over the run (process user+sys time / wall), and the policy's
+forward + sample per agent-step, C net vs torch (one thread each)::
+
+    python benchmarks/fused_bench.py --mode sps --rounds 3 --epochs 12
+
+``--mode score``: ``shoal train breakout`` with the shipped settings to ``--steps`` (default
+the shipped 20M) per side and seed: the wall-clock (the trainer's own clock, start-up
+excluded) to a mean score of ``--target`` (default 100) per side, the ratio to the first side,
+the score at equal agent steps (per-step learning curves compared at ``--points`` milestones),
+CPU use and inference share. Every run is appended to ``--log`` (JSON lines) and the summary is
+computed over every run of that file, so the seeds can be split over several invocations::
+
+    python benchmarks/fused_bench.py --mode score --sides torch,cores --seeds 0,1 --log score.jsonl
+    python benchmarks/fused_bench.py --mode score --sides torch,cores --seeds 2 --log score.jsonl
+
+``--mode sanity``: the same per-step comparison on sanity envs (``--envs``, default recall and
+target, the learning tests' envs) with their shipped configs and budgets::
+
+    python benchmarks/fused_bench.py --mode sanity --sides torch,cores --seeds 0,1,2
 
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """
@@ -21,32 +40,51 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 
-SIDES = {"torch": {"train.rollout": "torch"}, "fused": {"train.rollout": "fused"},
-         "overlap": {"train.rollout": "fused", "train.overlap": True}}
+SIDES: dict[str, dict[str, Any]] = {
+    "torch": {"train.rollout": "torch"},
+    "fused": {"train.rollout": "fused"},
+    "overlap": {"train.rollout": "fused", "train.overlap": True},
+    "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
+}
 
 
-def train_round(side: str, epochs: int, seed: int) -> list[dict]:
+def train_run(env: str, side: str, seed: int, steps: int | None = None,
+              epochs: int | None = None) -> dict[str, Any]:
+    """One ``shoal train env`` run with the side's overrides, in this process. Returns its
+    metrics records and the process CPU time / wall time over training."""
     from shoal.trainer.config import build_config
     from shoal.trainer.ppo import Trainer
 
-    run_dir = tempfile.mkdtemp(prefix=f"shoal-fused-bench-{side}-")
-    cfg = build_config("breakout", overrides={
+    run_dir = tempfile.mkdtemp(prefix=f"shoal-fused-bench-{env}-{side}-")
+    cfg = build_config(env, overrides={
         **SIDES[side], "train.seed": seed, "log.dashboard": "off",
         "log.run_dir": os.path.join(run_dir, "run"), "log.checkpoint_interval": 10**6})
-    cfg.train.total_steps = epochs * cfg.env.num_envs * cfg.train.horizon
+    batch = cfg.env.num_envs * cfg.train.horizon
+    if epochs is not None:
+        cfg.train.total_steps = epochs * batch
+    elif steps is not None:
+        cfg.train.total_steps = int(steps)
     trainer = Trainer(cfg)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     trainer.train()
+    cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     with open(os.path.join(run_dir, "run", "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
+        rows = [json.loads(line) for line in fh]
+    return {"env": env, "side": side, "seed": seed, "cpu": cpu, "records": [
+        {"steps": m["agent_steps"], "t": m["elapsed"], "sps": m["sps"], "score": m["score100"],
+         "inference_share": m["time"]["inference"] / max(1e-9, sum(m["time"].values()))}
+        for m in rows]}
 
 
 def policy_round(seconds: float) -> dict[str, tuple[float, float]]:
@@ -85,52 +123,210 @@ def policy_round(seconds: float) -> dict[str, tuple[float, float]]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=12, help="epochs per training run")
-    ap.add_argument("--skip", type=int, default=2, help="first epochs left out (start-up)")
-    ap.add_argument("--policy-seconds", type=float, default=2.0)
-    args = ap.parse_args()
+# ---- summaries --------------------------------------------------------------------------------
 
+def time_to(records: list[dict], target: float) -> float:
+    """The trainer's clock at the first epoch whose score is at least ``target`` (inf: never)."""
+    for r in records:
+        if r["score"] is not None and r["score"] >= target:
+            return r["t"]
+    return math.inf
+
+
+def score_at(records: list[dict], steps: float) -> float | None:
+    """The score of the last epoch ending at or before ``steps`` agent steps."""
+    score = None
+    for r in records:
+        if r["steps"] > steps:
+            break
+        score = r["score"]
+    return score
+
+
+def _med(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    if x is None:
+        return "-"
+    return "not reached" if math.isinf(x) else format(x, spec)
+
+
+def run_costs(run: dict, skip: int = 2) -> tuple[float, float]:
+    """(CPU use, median inference share of the epochs after the first ``skip``)."""
+    rows = run["records"][skip:] or run["records"]
+    return run["cpu"], statistics.median(r["inference_share"] for r in rows)
+
+
+def print_curves(runs: list[dict], sides: list[str], points: int, label: str) -> None:
+    """Score at equal agent steps per side (median over seeds, and each seed)."""
+    total = min(r["records"][-1]["steps"] for r in runs)
+    print(f"\n{label}: score (mean of the last 100 episodes) at equal agent steps, median over "
+          f"seeds [each seed]")
+    for k in range(1, points + 1):
+        at = total * k / points
+        cells = []
+        for side in sides:
+            per_seed = [score_at(r["records"], at) for r in runs if r["side"] == side]
+            cells.append(f"{side} {_fmt(_med(per_seed), '.3f')} "
+                         f"[{' '.join(_fmt(s, '.3f') for s in per_seed)}]")
+        print(f"  {at / 1e6:8.3f}M steps: " + " | ".join(cells))
+
+
+def print_costs(runs: list[dict], sides: list[str]) -> None:
+    for side in sides:
+        mine = [r for r in runs if r["side"] == side]
+        if not mine:
+            continue
+        costs = [run_costs(r) for r in mine]
+        sps = statistics.median(r["records"][-1]["steps"] / max(1e-9, r["records"][-1]["t"])
+                                for r in mine)
+        print(f"  {side}: CPU use (process user+sys / wall) "
+              f"{100 * statistics.median(c for c, _ in costs):.0f}% of one core, inference "
+              f"share of an epoch {100 * statistics.median(s for _, s in costs):.1f}%, "
+              f"steps/s over the run {sps:.0f}")
+
+
+# ---- modes ------------------------------------------------------------------------------------
+
+def mode_sps(args: argparse.Namespace, sides: list[str]) -> None:
     before = torch.get_num_threads()
-    sps: dict[str, list[float]] = {side: [] for side in SIDES}
-    share: dict[str, list[float]] = {side: [] for side in SIDES}
-    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    sps: dict[str, list[float]] = {side: [] for side in sides}
+    share: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
     per_step: dict[str, list[tuple[float, float]]] = {"torch": [], "c": []}
     for r in range(args.rounds):
-        order = list(SIDES) if r % 2 == 0 else list(SIDES)[::-1]
-        for rollout in order:
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            rows = train_round(rollout, args.epochs, seed=r)[args.skip:]
-            cpu[rollout].append((time.process_time() - cpu0) / (time.perf_counter() - wall0))
-            sps[rollout].append(statistics.median(m["sps"] for m in rows))
-            share[rollout].append(statistics.median(
-                m["time"]["inference"] / max(1e-9, sum(m["time"].values())) for m in rows))
-            print(f"round {r} {rollout:7s}: {sps[rollout][-1]:9.0f} steps/s, inference "
-                  f"{100 * share[rollout][-1]:4.1f}% of an epoch, CPU {100 * cpu[rollout][-1]:.0f}% "
+        order = sides if r % 2 == 0 else sides[::-1]
+        for side in order:
+            run = train_run("breakout", side, seed=r, epochs=args.epochs)
+            rows = run["records"][args.skip:] or run["records"]
+            cpu[side].append(run["cpu"])
+            sps[side].append(statistics.median(m["sps"] for m in rows))
+            share[side].append(statistics.median(m["inference_share"] for m in rows))
+            print(f"round {r} {side:7s}: {sps[side][-1]:9.0f} steps/s, inference "
+                  f"{100 * share[side][-1]:4.1f}% of an epoch, CPU {100 * cpu[side][-1]:.0f}% "
                   f"of one core", flush=True)
-        torch.set_num_threads(1)
-        p = policy_round(args.policy_seconds)
-        torch.set_num_threads(before)
-        for k, v in p.items():
-            per_step[k].append(v)
-        print(f"round {r} policy forward+sample per agent-step: torch {p['torch'][0]:.2f} us "
-              f"(cpu {p['torch'][1]:.2f}), C {p['c'][0]:.2f} us (cpu {p['c'][1]:.2f})", flush=True)
+        if args.policy_seconds > 0:
+            torch.set_num_threads(1)
+            p = policy_round(args.policy_seconds)
+            torch.set_num_threads(before)
+            for k, v in p.items():
+                per_step[k].append(v)
+            print(f"round {r} policy forward+sample per agent-step: torch {p['torch'][0]:.2f} us "
+                  f"(cpu {p['torch'][1]:.2f}), C {p['c'][0]:.2f} us (cpu {p['c'][1]:.2f})",
+                  flush=True)
 
     med = statistics.median
+    base = sides[0]
     print("\nmedians over", args.rounds, "rounds")
-    for side in ("fused", "overlap"):
-        print(f"shoal train breakout steps/s: {side} {med(sps[side]):.0f}, torch "
-              f"{med(sps['torch']):.0f}, ratio {med(sps[side]) / med(sps['torch']):.2f}x")
-    for side in SIDES:
+    for side in sides[1:]:
+        print(f"shoal train breakout steps/s: {side} {med(sps[side]):.0f}, {base} "
+              f"{med(sps[base]):.0f}, ratio {med(sps[side]) / med(sps[base]):.2f}x")
+    for side in sides:
         print(f"{side}: inference share of an epoch {100 * med(share[side]):.1f}%, CPU use over "
-              f"a run (process CPU / wall) {100 * med(cpu[side]):.0f}% of one core")
-    tw, tc = med(v[0] for v in per_step["torch"]), med(v[1] for v in per_step["torch"])
-    cw, cc = med(v[0] for v in per_step["c"]), med(v[1] for v in per_step["c"])
-    print(f"policy forward+sample per agent-step (MLP-128, 256 agents): C {cw:.2f} us wall / "
-          f"{cc:.2f} us CPU, torch {tw:.2f} us wall / {tc:.2f} us CPU; torch/C {tw / cw:.2f}x wall, "
-          f"{tc / cc:.2f}x CPU")
+              f"a run (process user+sys / wall) {100 * med(cpu[side]):.0f}% of one core")
+    if per_step["torch"]:
+        tw, tc = med(v[0] for v in per_step["torch"]), med(v[1] for v in per_step["torch"])
+        cw, cc = med(v[0] for v in per_step["c"]), med(v[1] for v in per_step["c"])
+        print(f"policy forward+sample per agent-step (MLP-128, 256 agents): C {cw:.2f} us wall / "
+              f"{cc:.2f} us CPU, torch {tw:.2f} us wall / {tc:.2f} us CPU; torch/C "
+              f"{tw / cw:.2f}x wall, {tc / cc:.2f}x CPU")
+
+
+def _load_log(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
+    steps = args.steps
+    for i, seed in enumerate(args.seeds):
+        order = sides if i % 2 == 0 else sides[::-1]
+        for side in order:
+            run = train_run("breakout", side, seed, steps=steps)
+            run["mode"] = "score"
+            with open(args.log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(run) + "\n")
+            rec = run["records"]
+            print(f"seed {seed} {side:7s}: {rec[-1]['steps'] / 1e6:.2f}M steps in "
+                  f"{rec[-1]['t']:.0f} s, score {_fmt(rec[-1]['score'], '.1f')}, time to "
+                  f"{args.target:g}: {_fmt(time_to(rec, args.target), '.1f')} s, CPU "
+                  f"{100 * run['cpu']:.0f}%", flush=True)
+    runs = [r for r in _load_log(args.log) if r.get("mode") == "score" and r["side"] in sides]
+    print(f"\nbreakout, shipped settings: over every run in {args.log} "
+          f"(seeds {sorted({r['seed'] for r in runs})})")
+    times: dict[str, float] = {}
+    for side in sides:
+        per_seed = [(r["seed"], time_to(r["records"], args.target)) for r in runs
+                    if r["side"] == side]
+        if not per_seed:
+            continue
+        times[side] = statistics.median(t for _, t in per_seed)
+        print(f"  {side}: wall-clock to a score of {args.target:g}, median "
+              f"{_fmt(times[side], '.1f')} s [" + ", ".join(
+                  f"seed {s}: {_fmt(t, '.1f')}" for s, t in per_seed) + "]")
+    base = sides[0]
+    for side in sides[1:]:
+        if side in times and base in times:
+            ratio = (times[side] / times[base]
+                     if math.isfinite(times[base]) and math.isfinite(times[side]) else None)
+            print(f"  ratio {side} / {base} (median times): {_fmt(ratio, '.2f')}")
+    print_costs(runs, sides)
+    print_curves(runs, sides, args.points, "breakout")
+
+
+def mode_sanity(args: argparse.Namespace, sides: list[str]) -> None:
+    for env in args.envs:
+        runs = []
+        for i, seed in enumerate(args.seeds):
+            order = sides if i % 2 == 0 else sides[::-1]
+            for side in order:
+                run = train_run(env, side, seed, steps=args.steps)
+                runs.append(run)
+                rec = run["records"]
+                print(f"{env} seed {seed} {side:7s}: {rec[-1]['steps']} steps, score "
+                      f"{_fmt(rec[-1]['score'], '.3f')}", flush=True)
+        print_curves(runs, sides, args.points, env)
+        print_costs(runs, sides)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=("sps", "score", "sanity"), default="sps")
+    ap.add_argument("--sides", default=None,
+                    help=f"comma-separated, first = baseline (any of {', '.join(SIDES)}; "
+                         f"default: all for sps, torch,cores otherwise)")
+    ap.add_argument("--rounds", type=int, default=5, help="sps: rounds")
+    ap.add_argument("--epochs", type=int, default=12, help="sps: epochs per training run")
+    ap.add_argument("--skip", type=int, default=2, help="sps: first epochs left out (start-up)")
+    ap.add_argument("--policy-seconds", type=float, default=2.0,
+                    help="sps: seconds per side of the policy forward timing (0 = skip it)")
+    ap.add_argument("--seeds", default="0,1,2", help="score/sanity: seeds")
+    ap.add_argument("--steps", type=float, default=None,
+                    help="score/sanity: agent steps per run (default: the shipped config's)")
+    ap.add_argument("--target", type=float, default=100.0, help="score: the score to time")
+    ap.add_argument("--points", type=int, default=10,
+                    help="score/sanity: milestones of the per-step comparison")
+    ap.add_argument("--log", default="fused_bench_score.jsonl",
+                    help="score: JSON lines file every run is appended to (the summary covers "
+                         "every run in it)")
+    ap.add_argument("--envs", default="recall,target", help="sanity: envs")
+    args = ap.parse_args()
+    sides = (args.sides.split(",") if args.sides else
+             list(SIDES) if args.mode == "sps" else ["torch", "cores"])
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown:
+        ap.error(f"unknown side(s) {unknown}: choose from {', '.join(SIDES)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.envs = args.envs.split(",")
+    if args.steps is not None:
+        args.steps = int(args.steps)
+    {"sps": mode_sps, "score": mode_score, "sanity": mode_sanity}[args.mode](args, sides)
 
 
 if __name__ == "__main__":

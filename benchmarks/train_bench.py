@@ -14,6 +14,18 @@ Two comparisons; in each the two trainers alternate, round after round, on the C
                  budget: the score curve against training time, the time to reach
                  ``--target`` and the score at the end.
 
+``--variant NAME=FLAGS`` (repeatable) runs several shoal configurations in the same rounds,
+each against the same PufferLib runs, e.g. the synchronous path and the fused rollout with
+overlap and two learner threads (docs/train.md, "Keeping both cores busy")::
+
+    python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 40 --rounds 3 \\
+        --variant sync= \\
+        --variant cores="--train.rollout fused --train.overlap true --train.learner-threads 2 \\
+--train.torch-threads 1"
+
+The ``sps`` mode also measures a bfloat16 ceiling (the same matmul in bfloat16) and reports
+each side's fraction of both.
+
 shoal runs round r with ``--train.seed r`` (unless the flags set one), since its runs are
 deterministic under a seed and PufferLib's are not. Time is each trainer's own clock from the start of training (shoal: ``elapsed`` in
 metrics.jsonl; PufferLib: its dashboard's Uptime), so interpreter start-up is left out of both.
@@ -164,13 +176,14 @@ def final_score(records: list[dict]) -> float | None:
     return scored[-1] if scored else None
 
 
-def matmul_gflops(rounds: int = 20) -> float:
-    """fp32 GFLOP/s of a [4096,128] @ [128,512] matmul on torch's default threads (the LSTM's
-    shape), best of ``rounds``."""
+def matmul_gflops(rounds: int = 20, dtype: str = "float32") -> float:
+    """GFLOP/s of a [4096,128] @ [128,512] matmul in ``dtype`` on torch's default threads (the
+    LSTM's shape), best of ``rounds``."""
     import torch
 
-    a, b = torch.randn(4096, 128), torch.randn(128, 512)
-    out = torch.empty(4096, 512)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(4096, 128).to(kind), torch.randn(128, 512).to(kind)
+    out = torch.empty(4096, 512, dtype=kind)
     for _ in range(5):
         torch.mm(a, b, out=out)
     best = float("inf")
@@ -211,26 +224,38 @@ def main() -> None:
                    help="scores whose times are reported (each trainer's first epoch/frame at or "
                         "above it)")
     p.add_argument("--shoal-flags", default="", help="extra `shoal train` flags (one string)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="a shoal configuration to run in every round: NAME=extra `shoal train` "
+                        "flags (one string, after --shoal-flags); repeatable (default: one, "
+                        "'shoal', with --shoal-flags only)")
     a = p.parse_args()
+    variants: dict[str, list[str]] = {}
+    for spec in a.variant:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name == "pufferlib" or name in variants:
+            p.error(f"--variant {spec!r}: expected a new NAME=FLAGS (NAME not 'pufferlib')")
+        variants[name] = extra.split()
+    if not variants:
+        variants["shoal"] = []
 
     peer_env = PEER_ENV.get(a.env, a.env)
     script = os.path.abspath(a.peer_script)
     scratch = tempfile.mkdtemp(prefix="peer-train-")
     flags = (SPS_FLAGS if a.mode == "sps" else []) + a.shoal_flags.split()
-    runs: dict[str, list[list[dict]]] = {"shoal": [], "pufferlib": []}
+    sides = list(variants) + (["pufferlib"] if peer_env is not None else [])
+    runs: dict[str, list[list[dict]]] = {who: [] for who in sides}
     for r in range(a.rounds):
-        order = ["shoal", "pufferlib"] if r % 2 == 0 else ["pufferlib", "shoal"]
+        order = sides if r % 2 == 0 else sides[::-1]
         for who in order:
-            if who == "pufferlib" and peer_env is None:
-                continue
-            if who == "shoal":
-                # a different seed each round, as PufferLib's runs differ from each other too
-                seeded = flags if "--train.seed" in flags else flags + ["--train.seed", str(r)]
-                rec = run_shoal(a.env, a.seconds, seeded)
-            else:
+            if who == "pufferlib":
                 # its own shipped config (breakout: LSTM-128, 8 x 1024 envs, horizon 64,
                 # minibatch 32768) on its Serial backend, its fastest setting on 2 cores
                 rec = run_peer(a.peer_python, script, peer_env, a.seconds, scratch)
+            else:
+                mine = flags + variants[who]
+                # a different seed each round, as PufferLib's runs differ from each other too
+                seeded = mine if "--train.seed" in mine else mine + ["--train.seed", str(r)]
+                rec = run_shoal(a.env, a.seconds, seeded)
             runs[who].append(rec)
             times = "  ".join(f"t({x:g}) {_fmt(time_to(rec, x))}" for x in a.target)
             print(f"round {r + 1} {who:<9} sps {second_half_sps(rec) / 1e3:7.1f}k  steps "
@@ -238,10 +263,9 @@ def main() -> None:
                   f"{_fmt(final_score(rec))}  {times}", flush=True)
 
     result: dict = {"mode": a.mode, "env": a.env, "peer_env": peer_env, "seconds": a.seconds,
-                    "rounds": a.rounds, "shoal_flags": flags}
+                    "rounds": a.rounds, "shoal_flags": flags,
+                    "variants": {k: flags + v for k, v in variants.items()}}
     for who, recs in runs.items():
-        if not recs:
-            continue
         result[who] = {
             "sps_median": _median([second_half_sps(x) for x in recs]),
             "final_score_median": _median([final_score(x) for x in recs]),
@@ -253,37 +277,49 @@ def main() -> None:
             result[who][f"time_to_{x:g}"] = times
             result[who][f"time_to_{x:g}_median"] = statistics.median(
                 [t if t is not None else float("inf") for t in times])
-    if runs["pufferlib"]:
-        result["sps_ratio"] = result["shoal"]["sps_median"] / result["pufferlib"]["sps_median"]
-        for x in a.target:
-            ours = result["shoal"][f"time_to_{x:g}_median"]
-            theirs = result["pufferlib"][f"time_to_{x:g}_median"]
-            result[f"time_to_{x:g}_ratio"] = (ours / theirs if theirs not in (0, float("inf"))
-                                              else None)
+    if peer_env is not None:
+        theirs_sps = result["pufferlib"]["sps_median"]
+        for who in variants:
+            ours = result[who]
+            # a run too short for PufferLib to report a rate leaves no ratio
+            ours["sps_ratio"] = ours["sps_median"] / theirs_sps if theirs_sps else None
+            for x in a.target:
+                theirs = result["pufferlib"][f"time_to_{x:g}_median"]
+                ours[f"time_to_{x:g}_ratio"] = (
+                    ours[f"time_to_{x:g}_median"] / theirs
+                    if theirs not in (0, float("inf")) else None)
     if a.mode == "sps":
-        peak = matmul_gflops()
-        ceiling = peak * 1e9 / policy_flops_per_step()
-        result["matmul_gflops"] = peak
-        result["fp32_ceiling_sps"] = ceiling
-        result["shoal"]["fraction_of_ceiling"] = result["shoal"]["sps_median"] / ceiling
-        if runs["pufferlib"]:
-            result["pufferlib"]["fraction_of_ceiling"] = (result["pufferlib"]["sps_median"]
-                                                          / ceiling)
-    s = result["shoal"]
-    line = f"{a.env}: shoal sps {s['sps_median'] / 1e3:.1f}k, score {s['final_score_median']}"
-    if runs["pufferlib"]:
-        pl = result["pufferlib"]
-        line += (f" | PufferLib {peer_env} sps {pl['sps_median'] / 1e3:.1f}k, score "
-                 f"{pl['final_score_median']} | sps ratio {result['sps_ratio']:.2f}")
-        for x in a.target:
-            line += (f" | time to {x:g}: {_fmt(s[f'time_to_{x:g}_median'])} s vs "
-                     f"{_fmt(pl[f'time_to_{x:g}_median'])} s (ratio "
-                     f"{_fmt(result.get(f'time_to_{x:g}_ratio'))})")
+        flops = policy_flops_per_step()
+        for dtype in ("float32", "bfloat16"):
+            peak = matmul_gflops(dtype=dtype)
+            ceiling = peak * 1e9 / flops
+            result[f"matmul_gflops_{dtype}"] = peak
+            result[f"{dtype}_ceiling_sps"] = ceiling
+            for who in sides:
+                result[who][f"fraction_of_{dtype}_ceiling"] = result[who]["sps_median"] / ceiling
+    lines = []
+    for who in variants:
+        s = result[who]
+        line = (f"{a.env}: shoal [{who}: {' '.join(variants[who]) or 'no extra flags'}] sps "
+                f"{s['sps_median'] / 1e3:.1f}k, score {s['final_score_median']}")
+        if peer_env is not None:
+            pl = result["pufferlib"]
+            line += (f" | PufferLib {peer_env} sps {pl['sps_median'] / 1e3:.1f}k, score "
+                     f"{pl['final_score_median']} | sps ratio {_fmt(s['sps_ratio'])}")
+            for x in a.target:
+                line += (f" | time to {x:g}: {_fmt(s[f'time_to_{x:g}_median'])} s vs "
+                         f"{_fmt(pl[f'time_to_{x:g}_median'])} s (ratio "
+                         f"{_fmt(s.get(f'time_to_{x:g}_ratio'))})")
+        lines.append(line)
     if a.mode == "sps":
-        line += (f" | fp32 ceiling {result['fp32_ceiling_sps'] / 1e3:.0f}k steps/s "
-                 f"({result['matmul_gflops']:.0f} GFLOP/s): shoal at "
-                 f"{s['fraction_of_ceiling']:.0%}")
-    print(line)
+        for dtype in ("float32", "bfloat16"):
+            lines.append(
+                f"{dtype} ceiling {result[f'{dtype}_ceiling_sps'] / 1e3:.0f}k steps/s "
+                f"({result[f'matmul_gflops_{dtype}']:.0f} GFLOP/s, "
+                f"{policy_flops_per_step() / 1e6:.2f} MFLOP per trained step): " + ", ".join(
+                    f"{who} at {result[who][f'fraction_of_{dtype}_ceiling']:.0%}"
+                    for who in sides))
+    print("\n".join(lines))
     print(json.dumps(result))
 
 

@@ -215,14 +215,18 @@ def test_overlap_needs_the_fused_rollout(tmp_path):
         _trainer(tmp_path, "o", "breakout", "torch", **{"train.overlap": True})
 
 
-@pytest.mark.parametrize("env,threshold,overlap", [
-    ("bandit", 0.95, True), ("recall", 0.90, False), ("recall", 0.90, True),
-    ("target", 0.90, True), ("password", 0.95, True)])
-def test_fused_and_overlapped_training_solve_sanity_envs(tmp_path, env, threshold, overlap):
+@pytest.mark.parametrize("env,threshold,overlap,learner_threads", [
+    ("bandit", 0.95, True, 1), ("recall", 0.90, False, 1), ("recall", 0.90, True, 1),
+    ("target", 0.90, True, 1), ("password", 0.95, True, 1),
+    ("recall", 0.90, True, 2), ("target", 0.90, True, 2)])
+def test_fused_and_overlapped_training_solve_sanity_envs(tmp_path, env, threshold, overlap,
+                                                          learner_threads):
     """The sanity envs of tests/test_learning.py, within the same budgets (their shipped
-    configs), trained with the fused rollout, with and without overlap."""
+    configs), trained with the fused rollout, with and without overlap, and with the update
+    split over two learner threads (train.learner_threads)."""
     cfg = build_config(env, overrides={
         "log.dashboard": "off", "log.checkpoint_interval": 10_000, "train.rollout": "fused",
-        "train.overlap": overlap, "log.run_dir": str(tmp_path / env)})
+        "train.overlap": overlap, "train.learner_threads": learner_threads,
+        "log.run_dir": str(tmp_path / env)})
     summary = Trainer(cfg).train()
     assert summary["score"] is not None and summary["score"] >= threshold, summary

@@ -133,7 +133,10 @@ class TrainConfig:
                                "segment in one C call, no Python per step; docs/net.md)",
                       choices=("torch", "fused"))
     rollout_threads: int = _f(0, "threads of the fused rollout (0 = one per CPU core, or with "
-                                 "overlap the cores torch's threads leave)", low=0)
+                                 "overlap the cores the learner's threads leave)", low=0)
+    learner_threads: int = _f(1, "threads the update splits each minibatch over (fixed "
+                                 "shards, summed in order: deterministic; meant for "
+                                 "torch_threads = 1, docs/train.md)", low=1)
     overlap: bool = _f(False, "fused rollout only: collect the next batch while the learner "
                               "trains on this one (acting policy one update behind, corrected "
                               "by the V-trace-clipped importance weights; deterministic)")

@@ -88,8 +88,9 @@ class FusedRollout:
         cores = os.cpu_count() or 1
         if t.rollout_threads:
             self.threads = t.rollout_threads
-        elif self.overlap:   # the learner's torch threads run at the same time
-            self.threads = max(1, cores - (t.torch_threads or torch.get_num_threads()))
+        elif self.overlap:   # the learner's threads (each with its torch threads) run meanwhile
+            learner = (t.torch_threads or torch.get_num_threads()) * t.learner_threads
+            self.threads = max(1, cores - learner)
         else:
             self.threads = cores
         self._net: Any = None

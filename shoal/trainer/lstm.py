@@ -16,6 +16,7 @@ every step where ``keep`` is 0. Two implementations give the same result:
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 import torch
@@ -80,16 +81,22 @@ class _Workspace:
     def __init__(self, per_shape: int = 2):
         self.per_shape = per_shape
         self._free: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        # the update may run forwards on several threads (train.learner_threads)
+        self._lock = threading.Lock()
 
     def take(self, *shape: int) -> torch.Tensor:
-        free = self._free.get(shape)
-        return free.pop() if free else torch.empty(shape)
+        with self._lock:
+            free = self._free.get(shape)
+            if free:
+                return free.pop()
+        return torch.empty(shape)
 
     def give(self, *tensors: torch.Tensor) -> None:
-        for t in tensors:
-            free = self._free.setdefault(tuple(t.shape), [])
-            if len(free) < self.per_shape:
-                free.append(t)
+        with self._lock:
+            for t in tensors:
+                free = self._free.setdefault(tuple(t.shape), [])
+                if len(free) < self.per_shape:
+                    free.append(t)
 
 
 _workspace = _Workspace()

@@ -79,6 +79,7 @@ from .dashboard import Dashboard
 from .distributed import (Collective, connect, elastic_resume_target, epoch_statistics,
                           explained_from_parts, minibatch_moments, variance_parts)
 from .fused_rollout import AgentRng, FusedRollout
+from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
@@ -463,6 +464,7 @@ class Trainer:
             raise ConfigError("train.norm_reward=true is not supported with "
                               "train.rollout='fused' yet: use --train.rollout torch")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
+        self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 
         # ---- counters and logs ----
@@ -647,15 +649,22 @@ class Trainer:
 
         mb = minibatch(0)
         for k in range(num_minibatches):
-            loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t, self.forward,
-                                           self.dist)
-            # each rank's approx_kl is its share of the job's mean: the sum decides on every rank
-            if t.target_kl > 0 and \
-                    float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
-                break  # the policy already moved far enough from the one that collected
+            if self.learner is not None:    # train.learner_threads: shards on threads
+                sharded = self.learner.loss_and_gradients(mb, t.target_kl)
+                if sharded is None:
+                    break
+                stats, mb_adv = sharded
+            else:
+                loss, stats, mb_adv = ppo_loss(self.policy, self.distribution, mb, t,
+                                               self.forward, self.dist)
+                # each rank's approx_kl is its share of the job's mean: the sum decides on
+                # every rank
+                if t.target_kl > 0 and \
+                        float(self.dist.sum(stats["approx_kl"].detach().reshape(1))) > t.target_kl:
+                    break  # the policy already moved far enough from the one that collected
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             done += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             params = [p for p in self.policy.parameters() if p.grad is not None]
             summing = self.dist.sum_gradients(params, wait=False)   # travels while we draw:
             # the freshest advantage estimates feed the next draws' priorities
@@ -1052,6 +1061,8 @@ class Trainer:
         env = getattr(self, "env", None)
         if env is not None:
             env.close()
+        if getattr(self, "learner", None) is not None:
+            self.learner.close()
         self.dist.close()
 
 

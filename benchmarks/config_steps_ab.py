@@ -1,0 +1,149 @@
+"""Two configs of one env on the same seeds, compared at the same budget of agent steps.
+
+    python benchmarks/config_steps_ab.py --env maze --steps 3e6 --seeds 100,101,102 \\
+        --a "--env.size 15" --b "--config shoal/trainer/configs/maze.toml"
+
+Each run is `shoal train ENV FLAGS --train.total-steps STEPS --train.seed SEED` to its end, so
+both configs get the same budget in agent steps (their learning-rate schedules end with it) and
+the score does not depend on how loaded the machine is, unlike a wall-clock budget. A and B of
+each seed run side by side (``--parallel 2``, the default); ``--parallel N`` runs N at once. Printed per run:
+the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget, the wall-clock
+time and steps/s; then the median final score of A and of B and their ratio (B / A), and
+``--target`` scores' median steps to first reach them. With ``--eval-episodes N`` each run's final
+policy is also scored by `shoal eval` over N episodes (the same number from every env, so long
+failing episodes weigh as much as quick successes; the trainer's last-100 mean favours the quick
+ones until every env has finished a few episodes). The last line is the whole result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The records of a run's metrics.jsonl (an empty list if it has none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def score_at(records: list[dict], steps: float) -> float | None:
+    """score100 of the last epoch that ended at or before ``steps`` agent steps."""
+    best = None
+    for r in records:
+        if r["agent_steps"] <= steps and r.get("score100") is not None:
+            best = r["score100"]
+    return best
+
+
+def steps_to(records: list[dict], target: float) -> float:
+    """Agent steps at the first epoch whose score100 reached ``target`` (inf if none)."""
+    for r in records:
+        if r.get("score100") is not None and r["score100"] >= target:
+            return float(r["agent_steps"])
+    return math.inf
+
+
+def start(env: str, flags: list[str], steps: int, seed: int) -> tuple[subprocess.Popen, str]:
+    run_dir = tempfile.mkdtemp(prefix="shoal-steps-ab-")
+    cmd = [sys.executable, "-m", "shoal", "train", env, *flags, "--train.total-steps",
+           str(steps), "--train.seed", str(seed), "--log.dashboard", "off",
+           "--log.checkpoint-interval", "100000", "--log.run-dir", run_dir]
+    with open(os.path.join(run_dir, "stderr.txt"), "wb") as err:  # a file: never a full pipe
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err), run_dir
+
+
+def evaluate(env: str, run_dir: str, episodes: int, seed: int) -> float:
+    """`shoal eval`'s mean score of the run's final checkpoint over ``episodes`` episodes."""
+    out = subprocess.run([sys.executable, "-m", "shoal", "eval", env, "--checkpoint", run_dir,
+                          "--episodes", str(episodes), "--seed", str(seed)],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("score "))
+    return float(line.split()[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", required=True)
+    p.add_argument("--steps", type=float, required=True, help="agent steps per run")
+    p.add_argument("--seeds", default="100,101,102")
+    p.add_argument("--a", default="", help="flags of A (one string; '' = the shipped config)")
+    p.add_argument("--b", default="", help="flags of B (one string)")
+    p.add_argument("--target", type=float, nargs="*", default=[])
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="also score each final policy with `shoal eval` over this many episodes")
+    p.add_argument("--parallel", type=int, default=2,
+                   help="runs at once, taken in the order A, B of the first seed, then the next")
+    a = p.parse_args()
+    steps = int(a.steps)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    flags = {"A": shlex.split(a.a), "B": shlex.split(a.b)}
+    result: dict = {"env": a.env, "steps": steps, "seeds": seeds, "a": a.a, "b": a.b, "runs": {}}
+    finals: dict[str, list[float]] = {"A": [], "B": []}
+    evals: dict[str, list[float]] = {"A": [], "B": []}
+    reach: dict[str, dict[float, list[float]]] = {k: {t: [] for t in a.target} for k in flags}
+    if a.parallel < 1:
+        p.error("--parallel must be at least 1")
+    order = [(seed, name) for seed in seeds for name in ("A", "B")]
+    for first in range(0, len(order), a.parallel):
+        group = order[first:first + a.parallel]
+        procs = {(seed, name): start(a.env, flags[name], steps, seed) for seed, name in group}
+        for (seed, name), (proc, run_dir) in procs.items():
+            proc.wait()
+            records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+            if proc.returncode != 0 or not records:
+                with open(os.path.join(run_dir, "stderr.txt")) as f:
+                    err = f.read()
+                raise RuntimeError(f"{name} seed {seed} failed ({proc.returncode}):\n{err[-2000:]}")
+            evaluated = (evaluate(a.env, run_dir, a.eval_episodes, 10_000 + seed)
+                         if a.eval_episodes else None)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if evaluated is not None:
+                evals[name].append(evaluated)
+            quarters = [score_at(records, steps * q / 4) for q in (1, 2, 3)]
+            final = records[-1]["score100"]
+            finals[name].append(final)
+            for t in a.target:
+                reach[name][t].append(steps_to(records, t))
+            wall = records[-1]["elapsed"]
+            result["runs"][f"{name}{seed}"] = {"quarters": quarters, "final": final,
+                                                "steps": records[-1]["agent_steps"],
+                                                "seconds": wall, "eval": evaluated}
+            q = " / ".join("-" if s is None else f"{s:.3g}" for s in quarters)
+            print(f"seed {seed} {name} ({a.a if name == 'A' else a.b or 'shipped'}): "
+                  f"score at 1/4, 1/2, 3/4 {q}; final {final:.4g} at "
+                  f"{records[-1]['agent_steps'] / 1e6:.2f}M steps, {wall:.0f} s "
+                  f"({records[-1]['agent_steps'] / wall:.0f} steps/s)"
+                  + ("" if evaluated is None else
+                     f"; shoal eval over {a.eval_episodes} episodes {evaluated:.4g}"),
+                  flush=True)
+    ma, mb = statistics.median(finals["A"]), statistics.median(finals["B"])
+    print(f"final score, median of {len(seeds)} seeds: A {ma:.4g}, B {mb:.4g}, "
+          f"B / A {mb / ma:.2f}" if ma else f"final score: A {ma}, B {mb}")
+    if a.eval_episodes:
+        ea, eb = statistics.median(evals["A"]), statistics.median(evals["B"])
+        print(f"shoal eval score, median: A {ea:.4g}, B {eb:.4g}"
+              + (f", B / A {eb / ea:.2f}" if ea else ""))
+    for t in a.target:
+        sa, sb = statistics.median(reach["A"][t]), statistics.median(reach["B"][t])
+        print(f"score {t:g}: median steps A {sa / 1e6:.2f}M, B {sb / 1e6:.2f}M"
+              + (f", B / A {sb / sa:.2f}" if math.isfinite(sa) and math.isfinite(sb) else ""))
+    result["final"] = finals
+    result["eval"] = evals
+    result["steps_to"] = {k: {str(t): v for t, v in reach[k].items()} for k in reach}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

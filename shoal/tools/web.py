@@ -45,6 +45,7 @@ WEB_C = r"""/* web.c: __ENV__ and its policy as a WebAssembly module for index.h
 #include <stdlib.h>
 #include <string.h>
 
+#include "shoal_libm.h"     /* nothing to do on wasi-libc, whose libm is part of libc */
 #include "shoal_net.h"
 #include "env/__ENV__.h"
 #include "policy_weights.h"

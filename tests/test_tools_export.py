@@ -3,7 +3,9 @@ recorded episodes: the program's observations are the ones shoal's env gives for
 and actions, its greedy actions are torch's, and its logits (or Gaussian means) and values are
 within 1e-5 of torch's (relative to the step's largest magnitude). MLP, CNN and LSTM policies;
 Discrete and Box heads (MultiDiscrete, which no C env uses, is covered by tests/test_net.py);
-single- and multi-agent envs. The program also runs under AddressSanitizer and UBSan."""
+single- and multi-agent envs. Every C env's program builds with exactly the documented
+`cc -O2 main.c -o play` (no -lm) and replays its env bit for bit. The program also runs under
+AddressSanitizer and UBSan."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 import shoal
 from shoal.tools import export
 from shoal.trainer.eval_cli import load_policy
+from shoal.tools.runs import load_run
 from shoal.trainer.checkpoint import load_checkpoint
 from tools_runs import write_run
 
@@ -27,9 +30,11 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
 FLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-function", "-Werror"]
 
 
-def build(out_dir: str, flags: list[str] = FLAGS, name: str = "play") -> str:
+def build(out_dir: str, flags: list[str] = FLAGS, name: str = "play",
+          libs: tuple[str, ...] = ()) -> str:
+    """Compiles main.c; no -lm (shoal_libm.h looks glibc's libm up at run time)."""
     exe = os.path.join(out_dir, name)
-    run = subprocess.run(["cc", *flags, "main.c", "-o", name, "-lm"], cwd=out_dir,
+    run = subprocess.run(["cc", *flags, "main.c", "-o", name, *libs], cwd=out_dir,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     return exe
@@ -115,7 +120,7 @@ def test_main_c_matches_shoal_env_and_torch_policy(tmp_path, env_name, policy, p
     out = str(tmp_path / "out")
     result = export.export_run(run, out)
     assert sorted(os.listdir(out)) == ["env", "main.c", "policy.bin", "policy_weights.h",
-                                       "shoal_env.h", "shoal_net.h"]
+                                       "shoal_env.h", "shoal_libm.h", "shoal_net.h"]
     assert result["main_c"] == os.path.join(out, "main.c")
     exe = build(out)
     ended = replay(run, exe, env_name, params, seed=11, steps=steps)
@@ -126,7 +131,7 @@ def test_main_c_plays_in_a_terminal_and_reports_scores(tmp_path):
     run = write_run(str(tmp_path / "run"), "breakout", "mlp", hidden=16, max_steps=60)
     out = str(tmp_path / "out")
     assert export.main([run, "-o", out]) == 0
-    exe = build(out, ["-O2"])                        # the documented command, with -lm
+    exe = build(out, ["-O2"])                        # the documented command
     play = subprocess.run([exe, "--fps", "0", "--episodes", "2", "--seed", "3"],
                           capture_output=True, text=True, timeout=60)
     assert play.returncode == 0, play.stderr
@@ -136,6 +141,40 @@ def test_main_c_plays_in_a_terminal_and_reports_scores(tmp_path):
     bad = subprocess.run([exe, "--episodes", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--episodes must be >= 1" in bad.stderr
     assert subprocess.run([exe, "--bogus"], capture_output=True, text=True).returncode == 2
+
+
+# every C env: a folder of shoal/envs with a binding.c
+C_ENVS = sorted(name for name in os.listdir(export.ENVS_DIR)
+                if os.path.exists(os.path.join(export.ENVS_DIR, name, "binding.c")))
+
+
+@pytest.mark.parametrize("env_name", C_ENVS)
+def test_every_c_env_builds_with_plain_cc_and_replays_shoal_env(tmp_path, env_name):
+    """`cc -O2 main.c -o play`, exactly: glibc's libm is not linked (shoal_libm.h finds it at run
+    time), and the program's env still plays shoal's episodes bit for bit: its sinf, cosf,
+    sqrtf, hypotf... are the same libm's (breakout's serve angles, drone's yaw, target's
+    distances), which no other implementation would reproduce."""
+    run = write_run(str(tmp_path / "run"), env_name, "mlp", hidden=16, actor_gain=100.0)
+    out = str(tmp_path / "out")
+    export.export_run(run, out)
+    exe = build(out, ["-O2"])
+    if shutil.which("ldd"):
+        linked = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+        assert "libm.so" not in linked, linked
+    # the env's parameters as the run has them (its shipped config's, e.g. maze's size 11)
+    replay(run, exe, env_name, load_run(run).env_params, seed=5, steps=120)
+
+
+def test_libm_can_be_linked_the_usual_way(tmp_path):
+    """-lm -DSHOAL_LINK_LIBM (for a glibc before 2.34, whose dlopen is not in libc): the
+    program calls libm directly and plays the same episodes."""
+    run = write_run(str(tmp_path / "run"), "breakout", "mlp", hidden=16, actor_gain=100.0)
+    out = str(tmp_path / "out")
+    export.export_run(run, out)
+    exe = build(out, [*FLAGS, "-DSHOAL_LINK_LIBM"], libs=("-lm",))
+    if shutil.which("ldd"):
+        assert "libm.so" in subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+    replay(run, exe, "breakout", {}, seed=5, steps=120)
 
 
 def _runtime(lib: str) -> str | None:

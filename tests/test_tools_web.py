@@ -1,6 +1,7 @@
 """shoal export --web: breakout and a trained policy compiled to WebAssembly, played by the
 static page in a real headless Chromium: it loads, frames advance, the score rises, pause and
-take-over work, and a screenshot shows the game."""
+take-over work, and a screenshot shows the game. The demos committed under docs/demos/ (every
+shipped env) load and play too."""
 
 from __future__ import annotations
 
@@ -70,6 +71,32 @@ def test_page_plays_the_trained_policy_in_a_headless_browser(site, tmp_path):
     # breakout's bricks are on the canvas: some strongly red pixels
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 100) & (pixels[..., 2] < 100)
     assert red.sum() > 500
+
+
+DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "demos")
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    with browser.Browser() as instance:
+        yield instance
+
+
+@pytest.mark.parametrize("env", sorted(d for d in os.listdir(DEMOS)
+                                        if os.path.isdir(os.path.join(DEMOS, d))))
+def test_committed_demo_plays_in_a_headless_browser(chrome, env):
+    site = os.path.join(DEMOS, env)
+    with browser.StaticServer(site) as server:
+        chrome.goto(server.url + "index.html?seed=3&speed=8")
+        assert chrome.wait_for("window.shoal && (window.shoal.ready || window.shoal.error)")
+        assert chrome.evaluate("window.shoal.error") is None
+        first = chrome.evaluate("[window.shoal.frames, window.shoal.steps]")
+        chrome.wait_for(f"window.shoal.frames > {first[0]} + 20 && window.shoal.steps >= 400",
+                        timeout=120)
+        width, height = chrome.evaluate("[document.getElementById('screen').width, "
+                                        "document.getElementById('screen').height]")
+        assert width > 0 and height > 0
+        assert f"{env} played by a trained policy" in chrome.evaluate("document.body.textContent")
 
 
 def test_web_export_refuses_python_envs_and_builds_errors_clearly(tmp_path):

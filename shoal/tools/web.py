@@ -33,6 +33,7 @@ KEYMAPS: dict[str, dict[str, int]] = {
     "maze": {"ArrowUp": 0, "ArrowDown": 1, "ArrowLeft": 2, "ArrowRight": 3},
     "g2048": {"ArrowUp": 0, "ArrowDown": 1, "ArrowLeft": 2, "ArrowRight": 3},
     "tetris": {"ArrowLeft": 1, "ArrowRight": 2, "ArrowUp": 3, "ArrowDown": 5, " ": 6},
+    "forage": {"ArrowUp": 1, "ArrowDown": 2, "ArrowLeft": 3, "ArrowRight": 4, " ": 0},
 }
 
 WEB_C = r"""/* web.c: __ENV__ and its policy as a WebAssembly module for index.html (shoal export --web).
@@ -45,6 +46,7 @@ WEB_C = r"""/* web.c: __ENV__ and its policy as a WebAssembly module for index.h
 #include <stdlib.h>
 #include <string.h>
 
+#include "shoal_libm.h"     /* nothing to do on wasi-libc, whose libm is part of libc */
 #include "shoal_net.h"
 #include "env/__ENV__.h"
 #include "policy_weights.h"

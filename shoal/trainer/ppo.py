@@ -463,11 +463,11 @@ class Trainer:
         if t.overlap and self.dist.distributed:
             raise ConfigError("train.overlap=true is not supported in a torchrun job yet: use "
                               "--train.overlap false (train.rollout='fused' works)")
-        if t.norm_reward and t.rollout == "fused":
+        self.fused = FusedRollout(self) if t.rollout == "fused" else None
+        if t.norm_reward and self.fused is not None:
             raise ConfigError("train.norm_reward=true (the default) is not supported with "
                               "train.rollout='fused' yet: use --train.norm-reward false, or "
                               "--train.rollout torch")
-        self.fused = FusedRollout(self) if t.rollout == "fused" else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 
         # ---- counters and logs ----

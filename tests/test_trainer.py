@@ -170,7 +170,8 @@ def make_trainer(tmp_path, env=None, policy=None, name="run", **overrides) -> Tr
 
 def test_truncation_bootstraps_from_final_value_and_termination_does_not(tmp_path):
     env = ScriptedEnv(num_envs=8, lengths=[3, 3, 4, 4, 5, 5, 2, 2])
-    trainer = make_trainer(tmp_path, env, ProbePolicy())
+    # raw rewards (reward scaling, on by default, would divide them), to check the bootstrap
+    trainer = make_trainer(tmp_path, env, ProbePolicy(), **{"train.norm_reward": False})
     trainer.rollout()
     b = trainer.storage
     actions = b.actions[:, :8].float()

@@ -82,17 +82,17 @@ class TrainConfig:
                       low=1)
     batch_size: int = _f(0, "steps per epoch; 0 = num_envs x agents x horizon (if set it must "
                             "equal that)", low=0)
-    minibatch_size: int = _f(16384, "steps per gradient step (a multiple of horizon; capped "
+    minibatch_size: int = _f(4096, "steps per gradient step (a multiple of horizon; capped "
                                     "at the batch)", low=1)
-    update_epochs: int = _f(1, "passes over each batch", low=1)
+    update_epochs: int = _f(4, "passes over each batch", low=1)
     minibatches: str = _f("draws", "passes: each pass a random permutation of the batch's "
                                     "segments, every segment used once; draws: independent "
                                     "prioritised draws (prio_alpha)",
                           choices=("passes", "draws"))
     target_kl: float = _f(0.0, "stop an update's remaining minibatches once a minibatch's "
                                "approx KL to the rollout policy exceeds this (0 = off)", low=0.0)
-    norm_reward: bool = _f(False, "scale rewards by the running std of the discounted return "
-                                  "(statistics kept in checkpoints)")
+    norm_reward: bool = _f(True, "scale rewards by the running root mean square of the "
+                                 "discounted return (statistics kept in checkpoints)")
     norm_obs: bool = _f(False, "normalise each observation element by its running mean and "
                                "std, clipped to +-norm_obs_clip (part of the policy: kept in "
                                "checkpoints, applied by eval, watch and export)")

@@ -914,8 +914,8 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
  * or not; an action dimension with no valid action is left as it is (all valid). Call it between
  * forward and sample; Box heads and masks == NULL leave params unchanged. */
 #define SHOAL_MASKED_LOGIT (-1e9f)
-static void shoal_net_mask_logits(const shoal_net* net, int64_t batch, float* params,
-                                  const uint8_t* masks) {
+static inline void shoal_net_mask_logits(const shoal_net* net, int64_t batch, float* params,
+                                         const uint8_t* masks) {
     if (masks == NULL || net->head == SHOAL_HEAD_BOX) return;
     const int32_t P = net->num_params;
     for (int64_t r = 0; r < batch; r++) {

@@ -346,3 +346,51 @@ def test_a_mask_that_does_not_fit_the_action_space_is_a_clear_error():
 
     with pytest.raises(ValueError, match="needs one entry per"):
         shoal.from_gymnasium(Bad, num_envs=1)
+
+
+def test_a_mask_in_the_info_dict_is_read_through_the_wrapper():
+    from shoal.emulation.masks import InfoActionMask
+
+    class InfoMasked(PickValid):
+        """PickValid with a plain Box observation and the mask in info["action_mask"]."""
+
+        def __init__(self):
+            super().__init__()
+            self.observation_space = spaces.Box(0, 1, (4,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            obs, _ = super().reset(seed=seed)
+            return obs["observation"], {"action_mask": obs["action_mask"]}
+
+        def step(self, action):
+            obs, reward, term, trunc, _ = super().step(action)
+            return obs["observation"], reward, term, trunc, {"action_mask": obs["action_mask"]}
+
+    env = shoal.from_gymnasium(lambda: InfoActionMask(InfoMasked()), num_envs=3, seed=2)
+    try:
+        env.reset()
+        assert env.single_observation_space == spaces.Box(0, 1, (4,), np.float32)
+        for _ in range(10):
+            np.testing.assert_array_equal(env.observations != 0, env.action_masks)
+            env.step(np.zeros(3, np.int32))
+    finally:
+        env.close()
+
+
+def test_greedy_evaluation_takes_only_valid_moves(tmp_path):
+    """`shoal eval` applies the env's mask as the run trained with it: a peaky untrained policy
+    never pays g2048's invalid-move penalty with masks; with train.action_masks='off' in the
+    run's config it is evaluated unmasked and does."""
+    from shoal.trainer.checkpoint import load_checkpoint, save_checkpoint
+    from shoal.trainer.eval_cli import evaluate
+    from tools_runs import write_run
+
+    params = {"max_steps": 60, "invalid_penalty": 1.0, "reward_scale": 0.0}
+    run = write_run(str(tmp_path / "run"), "g2048", hidden=16, actor_gain=100.0, **params)
+    masked = evaluate(run, episodes=8, seed=3, greedy=True)
+    assert masked["episode_return"] == 0.0          # merges pay 0 here: only penalties count
+    ckpt = load_checkpoint(run)
+    ckpt["config"]["train"]["action_masks"] = "off"
+    save_checkpoint(str(tmp_path / "off.pt"), ckpt)
+    unmasked = evaluate(str(tmp_path / "off.pt"), episodes=8, seed=3, greedy=True)
+    assert unmasked["episode_return"] < 0.0

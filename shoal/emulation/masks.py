@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from ..vector.base import action_nvec
 from .spaces import action_layout
 
-__all__ = ["MASK_KEY", "split_action_mask", "MaskedRowWriter"]
+__all__ = ["MASK_KEY", "split_action_mask", "MaskedRowWriter", "InfoActionMask"]
 
 #: the Dict-observation key that holds the action mask
 MASK_KEY = "action_mask"
@@ -86,3 +87,46 @@ class MaskedRowWriter:
         self.inner.clear()
         if self.mask is not None:
             self.mask[...] = True
+
+
+class InfoActionMask(gym.Wrapper):
+    """A Gymnasium env whose ``info`` dict carries the action mask (``info["action_mask"]``),
+    turned into the Dict-observation convention shoal reads::
+
+        shoal.from_gymnasium(lambda: InfoActionMask(MyEnv()), num_envs=8)
+
+    Observations become ``{"observation": obs, "action_mask": mask}`` (the mask as int8, one entry
+    per action choice, from the ``info`` of the same ``reset``/``step``; all ones when the info has
+    none); everything else is the wrapped env's.
+    """
+
+    def __init__(self, env: Any, key: str = MASK_KEY) -> None:
+        super().__init__(env)
+        self.key = key
+        nvec = action_nvec(action_layout(env.action_space).flat_space)
+        if nvec is None:
+            raise ValueError(f"InfoActionMask: the action space {env.action_space} is continuous; "
+                             f"masks mark valid discrete actions")
+        self.width = int(sum(nvec))
+        self.observation_space = spaces.Dict({
+            "observation": env.observation_space,
+            MASK_KEY: spaces.Box(0, 1, (self.width,), np.int8)})
+
+    def _wrap(self, obs: Any, info: Any) -> dict[str, Any]:
+        mask = info.get(self.key) if isinstance(info, Mapping) else None
+        if mask is None:
+            mask = np.ones(self.width, np.int8)
+        else:
+            mask = (np.asarray(mask).reshape(-1) != 0).astype(np.int8)
+            if mask.size != self.width:
+                raise ValueError(f"info[{self.key!r}] has {mask.size} entries but the action space "
+                                 f"{self.action_space} has {self.width} choices")
+        return {"observation": obs, MASK_KEY: mask}
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, Any]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._wrap(obs, info), info
+
+    def step(self, action: Any) -> tuple[Any, Any, Any, Any, Any]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._wrap(obs, info), reward, terminated, truncated, info

@@ -127,6 +127,44 @@ def test_g2048_mask_is_the_moves_that_change_the_board():
         env.close()
 
 
+def test_tetris_mask_is_the_actions_that_do_something():
+    """From a snapshot, each action's step is compared with a noop's: a masked action does
+    exactly what a noop does (same observation and reward), a valid one does something else;
+    noop and hard drop are always valid. (Without gravity, so that no piece locks on its own: a
+    rotated O piece that locks looks like an unrotated one.)"""
+    env = shoal.make("tetris", 4, seed=2, gravity_ticks=10_000)
+    try:
+        env.reset()
+        assert env.action_masks.shape == (4, 8)
+        rng = np.random.default_rng(0)
+        seen_invalid = set()
+        for _ in range(120):
+            snap = env.save_state()
+            mask = env.action_masks.copy()
+            results = []
+            for a in range(8):
+                env.load_state(snap)
+                env.step(np.full(4, a, np.int32))
+                # on an episode end the observation is the next episode's first: compare the last
+                results.append((np.where((env.terminals | env.truncations)[:, None],
+                                         env.final_observations, env.observations),
+                                env.rewards.copy(), env.terminals.copy()))
+            for i in range(4):
+                assert mask[i, 0] and mask[i, 6]
+                for a in (1, 2, 3, 4, 5, 7):
+                    same = (np.array_equal(results[a][0][i], results[0][0][i])
+                            and results[a][1][i] == results[0][1][i]
+                            and results[a][2][i] == results[0][2][i])
+                    assert mask[i, a] == (not same), (i, a)
+                    if not mask[i, a]:
+                        seen_invalid.add(a)
+            env.load_state(snap)
+            env.step(np.array([rng.choice(np.flatnonzero(m)) for m in mask], np.int32))
+        assert seen_invalid >= {1, 2, 7}
+    finally:
+        env.close()
+
+
 def test_envs_without_masks_have_an_empty_mask_buffer_and_train_unmasked(tmp_path):
     env = shoal.make("breakout", 2)
     try:

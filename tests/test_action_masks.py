@@ -309,6 +309,26 @@ def test_a_gymnasium_dict_observation_mask_is_applied_through_emulation(tmp_path
         tr.close()
 
 
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_c_env_masks_are_the_same_on_every_backend(backend):
+    ref = shoal.make("g2048", 4, seed=7)
+    env = shoal.make("g2048", 4, seed=7, backend=backend, num_workers=2)
+    try:
+        ref.reset()
+        env.reset()
+        rng = np.random.default_rng(2)
+        for _ in range(40):
+            np.testing.assert_array_equal(env.action_masks, ref.action_masks)
+            a = rng.integers(0, 4, 4).astype(np.int32)
+            env.step(a)
+            ref.step(a)
+        state = env.save_state()
+        assert state["buffer.action_masks"].shape == (4, 4)
+    finally:
+        env.close()
+        ref.close()
+
+
 def test_masks_come_through_the_processes_backend(tmp_path):
     env = shoal.from_gymnasium(PickValid, num_envs=4, seed=3, backend="processes", num_workers=2)
     ref = shoal.from_gymnasium(PickValid, num_envs=4, seed=3)

@@ -274,3 +274,49 @@ def test_a_pettingzoo_package_env_passes():
                        steps=200)
     assert report.ok, str(report)
     assert report.kind == "pettingzoo" and any("episode(s) ended" in p for p in report.passed)
+
+
+class _MaskedEnv(gymnasium.Env):
+    """Dict observation with an "action_mask" of ``mask_size`` entries of ``mask_dtype``."""
+
+    mask_size, mask_dtype = 3, np.int8
+
+    def __init__(self):
+        self.observation_space = spaces.Dict({
+            "observation": spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "action_mask": spaces.Box(0, 1, (self.mask_size,), self.mask_dtype)})
+        self.action_space = spaces.Discrete(3)
+
+    def _obs(self):
+        return {"observation": np.zeros(2, np.float32),
+                "action_mask": np.ones(self.mask_size, self.mask_dtype)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        return self._obs(), 0.0, False, False, {}
+
+
+def test_an_action_mask_that_fits_passes():
+    report = check_env(_MaskedEnv)
+    assert report.ok, str(report)
+    assert any("'action_mask' fits the action space (3 entries)" in p for p in report.passed)
+
+
+def test_an_action_mask_of_the_wrong_size_is_an_error():
+    class WrongSize(_MaskedEnv):
+        mask_size = 4
+
+    only_error(check_env(WrongSize), "'action_mask' is Box", "has 3 choices",
+               "one 0/1 entry per choice")
+
+
+def test_a_float_action_mask_is_a_warning():
+    class FloatMask(_MaskedEnv):
+        mask_dtype = np.float32
+
+    report = check_env(FloatMask)
+    assert report.ok
+    assert any("dtype float32" in p.what for p in report.warnings), str(report)

@@ -14,7 +14,8 @@ from shoal.trainer.ppo import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FIELDS = ("obs", "actions", "starts", "masks", "rewards", "dones", "logprobs", "values")
+FIELDS = ("obs", "actions", "starts", "masks", "rewards", "dones", "logprobs", "values",
+          "action_masks")
 
 
 def _trainer(tmp_path, name, env, rollout, backend="serial", **overrides):
@@ -55,6 +56,8 @@ CASES = [
     ("breakout", "mlp", "threads", {"env.max_steps": 5, "train.norm_obs": True,
                                     "train.norm_obs_clip": 1.0}),
     ("target", "lstm", "serial", {"train.norm_obs": True}),
+    ("g2048", "mlp", "threads", {"env.max_steps": 40}),                   # action masks
+    ("g2048", "lstm", "serial", {"env.max_steps": 40}),                   # action masks, LSTM
 ]
 
 
@@ -65,7 +68,7 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
     b = _trainer(tmp_path, "fused", env, "fused", backend, **{"policy.name": policy}, **overrides)
     try:
         _assert_same_storage(a, b, "slot 0 after reset")
-        ended = 0.0
+        ended, invalid_seen = 0.0, 0
         for epoch in range(4):
             stats_a, stats_b = a.rollout(), b.rollout()
             _assert_same_storage(a, b, f"epoch {epoch}")
@@ -73,6 +76,10 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
             for k in stats_a:
                 assert stats_a[k] == pytest.approx(stats_b[k], rel=1e-5), k
             ended += float(a.storage.dones.sum())
+            if a.storage.action_masks.shape[-1]:   # masks on: no invalid action was taken
+                taken = a.storage.action_masks.gather(-1, a.storage.actions.unsqueeze(-1))
+                assert bool(taken.all()), "an action the env's mask marks invalid was taken"
+                invalid_seen += int((~a.storage.action_masks).sum())
             # learn on the torch side, give the fused side the same weights
             a.update()
             b.policy.load_state_dict(a.policy.state_dict())
@@ -81,6 +88,8 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
         assert ended > 0, "the case must end episodes to test resets"
         if a.obs_norm is not None:     # the later epochs acted with non-trivial statistics
             assert float(b.obs_norm.count) == 4 * a.S * a.T
+        if a.storage.action_masks.shape[-1]:
+            assert invalid_seen > 0, "the case must mask some actions to test masking"
     finally:
         a.close()
         b.close()

@@ -556,3 +556,73 @@ def test_freestanding_math_is_accurate(tmp_path):
     np.testing.assert_allclose(got[:, 3], np.cos(angle), atol=2e-6)
     x = (np.float32(-20.0) * u.astype(np.float32) + np.float32(10.0)).astype(float)
     np.testing.assert_allclose(got[:, 4], np.exp(x), rtol=1e-6)
+
+
+def _random_masks(nvec, B: int, seed: int) -> np.ndarray:
+    """Random action masks [B, sum(nvec)]: each dimension keeps at least one valid action,
+    except some rows whose first dimension is all invalid (treated as all valid)."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((B, int(sum(nvec)))) < 0.5
+    col = 0
+    for n in nvec:
+        none = ~masks[:, col:col + n].any(1)
+        masks[none, col + rng.integers(n, size=int(none.sum()))] = True
+        col += n
+    masks[:7, :nvec[0]] = False
+    return masks
+
+
+@pytest.mark.parametrize("case", ["mlp-discrete", "mlp-discrete-start", "mlp-multidiscrete",
+                                  "lstm-cnn-multidiscrete"])
+def test_masked_sampling_is_reproduced_by_the_torch_reference(case):
+    from shoal.trainer.action_masks import mask_logits
+
+    policy = _policy(case)
+    dist = policy.distribution
+    cpolicy = CPolicy.from_policy(policy)
+    B = 300
+    obs = _random_obs(CASES[case][1], B, seed=5)
+    params, _ = cpolicy.forward(obs, None, cpolicy.initial_state(B))
+    masks = _random_masks(dist.nvec, B, seed=3)
+    masked = mask_logits(torch.from_numpy(params), torch.from_numpy(masks), dist.nvec)
+    rng_c = agent_rng(B, seed=11)
+    rng_ref = rng_c.copy()
+    for _ in range(3):
+        actions_c, logp_c = cpolicy.sample(params, rng_c, action_masks=masks)
+        uniforms = agent_uniforms(rng_ref, cpolicy.num_params)
+        actions_t, logp_t = sample_from_uniforms(dist, masked, torch.from_numpy(uniforms))
+        np.testing.assert_array_equal(actions_c, actions_t.reshape(actions_c.shape).numpy())
+        np.testing.assert_allclose(logp_c, logp_t.numpy(), rtol=1e-5, atol=1e-5)
+        # every action taken is valid (rows with an all-invalid dimension: any action of it)
+        zero_based = actions_c - (dist._offset if dist.kind == "discrete" else 0)
+        col = 0
+        for k, n in enumerate(dist.nvec):
+            m = masks[:, col:col + n]
+            ok = m[np.arange(B), zero_based[:, k]] | ~m.any(1)
+            assert ok.all(), f"dimension {k}: a masked action was sampled"
+            col += n
+    greedy, logp_g = cpolicy.sample(params, None, greedy=True, action_masks=masks)
+    mode = dist.mode(masked)
+    np.testing.assert_array_equal(greedy.reshape(mode.shape), mode.numpy())
+    np.testing.assert_allclose(logp_g, dist.log_prob(masked, mode).numpy(), rtol=1e-5, atol=1e-5)
+    assert np.isfinite(logp_c).all() and np.isfinite(logp_g).all()
+    np.testing.assert_array_equal(params, cpolicy.forward(obs, None, cpolicy.initial_state(B))[0])
+
+
+def test_masked_sampling_never_takes_an_invalid_action_over_many_draws():
+    policy = _policy("mlp-multidiscrete")
+    cpolicy = CPolicy.from_policy(policy)
+    B = 20000
+    # the invalid actions have the largest logits: unmasked they would be drawn most
+    params = np.tile(np.array([[5.0, 0.0, -1.0, 0.5, 9.0, 0.5, 2.0, -2.0, 8.0, 1.0]], np.float32),
+                     (B, 1))
+    masks = np.ones_like(params, dtype=bool)
+    masks[:, [0, 4, 8]] = False
+    actions, logp = cpolicy.sample(params, agent_rng(B, seed=4), action_masks=masks)
+    assert (actions[:, 0] != 0).all() and (actions[:, 1] != 1).all() and (actions[:, 2] != 0).all()
+    for k, (lo, hi) in enumerate(((0, 3), (3, 8), (8, 10))):
+        logits = torch.from_numpy(params[0, lo:hi]).masked_fill(~torch.from_numpy(masks[0, lo:hi]),
+                                                                float("-inf"))
+        expected = torch.softmax(logits, -1).numpy()
+        freq = np.bincount(actions[:, k], minlength=hi - lo) / B
+        np.testing.assert_allclose(freq, expected, atol=0.015)

@@ -19,6 +19,7 @@ import torch
 
 import shoal
 from shoal.tools import export
+from shoal.trainer.action_masks import mask_logits
 from shoal.trainer.eval_cli import load_policy
 from shoal.tools.runs import load_run
 from shoal.trainer.checkpoint import load_checkpoint
@@ -78,7 +79,8 @@ def replay(run_dir: str, exe: str, env_name: str, params: dict, seed: int, steps
                                        atol=1e-5 * max(scale, 1e-30), err_msg=f"step {t} params")
             values_c.append(rec["values"])
             values_torch.append(values_t.numpy())
-            greedy = dist.mode(params_t)
+            greedy = dist.mode(mask_logits(params_t, torch.from_numpy(env.action_masks),
+                                           dist.nvec))
             if box:
                 np.testing.assert_allclose(rec["actions"].reshape(greedy.shape), greedy.numpy(),
                                            rtol=0, atol=1e-5 * max(scale, 1e-30))
@@ -108,6 +110,7 @@ CASES = [
     ("maze", "cnn", {"size": 9, "view": 7, "max_steps": 60}, 200),       # uint8, one-hot CNN
     ("forage", "lstm", {"max_steps": 40}, 100),                          # 8 agents, uint8 obs
     ("drone", "mlp", {"max_steps": 60}, 100),                            # Box(4)
+    ("g2048", "mlp", {"max_steps": 60}, 150),                            # action masks
 ]
 
 
@@ -186,7 +189,8 @@ def _runtime(lib: str) -> str | None:
 @pytest.mark.skipif(shutil.which("gcc") is None or _runtime("libasan.so") is None,
                     reason="needs gcc with the AddressSanitizer runtime")
 @pytest.mark.parametrize("env_name,policy,params", [
-    ("breakout", "lstm", {"max_steps": 100}), ("forage", "cnn", {"max_steps": 30})])
+    ("breakout", "lstm", {"max_steps": 100}), ("forage", "cnn", {"max_steps": 30}),
+    ("g2048", "mlp", {"max_steps": 40})])
 def test_main_c_under_address_and_undefined_behaviour_sanitizers(tmp_path, env_name, policy,
                                                                  params):
     run = write_run(str(tmp_path / "run"), env_name, policy, hidden=16, **params)

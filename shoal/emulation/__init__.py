@@ -195,7 +195,7 @@ def vectorize(factory: PythonEnvFactory, num_envs: int, *, seed: int | None = No
         factory.describe()  # builds the probe env here, so its errors surface in the caller
         env = ProcessVecEnv(factory, num_envs, seed=seed, num_workers=num_workers,
                             num_buffers=num_buffers)
-        env.structured_observation_space = factory.observation_space
+        env.structured_observation_space = factory.row_observation_space
         env.structured_action_space = factory.action_space
         return env
     num_threads = 0

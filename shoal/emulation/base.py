@@ -29,6 +29,7 @@ from gymnasium import spaces
 
 from ..vector.base import (Buffers, PickledStateError, VecEnv, allocate_buffers, buffer_layout,
                            split_evenly)
+from .masks import MaskedRowWriter, split_action_mask
 from .spaces import ActionLayout, ObservationLayout, action_layout, observation_layout
 
 __all__ = ["EnvError", "PythonVecEnv"]
@@ -74,6 +75,8 @@ class PythonVecEnv(VecEnv):
                      num_threads: int) -> None:
         self.envs = envs
         num_envs = len(envs)
+        # a Dict observation's "action_mask" goes to the action-mask buffer, not the rows
+        observation_space, mask_width = split_action_mask(observation_space, action_space, name)
         self.obs_layout: ObservationLayout = observation_layout(observation_space)
         self.act_layout: ActionLayout = action_layout(action_space)
         #: the env's own (structured) spaces; single_*_space are the flat buffer-row spaces
@@ -83,7 +86,7 @@ class PythonVecEnv(VecEnv):
         if buffers is None:
             buffers = allocate_buffers(buffer_layout(num_agents, self.obs_layout.flat_space,
                                                      self.act_layout.flat_space,
-                                                     self.act_layout.dtype))
+                                                     self.act_layout.dtype, mask_width))
         self._setup(name=name, obs_space=self.obs_layout.flat_space,
                     act_space=self.act_layout.flat_space, num_envs=num_envs,
                     agents_per_env=agents_per_env, num_buffers=num_buffers, seed=seed,
@@ -95,6 +98,13 @@ class PythonVecEnv(VecEnv):
         self._obs_writers = [self.obs_layout.writer(self.observations[r]) for r in range(num_agents)]
         self._final_writers = [self.obs_layout.writer(self.final_observations[r])
                                for r in range(num_agents)]
+        if mask_width:
+            only = not isinstance(observation_space, spaces.Dict)
+            self._obs_writers = [MaskedRowWriter(w, self.action_masks[r], only)
+                                 for r, w in enumerate(self._obs_writers)]
+            self._final_writers = [MaskedRowWriter(w, None, only) for w in self._final_writers]
+        #: whether a row is the observation itself (written without a writer)
+        self._direct_rows = not mask_width and (self.obs_layout.identity or self._single_leaf)
         # Running episode return/length per agent row, and the sums of finished episodes.
         self._ep_return = [0.0] * num_agents
         self._ep_length = [0] * num_agents

@@ -401,6 +401,7 @@ def _check_gymnasium(env: Any, build: Callable[[], Any], report: Report, seed: i
     _check_space_attr(report, "observation_space", obs_space, "observation")
     _check_space_attr(report, "action_space", act_space, "action")
     report.passed.append("spaces are gymnasium spaces shoal can lay out")
+    _check_action_mask(report, obs_space, act_space, "observation_space")
 
     _check_reset_signature(report, env.reset, "reset()")
     out = _call(report, f"reset(seed={seed})", lambda: env.reset(seed=seed),
@@ -455,6 +456,30 @@ def _check_gymnasium(env: Any, build: Callable[[], Any], report: Report, seed: i
     if reusable:
         _check_determinism(report, build, seed, lambda e: e.action_space, _gym_rollout)
         _check_vectorised(report, build, GYMNASIUM)
+
+
+def _check_action_mask(report: Report, obs_space: Any, act_space: Any, where: str) -> None:
+    """A Dict observation's "action_mask" (shoal.emulation.masks): one entry per action choice,
+    of an integer or bool dtype."""
+    from .masks import MASK_KEY, split_action_mask
+
+    if not (isinstance(obs_space, spaces.Dict) and MASK_KEY in obs_space.spaces):
+        return
+    try:
+        _, width = split_action_mask(obs_space, act_space, "the env")
+    except ValueError as exc:
+        report.add(str(exc).removeprefix("the env: "),
+                   "give 'action_mask' one 0/1 entry per choice of the action space, e.g. "
+                   "spaces.Box(0, 1, (n,), np.int8) for Discrete(n)", where)
+        raise _Stop from None
+    mask_space = obs_space.spaces[MASK_KEY]
+    dtype = np.dtype(getattr(mask_space, "dtype", None) or np.int8)
+    if dtype.kind not in "biu":
+        report.add(f"the 'action_mask' has dtype {dtype}; masks are 0/1 flags",
+                   "use an integer or bool dtype (np.int8, as PettingZoo's classic envs do)",
+                   where, "warning")
+    report.passed.append(f"the observation's 'action_mask' fits the action space ({width} "
+                         f"entries): shoal keeps the policy off the actions it marks 0")
 
 
 def _report_obs(report: Report, problems: list[Problem], seen: set[str]) -> None:
@@ -683,6 +708,7 @@ def _check_pettingzoo(env: Any, build: Callable[[], Any], report: Report, seed: 
                            f"{role}_space")
                 raise _Stop
     obs_space = obs_spaces[agents[0]]
+    _check_action_mask(report, obs_space, act_spaces[agents[0]], f"observation_space({agents[0]!r})")
     report.notes.append(f"{len(agents)} possible agents -> {len(agents)} buffer rows per env")
     report.passed.append("possible_agents and per-agent spaces are usable")
 

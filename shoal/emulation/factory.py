@@ -255,11 +255,21 @@ class PythonEnvFactory:
                     env.close()
                 except Exception:
                     pass
+            from .masks import split_action_mask
+
             self.observation_space, self.action_space = obs_space, act_space
-            obs_layout, act_layout = observation_layout(obs_space), action_layout(act_space)
+            row_space, self._mask_width = split_action_mask(obs_space, act_space, self.name)
+            #: what buffer rows hold: the observation space less a Dict's "action_mask"
+            self.row_observation_space = row_space
+            obs_layout, act_layout = observation_layout(row_space), action_layout(act_space)
             self._described = (self.name, obs_layout.flat_space, act_layout.flat_space, agents,
                                act_layout.dtype)
         return self._described
+
+    def action_mask_width(self) -> int:
+        """Action-mask entries per agent (0: the env's observations carry no action mask)."""
+        self.describe()
+        return self._mask_width
 
     def build(self, num_envs: int, *, seed: int | None = None, num_buffers: int = 1,
               num_threads: int = 0, buffers: Buffers | None = None, env_offset: int = 0) -> VecEnv:

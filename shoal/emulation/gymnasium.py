@@ -114,7 +114,7 @@ class GymnasiumVecEnv(PythonVecEnv):
         ep_return, ep_length = self._ep_return, self._ep_length
         rewards, terminals, truncations = self.rewards, self.terminals, self.truncations
         # A plain Box (or Discrete) observation is written straight into the buffer row.
-        direct = self.obs_layout.identity or self._single_leaf
+        direct = self._direct_rows
         observations, finals = self.observations, self.final_observations
         obs_writers, final_writers = self._obs_writers, self._final_writers
         for i in range(lo, hi):
@@ -195,7 +195,7 @@ class GymnasiumVectorAdapter(PythonVecEnv):
     def _write_rows(self, writers: list[Any], target: np.ndarray, batch: Any,
                     rows: np.ndarray | None = None) -> None:
         """Rows ``rows`` (all when None) of a batched observation into ``target`` buffer rows."""
-        if self._single_leaf or self.obs_layout.identity:
+        if self._direct_rows:
             if rows is None:
                 target[...] = batch
             else:

@@ -63,6 +63,9 @@ class EnvSpec:
     ``observation_space``, ``action_space`` and ``agents_per_env`` take the resolved parameter
     dict, so spaces may depend on parameters (a maze's view window, breakout's action mode).
     ``action_dtype`` is the dtype of the C action buffer (``np.int32`` or ``np.float32``).
+    ``action_mask``: the env writes an action mask with every observation (its binding defines
+    ``ACTION_MASK``): one bool per logit of its discrete action space (``sum(nvec)`` per agent),
+    True for a valid action; the vector env exposes it as ``env.action_masks``.
     """
 
     name: str
@@ -73,6 +76,7 @@ class EnvSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     agents_per_env: Callable[[Mapping[str, Any]], int] = lambda p: 1
     action_dtype: Any = np.int32
+    action_mask: bool = False
 
     def resolve(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults updated with ``overrides``; unknown names and bad values raise with the fix."""

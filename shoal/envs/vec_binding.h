@@ -15,6 +15,10 @@
  *   static int  c_render_text(Env* env, char* buf, int cap);   returns the length written
  *   static void c_render_rgb(Env* env, uint8_t* rgb);          RENDER_HEIGHT x RENDER_WIDTH x 3
  *   optional: #define HAS_STATE and static PyObject* my_state(Env* env)   (a dict, for tests)
+ *   optional: #define ACTION_MASK   the env has a `uint8_t* action_masks` field (its rows of the
+ *             caller's action-mask buffer: one byte per logit, sum(nvec) per agent, 1 = the
+ *             action is valid) and writes every entry on each reset and step, for the
+ *             observation it wrote; the spec says action_mask=True. Without it nothing changes.
  *   optional: #define ENV_HEAP(X) X(field, count) ...   every array the env mallocs, with its
  *             element count as an expression of `env`; snapshots (vec_save/vec_load) copy the
  *             struct and these arrays, so an env with heap memory must list all of it here
@@ -60,12 +64,19 @@ typedef struct {
     int head, count, stop;
 } ShoalWorker;
 
-enum { BUF_OBS, BUF_ACT, BUF_REW, BUF_TERM, BUF_TRUNC, BUF_FINAL, BUF_COUNT };
+enum { BUF_OBS, BUF_ACT, BUF_REW, BUF_TERM, BUF_TRUNC, BUF_FINAL, BUF_AMASK, BUF_COUNT };
+
+#ifdef ACTION_MASK
+#define SHOAL_HAS_ACTION_MASK 1
+#else
+#define SHOAL_HAS_ACTION_MASK 0
+#endif
 
 struct ShoalVec {
     Env* envs;
     int num_envs, agents_per_env, obs_size, act_size;
     int* nvec; /* act_size entries for discrete actions, NULL for continuous */
+    int mask_size; /* action-mask bytes per agent (sum of nvec) when ACTION_MASK, else 0 */
     /* The actions the envs read: rows of the caller's buffer are copied here, then checked, when
      * a range starts stepping. Python may write its buffer at any time (even while worker threads
      * step), so envs never read it directly: a value written after the check cannot reach them. */
@@ -224,6 +235,28 @@ static int shoal_take_buffer(ShoalVec* v, int k, PyObject* obj, const char* name
     return 0;
 }
 
+/* Binds the action-mask buffer of an env built with ACTION_MASK (and refuses one for an env
+ * without): bool/uint8 [rows, sum(nvec)]. */
+static int shoal_take_action_masks(ShoalVec* v, PyObject* amask, Py_ssize_t rows) {
+    if (!SHOAL_HAS_ACTION_MASK) {
+        v->mask_size = 0;
+        if (amask == Py_None) return 0;
+        PyErr_SetString(PyExc_ValueError, "this env writes no action masks (it was not built with "
+                        "ACTION_MASK): pass action_masks=None");
+        return -1;
+    }
+    if (v->nvec == NULL) {
+        PyErr_SetString(PyExc_ValueError, "an env with ACTION_MASK needs a discrete action space");
+        return -1;
+    }
+    if (amask == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "this env writes action masks: pass its action_masks "
+                        "buffer (bool [agents, sum(nvec)])");
+        return -1;
+    }
+    return shoal_take_buffer(v, BUF_AMASK, amask, "action_masks", "?B", 1, rows * v->mask_size);
+}
+
 static void shoal_close(ShoalVec* v) {
     if (v->closed) return;
     v->closed = 1;
@@ -274,15 +307,16 @@ static void shoal_capsule_free(PyObject* capsule) {
 /* ---- module functions ---- */
 
 /* vec_init(obs, actions, rewards, terminals, truncations, final_obs, num_envs, env_offset,
- *          num_threads, nvec, params) -> capsule
- * nvec: a tuple of ints (discrete: one n per action dimension) or None (continuous). */
+ *          num_threads, nvec, params[, action_masks]) -> capsule
+ * nvec: a tuple of ints (discrete: one n per action dimension) or None (continuous).
+ * action_masks: bool [rows, sum(nvec)], required by (and only by) an env built with ACTION_MASK. */
 static PyObject* py_vec_init(PyObject* self, PyObject* args) {
     (void)self;
-    PyObject *obs, *act, *rew, *term, *trunc, *fin, *nvec_obj, *params;
+    PyObject *obs, *act, *rew, *term, *trunc, *fin, *nvec_obj, *params, *amask = Py_None;
     int num_envs, offset, num_threads, agents_per_env, obs_size, act_size;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiOO!", &obs, &act, &rew, &term, &trunc, &fin, &num_envs,
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiOO!|O", &obs, &act, &rew, &term, &trunc, &fin, &num_envs,
                           &offset, &num_threads, &agents_per_env, &obs_size, &act_size, &nvec_obj,
-                          &PyDict_Type, &params))
+                          &PyDict_Type, &params, &amask))
         return NULL;
     if (num_envs < 1 || num_threads < 0 || agents_per_env < 1 || obs_size < 1 || act_size < 1) {
         PyErr_SetString(PyExc_ValueError, "num_envs, agents, obs_size and act_size must be >= 1");
@@ -326,8 +360,10 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
         for (int d = 0; d < act_size; d++) {
             v->nvec[d] = (int)PyLong_AsLong(PyTuple_GET_ITEM(nvec_obj, d));
             if (PyErr_Occurred()) goto fail;
+            v->mask_size += v->nvec[d];
         }
     }
+    if (shoal_take_action_masks(v, amask, rows)) goto fail;
     v->act_copy = (ACT_TYPE*)calloc((size_t)rows * (size_t)act_size, sizeof(ACT_TYPE));
     v->envs = (Env*)calloc((size_t)num_envs, sizeof(Env));
     if (!v->envs || !v->act_copy) {
@@ -343,6 +379,9 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
         e->rewards = (float*)v->bufs[BUF_REW].buf + row;
         e->terminals = (uint8_t*)v->bufs[BUF_TERM].buf + row;
         e->truncations = (uint8_t*)v->bufs[BUF_TRUNC].buf + row;
+#ifdef ACTION_MASK
+        e->action_masks = (uint8_t*)v->bufs[BUF_AMASK].buf + row * (size_t)v->mask_size;
+#endif
         shoal_rng_seed(&e->rng, 0, (uint64_t)(offset + i));
         if (my_init(e, params) < 0) {
             /* envs [0, i) were initialised and are freed by close; this one may hold partial state */
@@ -405,6 +444,7 @@ static PyObject* py_vec_reset(PyObject* self, PyObject* args) {
     memset(v->envs[0].terminals, 0, rows);
     memset(v->envs[0].truncations, 0, rows);
     memset(v->envs[0].final_observations, 0, rows * (size_t)v->obs_size * sizeof(OBS_TYPE));
+    if (v->held[BUF_AMASK]) memset(v->bufs[BUF_AMASK].buf, 1, rows * (size_t)v->mask_size);
     for (int i = 0; i < v->num_envs; i++) {
         Env* e = &v->envs[i];
         shoal_rng_seed(&e->rng, (uint64_t)seed, (uint64_t)(offset + i));
@@ -686,6 +726,9 @@ static void shoal_snapshot_load(Env* env, const char* in) {
     env->rewards = keep.rewards;
     env->terminals = keep.terminals;
     env->truncations = keep.truncations;
+#ifdef ACTION_MASK
+    env->action_masks = keep.action_masks;
+#endif
 #ifdef ENV_HEAP
 #define SHOAL_HEAP_LOAD(field, count)                                   \
     env->field = keep.field;                                           \
@@ -710,6 +753,9 @@ static int shoal_snapshot_check(const Env* made, const char* in, Env* cand, char
     cand->rewards = made->rewards;
     cand->terminals = made->terminals;
     cand->truncations = made->truncations;
+#ifdef ACTION_MASK
+    cand->action_masks = made->action_masks;
+#endif
 #ifdef ENV_HEAP
 #define SHOAL_HEAP_STAGE(field, count)                                         \
     {                                                                          \
@@ -875,7 +921,8 @@ static struct PyModuleDef shoal_module = {PyModuleDef_HEAD_INIT, "_c", NULL, -1,
 PyMODINIT_FUNC PyInit__c(void) {
     PyObject* m = PyModule_Create(&shoal_module);
     /* groups vec_send can step at once: the Python side refuses more buffers at construction */
-    if (m && PyModule_AddIntConstant(m, "MAX_SEND_GROUPS", SHOAL_SYNC_GROUP) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "MAX_SEND_GROUPS", SHOAL_SYNC_GROUP) < 0 ||
+              PyModule_AddIntConstant(m, "ACTION_MASK", SHOAL_HAS_ACTION_MASK) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -42,6 +42,7 @@ typedef struct {
     double env_seconds[256];
     int bad_actions[256];
     int failed[256];
+    uint8_t* amask_store;      /* bool [S, T+1, mask_size]: each slot's action mask; NULL: unmasked */
 } RolloutJob;
 
 static double shoal_now(void) {
@@ -61,6 +62,16 @@ typedef struct {
     float* hb;
     float* cb;
 } RolloutBuffers;
+
+/* Action masks (shoal/trainer/action_masks.py): the env's masks of rows [r0, r1) go into slot t
+ * of the storage (the loss masks the same logits) and mask the logits the policy samples from. */
+static void shoal_rollout_mask(RolloutJob* j, RolloutBuffers* b, int64_t r0, int64_t r1, int t) {
+    const int64_t M = j->v->mask_size, slots = j->T + 1;
+    const uint8_t* env_mask = (const uint8_t*)j->v->bufs[BUF_AMASK].buf;
+    for (int64_t s = r0; s < r1; s++)
+        memcpy(j->amask_store + (s * slots + t) * M, env_mask + s * M, (size_t)M);
+    shoal_net_mask_logits(j->net, r1 - r0, b->params, env_mask + r0 * M);
+}
 
 /* The policy acts on rows [r0, r1) into slot t. */
 static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int64_t r1, int t,
@@ -85,6 +96,7 @@ static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int6
     }
     shoal_net_forward(net, n, env_obs + r0 * obs, b->starts, net->lstm ? j->h + r0 * H : NULL,
                       net->lstm ? j->c + r0 * H : NULL, b->params, b->values, b->scratch);
+    if (j->amask_store != NULL) shoal_rollout_mask(j, b, r0, r1, t);
     shoal_net_sample(net, n, b->params, j->rng + r0, 0, b->acts_i, b->acts_f, b->logp);
     /* the envs step on v->act_copy (vec_binding.h: the checked copy of the caller's buffer); the
      * policy's actions are valid by construction, so they go straight there, and into the
@@ -224,21 +236,25 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 }
 
 /* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
- *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks)
+ *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks
+ *             [, action_masks])
  *     -> env seconds (mean over threads)
  * Storage arrays are the trainer's RolloutStorage tensors (numpy views): obs [S, T+1, obs] in the
  * env's dtype, actions [S, T+1, A] int64 (discrete) or float32 (Box), logprobs/values/starts/masks
  * [S, T+1] and rewards/dones [S, T] float32; h, c, h0, c0, h0_next, c0_next [S, hidden] float32
- * (None for stateless policies); rng uint64 [S]; env_masks the env's bool masks [S]. */
+ * (None for stateless policies); rng uint64 [S]; env_masks the env's bool masks [S];
+ * action_masks: None (actions unmasked) or bool [S, T+1, sum(nvec)] for an env with ACTION_MASK:
+ * each slot's action mask is stored there and the policy samples from the masked logits. */
 static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *capsule, *net_capsule;
     int first_step, T, threads;
     double gamma;
     PyObject* o[16];
-    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO", &capsule, &net_capsule, &first_step, &T,
+    PyObject* o_amask = Py_None;
+    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|O", &capsule, &net_capsule, &first_step, &T,
                           &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15]))
+                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o_amask))
         return NULL;
     ShoalVec* v = shoal_get(capsule);
     if (!v) return NULL;
@@ -275,8 +291,9 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
         }
     const Py_ssize_t slots = (Py_ssize_t)S * (T + 1), H = net->hidden, A = net->action_dims;
     const char* obs_fmt = sizeof(OBS_TYPE) == 1 ? "Bb?" : "f";
-    RolloutBuf b[16];
+    RolloutBuf b[16], amask;
     memset(b, 0, sizeof b);
+    memset(&amask, 0, sizeof amask);
     RolloutJob* job = NULL;
     double env_seconds = 0.0;
     int bad = 0, failed = 0;
@@ -297,6 +314,15 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     if (shoal_rollout_buffer(o[14], &b[14], names[14], "QL", 8, S, 1) ||
         shoal_rollout_buffer(o[15], &b[15], names[15], "?B", 1, S, 0))
         goto done;
+    if (o_amask != Py_None) {
+        if (!v->held[BUF_AMASK]) {
+            PyErr_SetString(PyExc_ValueError, "vec_rollout: action_masks given but this env writes "
+                            "no action masks: pass None");
+            goto done;
+        }
+        if (shoal_rollout_buffer(o_amask, &amask, "action_masks", "?B", 1, slots * v->mask_size, 1))
+            goto done;
+    }
     /* The first step of a continuing segment steps the actions already in the env's action buffer
      * (the previous call's slot T, or what a resume put back from a checkpoint): bring them into
      * the checked copy the envs read, refusing out-of-range ones, as send() does. */
@@ -307,7 +333,8 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
                         b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
-                        b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0}};
+                        b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0},
+                        amask.held ? (uint8_t*)amask.view.buf : NULL};
     if (threads > v->num_envs) threads = v->num_envs;
     job->threads = threads;
     RolloutThread workers[256];
@@ -338,6 +365,7 @@ done:
     free(job);
     for (int k = 0; k < 16; k++)
         if (b[k].held) PyBuffer_Release(&b[k].view);
+    if (amask.held) PyBuffer_Release(&amask.view);
     if (PyErr_Occurred()) return NULL;
     return PyFloat_FromDouble(env_seconds);
 }

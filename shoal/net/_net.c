@@ -285,6 +285,34 @@ fail:
     return NULL;
 }
 
+/* mask_logits(params, masks): params [B, num_params] float32 masked in place
+ * (shoal_net_mask_logits); masks [B, num_params] bool/uint8. */
+static PyObject* Net_mask_logits(NetObject* self, PyObject* args) {
+    PyObject *o_params, *o_masks;
+    if (!PyArg_ParseTuple(args, "OO", &o_params, &o_masks)) return NULL;
+    if (check_loaded(self) != 0) return NULL;
+    const shoal_net* net = &self->net;
+    Buf b[2];
+    memset(b, 0, sizeof b);
+    if (get_buffer(o_params, &b[0], "params", 1, 'f', -1) != 0) goto fail;
+    if (b[0].view.len % (4 * net->num_params) != 0) {
+        PyErr_Format(PyExc_ValueError, "params must be [B, %d]", (int)net->num_params);
+        goto fail;
+    }
+    Py_ssize_t B = b[0].view.len / (4 * net->num_params);
+    if (get_buffer(o_masks, &b[1], "masks", 0, 'B', B * net->num_params) != 0) goto fail;
+    if (b[1].view.itemsize != 1) {
+        PyErr_Format(PyExc_ValueError, "masks must be bool or uint8, got format '%s'", b[1].view.format);
+        goto fail;
+    }
+    shoal_net_mask_logits(net, B, (float*)b[0].view.buf, (const uint8_t*)b[1].view.buf);
+    release(b, 2);
+    Py_RETURN_NONE;
+fail:
+    release(b, 2);
+    return NULL;
+}
+
 static void net_capsule_free(PyObject* capsule) {
     Py_XDECREF((PyObject*)PyCapsule_GetContext(capsule));
 }
@@ -369,6 +397,8 @@ static PyMethodDef Net_methods[] = {
      "forward(obs, starts, h, c, params, values, threads=1): one step for B rows."},
     {"sample", (PyCFunction)(void (*)(void))Net_sample, METH_VARARGS | METH_KEYWORDS,
      "sample(params, rng, greedy, actions, logprobs, threads=1)."},
+    {"mask_logits", (PyCFunction)Net_mask_logits, METH_VARARGS,
+     "mask_logits(params, masks): invalid actions' logits set to -1e9, in place."},
     {"capsule", (PyCFunction)Net_capsule, METH_NOARGS,
      "capsule(): the shoal_net struct for C code that includes shoal_net.h."},
     {"clip_actions", (PyCFunction)Net_clip_actions, METH_VARARGS,

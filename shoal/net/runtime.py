@@ -121,11 +121,16 @@ class CPolicy:
         self.net.forward(obs, starts, h, c, params, values, self.threads)
         return params, values
 
-    def sample(self, params: np.ndarray, rng: np.ndarray | None = None, greedy: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, params: np.ndarray, rng: np.ndarray | None = None, greedy: bool = False,
+               action_masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(actions, logprobs)``: int32 ``[B, dims]`` / float32 ``[B, d]`` actions (Box
-        actions unclipped) and float32 log-probs; ``rng`` (uint64 ``[B]``) advances in place."""
+        actions unclipped) and float32 log-probs; ``rng`` (uint64 ``[B]``) advances in place.
+        ``action_masks`` (bool ``[B, num_params]``): invalid actions are never taken and the
+        log-probs are those of the masked distribution (:mod:`shoal.trainer.action_masks`)."""
         B = params.shape[0]
+        if action_masks is not None:
+            params = np.array(params, np.float32, order="C")   # masked in place: a copy
+            self.net.mask_logits(params, np.ascontiguousarray(action_masks, np.uint8))
         box = self.head == "box"
         actions = np.empty((B, self.net.action_dims), np.float32 if box else np.int32)
         logprobs = np.empty(B, np.float32)

@@ -26,6 +26,7 @@
  *     if (shoal_net_load(&net, blob, blob_bytes, err, sizeof err) != 0) { report(err); }
  *     float* scratch = ...shoal_net_scratch_floats(&net) floats...;
  *     shoal_net_forward(&net, batch, obs, starts, h, c, params, values, scratch);
+ *     shoal_net_mask_logits(&net, batch, params, action_masks);   (optional: invalid actions)
  *     shoal_net_sample(&net, batch, params, rng_states, greedy, actions_i32, actions_f32, logp);
  *
  * Loops are written so the compiler vectorises them (inner loops over contiguous outputs);
@@ -940,6 +941,33 @@ static void shoal_net_sample(const shoal_net* net, int64_t batch, const float* p
             col += n;
         }
         if (logprobs) logprobs[r] = lp;
+    }
+}
+
+/* Invalid-action masks (shoal/trainer/action_masks.py): params [batch][num_params] from
+ * shoal_net_forward, masks [batch][num_params] bytes, nonzero where the action is valid. Sets
+ * every invalid logit to SHOAL_MASKED_LOGIT (finite: softmax and log-probs stay free of NaN, an
+ * invalid action's probability is exactly 0), so shoal_net_sample then never picks one, greedy
+ * or not; an action dimension with no valid action is left as it is (all valid). Call it between
+ * forward and sample; Box heads and masks == NULL leave params unchanged. */
+#define SHOAL_MASKED_LOGIT (-1e9f)
+static inline void shoal_net_mask_logits(const shoal_net* net, int64_t batch, float* params,
+                                         const uint8_t* masks) {
+    if (masks == NULL || net->head == SHOAL_HEAD_BOX) return;
+    const int32_t P = net->num_params;
+    for (int64_t r = 0; r < batch; r++) {
+        float* x = params + r * P;
+        const uint8_t* m = masks + r * P;
+        int32_t col = 0;
+        for (int32_t k = 0; k < net->action_dims; k++) {
+            const int32_t n = shoal_net_nvec(net, k);
+            int any = 0;
+            for (int32_t j = 0; j < n; j++) any |= m[col + j] != 0;
+            if (any)
+                for (int32_t j = 0; j < n; j++)
+                    if (!m[col + j]) x[col + j] = SHOAL_MASKED_LOGIT;
+            col += n;
+        }
     }
 }
 

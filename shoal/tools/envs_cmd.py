@@ -18,6 +18,7 @@ def describe(name: str) -> dict:
         "observation_space": str(spec.observation_space(params)),
         "action_space": str(spec.action_space(params)),
         "agents_per_env": int(spec.agents_per_env(params)),
+        "action_mask": bool(spec.action_mask),
         "params": {k: {"default": p.default, "low": p.low, "high": p.high, "doc": p.doc}
                    for k, p in spec.params.items()},
     }
@@ -53,6 +54,7 @@ def main(argv: list[str]) -> int:
         return 0
     for info in infos:
         agents = f", {info['agents_per_env']} agents/env" if info["agents_per_env"] > 1 else ""
+        agents += ", action mask" if info["action_mask"] else ""
         print(f"{info['name']:<11} obs {info['observation_space']}  act {info['action_space']}{agents}")
         print(f"{'':<11} {info['doc']}")
         if args.name:

@@ -286,6 +286,20 @@ int main(int argc, char** argv) {
     env.rewards = rewards;
     env.terminals = terminals;
     env.truncations = truncations;
+#ifdef ACTION_MASK
+    /* the env's action masks: invalid actions' logits are masked before sampling, as in training
+       (the recorded params stay the policy's own) */
+    uint8_t* action_masks = calloc((size_t)agents * P, 1);
+    float* masked_params = calloc((size_t)agents * P, sizeof(float));
+    if (!action_masks || !masked_params) {
+        fputs("out of memory\n", stderr);
+        return 1;
+    }
+    env.action_masks = action_masks;
+    float* sample_params = masked_params;
+#else
+    float* sample_params = action_params;
+#endif
     const ShoalParams params = {PARAMS, (int)(sizeof PARAMS / sizeof PARAMS[0])};
     shoal_rng_seed(&env.rng, 0, 0);
     if (my_init(&env, &params) != 0) return 1;
@@ -316,7 +330,11 @@ int main(int argc, char** argv) {
                              (long)(fps > 0 ? (1.0 / fps - (long)(1.0 / fps)) * 1e9 : 0)};
     while (episode <= episodes && (max_steps < 0 || total < max_steps)) {
         shoal_net_forward(&net, agents, obs, starts, h, c, action_params, values, scratch);
-        shoal_net_sample(&net, agents, action_params, rng, greedy, actions_i, actions_f, NULL);
+#ifdef ACTION_MASK
+        memcpy(masked_params, action_params, sizeof(float) * (size_t)agents * P);
+        shoal_net_mask_logits(&net, agents, masked_params, action_masks);
+#endif
+        shoal_net_sample(&net, agents, sample_params, rng, greedy, actions_i, actions_f, NULL);
         if (net.head == SHOAL_HEAD_BOX) {
             shoal_net_clip_actions(&net, agents, actions_f, actions_env_f);
             for (int i = 0; i < agents * act_dims; i++) env_actions[i] = (ACT_TYPE)actions_env_f[i];
@@ -372,6 +390,9 @@ int main(int argc, char** argv) {
     free(obs); free(final_obs); free(env_actions); free(rewards); free(terminals);
     free(truncations); free(starts); free(h); free(c); free(action_params); free(values);
     free(actions_i); free(actions_f); free(actions_env_f); free(rng); free(scratch); free(text);
+#ifdef ACTION_MASK
+    free(action_masks); free(masked_params);
+#endif
     return 0;
 }
 """

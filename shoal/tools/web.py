@@ -77,6 +77,9 @@ static float *rewards, *starts, *h, *c, *params_out, *values, *actions_f, *actio
 static uint8_t *terminals, *truncations, *frame;
 static int32_t* actions_i;
 static uint64_t* rng;
+#ifdef ACTION_MASK
+static uint8_t* action_masks;   /* the env's: invalid actions are masked before sampling */
+#endif
 static int ready = 0, frame_h = 0, frame_w = 0, episodes = 0;
 static float episode_return = 0.0f, last_score = 0.0f, total_return = 0.0f;
 static float previous_log[64];
@@ -125,6 +128,14 @@ EXPORT(web_init) int web_init(uint32_t seed) {
     env.rewards = rewards;
     env.terminals = terminals;
     env.truncations = truncations;
+#ifdef ACTION_MASK
+    action_masks = calloc((size_t)A * P, 1);
+    if (!action_masks) {
+        shoal_play_error("out of memory");
+        return -1;
+    }
+    env.action_masks = action_masks;
+#endif
     const ShoalParams ps = {PARAMS, (int)(sizeof PARAMS / sizeof PARAMS[0])};
     shoal_rng_seed(&env.rng, 0, 0);
     if (my_init(&env, &ps) != 0) return -1;
@@ -153,6 +164,9 @@ EXPORT(web_step) void web_step(int32_t human_action) {
     if (!ready) return;
     const int A = PLAY_AGENTS, D = net.action_dims;
     shoal_net_forward(&net, A, obs, starts, h, c, params_out, values, scratch);
+#ifdef ACTION_MASK
+    shoal_net_mask_logits(&net, A, params_out, action_masks);
+#endif
     shoal_net_sample(&net, A, params_out, rng, 0, actions_i, actions_f, NULL);
     if (net.head == SHOAL_HEAD_BOX) {
         shoal_net_clip_actions(&net, A, actions_f, actions_env_f);

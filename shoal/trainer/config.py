@@ -144,6 +144,10 @@ class TrainConfig:
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",
                          choices=("torch", "agent"))
+    action_masks: str = _f("auto", "invalid-action masks: auto (use the env's action masks when "
+                                   "it provides them: invalid actions are never sampled and the "
+                                   "loss scores the masked distribution), on (require them), off "
+                                   "(ignore them)", choices=("auto", "on", "off"))
     precision: str = _f("float32", "policy matmul precision: float32, or bfloat16 (autocast "
                                    "for rollout inference and the training forward/backward; "
                                    "weights, optimizer, advantages and losses stay float32)",

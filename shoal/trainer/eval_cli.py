@@ -81,6 +81,7 @@ def evaluate(checkpoint: str, episodes: int = 100, num_envs: int | None = None, 
     from ..vector import make as make_env
     from .checkpoint import load_checkpoint
     from .config import ConfigError
+    from .action_masks import env_action_masks
     from .policies import Inference
 
     if episodes < 1:
@@ -99,6 +100,9 @@ def evaluate(checkpoint: str, episodes: int = 100, num_envs: int | None = None, 
         model = load_policy(ckpt, env, policy, device)
         inference = Inference(model, env.single_action_space, device, deterministic=greedy,
                               generator=torch.Generator(device=device).manual_seed(seed))
+        # the env's action masks, as the run trained with them (train.action_masks)
+        action_masks = env_action_masks(env, cfg.get("train", {}).get("action_masks", "auto"),
+                                        inference.distribution)
         obs, _ = env.reset(seed)
         state = inference.initial_state(env.num_agents)
         starts = torch.ones(env.num_agents)
@@ -107,7 +111,7 @@ def evaluate(checkpoint: str, episodes: int = 100, num_envs: int | None = None, 
         counted = np.zeros(env.num_envs)
         steps = 0
         while (counted < share).any():
-            actions, _, _, state = inference.act(obs, state, starts)
+            actions, _, _, state = inference.act(obs, state, starts, action_masks=action_masks)
             obs, _, terminals, truncations, _ = env.step(inference.env_actions(actions))
             ended = terminals | truncations
             starts = torch.from_numpy(ended).float()

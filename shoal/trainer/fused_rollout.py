@@ -125,7 +125,8 @@ class FusedRollout:
             env._h, self._refresh() if capsule is None else capsule, first_step, tr.T, float(tr.config.train.gamma),
             self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
             arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
-            arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks)
+            arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks,
+            None if tr.env_action_masks is None else b.action_masks.numpy())
 
     def act_first(self) -> None:
         """After a reset: the policy acts into slot 0 (``starts[:, 0]`` already set)."""
@@ -196,7 +197,8 @@ class FusedRollout:
         if not (self.overlap and self.pending):
             return None
         b = self.trainer.storage
-        names = ("obs", "actions", "logprobs", "values", "starts", "masks", "rewards", "dones")
+        names = ("obs", "actions", "logprobs", "values", "starts", "masks", "action_masks",
+                 "rewards", "dones")
         out: dict[str, Any] = {n: getattr(b, n).detach().clone() for n in names}
         out["state0"] = None if b.state0 is None else [s.clone() for s in b.state0]
         out["state0_next"] = None if b.state0_next is None else [s.clone() for s in b.state0_next]

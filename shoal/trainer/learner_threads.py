@@ -52,7 +52,7 @@ def _shard(mb: Any, start: int, stop: int) -> Any:
     """Segments ``start:stop`` of a gathered minibatch (views, no copies)."""
     part = copy.copy(mb)
     for name in ("idx", "obs", "actions", "logprobs", "values", "rewards", "dones", "starts",
-                 "masks", "weights"):
+                 "masks", "action_masks", "weights"):
         setattr(part, name, getattr(mb, name)[start:stop])
     part.state0 = None if mb.state0 is None else tuple(s[start:stop] for s in mb.state0)
     return part

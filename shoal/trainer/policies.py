@@ -585,11 +585,12 @@ class Inference:
         buf.copy_(src)
         return buf
 
-    def act(self, obs: Any, state: State = None, starts: Any = None, uniforms: Any = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
+    def act(self, obs: Any, state: State = None, starts: Any = None, uniforms: Any = None,
+            action_masks: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """One rollout step; see the class docstring. ``uniforms`` ``[B, num_params]``: sample
         from these (each row's draws from its own stream, :mod:`shoal.trainer.fused_rollout`)
-        instead of the generator."""
+        instead of the generator. ``action_masks`` (bool ``[B, num_params]``, None = all valid):
+        invalid actions are never taken (:mod:`shoal.trainer.action_masks`)."""
         with torch.inference_mode():
             obs_t = self._stage("obs", obs)
             B = obs_t.shape[0]
@@ -603,6 +604,11 @@ class Inference:
             if not self._checked:
                 self._check_outputs(params, values, B)
             params = params.reshape(B, -1).float()
+            if action_masks is not None:
+                from .action_masks import mask_logits
+
+                params = mask_logits(params, self._stage("action_masks", action_masks),
+                                     self.distribution.nvec)
             values = values.reshape(B).float()
             if new_state is not None and state is not None:
                 # autocast may hand back a lower-precision state; keep the caller's dtype

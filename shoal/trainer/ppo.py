@@ -78,6 +78,7 @@ from .config import Config, ConfigError, apply_mapping, apply_overrides, build_c
 from .dashboard import Dashboard
 from .distributed import (Collective, connect, elastic_resume_target, epoch_statistics,
                           explained_from_parts, minibatch_moments, variance_parts)
+from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
 from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state
@@ -116,7 +117,7 @@ class RolloutStorage:
 
     def __init__(self, S: int, T: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype,
                  act_shape: tuple[int, ...], act_dtype: torch.dtype, state_template: State,
-                 device: torch.device) -> None:
+                 device: torch.device, action_mask_width: int = 0) -> None:
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=device)
 
@@ -127,6 +128,8 @@ class RolloutStorage:
         self.values = zeros(S, T + 1)
         self.starts = zeros(S, T + 1)
         self.masks = zeros(S, T + 1)
+        # each step's valid actions (shoal.trainer.action_masks); width 0 when masks are off
+        self.action_masks = zeros(S, T + 1, action_mask_width, dtype=torch.bool)
         self.rewards = zeros(S, T)
         self.dones = zeros(S, T)
         self.advantages = zeros(S, T)
@@ -136,7 +139,7 @@ class RolloutStorage:
             self.state0 = tuple(torch.zeros_like(s, device=device) for s in state_template)
             self.state0_next = tuple(torch.zeros_like(s, device=device) for s in state_template)
 
-    CARRIED = ("obs", "actions", "logprobs", "values", "starts", "masks")
+    CARRIED = ("obs", "actions", "logprobs", "values", "starts", "masks", "action_masks")
 
     def shift(self) -> None:
         """Slot T becomes slot 0 and the next segment's start state becomes the current one."""
@@ -163,6 +166,7 @@ class Minibatch:
         self.dones = storage.dones[idx]
         self.starts = storage.starts[idx, :T]
         self.masks = storage.masks[idx, :T]
+        self.action_masks = storage.action_masks[idx, :T]
         self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
         self.weights = weights
         # data-parallel: the raw weight that ``weights`` were divided by (Collective.weight_peak)
@@ -181,7 +185,8 @@ def replay(policy: nn.Module, distribution: Any, mb: Minibatch,
     in float32 whatever ``precision`` the policy ran in."""
     with autocast(mb.obs.device, precision):
         params, values, _ = (forward or policy)(mb.obs, mb.state0, mb.starts)
-    logprobs, entropy = distribution.log_prob_and_entropy(params.float(), mb.actions)
+    params = mask_logits(params.float(), mb.action_masks, distribution.nvec)
+    logprobs, entropy = distribution.log_prob_and_entropy(params, mb.actions)
     return logprobs, entropy, values.float()
 
 
@@ -440,6 +445,11 @@ class Trainer:
         self.inference = Inference(self.policy, act_space, self.device,
                                    generator=self.action_generator, precision=t.precision)
         self.distribution = self.inference.distribution
+        try:
+            env_masks = env_action_masks(env, t.action_masks, self.distribution)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.env_action_masks = None if env_masks is None else torch.from_numpy(env_masks)
         self.forward = torch.compile(self.policy) if t.compile else self.policy
         self.optimizer = make_optimizer(self.policy, t)
 
@@ -448,7 +458,7 @@ class Trainer:
         self.storage = RolloutStorage(
             self.S, self.T, tuple(obs_space.shape), _torch_dtype(env.observations.dtype),
             tuple(self.distribution.action_shape), self.distribution.action_dtype, self.state,
-            self.device)
+            self.device, 0 if env_masks is None else env_masks.shape[1])
         self.env_obs = torch.from_numpy(env.observations)
         self.env_rewards = torch.from_numpy(env.rewards)
         self.env_terminals = torch.from_numpy(env.terminals)
@@ -541,6 +551,8 @@ class Trainer:
         b = self.storage
         self.upload(b.obs[rows, t], self.env_obs, rows)
         self.upload(b.masks[rows, t], self.env_masks, rows)
+        if self.env_action_masks is not None:
+            self.upload(b.action_masks[rows, t], self.env_action_masks, rows)
         state_in = None if self.state is None else tuple(s[rows] for s in self.state)
         if state_in is not None:
             # the state the segment starting at this slot replays from
@@ -551,7 +563,8 @@ class Trainer:
         uniforms = (None if self.agent_rng is None
                     else self.agent_rng.uniforms(rows, self.distribution.num_params))
         actions, logprobs, values, new_state = self.inference.act(
-            b.obs[rows, t], state_in, b.starts[rows, t], uniforms)
+            b.obs[rows, t], state_in, b.starts[rows, t], uniforms,
+            action_masks=None if self.env_action_masks is None else b.action_masks[rows, t])
         b.actions[rows, t] = actions
         b.logprobs[rows, t] = logprobs
         b.values[rows, t] = values
@@ -1002,7 +1015,8 @@ class Trainer:
         if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
             b, carry = self.storage, own["carry"]
             for name in RolloutStorage.CARRIED:
-                getattr(b, name)[:, 0].copy_(carry[name])
+                if name in carry:    # checkpoints from before action masks lack theirs
+                    getattr(b, name)[:, 0].copy_(carry[name])
             if b.state0 is not None:
                 for dst, src in zip(b.state0, carry["state0"]):
                     dst.copy_(src)

@@ -1,7 +1,7 @@
 """The vector-env interface every backend shares, and the buffers it owns.
 
 A vector env holds ``num_agents`` rows in persistent numpy buffers (observations, actions,
-rewards, terminals, truncations, final_observations, masks). ``step`` and ``recv`` return views
+rewards, terminals, truncations, final_observations, masks, action_masks). ``step`` and ``recv`` return views
 of them, never copies: read or copy what you need before the next step.
 
 Double buffering: with ``num_buffers=2`` the envs form two groups. ``recv()`` hands back the next
@@ -43,9 +43,12 @@ class Buffers:
     truncations: np.ndarray
     final_observations: np.ndarray
     masks: np.ndarray
+    #: bool [agents, width]: True for each valid action (one entry per logit); width 0 for envs
+    #: that provide no action masks (shoal.trainer.action_masks)
+    action_masks: np.ndarray
 
     FIELDS = ("observations", "actions", "rewards", "terminals", "truncations",
-              "final_observations", "masks")
+              "final_observations", "masks", "action_masks")
 
     def rows(self, lo: int, hi: int) -> "Buffers":
         """Views of rows [lo, hi) of every buffer."""
@@ -53,8 +56,10 @@ class Buffers:
 
 
 def buffer_layout(num_agents: int, obs_space: spaces.Space, act_space: spaces.Space,
-                  act_dtype: Any) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-    """(name, shape, dtype) of each buffer, in Buffers.FIELDS order."""
+                  act_dtype: Any, action_mask_width: int = 0
+                  ) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(name, shape, dtype) of each buffer, in Buffers.FIELDS order; ``action_mask_width``:
+    action-mask entries per agent (0: the env has none)."""
     obs_shape = (num_agents, *obs_space.shape)
     act_shape = (num_agents, *action_shape(act_space))
     return [
@@ -65,6 +70,7 @@ def buffer_layout(num_agents: int, obs_space: spaces.Space, act_space: spaces.Sp
         ("truncations", (num_agents,), np.dtype(np.bool_)),
         ("final_observations", obs_shape, np.dtype(obs_space.dtype)),
         ("masks", (num_agents,), np.dtype(np.bool_)),
+        ("action_masks", (num_agents, int(action_mask_width)), np.dtype(np.bool_)),
     ]
 
 
@@ -140,6 +146,7 @@ def allocate_buffers(layout: list[tuple[str, tuple[int, ...], np.dtype]],
                  extra_bytes=extra_bytes)
     arrays = {name: alloc(shape, dtype) for name, shape, dtype in layout}
     arrays["masks"][:] = True
+    arrays["action_masks"][:] = True
     return Buffers(**arrays)
 
 
@@ -331,6 +338,9 @@ class VecEnv:
         self._check_open()
         self._allow_pickle = bool(allow_pickle)
         self._drain()
+        if "buffer.action_masks" not in state and self.action_masks.shape[1] == 0:
+            # snapshots from before action masks existed: an env without them has nothing there
+            state = {**state, "buffer.action_masks": self.action_masks}
         missing = [f for f in Buffers.FIELDS if f"buffer.{f}" not in state]
         if missing:
             raise ValueError(f"not an env snapshot: missing {', '.join(missing)}")

@@ -16,6 +16,18 @@ from ..envs.spec import EnvSpec
 from .base import Buffers, VecEnv, action_nvec, allocate_buffers, buffer_layout, check_memory
 
 
+def spec_mask_width(spec: EnvSpec, act_space: Any) -> int:
+    """Action-mask entries per agent of a C env: one per logit (sum(nvec)) when its spec
+    declares ``action_mask``, else 0."""
+    if not spec.action_mask:
+        return 0
+    nvec = action_nvec(act_space)
+    if nvec is None:
+        raise ValueError(f"{spec.name}: action_mask=True needs a discrete action space, "
+                         f"got {act_space}")
+    return int(sum(nvec))
+
+
 class NativeVecEnv(VecEnv):
     """A vector of one C env type over buffers it owns (or is given, for process workers)."""
 
@@ -31,8 +43,15 @@ class NativeVecEnv(VecEnv):
         if num_threads and num_buffers > max_groups:
             raise ValueError(f"num_buffers={num_buffers} is more than the threads backend steps at "
                              f"once ({max_groups}): use num_buffers <= {max_groups} (2 is typical)")
+        mask_width = spec_mask_width(spec, act_space)
+        if int(self._c.ACTION_MASK) != bool(spec.action_mask):
+            raise RuntimeError(f"env spec and C code disagree on action masks: the spec of "
+                               f"{spec.name} says action_mask={spec.action_mask} but its binding "
+                               f"{'defines' if int(self._c.ACTION_MASK) else 'does not define'} "
+                               f"ACTION_MASK")
         if buffers is None:
-            layout = buffer_layout(num_envs * agents, obs_space, act_space, spec.action_dtype)
+            layout = buffer_layout(num_envs * agents, obs_space, act_space, spec.action_dtype,
+                                   mask_width)
             # The C envs' own memory (structs and the arrays they allocate) counts too: one env's
             # snapshot holds exactly that, measured on a throwaway env before the real ones.
             check_memory(layout, name=spec.name, num_envs=num_envs)
@@ -50,7 +69,8 @@ class NativeVecEnv(VecEnv):
             buffers.observations, buffers.actions, buffers.rewards,
             buffers.terminals.view(np.uint8), buffers.truncations.view(np.uint8),
             buffers.final_observations, num_envs, env_offset, num_threads, agents, obs_size,
-            act_size, action_nvec(act_space), dict(params))
+            act_size, action_nvec(act_space), dict(params),
+            buffers.action_masks if mask_width else None)
         self._closed = False
 
     @staticmethod

@@ -128,6 +128,14 @@ class NativeShardFactory:
         return (spec.name, spec.observation_space(self.params), spec.action_space(self.params),
                 int(spec.agents_per_env(self.params)), spec.action_dtype)
 
+    def action_mask_width(self) -> int:
+        """Action-mask entries per agent (0: the env writes none)."""
+        from ..envs import get_spec
+        from .native import spec_mask_width
+
+        spec = get_spec(self.name)
+        return spec_mask_width(spec, spec.action_space(self.params))
+
     def __call__(self, num_envs: int, env_offset: int, buffers: Buffers) -> VecEnv:
         from ..envs import get_spec
         from .native import NativeVecEnv
@@ -531,13 +539,15 @@ class ProcessVecEnv(VecEnv):
             )
         name, obs_space, act_space, agents, act_dtype = factory.describe()
         agents = int(agents)
-        layout = buffer_layout(num_envs * agents, obs_space, act_space, act_dtype)
+        mask_width = getattr(factory, "action_mask_width", lambda: 0)()
+        layout = buffer_layout(num_envs * agents, obs_space, act_space, act_dtype, mask_width)
         check_memory(layout, name=name, num_envs=num_envs)
         block = _SharedBlock(create=True, size=_block_size(layout))
         self._workers = workers = _Workers(block)
         self._finalizer = weakref.finalize(self, workers.shutdown)
         buffers = _carve(layout, block.buf)
         buffers.masks[:] = True
+        buffers.action_masks[:] = True
         self._setup(name=name, obs_space=obs_space, act_space=act_space, num_envs=num_envs,
                     agents_per_env=agents, num_buffers=num_buffers, seed=seed, buffers=buffers)
         self.factory = factory

@@ -82,6 +82,14 @@ def run(net, obs_space, rng):
         states = np.arange(B, dtype=np.uint64)
         for greedy in (False, True):
             net.sample(params, states, greedy, actions, logp, 2)
+        # action masks: random, with all-invalid rows (treated as all valid), then sampling
+        masks = rng.random((B, P)) < 0.5
+        masks[: max(1, B // 4)] = False
+        masked = params.copy()
+        net.mask_logits(masked, masks)
+        net.mask_logits(masked, masks.astype(np.uint8))
+        for greedy in (False, True):
+            net.sample(masked, states, greedy, actions, logp, 2)
         if box:
             net.clip_actions(actions, np.empty_like(actions))
         if not box:
@@ -107,6 +115,12 @@ def bad_calls(net, obs_space):
         lambda: net.sample(f, None, False, np.zeros((B, net.action_dims), np.int32), v),
         lambda: net.sample(f[:, :-1], np.zeros(B, np.uint64), True, np.zeros(B, np.int32), v),
         lambda: net.sample(f, np.zeros(B, np.int64), False, np.zeros(B, np.int32), v),
+        lambda: net.mask_logits(f, np.ones((B, net.num_params + 1), bool)),
+        lambda: net.mask_logits(f, np.ones((B, net.num_params), np.float32)),
+        lambda: net.mask_logits(f[:, :-1], np.ones((B, net.num_params), bool)),
+        lambda: net.mask_logits(np.zeros((B, net.num_params)), np.ones((B, net.num_params), bool)),
+        lambda: net.mask_logits(np.frombuffer(bytes(4 * B * net.num_params), np.float32),
+                                np.ones((B, net.num_params), bool)),   # read-only params
     ]
     for call in calls:
         try:
@@ -160,7 +174,8 @@ def fused_rollouts(tmp):
              ("target", "lstm", {}), ("breakout", "mlp", {"env.continuous": True,
                                                           "env.max_steps": 3}),
              ("breakout", "mlp", {"train.norm_obs": True, "train.norm_obs_clip": 1.0,
-                                  "env.max_steps": 4})]
+                                  "env.max_steps": 4}),
+             ("g2048", "lstm", {"env.max_steps": 7})]                  # action masks
     for i, (env, policy, extra) in enumerate(cases):
         for threads in (1, 3):
             cfg = build_config(env, overrides={
@@ -199,6 +214,9 @@ def fused_bad_calls(trainer):
         (net, 1, trainer.T, 0.9, 1, args[:1] + [args[1].astype(np.float64)] + args[2:]),
         (net, 1, trainer.T, 0.9, 1, args[:14] + [args[14][:2]] + args[15:]),
         ("not a capsule", 1, trainer.T, 0.9, 1, args),
+        # action masks of the wrong size (or for an env that writes none)
+        (net, 1, trainer.T, 0.9, 1, args + [np.ones((b.obs.shape[0], trainer.T + 1, 1), bool)]),
+        (net, 1, trainer.T, 0.9, 1, args + [np.ones(3, np.float32)]),
     ]
     for capsule, first, T, gamma, threads, a in bad:
         try:

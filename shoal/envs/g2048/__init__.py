@@ -2,7 +2,9 @@
 
 Observation: 16 uint8, log2 of each tile (0 for empty), row-major. Actions: 0 up, 1 down,
 2 left, 3 right. Reward: ``reward_scale`` times the sum of log2 of the tiles merges create;
-an invalid move (one that changes nothing) gives ``-invalid_penalty``. The episode ends when no
+an invalid move (one that changes nothing) gives ``-invalid_penalty``; the env's action mask
+(``env.action_masks``) marks the moves that change the board, so a trainer with
+``train.action_masks`` never takes an invalid one. The episode ends when no
 move is possible; it is truncated after ``max_steps`` steps. Full rules at the top of ``g2048.h``.
 """
 
@@ -27,4 +29,5 @@ SPEC = EnvSpec(
     },
     observation_space=lambda p: spaces.Box(0, MAX_EXPONENT, (16,), np.uint8),
     action_space=lambda p: spaces.Discrete(4),
+    action_mask=True,
 )

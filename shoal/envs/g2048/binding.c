@@ -15,6 +15,7 @@
 #define c_render_text g2048_render_text
 #define c_render_rgb g2048_render_rgb
 #define c_validate g2048_validate
+#define ACTION_MASK /* env->action_masks: 1 for each move that changes the board */
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "max_tile"};
 

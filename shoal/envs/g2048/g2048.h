@@ -16,6 +16,8 @@
  *  - The episode ends (terminal) when, after a spawn, no move can change the board. It is
  *    truncated after max_steps steps (invalid moves count), so a stuck policy cannot run forever.
  * Observation: 16 uint8, row-major from the top-left cell: log2 of each tile, 0 for empty.
+ * Action mask: 4 bytes per step, 1 for each move that would change the board (the valid moves),
+ *   written with every observation, so a trainer can keep the policy off invalid moves.
  * Log: episode_return, episode_length, score (the classic 2048 score: the sum of the values of all
  *   tiles created by merges), max_tile (the value of the largest tile at the end).
  */
@@ -43,6 +45,7 @@ typedef struct {
     float* rewards;
     uint8_t* terminals;
     uint8_t* truncations;
+    uint8_t* action_masks; /* 4 per agent: 1 where the move changes the board */
     Log log;
     ShoalRng rng;
     /* parameters */
@@ -120,6 +123,17 @@ static inline int g2048_can_move(const uint8_t* b) {
     return 0;
 }
 
+/* action_masks[a] = whether move a changes the board (the moves g2048_step does not refuse). */
+static inline void g2048_write_mask(G2048* env) {
+    for (int a = 0; a < 4; a++) {
+        uint8_t board[G2048_CELLS];
+        int merged_log2 = 0;
+        int64_t merged_value = 0;
+        memcpy(board, env->board, G2048_CELLS);
+        env->action_masks[a] = (uint8_t)g2048_move(board, a, &merged_log2, &merged_value);
+    }
+}
+
 static void g2048_reset(G2048* env) {
     memset(env->board, 0, sizeof(env->board));
     g2048_spawn(env);
@@ -128,6 +142,7 @@ static void g2048_reset(G2048* env) {
     env->score = 0;
     env->episode_return = 0.0f;
     memcpy(env->observations, env->board, G2048_CELLS);
+    g2048_write_mask(env);
 }
 
 static void g2048_step(G2048* env) {
@@ -148,6 +163,7 @@ static void g2048_step(G2048* env) {
     env->episode_return += reward;
     if (!over && env->tick < env->max_steps) {
         memcpy(env->observations, env->board, G2048_CELLS);
+        g2048_write_mask(env);
         return;
     }
     env->terminals[0] = (uint8_t)over;

@@ -35,4 +35,5 @@ SPEC = EnvSpec(
     },
     observation_space=observation_space,
     action_space=lambda p: spaces.Discrete(len(ACTIONS)),
+    action_mask=True,
 )

@@ -15,6 +15,7 @@
 #define c_render_text tetris_render_text
 #define c_render_rgb tetris_render_rgb
 #define c_validate tetris_validate
+#define ACTION_MASK /* env->action_masks: the actions that would do something */
 
 static const char* LOG_NAMES[] = {"episode_return", "episode_length", "score", "lines", "pieces"};
 

@@ -27,6 +27,9 @@
  *    clear is worth 0.8 and a hard drop from the top about 0.04.
  *  - After `max_steps` steps the episode is truncated.
  *
+ * Action mask: 8 bytes per step, 1 for each action that would do something (noop and hard drop
+ *   always; left/right/soft drop when the piece can move there; a rotation when some kick fits;
+ *   hold while allowed), written with every observation.
  * Observation: uint8, 200 + 7 * (num_next + 2) + 3 values
  *    [0, 200)         board, row-major from the top: 0 empty, 1 stack, 2 falling piece
  *    next 7           current piece id, one-hot
@@ -113,6 +116,7 @@ typedef struct {
     float* rewards;
     uint8_t* terminals;
     uint8_t* truncations;
+    uint8_t* action_masks; /* 8 per agent: 1 for each action that can do something now */
     Log log;
     ShoalRng rng;
     /* parameters */
@@ -188,7 +192,30 @@ static int tetris_spawn(Tetris* env) {
     return tetris_place_new(env, piece);
 }
 
+/* Whether rotating by `turn` quarter turns succeeds at some kick (what tetris_rotate tries). */
+static inline int tetris_can_rotate(const Tetris* env, int turn) {
+    int rotation = (env->rotation + turn) & 3;
+    for (int k = 0; k < 5; k++)
+        if (!tetris_collides(env, env->piece, rotation, env->row, env->col + TETRIS_KICKS[k])) return 1;
+    return 0;
+}
+
+/* The action mask: the moves, rotations, soft drop and hold that would do something now (a
+ * blocked one is a noop); noop and hard drop are always valid. */
+static inline void tetris_write_mask(Tetris* env) {
+    uint8_t* m = env->action_masks;
+    m[TETRIS_NOOP] = 1;
+    m[TETRIS_LEFT] = (uint8_t)!tetris_collides(env, env->piece, env->rotation, env->row, env->col - 1);
+    m[TETRIS_RIGHT] = (uint8_t)!tetris_collides(env, env->piece, env->rotation, env->row, env->col + 1);
+    m[TETRIS_ROTATE_CW] = (uint8_t)tetris_can_rotate(env, 1);
+    m[TETRIS_ROTATE_CCW] = (uint8_t)tetris_can_rotate(env, 3);
+    m[TETRIS_SOFT_DROP] = (uint8_t)!tetris_collides(env, env->piece, env->rotation, env->row + 1, env->col);
+    m[TETRIS_HARD_DROP] = 1;
+    m[TETRIS_HOLD] = (uint8_t)env->can_hold;
+}
+
 static void tetris_observe(Tetris* env) {
+    tetris_write_mask(env);
     uint8_t* obs = env->observations;
     for (int r = 0; r < TETRIS_ROWS; r++) {
         uint32_t bits = env->rows[r] >> 3;

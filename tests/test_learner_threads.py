@@ -16,12 +16,12 @@ from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _trainer(tmp_path, name, **overrides):
+def _trainer(tmp_path, name, env="breakout", **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 96, "log.dashboard": "off", "policy.hidden": 32,
             "env.max_steps": 9, "log.run_dir": str(tmp_path / name)}
     over.update(overrides)
-    return Trainer(build_config("breakout", overrides=over))
+    return Trainer(build_config(env, overrides=over))
 
 
 def test_shard_bounds_cover_every_segment_once():
@@ -30,16 +30,21 @@ def test_shard_bounds_cover_every_segment_once():
     assert shard_bounds(1, 4) == [(0, 1)]            # fewer segments than threads
 
 
-@pytest.mark.parametrize("policy,threads", [("mlp", 2), ("lstm", 2), ("lstm", 3)])
-def test_shards_sum_to_the_minibatch_loss_and_gradient(tmp_path, policy, threads):
-    tr = _trainer(tmp_path, policy, **{"policy.name": policy, "train.learner_threads": threads,
-                                       "train.rollout": "fused"})
+@pytest.mark.parametrize("policy,threads,env", [("mlp", 2, "breakout"), ("lstm", 2, "breakout"),
+                                                ("lstm", 3, "breakout"),
+                                                ("mlp", 2, "g2048")])   # action masks sharded too
+def test_shards_sum_to_the_minibatch_loss_and_gradient(tmp_path, policy, threads, env):
+    tr = _trainer(tmp_path, policy, env, **{"policy.name": policy,
+                                            "train.learner_threads": threads,
+                                            "train.rollout": "fused"})
     try:
         with tr.process_state.active():
             tr.rollout()
             b = tr.storage
             idx = torch.tensor([5, 0, 7, 2, 3, 6])
             mb = Minibatch(b, idx, torch.linspace(0.5, 1.0, len(idx)))
+            if env == "g2048":
+                assert not bool(mb.action_masks.all()), "the case must mask some actions"
             params = [p for p in tr.policy.parameters() if p.requires_grad]
             with torch.no_grad():   # a policy other than the one that acted: KL and ratios != 1
                 gen = torch.Generator().manual_seed(0)

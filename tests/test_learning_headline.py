@@ -11,8 +11,7 @@ differently and the shipped defaults may change.
 These are regression alarms, not tuning targets: each budget is a small fraction of the
 shipped total_steps (the learning rate is annealed over the shortened budget, every other
 learning setting is the shipped one), chosen as about the smallest at which seeds 0, 1 and 2
-all pass with room to spare (tetris excepted: seed 1 is still at random play's level after its
-2M steps). Measured scores, thresholds and timings: BENCHMARKS.md,
+all pass with room to spare. Measured scores, thresholds and timings: BENCHMARKS.md,
 "Learning regression tests". Slow (minutes): left out of the default run, selected with
 
     python -m pytest -q -m slow tests/test_learning_headline.py
@@ -61,9 +60,8 @@ CASES: dict[str, Case] = {
     "breakout": Case(steps=3_000_000, episodes=256, ratio=2.0, gain=0.5),
     "maze": Case(steps=3_000_000, episodes=512, ratio=1.15, gain=0.05),
     "g2048": Case(steps=1_500_000, episodes=64, ratio=1.5, gain=300.0),
-    # seed-sensitive: seeds 0 and 2 leave random play's ~200 points before 1.1M steps, seed 1
-    # not within 2M (BENCHMARKS.md): a failure here alone wants a longer run before a bisect
-    "tetris": Case(steps=2_000_000, episodes=256, ratio=1.3, gain=40.0),
+    # seed 1 stays at random play's ~200 points in 2M-, 3M- and 5M-step runs; 6M lifts it
+    "tetris": Case(steps=6_000_000, episodes=256, ratio=1.3, gain=40.0),
     "drone": Case(steps=4_000_000, episodes=128, ratio=1.0, gain=0.1),
     "forage": Case(steps=1_000_000, episodes=64, ratio=2.0, gain=2.0),
 }

@@ -44,6 +44,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._process import stop_process
 from ..trainer.config import Config, ConfigError, build_config, load_toml, to_toml
 from .space import SearchSpace, parse_space
 
@@ -321,13 +322,7 @@ class _Objective:
                     self.child.send_signal(signal.SIGINT)
                 time.sleep(self.s.poll_seconds)
         finally:
-            if self.child.poll() is None:
-                self.child.terminate()
-                try:
-                    self.child.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.child.kill()
-                    self.child.wait()
+            stop_process(self.child)
             self.child = None
         if self.stop:
             trial.set_user_attr("interrupted", True)

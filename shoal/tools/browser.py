@@ -21,6 +21,8 @@ import time
 import urllib.request
 from typing import Any
 
+from .._process import stop_process
+
 __all__ = ["CHROMIUM_FLAGS", "find_chromium", "StaticServer", "Browser"]
 
 #: flags that run Chromium headless with no network of its own and no first-run work
@@ -156,13 +158,7 @@ class Browser:
                 ws.close()
             except Exception:
                 pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> "Browser":

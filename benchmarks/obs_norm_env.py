@@ -11,8 +11,6 @@ Prints each run's final score (mean of the last 100 episodes) and the median per
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import statistics
 import tempfile
 import time
@@ -22,16 +20,11 @@ import torch
 import shoal
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Trainer, _config_for_env
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from support_envs import support_class
 
 
 def offset_cue():
-    path = os.path.join(HERE, "..", "tests", "support", "scaled_env.py")
-    spec = importlib.util.spec_from_file_location("scaled_env", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.OffsetCue
+    return support_class("scaled_env.py", "OffsetCue")
 
 
 def run(args: argparse.Namespace, seed: int, norm: bool) -> float:

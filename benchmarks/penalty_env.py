@@ -13,24 +13,17 @@ The env's rewards are ``-scale`` per step (+ ``shift``) and ``goal_reward`` at t
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import tempfile
 import time
 
 import shoal
 from shoal.trainer.config import parse_free_value
 from shoal.trainer.ppo import Trainer, _config_for_env
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from support_envs import support_class
 
 
 def goal_grid():
-    path = os.path.join(HERE, "..", "tests", "support", "goal_env.py")
-    spec = importlib.util.spec_from_file_location("goal_env", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.GoalGrid
+    return support_class("goal_env.py", "GoalGrid")
 
 
 def main() -> None:

@@ -107,6 +107,25 @@ def test_parser_errors_name_the_entry_and_the_fix(base, table, message):
     assert message in str(err.value)
 
 
+def test_a_trial_is_pruned_only_below_the_lower_quartile_after_a_fifth_of_its_budget(base,
+                                                                                   tmp_path):
+    # docs/sweep.md: "after a fifth of its budget, a trial whose score is below the lower
+    # quartile of what 3 or more completed trials had reached at the same cost is pruned"
+    from shoal.sweep.study import SweepSettings, _Objective
+
+    settings = SweepSettings(env="bandit", storage="", study="s", out_dir=str(tmp_path))
+    objective = _Objective(settings, parse_space(None, base))
+    # completed trials' curves [[seconds, steps, score], ...]: at 10 s they had 0.2, 0.4, 0.6, 0.8
+    refs = [[[5.0, 500, 0.0], [10.0, 1000, s], [20.0, 2000, s]] for s in (0.2, 0.4, 0.6, 0.8)]
+    # lower quartile of (0.2, 0.4, 0.6, 0.8) interpolated: 0.35
+    assert objective._hopeless([[10.0, 1000, 0.3]], 5000, refs)
+    assert not objective._hopeless([[10.0, 1000, 0.4]], 5000, refs)
+    assert not objective._hopeless([[10.0, 999, 0.0]], 5000, refs)       # under a fifth
+    assert not objective._hopeless([[10.0, 1000, 0.0]], 5000, refs[:2])  # fewer than 3
+    # references that stopped before this cost say nothing about it
+    assert not objective._hopeless([[30.0, 1000, 0.0]], 5000, refs)
+
+
 def test_a_sweep_table_in_a_config_file_does_not_disturb_training_configs(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[train]\nlearning_rate = 0.02\n[sweep]\n"train.gamma" = '

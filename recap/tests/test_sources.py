@@ -103,6 +103,23 @@ def test_bad_inputs_are_named(tmp_path):
         read_transcript_file(latin)
 
 
+@pytest.mark.parametrize("text, fmt, attribute", [
+    ('{"events": [{"tStartMs": "soon", "segs": [{"utf8": "hi"}]}]}', "json3", "tStartMs"),
+    ('{"events": [{"tStartMs": NaN, "segs": [{"utf8": "hi"}]}]}', "json3", "tStartMs"),
+    ('{"events": [{"tStartMs": 0, "dDurationMs": -5, "segs": [{"utf8": "hi"}]}]}', "json3", "dDurationMs"),
+    ('<timedtext format="3"><body><p t="abc" d="10">hi</p></body></timedtext>', "srv3", "t"),
+    ('<transcript><text start="inf" dur="1">hi</text></transcript>', "srv3", "start"),
+])
+def test_damaged_caption_times_are_named(text, fmt, attribute):
+    with pytest.raises(TranscriptFormatError, match=f"caption time {attribute}=.*download the captions again"):
+        parse_captions(text, fmt)
+
+
+def test_json3_event_whose_segs_is_not_a_list_is_skipped():
+    text = '{"events": [{"tStartMs": 0, "segs": 5}, {"tStartMs": 1000, "dDurationMs": 500, "segs": [{"utf8": "hi"}]}]}'
+    assert parse_captions(text, "json3") == [Segment(1.0, 1.5, "hi")]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is not None,
                     reason="speech-to-text is installed; its own tests cover recordings")
 def test_recording_without_speech_to_text_says_how_to_install(tmp_path):

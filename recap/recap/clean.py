@@ -14,7 +14,9 @@ from recap.transcript import Segment
 # [Music], [Applause], (laughter), ♪ lyrics ♪, speaker-change chevrons, stray markup.
 _BRACKET_TAG = re.compile(r"\[[^\]]{0,40}\]|\((?:music|applause|laughter|laughs|inaudible|silence|noise)[^)]{0,20}\)", re.I)
 _MUSIC_NOTES = re.compile(r"[♪♫]+[^♪♫]{0,200}[♪♫]+|[♪♫]+")
-_MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+# A tag may not contain its own opening character: a long run of unclosed "<" (or "{\")
+# then costs one pass, not one pass per character.
+_MARKUP = re.compile(r"<[^<>]*>|\{\\[^{}]*\}")
 _CHEVRONS = re.compile(r"(^|\s)>>+\s*")
 
 

@@ -121,7 +121,7 @@ def parse_srv3(text: str) -> list[Segment]:
 # --------------------------------------------------------------------------------- WebVTT and SRT
 
 _CUE_TIMING = re.compile(r"^\s*([\d:.,]+)\s*-->\s*([\d:.,]+)")
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")  # no "<" inside: unclosed runs of "<" stay linear
 
 
 def _cue_blocks(text: str, *, blank_is_empty: bool = False) -> list[tuple[float, float, list[str]]]:

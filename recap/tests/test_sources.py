@@ -59,6 +59,11 @@ def test_srt_joins_lines_and_drops_markup():
     assert segments[3].start == 62.0
 
 
+def test_srt_keeps_a_stray_less_than_sign():
+    srt = "1\n00:00:01,000 --> 00:00:02,000\nif a < b then <b>swap</b>\n"
+    assert texts(parse_captions(srt, "srt")) == ["if a < b then swap"]
+
+
 def test_plain_text_has_no_times():
     segments = read_transcript_file(FIXTURES / "plain.txt")
     assert len(segments) == 3

@@ -31,7 +31,8 @@ def strip_tags(text: str) -> str:
     return " ".join(text.split())
 
 
-def _key(text: str) -> str:
+def comparison_key(text: str) -> str:
+    """``text`` as compared for repeats: lower case, punctuation and extra spaces removed."""
     return re.sub(r"[^\w]+", " ", text.lower()).strip()
 
 
@@ -42,7 +43,7 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
     words = text.split()
     if len(words) < min_repeats:
         return text
-    keys = [_key(word) for word in words]
+    keys = [comparison_key(word) for word in words]
     out: list[str] = []
     out_keys: list[str] = []
     index = 0
@@ -87,19 +88,19 @@ def clean_segments(segments: list[Segment], *, min_overlap_words: int = 4) -> li
     recent_keys: list[str] = []
     for segment in segments:
         text = collapse_repetition(strip_tags(segment.text))
-        if not _key(text):
+        if not comparison_key(text):
             continue
         if cleaned:
             previous = cleaned[-1]
-            key = _key(text)
+            key = comparison_key(text)
             if key in recent_keys:
                 # The same line again (a scroll repeat or a loop): extend the earlier one's time.
                 if key == recent_keys[-1] and segment.end is not None and previous.end is not None:
                     cleaned[-1] = Segment(previous.start, max(previous.end, segment.end), previous.text)
                 continue
-            previous_words = [_key(word) for word in previous.text.split()]
+            previous_words = [comparison_key(word) for word in previous.text.split()]
             words = text.split()
-            current_words = [_key(word) for word in words]
+            current_words = [comparison_key(word) for word in words]
             overlap = _overlap_words(previous_words, current_words, min_overlap_words)
             if overlap:
                 words = words[overlap:]
@@ -107,5 +108,5 @@ def clean_segments(segments: list[Segment], *, min_overlap_words: int = 4) -> li
                     continue
                 text = " ".join(words)
         cleaned.append(Segment(segment.start, segment.end, text))
-        recent_keys = (recent_keys + [_key(text)])[-3:]
+        recent_keys = (recent_keys + [comparison_key(text)])[-3:]
     return cleaned

@@ -45,7 +45,6 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
         return text
     keys = [comparison_key(word) for word in words]
     out: list[str] = []
-    out_keys: list[str] = []
     index = 0
     while index < len(words):
         collapsed = False
@@ -61,13 +60,11 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
                 repeats += 1
             if repeats >= needed:
                 out.extend(words[index : index + size])
-                out_keys.extend(phrase)
                 index += repeats * size
                 collapsed = True
                 break
         if not collapsed:
             out.append(words[index])
-            out_keys.append(keys[index])
             index += 1
     return " ".join(out)
 

@@ -72,7 +72,8 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
 def _overlap_words(previous: list[str], current: list[str], minimum: int) -> int:
     """The number of leading words of ``current`` that repeat the trailing words of ``previous``."""
     for size in range(min(len(previous), len(current)), minimum - 1, -1):
-        if previous[-size:] == current[:size]:
+        # The first-word test is cheap and rejects almost every size before the slices are built.
+        if previous[-size] == current[0] and previous[-size:] == current[:size]:
             return size
     return 0
 

@@ -14,7 +14,9 @@ from recap.transcript import Segment
 # [Music], [Applause], (laughter), ♪ lyrics ♪, speaker-change chevrons, stray markup.
 _BRACKET_TAG = re.compile(r"\[[^\]]{0,40}\]|\((?:music|applause|laughter|laughs|inaudible|silence|noise)[^)]{0,20}\)", re.I)
 _MUSIC_NOTES = re.compile(r"[♪♫]+[^♪♫]{0,200}[♪♫]+|[♪♫]+")
-_MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+# A tag may not contain its own opening character: a long run of unclosed "<" (or "{\")
+# then costs one pass, not one pass per character.
+_MARKUP = re.compile(r"<[^<>]*>|\{\\[^{}]*\}")
 _CHEVRONS = re.compile(r"(^|\s)>>+\s*")
 
 
@@ -29,7 +31,8 @@ def strip_tags(text: str) -> str:
     return " ".join(text.split())
 
 
-def _key(text: str) -> str:
+def comparison_key(text: str) -> str:
+    """``text`` as compared for repeats: lower case, punctuation and extra spaces removed."""
     return re.sub(r"[^\w]+", " ", text.lower()).strip()
 
 
@@ -40,9 +43,8 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
     words = text.split()
     if len(words) < min_repeats:
         return text
-    keys = [_key(word) for word in words]
+    keys = [comparison_key(word) for word in words]
     out: list[str] = []
-    out_keys: list[str] = []
     index = 0
     while index < len(words):
         collapsed = False
@@ -58,13 +60,11 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
                 repeats += 1
             if repeats >= needed:
                 out.extend(words[index : index + size])
-                out_keys.extend(phrase)
                 index += repeats * size
                 collapsed = True
                 break
         if not collapsed:
             out.append(words[index])
-            out_keys.append(keys[index])
             index += 1
     return " ".join(out)
 
@@ -72,7 +72,8 @@ def collapse_repetition(text: str, *, min_repeats: int = 3, max_phrase_words: in
 def _overlap_words(previous: list[str], current: list[str], minimum: int) -> int:
     """The number of leading words of ``current`` that repeat the trailing words of ``previous``."""
     for size in range(min(len(previous), len(current)), minimum - 1, -1):
-        if previous[-size:] == current[:size]:
+        # The first-word test is cheap and rejects almost every size before the slices are built.
+        if previous[-size] == current[0] and previous[-size:] == current[:size]:
             return size
     return 0
 
@@ -85,19 +86,19 @@ def clean_segments(segments: list[Segment], *, min_overlap_words: int = 4) -> li
     recent_keys: list[str] = []
     for segment in segments:
         text = collapse_repetition(strip_tags(segment.text))
-        if not _key(text):
+        if not comparison_key(text):
             continue
         if cleaned:
             previous = cleaned[-1]
-            key = _key(text)
+            key = comparison_key(text)
             if key in recent_keys:
                 # The same line again (a scroll repeat or a loop): extend the earlier one's time.
                 if key == recent_keys[-1] and segment.end is not None and previous.end is not None:
                     cleaned[-1] = Segment(previous.start, max(previous.end, segment.end), previous.text)
                 continue
-            previous_words = [_key(word) for word in previous.text.split()]
+            previous_words = [comparison_key(word) for word in previous.text.split()]
             words = text.split()
-            current_words = [_key(word) for word in words]
+            current_words = [comparison_key(word) for word in words]
             overlap = _overlap_words(previous_words, current_words, min_overlap_words)
             if overlap:
                 words = words[overlap:]
@@ -105,5 +106,5 @@ def clean_segments(segments: list[Segment], *, min_overlap_words: int = 4) -> li
                     continue
                 text = " ".join(words)
         cleaned.append(Segment(segment.start, segment.end, text))
-        recent_keys = (recent_keys + [_key(text)])[-3:]
+        recent_keys = (recent_keys + [comparison_key(text)])[-3:]
     return cleaned

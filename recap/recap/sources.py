@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -44,6 +45,21 @@ def parse_clock(text: str) -> float:
     return float(value)
 
 
+def _seconds(value: object, scale: float, what: str) -> float:
+    """A caption time attribute (``value / scale`` seconds); anything but a finite, non-negative
+    number is an error rather than a NaN or negative time that would misorder the transcript."""
+    try:
+        seconds = float(value) / scale  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise TranscriptFormatError(
+            f"caption time {what}={value!r} is not a non-negative number; "
+            "the file is damaged: download the captions again"
+        )
+    return seconds
+
+
 # ---------------------------------------------------------------------------------- YouTube json3
 
 
@@ -61,14 +77,14 @@ def parse_json3(text: str) -> list[Segment]:
         )
     segments: list[Segment] = []
     for event in document["events"]:
-        if not isinstance(event, dict) or not event.get("segs"):
+        if not isinstance(event, dict) or not isinstance(event.get("segs"), list) or not event["segs"]:
             continue
         words = "".join(str(piece.get("utf8", "")) for piece in event["segs"] if isinstance(piece, dict))
         words = " ".join(words.split())
         if not words:
             continue
-        start = float(event.get("tStartMs", 0)) / 1000
-        end = start + float(event.get("dDurationMs", 0)) / 1000
+        start = _seconds(event.get("tStartMs", 0), 1000, "tStartMs")
+        end = start + _seconds(event.get("dDurationMs", 0), 1000, "dDurationMs")
         segments.append(Segment(start, end, words))
     return _close_open_ends(segments)
 
@@ -90,22 +106,22 @@ def parse_srv3(text: str) -> list[Segment]:
         words = " ".join("".join(paragraph.itertext()).split())
         if not words or "t" not in paragraph.attrib:
             continue
-        start = float(paragraph.attrib["t"]) / 1000
-        end = start + float(paragraph.attrib.get("d", 0)) / 1000
+        start = _seconds(paragraph.attrib["t"], 1000, "t")
+        end = start + _seconds(paragraph.attrib.get("d", 0), 1000, "d")
         segments.append(Segment(start, end, html.unescape(words)))
     if not segments:
         for item in root.iter("text"):
             words = " ".join(html.unescape("".join(item.itertext())).split())
             if words and "start" in item.attrib:
-                start = float(item.attrib["start"])
-                segments.append(Segment(start, start + float(item.attrib.get("dur", 0)), words))
+                start = _seconds(item.attrib["start"], 1, "start")
+                segments.append(Segment(start, start + _seconds(item.attrib.get("dur", 0), 1, "dur"), words))
     return _close_open_ends(segments)
 
 
 # --------------------------------------------------------------------------------- WebVTT and SRT
 
 _CUE_TIMING = re.compile(r"^\s*([\d:.,]+)\s*-->\s*([\d:.,]+)")
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")  # no "<" inside: unclosed runs of "<" stay linear
 
 
 def _cue_blocks(text: str, *, blank_is_empty: bool = False) -> list[tuple[float, float, list[str]]]:

@@ -81,22 +81,17 @@ def _clock(seconds: float | None) -> str:
 
 def parse_json_answer(text: str) -> dict:
     """The first JSON object in a model's answer (code fences and chatter around it ignored)."""
+    # The JSON decoder itself finds where an object ends, braces inside strings included.
+    decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
-        depth = 0
-        for position in range(start, len(text)):
-            if text[position] == "{":
-                depth += 1
-            elif text[position] == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        value = json.loads(text[start : position + 1])
-                    except json.JSONDecodeError:
-                        break
-                    if isinstance(value, dict):
-                        return value
-                    break
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                return value
         start = text.find("{", start + 1)
     raise ValueError("no JSON object in the answer")
 

@@ -19,10 +19,10 @@ The model is loaded from a local folder only (see :mod:`recap.models`); nothing 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
+from recap.clean import comparison_key
 from recap.transcript import Segment
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -44,18 +44,14 @@ def pick_device(device: str = "auto") -> tuple[str, str]:
     return device, ("float16" if device == "cuda" else "int8")
 
 
-def _normalised(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip()
-
-
 def drop_consecutive_duplicates(segments: list[Segment]) -> list[Segment]:
     """Drop each segment whose text equals the previous kept one's (case and punctuation
     ignored); the kept segment's end is stretched over the dropped one, so no time is lost."""
     kept: list[Segment] = []
     for seg in segments:
-        if not _normalised(seg.text):
+        if not comparison_key(seg.text):
             continue
-        if kept and _normalised(kept[-1].text) == _normalised(seg.text):
+        if kept and comparison_key(kept[-1].text) == comparison_key(seg.text):
             last = kept[-1]
             end = seg.end if last.end is None or (seg.end is not None and seg.end > last.end) else last.end
             kept[-1] = Segment(last.start, end, last.text)

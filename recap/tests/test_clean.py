@@ -35,3 +35,10 @@ def test_duplicates_merged_and_overlaps_trimmed():
         Segment(0, 4, "we start the engine now"),
         Segment(4, 6, "and then drive off"),
     ]
+
+
+def test_a_lone_less_than_sign_is_text_not_the_start_of_a_tag():
+    # A tag ends at the first ">" after the last "<": the words before a stray "<" survive, and a
+    # long unclosed run of "<" is read in one pass.
+    assert strip_tags("if a < b then <i>swap</i>") == "if a < b then swap"
+    assert strip_tags("<" * 100_000 + "b>x") == "<" * 99_999 + " x"

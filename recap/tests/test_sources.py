@@ -59,6 +59,11 @@ def test_srt_joins_lines_and_drops_markup():
     assert segments[3].start == 62.0
 
 
+def test_srt_keeps_a_stray_less_than_sign():
+    srt = "1\n00:00:01,000 --> 00:00:02,000\nif a < b then <b>swap</b>\n"
+    assert texts(parse_captions(srt, "srt")) == ["if a < b then swap"]
+
+
 def test_plain_text_has_no_times():
     segments = read_transcript_file(FIXTURES / "plain.txt")
     assert len(segments) == 3
@@ -101,6 +106,23 @@ def test_bad_inputs_are_named(tmp_path):
     latin.write_bytes("1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(TranscriptFormatError, match="UTF-8"):
         read_transcript_file(latin)
+
+
+@pytest.mark.parametrize("text, fmt, attribute", [
+    ('{"events": [{"tStartMs": "soon", "segs": [{"utf8": "hi"}]}]}', "json3", "tStartMs"),
+    ('{"events": [{"tStartMs": NaN, "segs": [{"utf8": "hi"}]}]}', "json3", "tStartMs"),
+    ('{"events": [{"tStartMs": 0, "dDurationMs": -5, "segs": [{"utf8": "hi"}]}]}', "json3", "dDurationMs"),
+    ('<timedtext format="3"><body><p t="abc" d="10">hi</p></body></timedtext>', "srv3", "t"),
+    ('<transcript><text start="inf" dur="1">hi</text></transcript>', "srv3", "start"),
+])
+def test_damaged_caption_times_are_named(text, fmt, attribute):
+    with pytest.raises(TranscriptFormatError, match=f"caption time {attribute}=.*download the captions again"):
+        parse_captions(text, fmt)
+
+
+def test_json3_event_whose_segs_is_not_a_list_is_skipped():
+    text = '{"events": [{"tStartMs": 0, "segs": 5}, {"tStartMs": 1000, "dDurationMs": 500, "segs": [{"utf8": "hi"}]}]}'
+    assert parse_captions(text, "json3") == [Segment(1.0, 1.5, "hi")]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is not None,

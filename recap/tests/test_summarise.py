@@ -111,3 +111,8 @@ def test_json_answer_parsing():
     assert parse_json_answer('noise {"a": {"b": 1}} more {"c": 2}') == {"a": {"b": 1}}
     with pytest.raises(ValueError):
         parse_json_answer("[1, 2]")
+
+
+def test_json_answer_with_braces_inside_its_strings():
+    answer = 'Here it is:\n```json\n{"title": "Fixing the {config} loader", "summary": "a } then a {"}\n```'
+    assert parse_json_answer(answer) == {"title": "Fixing the {config} loader", "summary": "a } then a {"}

@@ -298,6 +298,11 @@ static PyObject* Net_mask_logits(NetObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "OO", &o_params, &o_masks)) return NULL;
     if (check_loaded(self) != 0) return NULL;
     const shoal_net* net = &self->net;
+    if (net->head == SHOAL_HEAD_BOX) {   /* the C mask is a no-op there: refuse, don't ignore */
+        PyErr_SetString(PyExc_ValueError, "action masks are for Discrete and MultiDiscrete heads; "
+                        "this policy's actions are continuous (Box): pass no masks");
+        return NULL;
+    }
     Buf b[2];
     memset(b, 0, sizeof b);
     Py_ssize_t B = get_params(net, o_params, &b[0], 1);

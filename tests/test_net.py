@@ -626,3 +626,11 @@ def test_masked_sampling_never_takes_an_invalid_action_over_many_draws():
         expected = torch.softmax(logits, -1).numpy()
         freq = np.bincount(actions[:, k], minlength=hi - lo) / B
         np.testing.assert_allclose(freq, expected, atol=0.015)
+
+
+def test_action_masks_on_a_box_policy_are_refused():
+    cpolicy = CPolicy.from_policy(_policy("lstm-mlp-box"))
+    params = np.zeros((4, cpolicy.num_params), np.float32)
+    masks = np.ones((4, cpolicy.num_params), bool)
+    with pytest.raises(ValueError, match="continuous \\(Box\\): pass no masks"):
+        cpolicy.sample(params, agent_rng(4, seed=1), action_masks=masks)

@@ -225,3 +225,15 @@ def test_python_env_exports_the_policy_only(tmp_path):
 def test_bad_runs_are_clear_errors(tmp_path, capsys):
     assert export.main([str(tmp_path / "none"), "-o", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_env_sources_are_read_only_from_registered_envs(tmp_path):
+    # a checkpoint's config names the env; a name that points outside shoal's envs (here an
+    # absolute path to a folder laid out like one) must not have its C copied into main.c
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    (crafted / "binding.c").write_text("static int my_init(Env* env, PyObject* params) {\n}\n")
+    (tmp_path / "crafted.h").write_text("/* not an env */\n")
+    with pytest.raises(export.ExportError, match="is not one of shoal's C envs"):
+        export.env_c_sources(str(crafted))
+    assert "static int my_init(" in export.env_c_sources("maze")[2]

@@ -718,8 +718,18 @@ static void shoal_snapshot_save(Env* env, char* out) {
 
 static void shoal_snapshot_load(Env* env, const char* in) {
     Env keep = *env;
+    const char* heap = in + sizeof(Env);
+#ifdef ENV_HEAP
+    /* the arrays first, while `env` (whose fields the counts read) is still this process's own:
+     * their sizes never come from the snapshot's bytes */
+#define SHOAL_HEAP_LOAD(field, count)                                   \
+    memcpy(env->field, heap, sizeof(*env->field) * (size_t)(count));   \
+    heap += sizeof(*env->field) * (size_t)(count);
+    ENV_HEAP(SHOAL_HEAP_LOAD)
+#undef SHOAL_HEAP_LOAD
+#endif
+    (void)heap;
     memcpy(env, in, sizeof(Env));
-    in += sizeof(Env);
     env->observations = keep.observations;
     env->final_observations = keep.final_observations;
     env->actions = keep.actions;
@@ -730,14 +740,10 @@ static void shoal_snapshot_load(Env* env, const char* in) {
     env->action_masks = keep.action_masks;
 #endif
 #ifdef ENV_HEAP
-#define SHOAL_HEAP_LOAD(field, count)                                   \
-    env->field = keep.field;                                           \
-    memcpy(env->field, in, sizeof(*env->field) * (size_t)(count));     \
-    in += sizeof(*env->field) * (size_t)(count);
-    ENV_HEAP(SHOAL_HEAP_LOAD)
-#undef SHOAL_HEAP_LOAD
+#define SHOAL_HEAP_KEEP(field, count) env->field = keep.field;
+    ENV_HEAP(SHOAL_HEAP_KEEP)
+#undef SHOAL_HEAP_KEEP
 #endif
-    (void)in;
 }
 
 /* Checks one env's snapshot bytes without touching the env: the struct and its arrays are

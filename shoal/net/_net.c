@@ -105,6 +105,16 @@ static int get_buffer(PyObject* obj, Buf* b, const char* name, int writable, cha
     return 0;
 }
 
+/* Gets the action-parameter buffer, float32 [B, num_params]; returns B, or -1 with the error set. */
+static Py_ssize_t get_params(const shoal_net* net, PyObject* obj, Buf* b, int writable) {
+    if (get_buffer(obj, b, "params", writable, 'f', -1) != 0) return -1;
+    if (b->view.len % (4 * net->num_params) != 0) {
+        PyErr_Format(PyExc_ValueError, "params must be [B, %d]", (int)net->num_params);
+        return -1;
+    }
+    return b->view.len / (4 * net->num_params);
+}
+
 /* ---- Net object ---- */
 
 static void Net_dealloc(NetObject* self) {
@@ -253,12 +263,8 @@ static PyObject* Net_sample(NetObject* self, PyObject* args, PyObject* kwargs) {
     const shoal_net* net = &self->net;
     Buf b[4];
     memset(b, 0, sizeof b);
-    if (get_buffer(o_params, &b[0], "params", 0, 'f', -1) != 0) goto fail;
-    if (b[0].view.len % (4 * net->num_params) != 0) {
-        PyErr_Format(PyExc_ValueError, "params must be [B, %d]", (int)net->num_params);
-        goto fail;
-    }
-    Py_ssize_t B = b[0].view.len / (4 * net->num_params);
+    Py_ssize_t B = get_params(net, o_params, &b[0], 0);
+    if (B < 0) goto fail;
     if (!greedy || o_rng != Py_None) {
         if (o_rng == Py_None) {
             PyErr_SetString(PyExc_ValueError, "sampling needs rng states (uint64 [B]); pass "
@@ -292,14 +298,15 @@ static PyObject* Net_mask_logits(NetObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "OO", &o_params, &o_masks)) return NULL;
     if (check_loaded(self) != 0) return NULL;
     const shoal_net* net = &self->net;
+    if (net->head == SHOAL_HEAD_BOX) {   /* the C mask is a no-op there: refuse, don't ignore */
+        PyErr_SetString(PyExc_ValueError, "action masks are for Discrete and MultiDiscrete heads; "
+                        "this policy's actions are continuous (Box): pass no masks");
+        return NULL;
+    }
     Buf b[2];
     memset(b, 0, sizeof b);
-    if (get_buffer(o_params, &b[0], "params", 1, 'f', -1) != 0) goto fail;
-    if (b[0].view.len % (4 * net->num_params) != 0) {
-        PyErr_Format(PyExc_ValueError, "params must be [B, %d]", (int)net->num_params);
-        goto fail;
-    }
-    Py_ssize_t B = b[0].view.len / (4 * net->num_params);
+    Py_ssize_t B = get_params(net, o_params, &b[0], 1);
+    if (B < 0) goto fail;
     if (get_buffer(o_masks, &b[1], "masks", 0, 'B', B * net->num_params) != 0) goto fail;
     if (b[1].view.itemsize != 1) {
         PyErr_Format(PyExc_ValueError, "masks must be bool or uint8, got format '%s'", b[1].view.format);

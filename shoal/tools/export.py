@@ -46,6 +46,13 @@ def env_c_sources(env_name: str) -> tuple[str, str, str]:
     """(header path, binding prelude, init function) of C env ``env_name``: the prelude is the
     binding's ``#define`` block and ``LOG_NAMES``; the init function is ``my_init`` with its
     Python calls replaced by the exported program's parameter table and error report."""
+    from ..envs import list_envs
+
+    # the name comes from a checkpoint's config: only a registered env's own folder is read (a
+    # crafted name such as an absolute path would compile someone else's C into main.c)
+    if env_name not in list_envs():
+        raise ExportError(f"'{env_name}' is not one of shoal's C envs ({', '.join(list_envs())}); "
+                          "export a run trained on one of them")
     folder = os.path.join(ENVS_DIR, env_name)
     binding_path = os.path.join(folder, "binding.c")
     header = os.path.join(folder, f"{env_name}.h")
@@ -432,7 +439,7 @@ def export_run(run_dir: str, out_dir: str, web: bool = False) -> dict[str, Any]:
                   .replace("__AGENTS__", str(agents)).replace("__OBS_SIZE__", str(obs_size))
                   .replace("__PARAM_LOOKUP__", PARAM_LOOKUP_C)
                   .replace("__PRELUDE__", prelude).replace("__INIT__", init)
-                  .replace("__RUN__", os.path.basename(os.path.normpath(run_dir)))
+                  .replace("__RUN__", os.path.basename(os.path.normpath(run_dir)).replace("*/", "* /"))
                   .replace("__ENV__", run.env_name))
         main_c = os.path.join(out_dir, "main.c")
         with open(main_c, "w", encoding="utf-8") as fh:

@@ -86,8 +86,9 @@ def run(net, obs_space, rng):
         masks = rng.random((B, P)) < 0.5
         masks[: max(1, B // 4)] = False
         masked = params.copy()
-        net.mask_logits(masked, masks)
-        net.mask_logits(masked, masks.astype(np.uint8))
+        if not box:   # Box heads refuse masks
+            net.mask_logits(masked, masks)
+            net.mask_logits(masked, masks.astype(np.uint8))
         for greedy in (False, True):
             net.sample(masked, states, greedy, actions, logp, 2)
         if box:

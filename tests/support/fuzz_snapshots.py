@@ -19,10 +19,11 @@ import sys
 import time
 
 import numpy as np
-from gymnasium import spaces
 
 import shoal
 from shoal.envs import list_envs
+
+from fuzz_envs import actions_for  # a sibling script: this file runs as tests/support/fuzz_snapshots.py
 
 MUTATIONS = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 SEED = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -34,14 +35,6 @@ NUM_ENVS = 2
 # (0, 1, -1, huge, inf, -inf, NaN, the smallest subnormal)
 WORDS = [0, 1, 2, 3, 7, 0xFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF, 0x80000000, 0x3F800000,
          0xBF800000, 0x7F7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0x00000001, 0x4B000000]
-
-
-def actions_for(space, n, rng):
-    if isinstance(space, spaces.Discrete):
-        return rng.integers(0, space.n, n).astype(np.int32)
-    if isinstance(space, spaces.MultiDiscrete):
-        return np.stack([rng.integers(0, k, n) for k in space.nvec.ravel()], -1).astype(np.int32)
-    return rng.uniform(-3.0, 3.0, (n, *space.shape)).astype(np.float32)
 
 
 class Stats:

@@ -16,6 +16,7 @@ from shoal.trainer.action_masks import MASKED_LOGIT, effective_mask, mask_logits
 from shoal.trainer.config import ConfigError, apply_overrides, build_config, default_config
 from shoal.trainer.distributions import make_distribution
 from shoal.trainer.ppo import Minibatch, Trainer, replay
+from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -458,15 +459,9 @@ def test_greedy_evaluation_takes_only_valid_moves(tmp_path):
 def test_masked_training_resumes_exactly(tmp_path, rollout):
     """The stored masks are part of the carried slot and the checkpoint: a run stopped and
     resumed logs what the uninterrupted run logs."""
-    import json
-
     over = {"train.total_steps": 4 * 8 * 16, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 16,
             "train.rollout": rollout, "env.max_steps": 30, "env.invalid_penalty": 1.0}
-
-    def metrics(run):
-        return [(m["epoch"], m["losses"], m["episodes"])
-                for m in map(json.loads, open(run / "metrics.jsonl"))]
 
     Trainer(build_config("g2048", overrides={**over, "log.run_dir": str(tmp_path / "a")})).train()
     part = build_config("g2048", overrides={**over, "log.run_dir": str(tmp_path / "b")})
@@ -474,4 +469,4 @@ def test_masked_training_resumes_exactly(tmp_path, rollout):
     resumed = Trainer.resume(str(tmp_path / "b"))
     assert resumed.exact_resume and resumed.storage.action_masks.shape[-1] == 4
     resumed.train()
-    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")

@@ -4,13 +4,12 @@ the same storage as the torch rollout drawing from the same per-agent streams
 terminations, truncations (bootstrapped), recurrent state across segment boundaries and Box
 actions; it is deterministic, resumes exactly, and refuses what it cannot run."""
 
-import json
-
 import pytest
 import torch
 
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.ppo import Trainer
+from support.training_runs import assert_repeats_and_resumes_exactly
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -112,29 +111,11 @@ def test_fused_rollout_does_not_depend_on_threads_or_backend(tmp_path):
             tr.close()
 
 
-def _metrics(run_dir):
-    rows = []
-    for line in open(run_dir / "metrics.jsonl"):
-        m = json.loads(line)
-        rows.append((m["epoch"], m["losses"], m["episodes"]))
-    return rows
-
-
 def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path):
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
             "policy.hidden": 16, "train.rollout": "fused", "env.max_steps": 11}
-    whole = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "a")}))
-    Trainer(whole).train()
-    again = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "c")}))
-    Trainer(again).train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "c")
-    part = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "b")}))
-    Trainer(part, callback=lambda tr, m: tr.epoch == 2).train()
-    resumed = Trainer.resume(str(tmp_path / "b"))
-    assert resumed.exact_resume
-    resumed.train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
     from shoal.trainer.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="same rollout path"):
@@ -207,16 +188,11 @@ def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path):
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
             "policy.hidden": 16, "train.rollout": "fused", "train.overlap": True,
             "env.max_steps": 11}
-    for name in ("a", "c"):
-        Trainer(build_config("breakout", overrides=dict(over, **{
-            "log.run_dir": str(tmp_path / name)}))).train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "c")
-    part = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "b")}))
-    Trainer(part, callback=lambda tr, m: tr.epoch == 2).train()
-    resumed = Trainer.resume(str(tmp_path / "b"))
-    assert resumed.exact_resume and resumed.fused.pending
-    resumed.train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+    def collecting_ahead(resumed):
+        assert resumed.fused.pending
+
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over, collecting_ahead)
 
 
 def test_overlap_needs_the_fused_rollout(tmp_path):

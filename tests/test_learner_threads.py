@@ -3,7 +3,6 @@ threads. The shards' sum is the whole minibatch's loss and gradient (up to float
 the KL early stop sees the whole minibatch's KL, runs are deterministic under a seed and resume
 exactly with the overlapped fused rollout, and what it cannot run is refused."""
 
-import json
 import threading
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.learner_threads import shard_bounds
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss
+from support.training_runs import assert_repeats_and_resumes_exactly, metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,32 +91,18 @@ def test_a_failing_shard_raises_its_error_and_the_others_stop(tmp_path):
         tr.close()
 
 
-def _metrics(run_dir):
-    return [(m["epoch"], m["losses"], m["episodes"])
-            for m in map(json.loads, open(run_dir / "metrics.jsonl"))]
-
-
 @pytest.mark.parametrize("rollout,overlap", [("torch", False), ("fused", True)])
 def test_learner_threads_are_deterministic_and_resume_exactly(tmp_path, rollout, overlap):
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 128, "log.dashboard": "off", "policy.name": "lstm",
             "policy.hidden": 16, "train.rollout": rollout, "train.overlap": overlap,
             "train.learner_threads": 2, "env.max_steps": 11}
-    for name in ("a", "c"):
-        Trainer(build_config("breakout", overrides=dict(over, **{
-            "log.run_dir": str(tmp_path / name)}))).train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "c")
-    part = build_config("breakout", overrides=dict(over, **{"log.run_dir": str(tmp_path / "b")}))
-    Trainer(part, callback=lambda tr, m: tr.epoch == 2).train()
-    resumed = Trainer.resume(str(tmp_path / "b"))
-    assert resumed.exact_resume
-    resumed.train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
     # one learner thread trains on the same batches with the same schedule: the first epoch's
     # losses agree up to the rounding of the shards' separate sums
     Trainer(build_config("breakout", overrides=dict(over, **{
         "log.run_dir": str(tmp_path / "one"), "train.learner_threads": 1}))).train()
-    first_two, first_one = _metrics(tmp_path / "a")[0][1], _metrics(tmp_path / "one")[0][1]
+    first_two, first_one = metric_rows(tmp_path / "a")[0][1], metric_rows(tmp_path / "one")[0][1]
     for k in ("policy", "value", "entropy"):
         assert first_two[k] == pytest.approx(first_one[k], rel=1e-3, abs=1e-6), k
 

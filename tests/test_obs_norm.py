@@ -7,7 +7,6 @@ badly scaled observations is learned with it."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 
 import numpy as np
@@ -24,6 +23,7 @@ from shoal.trainer.obs_norm import (ObservationNormalizer, attach_observation_no
                                     observation_normalizer, update_from_observations)
 from shoal.trainer.policies import make_policy
 from shoal.trainer.ppo import Trainer, _config_for_env
+from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -135,12 +135,6 @@ def test_trainer_statistics_are_every_observation_collected(tmp_path):
         tr.close()
 
 
-def _metrics(run_dir) -> list[tuple]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        return [(m["epoch"], m["losses"], m["episodes"])
-                for m in map(json.loads, fh)]
-
-
 @pytest.mark.parametrize("rollout,overlap,policy", [("torch", False, "lstm"),
                                                     ("fused", True, "mlp")])
 def test_norm_obs_runs_resume_exactly(tmp_path, rollout, overlap, policy):
@@ -159,7 +153,7 @@ def test_norm_obs_runs_resume_exactly(tmp_path, rollout, overlap, policy):
     assert resumed.exact_resume
     assert torch.equal(resumed.obs_norm.mean, ckpt["model"]["encoder.preprocess.obs_norm.mean"])
     resumed.train()
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert metric_rows(tmp_path / "a") == metric_rows(tmp_path / "b")
 
 
 def test_eval_watch_and_export_use_the_saved_statistics(tmp_path):

@@ -81,5 +81,7 @@ def env_action_masks(env: Any, setting: str, distribution: Any) -> np.ndarray | 
                          "masks apply to Discrete/MultiDiscrete actions; set train.action_masks='off'")
     if masks.shape[1] != distribution.num_params:
         raise ValueError(f"the env's action masks have {masks.shape[1]} entries per agent but its "
-                         f"action space {distribution.space} has {distribution.num_params} logits")
+                         f"action space {distribution.space} has {distribution.num_params} "
+                         f"logits: the env must write one entry per logit (sum(nvec)), or set "
+                         f"train.action_masks='off' to train without its masks")
     return masks

@@ -49,11 +49,14 @@ def shard_bounds(segments: int, shards: int) -> list[tuple[int, int]]:
 
 
 def _shard(mb: Any, start: int, stop: int) -> Any:
-    """Segments ``start:stop`` of a gathered minibatch (views, no copies)."""
+    """Segments ``start:stop`` of a gathered minibatch (views, no copies): every per-segment
+    tensor (first dimension = the minibatch's segments, so a field added to ``Minibatch`` is
+    split too) and the start state; scalars such as ``weight_peak`` are shared."""
     part = copy.copy(mb)
-    for name in ("idx", "obs", "actions", "logprobs", "values", "rewards", "dones", "starts",
-                 "masks", "action_masks", "weights"):
-        setattr(part, name, getattr(mb, name)[start:stop])
+    segments = int(mb.idx.numel())
+    for name, value in vars(mb).items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == segments:
+            setattr(part, name, value[start:stop])
     part.state0 = None if mb.state0 is None else tuple(s[start:stop] for s in mb.state0)
     return part
 

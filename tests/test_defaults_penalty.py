@@ -39,16 +39,3 @@ def test_default_config_learns_a_per_step_penalty(scale, shift, tmp_path):
     summary = train(env, train_total_steps=BUDGET, train_device="cpu", log_dashboard="off",
                     log_run_dir=str(tmp_path / "run"), log_checkpoint_interval=10_000)
     assert summary["score"] is not None and summary["score"] >= THRESHOLD, summary
-
-
-def test_fused_rollout_with_default_reward_scaling_says_how_to_turn_it_off(tmp_path):
-    """Reward scaling (on by default) is not implemented in the fused rollout: the error names
-    the flag that turns it off instead of failing later."""
-    from shoal.trainer.config import ConfigError, build_config
-    from shoal.trainer.ppo import Trainer
-
-    cfg = build_config("breakout", overrides={
-        "train.rollout": "fused", "train.norm_reward": True, "log.dashboard": "off",
-        "env.num_envs": 2, "log.run_dir": str(tmp_path / "fused")})
-    with pytest.raises(ConfigError, match="--train.norm-reward false"):
-        Trainer(cfg)

@@ -2,7 +2,8 @@
 the same storage as the torch rollout drawing from the same per-agent streams
 (train.action_rng='agent'), step for step: on the serial and threads backends, with
 terminations, truncations (bootstrapped), recurrent state across segment boundaries and Box
-actions; it is deterministic, resumes exactly, and refuses what it cannot run."""
+actions, with and without reward scaling (train.norm_reward); it is deterministic, resumes
+exactly, and refuses what it cannot run."""
 
 import pytest
 import torch
@@ -57,7 +58,33 @@ CASES = [
     ("target", "lstm", "serial", {"train.norm_obs": True}),
     ("g2048", "mlp", "threads", {"env.max_steps": 40}),                   # action masks
     ("g2048", "lstm", "serial", {"env.max_steps": 40}),                   # action masks, LSTM
+    # reward scaling: raw rewards scaled, then the truncation bootstrap added; episodes cross
+    # the segment boundaries (max_steps does not divide the horizon), one or two env groups
+    ("breakout", "lstm", "serial", {"env.max_steps": 7, "train.norm_reward": True}),
+    ("breakout", "mlp", "threads", {"env.max_steps": 5, "env.num_buffers": 2,
+                                    "train.norm_reward": True}),
+    ("bandit", "lstm", "threads", {"train.norm_reward": True}),           # terminations
+    ("target", "lstm", "serial", {"train.norm_reward": True}),            # Box
 ]
+
+
+def _assert_same_reward_scaling(a, b, where):
+    """With discrete actions both paths step the envs identically, so the raw rewards are the
+    same and the scaler's statistics are the torch rollout's bit for bit, and so is every reward
+    without a truncation bootstrap term (that term holds V(final obs), equal to float32
+    rounding). Box actions are equal to float32 rounding, and so are the rewards they earn."""
+    sa, sb = a.reward_scaler, b.reward_scaler
+    exact = not a.storage.actions.dtype.is_floating_point
+    for x, y in ((sa.returns, sb.returns), (sa.stats.mean, sb.stats.mean),
+                 (sa.stats.var, sb.stats.var), (sa.stats.count, sb.stats.count)):
+        if exact:
+            assert torch.equal(x, y), f"{where}: the reward scaler's statistics differ"
+        else:
+            assert torch.allclose(x, y, rtol=1e-5, atol=1e-6), f"{where}: {x} != {y}"
+    plain = (b.fused.bootstrap == 0) & b.fused.bootstrap.signbit()    # -0.0: no bootstrap term
+    if exact:
+        assert torch.equal(a.storage.rewards[plain], b.storage.rewards[plain]), where
+    return int((~plain).sum())
 
 
 @pytest.mark.parametrize("env,policy,backend,overrides", CASES)
@@ -67,10 +94,12 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
     b = _trainer(tmp_path, "fused", env, "fused", backend, **{"policy.name": policy}, **overrides)
     try:
         _assert_same_storage(a, b, "slot 0 after reset")
-        ended, invalid_seen = 0.0, 0
+        ended, invalid_seen, bootstrapped = 0.0, 0, 0
         for epoch in range(4):
             stats_a, stats_b = a.rollout(), b.rollout()
             _assert_same_storage(a, b, f"epoch {epoch}")
+            if a.reward_scaler is not None:
+                bootstrapped += _assert_same_reward_scaling(a, b, f"epoch {epoch}")
             assert stats_a.keys() == stats_b.keys()
             for k in stats_a:
                 assert stats_a[k] == pytest.approx(stats_b[k], rel=1e-5), k
@@ -89,6 +118,10 @@ def test_fused_rollout_fills_the_storage_the_torch_rollout_fills(tmp_path, env, 
             assert float(b.obs_norm.count) == 4 * a.S * a.T
         if a.storage.action_masks.shape[-1]:
             assert invalid_seen > 0, "the case must mask some actions to test masking"
+        if a.reward_scaler is not None:
+            assert float(a.reward_scaler.stats.count) > 0
+            if "env.max_steps" in overrides:
+                assert bootstrapped > 0, "the case must truncate episodes to test the bootstrap"
     finally:
         a.close()
         b.close()
@@ -111,11 +144,18 @@ def test_fused_rollout_does_not_depend_on_threads_or_backend(tmp_path):
             tr.close()
 
 
-def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path):
+def _scaler_restored(resumed):
+    if resumed.config.train.norm_reward:    # statistics of the two epochs before the stop
+        assert float(resumed.reward_scaler.stats.count) >= 2 * resumed.S * resumed.T
+
+
+@pytest.mark.parametrize("norm_reward", [False, True])
+def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward):
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
-            "policy.hidden": 16, "train.rollout": "fused", "env.max_steps": 11}
-    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
+            "policy.hidden": 16, "train.rollout": "fused", "env.max_steps": 11,
+            "train.norm_reward": norm_reward}
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over, _scaler_restored)
     from shoal.trainer.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="same rollout path"):
@@ -183,14 +223,16 @@ def test_overlap_acts_one_update_behind_by_schedule(tmp_path):
             tr.close()
 
 
-def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("norm_reward", [False, True])
+def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward):
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
             "policy.hidden": 16, "train.rollout": "fused", "train.overlap": True,
-            "env.max_steps": 11}
+            "env.max_steps": 11, "train.norm_reward": norm_reward}
 
     def collecting_ahead(resumed):
         assert resumed.fused.pending
+        _scaler_restored(resumed)
 
     assert_repeats_and_resumes_exactly(tmp_path, "breakout", over, collecting_ahead)
 

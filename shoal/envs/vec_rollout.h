@@ -2,7 +2,9 @@
  *
  * vec_rollout runs the trainer's rollout for a whole [S, T] segment in one call, GIL released:
  * for t = 1..T every env steps, its rewards/terminals/truncations go into the rollout storage,
- * truncated episodes get gamma * V(final observation) added to their reward, and the policy
+ * truncated episodes get gamma * V(final observation) added to their reward (or, given a
+ * `bootstrap` array, the raw reward is stored and that term written there instead, for the
+ * caller to scale the rewards first: train.norm_reward), and the policy
  * (shoal_net.h) acts on the new observations into slot t: observation, mask, action, log-prob,
  * value, and the recurrent state the next segment starts from (slot T). With first_step = 0 it
  * only acts into slot 0 (after a reset). It writes exactly what shoal/trainer/ppo.py's
@@ -43,6 +45,8 @@ typedef struct {
     int bad_actions[256];
     int failed[256];
     uint8_t* amask_store;      /* bool [S, T+1, mask_size]: each slot's action mask; NULL: unmasked */
+    float* boot_store;         /* [S, T]: gamma * V(final obs) of truncated steps, -0 elsewhere,
+                                * rewards stored raw; NULL: the term goes into the reward */
 } RolloutJob;
 
 static double shoal_now(void) {
@@ -162,7 +166,9 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
             env_time += shoal_now() - t0;
             for (int64_t s = r0; s < r1; s++) {
                 const float ended = (term[s] || trunc[s]) ? 1.0f : 0.0f;
-                float reward = rew[s];
+                /* -0 is the additive identity of every float (+0 + -0 = +0, -0 + -0 = -0), so
+                 * adding it leaves any reward, scaled or not, bit for bit as it was */
+                float boot = -0.0f;
                 if (trunc[s] && !term[s]) {
                     /* bootstrap from V(final observation) with the state the episode ended with */
                     float value;
@@ -176,10 +182,16 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
                     }
                     shoal_net_forward(net, 1, final_obs + s * v->obs_size, NULL, hb, cb,
                                       boot_params, &value, b.scratch);
-                    reward += j->gamma * value;
+                    boot = j->gamma * value;
                 }
-                j->rew_store[s * j->T + (t - 1)] = reward;
-                j->done_store[s * j->T + (t - 1)] = ended;
+                const int64_t k = s * j->T + (t - 1);
+                if (j->boot_store != NULL) {
+                    j->rew_store[k] = rew[s];
+                    j->boot_store[k] = boot;
+                } else {
+                    j->rew_store[k] = rew[s] + boot;
+                }
+                j->done_store[k] = ended;
                 j->starts_store[s * slots + t] = ended;
             }
             shoal_rollout_act(j, &b, r0, r1, t, shard);
@@ -237,14 +249,17 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 
 /* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
  *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks
- *             [, action_masks])
+ *             [, action_masks[, bootstrap]])
  *     -> env seconds (mean over threads)
  * Storage arrays are the trainer's RolloutStorage tensors (numpy views): obs [S, T+1, obs] in the
  * env's dtype, actions [S, T+1, A] int64 (discrete) or float32 (Box), logprobs/values/starts/masks
  * [S, T+1] and rewards/dones [S, T] float32; h, c, h0, c0, h0_next, c0_next [S, hidden] float32
  * (None for stateless policies); rng uint64 [S]; env_masks the env's bool masks [S];
  * action_masks: None (actions unmasked) or bool [S, T+1, sum(nvec)] for an env with ACTION_MASK:
- * each slot's action mask is stored there and the policy samples from the masked logits. */
+ * each slot's action mask is stored there and the policy samples from the masked logits;
+ * bootstrap: None (a truncated step's gamma * V(final observation) is added to its reward) or
+ * float32 [S, T]: rewards are stored raw and that term (-0.0 where there is none) goes here, for
+ * the caller to add after scaling the rewards (the trainer's train.norm_reward). */
 static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *capsule, *net_capsule;
@@ -252,9 +267,11 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     double gamma;
     PyObject* o[16];
     PyObject* o_amask = Py_None;
-    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|O", &capsule, &net_capsule, &first_step, &T,
-                          &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &o_amask))
+    PyObject* o_boot = Py_None;
+    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|OO", &capsule, &net_capsule, &first_step,
+                          &T, &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15],
+                          &o_amask, &o_boot))
         return NULL;
     ShoalVec* v = shoal_get(capsule);
     if (!v) return NULL;
@@ -291,9 +308,10 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
         }
     const Py_ssize_t slots = (Py_ssize_t)S * (T + 1), H = net->hidden, A = net->action_dims;
     const char* obs_fmt = sizeof(OBS_TYPE) == 1 ? "Bb?" : "f";
-    RolloutBuf b[16], amask;
+    RolloutBuf b[16], amask, boot;
     memset(b, 0, sizeof b);
     memset(&amask, 0, sizeof amask);
+    memset(&boot, 0, sizeof boot);
     RolloutJob* job = NULL;
     double env_seconds = 0.0;
     int bad = 0, failed = 0;
@@ -323,6 +341,9 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
         if (shoal_rollout_buffer(o_amask, &amask, "action_masks", "?B", 1, slots * v->mask_size, 1))
             goto done;
     }
+    if (o_boot != Py_None &&
+        shoal_rollout_buffer(o_boot, &boot, "bootstrap", "f", 4, (Py_ssize_t)S * T, 1))
+        goto done;
     /* The first step of a continuing segment steps the actions already in the env's action buffer
      * (the previous call's slot T, or what a resume put back from a checkpoint): bring them into
      * the checked copy the envs read, refusing out-of-range ones, as send() does. */
@@ -334,7 +355,8 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
                         b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0},
-                        amask.held ? (uint8_t*)amask.view.buf : NULL};
+                        amask.held ? (uint8_t*)amask.view.buf : NULL,
+                        boot.held ? (float*)boot.view.buf : NULL};
     if (threads > v->num_envs) threads = v->num_envs;
     job->threads = threads;
     RolloutThread workers[256];
@@ -366,6 +388,7 @@ done:
     for (int k = 0; k < 16; k++)
         if (b[k].held) PyBuffer_Release(&b[k].view);
     if (amask.held) PyBuffer_Release(&amask.view);
+    if (boot.held) PyBuffer_Release(&boot.view);
     if (PyErr_Occurred()) return NULL;
     return PyFloat_FromDouble(env_seconds);
 }

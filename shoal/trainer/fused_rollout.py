@@ -12,6 +12,14 @@ Sampling draws from a per-agent RNG (:class:`AgentRng`, the SplitMix64 streams o
 ``shoal_net.h``). ``train.action_rng = "agent"`` makes the torch rollout draw from the same
 streams (:func:`shoal.net.runtime.sample_from_uniforms`), so both paths take the same actions
 under a seed and fill the same storage (up to float32 rounding of log-probs and values).
+
+Reward scaling (``train.norm_reward``) divides the raw rewards before a truncated step's
+``gamma * V(final observation)`` is added, so with it on the C call stores raw rewards and
+writes that term into a separate ``[S, T]`` buffer; :meth:`FusedRollout._scale_rewards` then
+runs the trainer's :class:`~shoal.trainer.normalize.ReturnScaler` over the segment's steps in
+the torch rollout's order (step by step, env group by env group) and adds the term: the same
+arithmetic on the same numbers, so the scaled rewards and the scaler's statistics are the torch
+rollout's bit for bit.
 """
 
 from __future__ import annotations
@@ -99,6 +107,10 @@ class FusedRollout:
         self.pending = False
         self.pending_stats: dict[str, float] = {}
         self.spare = copy.deepcopy(trainer.storage) if self.overlap else None
+        # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
+        # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
+        self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
+                          if t.norm_reward else None)
 
     def _refresh(self) -> Any:
         """The C policy of the trainer's current weights (exported again every rollout: the
@@ -121,12 +133,27 @@ class FusedRollout:
         h, c = (None, None) if state is None else (state[0], state[1])
         h0, c0 = (None, None) if b.state0 is None else b.state0
         h0n, c0n = (None, None) if b.state0_next is None else b.state0_next
-        return env._c.vec_rollout(
+        bootstrap = self.bootstrap if first_step else None
+        env_seconds = env._c.vec_rollout(
             env._h, self._refresh() if capsule is None else capsule, first_step, tr.T, float(tr.config.train.gamma),
             self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
             arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
             arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks,
-            None if tr.env_action_masks is None else b.action_masks.numpy())
+            None if tr.env_action_masks is None else b.action_masks.numpy(), arr(bootstrap))
+        if bootstrap is not None:
+            self._scale_rewards(b, bootstrap)
+        return env_seconds
+
+    def _scale_rewards(self, b: Any, bootstrap: torch.Tensor) -> None:
+        """Scales the raw rewards of ``b`` (slots 1..T just collected) as the torch rollout does
+        step by step, then adds the truncation bootstrap term ``bootstrap`` (``-0.0`` where
+        there is none, which leaves a reward as it is)."""
+        tr = self.trainer
+        scaler = tr.reward_scaler
+        for t in range(tr.T):
+            for rows in tr.groups:      # the order the torch rollout receives the groups in
+                scaler.scale_(b.rewards[rows, t], b.dones[rows, t], rows, b.masks[rows, t])
+        b.rewards.add_(bootstrap)
 
     def act_first(self) -> None:
         """After a reset: the policy acts into slot 0 (``starts[:, 0]`` already set)."""

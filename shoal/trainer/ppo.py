@@ -471,10 +471,6 @@ class Trainer:
         if t.overlap and t.rollout != "fused":
             raise ConfigError("train.overlap=true needs train.rollout='fused'")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
-        if t.norm_reward and self.fused is not None:
-            raise ConfigError("train.norm_reward=true (the default) is not supported with "
-                              "train.rollout='fused' yet: use --train.norm-reward false, or "
-                              "--train.rollout torch")
         self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
 

@@ -176,7 +176,8 @@ def fused_rollouts(tmp):
                                                           "env.max_steps": 3}),
              ("breakout", "mlp", {"train.norm_obs": True, "train.norm_obs_clip": 1.0,
                                   "env.max_steps": 4}),
-             ("g2048", "lstm", {"env.max_steps": 7})]                  # action masks
+             ("g2048", "lstm", {"env.max_steps": 7}),                  # action masks
+             ("breakout", "lstm", {"env.max_steps": 4, "train.norm_reward": True})]  # bootstrap
     for i, (env, policy, extra) in enumerate(cases):
         for threads in (1, 3):
             cfg = build_config(env, overrides={
@@ -218,6 +219,11 @@ def fused_bad_calls(trainer):
         # action masks of the wrong size (or for an env that writes none)
         (net, 1, trainer.T, 0.9, 1, args + [np.ones((b.obs.shape[0], trainer.T + 1, 1), bool)]),
         (net, 1, trainer.T, 0.9, 1, args + [np.ones(3, np.float32)]),
+        # a bootstrap buffer of the wrong size, dtype or layout
+        (net, 1, trainer.T, 0.9, 1, args + [None, np.zeros((b.obs.shape[0], trainer.T - 1), np.float32)]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, np.zeros((b.obs.shape[0], trainer.T), np.float64)]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, np.zeros((trainer.T, b.obs.shape[0]), np.float32).T]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, "not an array"]),
     ]
     for capsule, first, T, gamma, threads, a in bad:
         try:

@@ -99,6 +99,37 @@ def test_reward_scaler_matches_a_reference_loop():
     assert (np.sign(got) == np.sign(rewards)).all()   # scale only, never sign or offset
 
 
+@pytest.mark.parametrize("groups,live_fraction", [
+    ([(0, 37)], 1.0),                       # one group, every row live
+    ([(0, 3), (3, 8), (8, 37)], 1.0),       # unaligned groups (the torch rollout's buffers)
+    ([(0, 3), (3, 8), (8, 37)], 0.7),       # dead rows left out of the statistics
+    ([(0, 20), (20, 37)], 0.0)])            # no live row at all: statistics unchanged
+def test_reward_scaler_segment_equals_its_steps_bit_for_bit(groups, live_fraction):
+    """scale_segment_ (the fused rollout's, after its C call) leaves the same scaled rewards
+    and statistics as scale_ called step by step, group by group (the torch rollout's)."""
+    rng = np.random.default_rng(2)
+    S, T, gamma = 37, 19, 0.97
+    groups = [slice(lo, hi) for lo, hi in groups]
+    stepwise, segment = ReturnScaler(S, gamma), ReturnScaler(S, gamma)
+    for _ in range(3):          # carried returns and statistics across segments
+        rewards = torch.tensor(rng.normal(-0.3, 2.0, (S, T)), dtype=torch.float32)
+        rewards[0, 0] = -0.0
+        dones = torch.tensor(rng.random((S, T)) < 0.15, dtype=torch.float32)
+        live = torch.tensor(rng.random((S, T)) < live_fraction, dtype=torch.float32)
+        want = rewards.clone()
+        for t in range(T):
+            for rows in groups:
+                stepwise.scale_(want[rows, t], dones[rows, t], rows, live[rows, t])
+        got = segment.scale_segment_(rewards, dones, live, groups)
+        assert got is rewards
+        assert torch.equal(want, rewards) and torch.equal(want.signbit(), rewards.signbit())
+        for x, y in ((stepwise.returns, segment.returns), (stepwise.stats.mean, segment.stats.mean),
+                     (stepwise.stats.var, segment.stats.var),
+                     (stepwise.stats.count, segment.stats.count)):
+            assert x.dtype == y.dtype == torch.float64 and torch.equal(x, y)
+    assert float(segment.stats.count) == 3 * T * S * live_fraction or live_fraction not in (0, 1)
+
+
 def test_reward_scaling_of_a_constant_penalty_stays_finite_and_unit_free():
     """Every return equal (a constant per-step penalty): scaled rewards stay near 1 in size and
     the same for any reward unit."""

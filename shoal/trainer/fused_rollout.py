@@ -17,7 +17,8 @@ Reward scaling (``train.norm_reward``) divides the raw rewards before a truncate
 ``gamma * V(final observation)`` is added, so with it on the C call stores raw rewards and
 writes that term into a separate ``[S, T]`` buffer; :meth:`FusedRollout._scale_rewards` then
 runs the trainer's :class:`~shoal.trainer.normalize.ReturnScaler` over the segment's steps in
-the torch rollout's order (step by step, env group by env group) and adds the term: the same
+the torch rollout's order (step by step, env group by env group:
+:meth:`~shoal.trainer.normalize.ReturnScaler.scale_segment_`) and adds the term: the same
 arithmetic on the same numbers, so the scaled rewards and the scaler's statistics are the torch
 rollout's bit for bit.
 """
@@ -149,10 +150,8 @@ class FusedRollout:
         step by step, then adds the truncation bootstrap term ``bootstrap`` (``-0.0`` where
         there is none, which leaves a reward as it is)."""
         tr = self.trainer
-        scaler = tr.reward_scaler
-        for t in range(tr.T):
-            for rows in tr.groups:      # the order the torch rollout receives the groups in
-                scaler.scale_(b.rewards[rows, t], b.dones[rows, t], rows, b.masks[rows, t])
+        # the steps of slots 0..T-1 (the agents live when they acted), group by group
+        tr.reward_scaler.scale_segment_(b.rewards, b.dones, b.masks[:, :tr.T], tr.groups)
         b.rewards.add_(bootstrap)
 
     def act_first(self) -> None:

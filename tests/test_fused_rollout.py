@@ -242,18 +242,20 @@ def test_overlap_needs_the_fused_rollout(tmp_path):
         _trainer(tmp_path, "o", "breakout", "torch", **{"train.overlap": True})
 
 
-@pytest.mark.parametrize("env,threshold,overlap,learner_threads", [
-    ("bandit", 0.95, True, 1), ("recall", 0.90, False, 1), ("recall", 0.90, True, 1),
-    ("target", 0.90, True, 1), ("password", 0.95, True, 1),
-    ("recall", 0.90, True, 2), ("target", 0.90, True, 2)])
+@pytest.mark.parametrize("env,threshold,overlap,learner_threads,norm_reward", [
+    ("bandit", 0.95, True, 1, False), ("recall", 0.90, False, 1, False),
+    ("recall", 0.90, True, 1, False), ("target", 0.90, True, 1, False),
+    ("password", 0.95, True, 1, False), ("recall", 0.90, True, 2, False),
+    ("target", 0.90, True, 2, False),
+    ("target", 0.90, False, 1, True), ("recall", 0.90, True, 1, True)])
 def test_fused_and_overlapped_training_solve_sanity_envs(tmp_path, env, threshold, overlap,
-                                                          learner_threads):
+                                                          learner_threads, norm_reward):
     """The sanity envs of tests/test_learning.py, within the same budgets (their shipped
-    configs), trained with the fused rollout, with and without overlap, and with the update
-    split over two learner threads (train.learner_threads)."""
+    configs), trained with the fused rollout, with and without overlap, with the update
+    split over two learner threads (train.learner_threads), and with reward scaling on."""
     cfg = build_config(env, overrides={
         "log.dashboard": "off", "log.checkpoint_interval": 10_000, "train.rollout": "fused",
         "train.overlap": overlap, "train.learner_threads": learner_threads,
-        "log.run_dir": str(tmp_path / env)})
+        "train.norm_reward": norm_reward, "log.run_dir": str(tmp_path / env)})
     summary = Trainer(cfg).train()
     assert summary["score"] is not None and summary["score"] >= threshold, summary

@@ -10,7 +10,8 @@ added). Rounds alternate the sides; medians over ``--rounds``:
 * a synchronous epoch (``Trainer.run_epoch``: rollout + update), each side and the ratio;
 * the scaling alone on one ``[256, 64]`` segment: ``ReturnScaler.scale_segment_`` (what the
   fused rollout calls) against ``ReturnScaler.scale_`` called step by step (what the torch
-  rollout calls, interleaved with env steps), on the same data.
+  rollout calls, interleaved with env steps), on the same data, and its share of a fused
+  rollout (the least load-sensitive number here: both are measured in the same run).
 
     python benchmarks/norm_reward_bench.py --rounds 15
 
@@ -103,6 +104,8 @@ def main() -> None:
               f"ratio true/false {on / off:.3f}")
     print(f"  scaling one [256, 64] segment: scale_segment_ {segment_ms:.2f} ms, "
           f"scale_ step by step {steps_ms:.2f} ms ({steps_ms / segment_ms:.1f}x)")
+    print(f"  scale_segment_ / fused rollout (norm_reward false): "
+          f"{100 * segment_ms / med(rollout[False]):.1f}%")
 
 
 if __name__ == "__main__":

@@ -302,35 +302,52 @@ def _fused_forward_bf16(features: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
     threads = torch.get_num_threads()
     B, L, H_in = features.shape
     H = w_hh.shape[1]
-    empty = _workspace.take if save else (lambda *shape, dtype=torch.float32:
-                                          torch.empty(shape, dtype=dtype))
+    take = _workspace.take
+    # scratch (gone when this returns) always comes from the workspace: fresh memory of this
+    # size costs page faults on every rollout step; what is returned or saved is fresh
+    # unless saved (the backward gives saved buffers back)
+    fresh = take if save else (lambda *shape, dtype=torch.float32:
+                               torch.empty(shape, dtype=dtype))
+    scratch: list[torch.Tensor] = []
+
+    def temp(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        t = take(*shape, dtype=dtype)
+        scratch.append(t)
+        return t
+
     x = features.detach().transpose(0, 1)
-    if save or not x.is_contiguous() or x.dtype != _BF16:
-        x = empty(L, B, H_in, dtype=_BF16).copy_(x)
+    if save:
+        x = take(L, B, H_in, dtype=_BF16).copy_(x)
+    elif not x.is_contiguous() or x.dtype != _BF16:
+        x = temp(L, B, H_in, dtype=_BF16).copy_(x)
     w_ih_b, w_hh_b = w_ih.detach().to(_BF16), w_hh.detach().to(_BF16)
     w_hh_t = w_hh_b.t()
     bias = (b_ih.detach() + b_hh.detach()).contiguous()
     # the input products of all steps as one product; the kernel adds the bias and h W_hh^T
-    gx = empty(L, B, 4 * H, dtype=_BF16)
+    gx = temp(L, B, 4 * H, dtype=_BF16)
     torch.mm(x.view(L * B, H_in), w_ih_b.t(), out=gx.view(L * B, 4 * H))
     keep_t = None if keep is None else keep.detach().t().contiguous()
-    # activations: every step's when saving (the backward reads them), else one scratch step
-    gates = empty(L if save else 1, B, 4 * H)
+    # the activations of every step when saving (the backward reads them); a rollout keeps none
+    gates = take(L, B, 4 * H) if save else None
+    # h_in[t], c_in[t]: the state step t starts from (already multiplied by keep[t]); step 0's
+    # is a row of its own only when saving
     first = 0 if save else 1
-    h_in = empty(max(L - first, 0), B, H, dtype=_BF16)
-    c_in = empty(max(L - first, 0), B, H)
-    h_first = h0.detach() if keep_t is None else h0.detach() * keep_t[0].unsqueeze(1)
-    c_first = c0.detach() if keep_t is None else c0.detach() * keep_t[0].unsqueeze(1)
-    if save:
-        h_in[0].copy_(h_first)
-        c_in[0].copy_(c_first)
-        h_first, c_first = h_in[0], c_in[0]
+    h_in = fresh(max(L - first, 0), B, H, dtype=_BF16)
+    c_in = fresh(max(L - first, 0), B, H)
+    h_first = h_in[0] if save else temp(B, H, dtype=_BF16)
+    c_first = c_in[0] if save else temp(B, H)
+    if keep_t is None:
+        h_first.copy_(h0.detach())
+        c_first.copy_(c0.detach())
     else:
-        h_first, c_first = h_first.to(_BF16).contiguous(), c_first.contiguous()
-    c_out = empty(L, B, H)
+        k0 = keep_t[0].unsqueeze(1)
+        torch.mul(h0.detach(), k0, out=h_first)
+        torch.mul(c0.detach(), k0, out=c_first)
+    c_out = fresh(L, B, H)
     out = torch.empty(L, B, H, dtype=_BF16)
-    rec = torch.empty(B, 4 * H, dtype=_BF16)
-    g_np, gx_np, hi_np, ci_np = gates.numpy(), _bits(gx), _bits(h_in), c_in.numpy()
+    rec = temp(B, 4 * H, dtype=_BF16)
+    g_np = None if gates is None else gates.numpy()
+    gx_np, hi_np, ci_np = _bits(gx), _bits(h_in), c_in.numpy()
     out_np, co_np, rec_np = _bits(out), c_out.numpy(), _bits(rec)
     k_np = None if keep_t is None else keep_t.numpy()
     bias_np = bias.numpy()
@@ -339,12 +356,13 @@ def _fused_forward_bf16(features: torch.Tensor, h0: torch.Tensor, c0: torch.Tens
         c_prev = c_first.numpy() if t == 0 else ci_np[t - first]
         torch.mm(h_prev, w_hh_t, out=rec)
         last = t == L - 1
-        kernel.forward_bf16(gx_np[t], rec_np, bias_np, g_np[t if save else 0], c_prev, co_np[t],
-                            out_np[t], None if last else hi_np[t + 1 - first],
+        kernel.forward_bf16(gx_np[t], rec_np, bias_np, None if g_np is None else g_np[t],
+                            c_prev, co_np[t], out_np[t],
+                            None if last else hi_np[t + 1 - first],
                             None if last else ci_np[t + 1 - first],
                             None if last or k_np is None else k_np[t + 1], H, threads)
+    _workspace.give(*scratch)
     if save:
-        _workspace.give(gx)
         return out, c_out, (x, gates, h_in, c_in, keep_t, w_ih_b, w_hh_b)
     return out, c_out, None
 

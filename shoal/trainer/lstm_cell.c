@@ -399,6 +399,24 @@ static int get_bf16(PyObject* obj, const char* name, Py_ssize_t count, int writa
     return 0;
 }
 
+/* Rows from the float32 state buffer c_prev: B rows of H. */
+static int rows_of_bf16(PyObject* c_prev, Py_ssize_t hidden, Py_ssize_t* rows) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(c_prev, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_SetString(PyExc_TypeError, "c_prev: needs a C-contiguous float32 buffer");
+        return -1;
+    }
+    Py_ssize_t len = view.len;
+    PyBuffer_Release(&view);
+    if (len % (4 * hidden) != 0) {
+        PyErr_Format(PyExc_ValueError, "c_prev: %zd bytes is not a whole number of [%zd] "
+                     "float32 rows", len, hidden);
+        return -1;
+    }
+    *rows = len / (4 * hidden);
+    return 0;
+}
+
 static uint16_t* data16(Buf* b) { return b->held ? (uint16_t*)b->view.buf : NULL; }
 
 typedef struct {
@@ -421,28 +439,40 @@ typedef struct {
 static void forward_bf16_range(void* arg, Py_ssize_t lo, Py_ssize_t hi) {
     const Bf16Job* job = (const Bf16Job*)arg;
     const Py_ssize_t H = job->H, G = 4 * H;
+    /* one block of columns of the four gates at a time, through float32 scratch that stays in
+     * L1: pre-activations, then the float32 pass's own row function (which gcc vectorises;
+     * with bfloat16 loads and stores in the same loop gcc 12 leaves it scalar). Without a
+     * gates buffer (rollouts: no backward) the activations never leave the scratch. */
+    float pre[4][BF16_BLOCK], hf[BF16_BLOCK];
     for (Py_ssize_t b = lo; b < hi; b++) {
-        float* restrict pre = job->gates + b * G;
-        const uint16_t* restrict gx = job->gx + b * G;
-        const float* restrict bias = job->bias;
-        if (job->rec) {
-            const uint16_t* restrict rec = job->rec + b * G;
-            for (Py_ssize_t j = 0; j < G; j++)
-                pre[j] = bf16_to_float(gx[j]) + bf16_to_float(rec[j]) + bias[j];
-        } else {
-            for (Py_ssize_t j = 0; j < G; j++) pre[j] = bf16_to_float(gx[j]) + bias[j];
-        }
-        float* restrict c = job->c_out + b * H;
-        const float* restrict cp = job->c_prev + b * H;
-        uint16_t* restrict h = job->h_out + b * H;
-        /* in blocks through a float32 scratch row (the float32 pass's own row function,
-         * which gcc vectorises) */
-        float hf[BF16_BLOCK];
+        const uint16_t* gx = job->gx + b * G;
+        const uint16_t* rec = job->rec ? job->rec + b * G : NULL;
+        float* c = job->c_out + b * H;
+        const float* cp = job->c_prev + b * H;
+        uint16_t* h = job->h_out + b * H;
         for (Py_ssize_t j0 = 0; j0 < H; j0 += BF16_BLOCK) {
             const Py_ssize_t n = H - j0 < BF16_BLOCK ? H - j0 : BF16_BLOCK;
-            forward_row(pre + j0, pre + H + j0, pre + 2 * H + j0, pre + 3 * H + j0, cp + j0,
-                        c + j0, hf, n);
-            for (Py_ssize_t jj = 0; jj < n; jj++) h[j0 + jj] = float_to_bf16(hf[jj]);
+            for (int q = 0; q < 4; q++) {
+                const Py_ssize_t at = q * H + j0;
+                float* restrict dst = job->gates ? job->gates + b * G + at : pre[q];
+                const uint16_t* restrict x = gx + at;
+                const float* restrict bias = job->bias + at;
+                if (rec) {
+                    const uint16_t* restrict r = rec + at;
+                    for (Py_ssize_t jj = 0; jj < n; jj++)
+                        dst[jj] = bf16_to_float(x[jj]) + bf16_to_float(r[jj]) + bias[jj];
+                } else {
+                    for (Py_ssize_t jj = 0; jj < n; jj++) dst[jj] = bf16_to_float(x[jj]) + bias[jj];
+                }
+            }
+            if (job->gates) {
+                float* row = job->gates + b * G + j0;
+                forward_row(row, row + H, row + 2 * H, row + 3 * H, cp + j0, c + j0, hf, n);
+            } else {
+                forward_row(pre[0], pre[1], pre[2], pre[3], cp + j0, c + j0, hf, n);
+            }
+            uint16_t* restrict hb = h + j0;
+            for (Py_ssize_t jj = 0; jj < n; jj++) hb[jj] = float_to_bf16(hf[jj]);
         }
         if (job->h_next) {
             float k = job->keep ? job->keep[b] : 1.0f;
@@ -502,8 +532,8 @@ PyDoc_STRVAR(forward_bf16_doc,
 "             threads=1)\n--\n\n"
 "One LSTM step's elementwise part for B rows, from bfloat16 products. gx [B, 4H] (x W_ih^T)\n"
 "and rec [B, 4H] (h W_hh^T, or None for a zero state) are bfloat16 (int16 views); bias [4H]\n"
-"float32. Writes the activations i, f, g, o into gates [B, 4H] float32, c_out [B, H] float32\n"
-"and h_out [B, H] bfloat16. h_next (bfloat16) and c_next (float32), both or neither, receive\n"
+"and c_prev [B, H] float32 (B is read from c_prev). Writes the activations i, f, g, o into\n"
+"gates [B, 4H] float32 (None: not kept), c_out [B, H] float32 and h_out [B, H] bfloat16. h_next (bfloat16) and c_next (float32), both or neither, receive\n"
 "keep * h and keep * c, keep being [B] float32 or None (all ones).");
 
 static PyObject* lstm_forward_bf16(PyObject* self, PyObject* args) {
@@ -515,7 +545,11 @@ static PyObject* lstm_forward_bf16(PyObject* self, PyObject* args) {
     if (!PyArg_ParseTuple(args, "OOOOOOOOOOn|i:forward_bf16", &gx_o, &rec_o, &bias_o, &gates_o,
                           &cprev_o, &cout_o, &hout_o, &hnext_o, &cnext_o, &keep_o, &H, &threads))
         return NULL;
-    if (rows_of(gates_o, H, &B) < 0) return NULL;
+    if (H <= 0) {
+        PyErr_Format(PyExc_ValueError, "hidden must be positive, got %zd", H);
+        return NULL;
+    }
+    if (rows_of_bf16(cprev_o, H, &B) < 0) return NULL;
     if ((hnext_o == Py_None) != (cnext_o == Py_None)) {
         PyErr_SetString(PyExc_ValueError, "h_next and c_next: pass both or neither");
         return NULL;
@@ -526,7 +560,7 @@ static PyObject* lstm_forward_bf16(PyObject* self, PyObject* args) {
     if (get_bf16(gx_o, "gx", B * 4 * H, 0, 0, &b[0]) < 0 ||
         get_bf16(rec_o, "rec", B * 4 * H, 0, 1, &b[1]) < 0 ||
         get_floats(bias_o, "bias", 4 * H, 0, 0, &b[2]) < 0 ||
-        get_floats(gates_o, "gates", B * 4 * H, 1, 0, &b[3]) < 0 ||
+        get_floats(gates_o, "gates", B * 4 * H, 1, 1, &b[3]) < 0 ||
         get_floats(cprev_o, "c_prev", B * H, 0, 0, &b[4]) < 0 ||
         get_floats(cout_o, "c_out", B * H, 1, 0, &b[5]) < 0 ||
         get_bf16(hout_o, "h_out", B * H, 1, 0, &b[6]) < 0 ||
@@ -551,8 +585,8 @@ PyDoc_STRVAR(backward_bf16_doc,
 "backward_bf16(gates, c, c_prev, dy, dh_rec, keep, dc_carry, d_bias, d_pre, hidden,\n"
 "              threads=1)\n--\n\n"
 "One LSTM step's elementwise backward for B rows, for bfloat16 products. gates [B, 4H]\n"
-"float32 holds the forward's activations and is overwritten with the float32 d_pre. c, c_prev [B, H] float32; dy [B, H]\n"
-"and dh_rec [B, H] (or None) bfloat16, dh_rec multiplied by keep ([B] or None = ones);\n"
+"float32 holds the forward's activations and is overwritten with the float32 d_pre.\n"
+"c, c_prev [B, H] float32; dy [B, H] and dh_rec [B, H] (or None) bfloat16, dh_rec multiplied by keep ([B] or None = ones);\n"
 "dc_carry [B, H] float32 in/out as in backward(). Writes dL/d(pre-activations) into d_pre\n"
 "[B, 4H] bfloat16; d_bias [4H] float32 (or None) gets their float32 rows added (in an order\n"
 "that does not depend on `threads`).");

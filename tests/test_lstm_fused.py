@@ -400,3 +400,14 @@ def test_lstm_policy_under_bf16_inference_and_training():
     _, logprobs, v, state = inference.act(obs[:, 0], state, starts[:, 0])
     assert state[0].dtype == torch.float32 and torch.isfinite(logprobs).all()
     assert torch.allclose(v, values[:, 0].float(), atol=1e-6)
+
+
+def test_bf16_lstm_training_is_deterministic_and_resumes_exactly(tmp_path):
+    """train.precision = "bfloat16" with the LSTM policy (its fused bfloat16 path in rollouts and
+    updates): the same seed gives the same run, and a resumed run continues it exactly."""
+    from support.training_runs import assert_repeats_and_resumes_exactly
+
+    over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
+            "policy.hidden": 16, "train.precision": "bfloat16", "env.max_steps": 11}
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)

@@ -7,6 +7,8 @@ Sides (``--sides``, any of):
 * ``overlap``: ``--train.rollout fused --train.overlap true``
 * ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
   over two threads, so the second core works through the whole update)
+* ``bf16``:    ``torch`` with ``--train.precision bfloat16`` (products in bfloat16; the LSTM
+  through its fused bfloat16 path)
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -56,6 +58,7 @@ SIDES: dict[str, dict[str, Any]] = {
     "fused": {"train.rollout": "fused"},
     "overlap": {"train.rollout": "fused", "train.overlap": True},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
+    "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
 }
 
 
@@ -318,7 +321,7 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             list(SIDES) if args.mode == "sps" else ["torch", "cores"])
+             [s for s in SIDES if s != "bf16"] if args.mode == "sps" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         ap.error(f"unknown side(s) {unknown}: choose from {', '.join(SIDES)}")

@@ -196,3 +196,218 @@ def test_policy_under_torch_compile_runs_the_fused_path_eagerly(recwarn):
     for a, p in zip(compiled_grads, policy.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-5)
     assert not [w for w in recwarn if "Dynamo does not know how to trace" in str(w.message)]
+
+
+# ---- bfloat16 products (train.precision = "bfloat16") ----------------------------------------
+
+BF16 = torch.bfloat16
+
+
+def _bf16_round(x: np.ndarray) -> np.ndarray:
+    """float values rounded to bfloat16 (torch's rounding) and back, as float64."""
+    return torch.from_numpy(np.asarray(x, np.float32)).to(BF16).double().numpy()
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    return t.view(torch.int16).numpy()
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.mark.parametrize("B,L,H_in,H,keep_p", [
+    (1, 1, 3, 2, None), (5, 7, 3, 5, 0.3), (33, 16, 20, 16, 0.05), (300, 4, 8, 130, 0.5),
+    (64, 9, 10, 70, 1.0), (17, 12, 128, 128, 0.1),
+])
+def test_bf16_path_matches_float32_within_bfloat16_rounding(B, L, H_in, H, keep_p):
+    """Under bfloat16 autocast the fused path runs (bfloat16 outputs, float32 state) and every
+    output and gradient is the float32 reference's up to bfloat16 rounding of the products.
+    Weights at the scale of a trained policy (std ~1/sqrt(H)): with std 0.5 at H = 128 every
+    gate saturates and the products' rounding error is amplified to ~4% over 12 steps."""
+    case = _case(B, L, H_in, H, keep_p)
+    cell, features, h0, c0 = case[:4]
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.mul_(2.0 / max(H, H_in) ** 0.5)
+    reference = _grads(lstm_sequence_reference, *case)
+    with torch.autocast("cpu", dtype=BF16):
+        assert lstm.fused_bf16_available(features, h0, c0, *cell.parameters())
+        out, h, c = lstm_sequence(cell, features, h0, c0, case[4])
+        assert (out.dtype, h.dtype, c.dtype) == (BF16, torch.float32, torch.float32)
+        fused = _grads(lstm_sequence, *case)
+    names = ["out", "h", "c", "d_features", "d_h0", "d_c0", "d_w_ih", "d_w_hh", "d_b_ih", "d_b_hh"]
+    for name, a, b in zip(names, fused, reference):
+        assert a.shape == b.shape and a.dtype == (BF16 if name == "out" else b.dtype), name
+        assert torch.isfinite(a).all(), name
+        err = (a.float() - b).norm().item()
+        assert err <= 2e-2 * max(b.norm().item(), 1e-3), f"{name}: relative error {err / b.norm()}"
+
+
+def test_bf16_rollout_steps_equal_the_replayed_sequence():
+    """What the rollout computes one step at a time (no autograd, state carried between calls)
+    is bit for bit what the update replays over the whole segment: PPO's ratio starts at 1."""
+    cell, features, h0, c0, keep, _ = _case(40, 9, 12, 20, 0.2, seed=5)
+    with torch.autocast("cpu", dtype=BF16):
+        seq, h_seq, c_seq = lstm_sequence(cell, features, h0, c0, keep)
+        with torch.inference_mode():
+            h, c, steps = h0.detach(), c0.detach(), []
+            for t in range(features.shape[1]):
+                out, h, c = lstm_sequence(cell, features[:, t:t + 1].detach(), h, c,
+                                          keep[:, t:t + 1])
+                steps.append(out)
+            whole = lstm_sequence(cell, features.detach(), h0.detach(), c0.detach(), keep)
+    assert torch.equal(torch.cat(steps, 1), seq.detach())
+    assert torch.equal(whole[0], seq.detach())
+    assert torch.equal(h, h_seq.detach()) and torch.equal(c, c_seq.detach())
+
+
+@pytest.mark.parametrize("rows,H", [(1, 1), (7, 5), (50, 64), (33, 130)])
+def test_bf16_kernel_step_matches_float64(rows, H):
+    """One step of forward_bf16 / backward_bf16 against the same arithmetic in float64 from the
+    same bfloat16 inputs: float32 results to float32 accuracy, bfloat16 results within one
+    rounding."""
+    kernel = lstm._load_kernel()
+    g = torch.Generator().manual_seed(rows * 1000 + H)
+    gx = (torch.randn(rows, 4 * H, generator=g) * 2).to(BF16)
+    rec = torch.randn(rows, 4 * H, generator=g).to(BF16)
+    bias = torch.randn(4 * H, generator=g).numpy()
+    c_prev = torch.randn(rows, H, generator=g).numpy()
+    keep = (torch.rand(rows, generator=g) > 0.3).float().numpy()
+    gates = np.empty((rows, 4 * H), np.float32)
+    c_out = np.empty((rows, H), np.float32)
+    h_out, h_next = torch.empty(rows, H, dtype=BF16), torch.empty(rows, H, dtype=BF16)
+    c_next = np.empty((rows, H), np.float32)
+    kernel.forward_bf16(_bits(gx), _bits(rec), bias, gates, c_prev, c_out, _bits(h_out),
+                        _bits(h_next), c_next, keep, H, 2)
+    pre = gx.double().numpy() + rec.double().numpy() + bias
+    i, f, gg, o = (pre[:, k * H:(k + 1) * H] for k in range(4))
+    i, f, gg, o = _sig(i), _sig(f), np.tanh(gg), _sig(o)
+    c = f * c_prev + i * gg
+    h = o * np.tanh(c)
+    assert np.allclose(gates, np.concatenate([i, f, gg, o], 1), rtol=1e-5, atol=1e-6)
+    assert np.allclose(c_out, c, rtol=1e-5, atol=1e-6)
+    assert np.allclose(h_out.double().numpy(), h, rtol=2 ** -8, atol=1e-6)
+    assert np.array_equal(h_next.double().numpy(), keep[:, None] * h_out.double().numpy())
+    assert np.array_equal(c_next, keep[:, None] * c_out)
+    # the rollout form (no activations kept) gives the same state
+    c2, h2 = np.empty_like(c_out), torch.empty(rows, H, dtype=BF16)
+    kernel.forward_bf16(_bits(gx), _bits(rec), bias, None, c_prev, c2, _bits(h2), None, None,
+                        None, H, 1)
+    assert np.array_equal(c2, c_out) and torch.equal(h2, h_out)
+
+    dy = torch.randn(rows, H, generator=g).to(BF16)
+    dh_rec = torch.randn(rows, H, generator=g).to(BF16)
+    dc = torch.randn(rows, H, generator=g).numpy()
+    dc_in = dc.copy()
+    d_bias = np.zeros(4 * H, np.float32)
+    d_pre = torch.empty(rows, 4 * H, dtype=BF16)
+    acts = gates.astype(np.float64)
+    kernel.backward_bf16(gates, c_out, c_prev, _bits(dy), _bits(dh_rec), keep, dc, d_bias,
+                         _bits(d_pre), H, 2)
+    i, f, gg, o = (acts[:, k * H:(k + 1) * H] for k in range(4))
+    k = keep[:, None]
+    dh = dy.double().numpy() + k * dh_rec.double().numpy()
+    tc = np.tanh(c_out.astype(np.float64))
+    dcc = k * dc_in + dh * o * (1 - tc * tc)
+    want = np.concatenate([dcc * gg * i * (1 - i), dcc * c_prev * f * (1 - f),
+                           dcc * i * (1 - gg * gg), dh * tc * o * (1 - o)], 1)
+    scale = np.abs(want).max()
+    assert np.allclose(gates, want, rtol=1e-5, atol=1e-6 * scale)        # float32 d_pre
+    assert np.allclose(d_pre.double().numpy(), want, rtol=2 ** -8, atol=1e-6 * scale)
+    assert np.allclose(dc, dcc * f, rtol=1e-5, atol=1e-6 * np.abs(dcc).max())
+    assert np.allclose(d_bias, want.sum(0), rtol=1e-4, atol=1e-5 * scale * rows)
+
+
+def test_bf16_thread_count_does_not_change_results():
+    kernel = lstm._load_kernel()
+    g = torch.Generator().manual_seed(1)
+    rows, H = 1000, 64
+    gx = torch.randn(rows, 4 * H, generator=g).to(BF16)
+    bias = np.zeros(4 * H, np.float32)
+    c_prev = torch.randn(rows, H, generator=g).numpy()
+    dy = torch.randn(rows, H, generator=g).to(BF16)
+    keep = (torch.rand(rows, generator=g) > 0.1).float().numpy()
+    out = []
+    for threads in (1, 2, 3):
+        gates, c = np.empty((rows, 4 * H), np.float32), np.empty((rows, H), np.float32)
+        h, d_pre = torch.empty(rows, H, dtype=BF16), torch.empty(rows, 4 * H, dtype=BF16)
+        dc, d_bias = np.ones((rows, H), np.float32), np.zeros(4 * H, np.float32)
+        kernel.forward_bf16(_bits(gx), None, bias, gates, c_prev, c, _bits(h), None, None, None,
+                            H, threads)
+        kernel.backward_bf16(gates, c, c_prev, _bits(dy), _bits(dy), keep, dc, d_bias,
+                             _bits(d_pre), H, threads)
+        out.append((c, _bits(h).copy(), gates, dc, d_bias,
+                    _bits(d_pre).copy()))
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            assert np.array_equal(a, b)
+
+
+def test_bf16_kernel_rejects_bad_buffers():
+    kernel = lstm._load_kernel()
+    H, rows = 2, 4
+    gx = _bits(torch.zeros(rows, 4 * H, dtype=BF16))
+    state = np.zeros((rows, H), np.float32)
+    h = _bits(torch.zeros(rows, H, dtype=BF16))
+    bias = np.zeros(4 * H, np.float32)
+    with pytest.raises(TypeError, match="gx.*bfloat16"):
+        kernel.forward_bf16(np.zeros((rows, 4 * H), np.float32), None, bias, None, state, state,
+                            h, None, None, None, H)
+    with pytest.raises(ValueError, match="gx"):
+        kernel.forward_bf16(gx[:3], None, bias, None, state, state, h, None, None, None, H)
+    with pytest.raises(ValueError, match="bias"):
+        kernel.forward_bf16(gx, None, bias[:3], None, state, state, h, None, None, None, H)
+    with pytest.raises(ValueError, match="both or neither"):
+        kernel.forward_bf16(gx, None, bias, None, state, state, h, h, None, None, H)
+    with pytest.raises(ValueError, match="hidden"):
+        kernel.forward_bf16(gx, None, bias, None, state, state, h, None, None, None, 0)
+    with pytest.raises(TypeError, match="h_out.*writable"):
+        ro = h.copy()
+        ro.flags.writeable = False
+        kernel.forward_bf16(gx, None, bias, None, state, state, ro, None, None, None, H)
+    gates = np.zeros((rows, 4 * H), np.float32)
+    with pytest.raises(ValueError, match="d_pre"):
+        kernel.backward_bf16(gates, state, state, h, None, None, state.copy(), None, h, H)
+    with pytest.raises(TypeError, match="dy.*bfloat16"):
+        kernel.backward_bf16(gates, state, state, state, None, None, state.copy(), None, gx, H)
+
+
+def test_lstm_policy_under_bf16_inference_and_training():
+    """train.precision = "bfloat16" on the LSTM policy: the rollout (Inference) and the update
+    (autograd) both take the fused bfloat16 path and agree with float32 to bfloat16 accuracy."""
+    from gymnasium import spaces
+
+    from shoal.trainer.policies import Inference, LSTMPolicy
+
+    torch.manual_seed(0)
+    policy = LSTMPolicy(spaces.Box(0, 1, (7,), np.float32), spaces.Discrete(3), hidden=24)
+    obs, starts = torch.rand(6, 5, 7), (torch.rand(6, 5) < 0.2).float()
+    ref_params, ref_values, _ = policy(obs, None, starts)
+    (ref_params.sum() + ref_values.sum()).backward()
+    ref_grads = [p.grad.clone() for p in policy.parameters()]
+    policy.zero_grad()
+    with torch.autocast("cpu", dtype=BF16):
+        params, values, (h, c) = policy(obs, None, starts)
+    assert h.dtype == c.dtype == torch.float32
+    (params.float().sum() + values.float().sum()).backward()
+    assert torch.allclose(params.float(), ref_params, atol=3e-2)
+    assert torch.allclose(values.float(), ref_values, atol=3e-2)
+    for a, b in zip((p.grad for p in policy.parameters()), ref_grads):
+        assert (a - b).norm() <= 3e-2 * max(b.norm().item(), 1e-3)
+    inference = Inference(policy, precision="bfloat16")
+    state = inference.initial_state(6)
+    _, logprobs, v, state = inference.act(obs[:, 0], state, starts[:, 0])
+    assert state[0].dtype == torch.float32 and torch.isfinite(logprobs).all()
+    assert torch.allclose(v, values[:, 0].float(), atol=1e-6)
+
+
+def test_bf16_lstm_training_is_deterministic_and_resumes_exactly(tmp_path):
+    """train.precision = "bfloat16" with the LSTM policy (its fused bfloat16 path in rollouts and
+    updates): the same seed gives the same run, and a resumed run continues it exactly."""
+    from support.training_runs import assert_repeats_and_resumes_exactly
+
+    over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
+            "policy.hidden": 16, "train.precision": "bfloat16", "env.max_steps": 11}
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)

@@ -149,7 +149,8 @@ class TrainConfig:
                                    "loss scores the masked distribution), on (require them), off "
                                    "(ignore them)", choices=("auto", "on", "off"))
     precision: str = _f("float32", "policy matmul precision: float32, or bfloat16 (autocast "
-                                   "for rollout inference and the training forward/backward; "
+                                   "for rollout inference and the training forward/backward, "
+                                   "the LSTM through its fused bfloat16 path on the CPU; "
                                    "weights, optimizer, advantages and losses stay float32)",
                         choices=("float32", "bfloat16"))
 

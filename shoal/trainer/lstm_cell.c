@@ -337,9 +337,314 @@ done:
     return result;
 }
 
+/* ---- bfloat16 products, float32 cell ------------------------------------------------------
+ *
+ * Under bfloat16 autocast the products run in bfloat16 (AMX/AVX512-BF16 through oneDNN) and
+ * hand back bfloat16; the cell itself stays float32 (c, the activations, the carried dc, the
+ * bias gradient). The bf16 passes below read the products' bfloat16 results, add the bias in
+ * float32, and write what feeds the next products (h, dL/d(pre-activations)) as bfloat16,
+ * rounded to nearest even as torch rounds. h only ever enters bfloat16 products (the next
+ * step's h W_hh^T, the heads under autocast, the weight gradient), so storing it as bfloat16
+ * loses nothing those products would keep. bfloat16 buffers arrive as int16 views (numpy has
+ * no bfloat16). */
+
+/* Columns per block of the bf16 passes' float32 scratch rows. */
+#define BF16_BLOCK 64
+
+static inline float bf16_to_float(uint16_t v) {
+    uint32_t bits = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((bits >> 16) | 0x40u); /* NaN */
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+/* Borrow a C-contiguous buffer of exactly `count` 2-byte values (an int16 view of a bfloat16
+ * tensor). None gives a NULL buffer when `optional`. */
+static int get_bf16(PyObject* obj, const char* name, Py_ssize_t count, int writable,
+                    int optional, Buf* out) {
+    out->held = 0;
+    if (obj == Py_None) {
+        if (optional) return 0;
+        PyErr_Format(PyExc_TypeError, "%s: a bfloat16 buffer is required, got None", name);
+        return -1;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &out->view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: needs a C-contiguous%s bfloat16 buffer (a bfloat16 torch CPU tensor "
+                     "as .view(torch.int16).numpy())", name, writable ? ", writable" : "");
+        return -1;
+    }
+    out->held = 1;
+    const char* f = out->view.format ? out->view.format : "?";
+    if (f[0] == '@' || f[0] == '=' || f[0] == '<') f++;
+    if (out->view.itemsize != 2 || (strcmp(f, "h") != 0 && strcmp(f, "H") != 0)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected bfloat16 bits as an int16 buffer (buffer "
+                     "format '%s')", name, out->view.format ? out->view.format : "?");
+        return -1;
+    }
+    if (out->view.len != count * 2) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd bfloat16 values, got %zd", name, count,
+                     out->view.len / 2);
+        return -1;
+    }
+    return 0;
+}
+
+/* Rows from the float32 state buffer c_prev: B rows of H. */
+static int rows_of_bf16(PyObject* c_prev, Py_ssize_t hidden, Py_ssize_t* rows) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(c_prev, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_SetString(PyExc_TypeError, "c_prev: needs a C-contiguous float32 buffer");
+        return -1;
+    }
+    Py_ssize_t len = view.len;
+    PyBuffer_Release(&view);
+    if (len % (4 * hidden) != 0) {
+        PyErr_Format(PyExc_ValueError, "c_prev: %zd bytes is not a whole number of [%zd] "
+                     "float32 rows", len, hidden);
+        return -1;
+    }
+    *rows = len / (4 * hidden);
+    return 0;
+}
+
+static uint16_t* data16(Buf* b) { return b->held ? (uint16_t*)b->view.buf : NULL; }
+
+typedef struct {
+    const uint16_t *gx, *rec;    /* forward: [B, 4H] bfloat16 products (rec may be NULL) */
+    const float* bias;           /* forward: [4H] */
+    float* gates;                /* [B, 4H] float32 activations (written fwd, read bwd) */
+    const float* c_prev;         /* [B, H] */
+    float* c_out;                /* forward: [B, H] */
+    uint16_t *h_out, *h_next;    /* forward: [B, H] bfloat16 (h_next may be NULL) */
+    float* c_next;               /* forward: [B, H] or NULL */
+    const float* keep;           /* [B] or NULL */
+    const float* c_cur;          /* backward: [B, H] */
+    const uint16_t *dy, *dh_rec; /* backward: [B, H] bfloat16 (dh_rec may be NULL) */
+    float* dc_carry;             /* backward: [B, H] */
+    uint16_t* d_pre;             /* backward: [B, 4H] bfloat16 out */
+    float* bias_partials;        /* backward: [chunks, 4H] or NULL */
+    Py_ssize_t H, chunk_rows;
+} Bf16Job;
+
+static void forward_bf16_range(void* arg, Py_ssize_t lo, Py_ssize_t hi) {
+    const Bf16Job* job = (const Bf16Job*)arg;
+    const Py_ssize_t H = job->H, G = 4 * H;
+    /* one block of columns of the four gates at a time, through float32 scratch that stays in
+     * L1: pre-activations, then the float32 pass's own row function (which gcc vectorises;
+     * with bfloat16 loads and stores in the same loop gcc 12 leaves it scalar). Without a
+     * gates buffer (rollouts: no backward) the activations never leave the scratch. */
+    float pre[4][BF16_BLOCK], hf[BF16_BLOCK];
+    for (Py_ssize_t b = lo; b < hi; b++) {
+        const uint16_t* gx = job->gx + b * G;
+        const uint16_t* rec = job->rec ? job->rec + b * G : NULL;
+        float* c = job->c_out + b * H;
+        const float* cp = job->c_prev + b * H;
+        uint16_t* h = job->h_out + b * H;
+        for (Py_ssize_t j0 = 0; j0 < H; j0 += BF16_BLOCK) {
+            const Py_ssize_t n = H - j0 < BF16_BLOCK ? H - j0 : BF16_BLOCK;
+            for (int q = 0; q < 4; q++) {
+                const Py_ssize_t at = q * H + j0;
+                float* restrict dst = job->gates ? job->gates + b * G + at : pre[q];
+                const uint16_t* restrict x = gx + at;
+                const float* restrict bias = job->bias + at;
+                if (rec) {
+                    const uint16_t* restrict r = rec + at;
+                    for (Py_ssize_t jj = 0; jj < n; jj++)
+                        dst[jj] = bf16_to_float(x[jj]) + bf16_to_float(r[jj]) + bias[jj];
+                } else {
+                    for (Py_ssize_t jj = 0; jj < n; jj++) dst[jj] = bf16_to_float(x[jj]) + bias[jj];
+                }
+            }
+            if (job->gates) {
+                float* row = job->gates + b * G + j0;
+                forward_row(row, row + H, row + 2 * H, row + 3 * H, cp + j0, c + j0, hf, n);
+            } else {
+                forward_row(pre[0], pre[1], pre[2], pre[3], cp + j0, c + j0, hf, n);
+            }
+            uint16_t* restrict hb = h + j0;
+            for (Py_ssize_t jj = 0; jj < n; jj++) hb[jj] = float_to_bf16(hf[jj]);
+        }
+        if (job->h_next) {
+            float k = job->keep ? job->keep[b] : 1.0f;
+            uint16_t* restrict hn = job->h_next + b * H;
+            float* restrict cn = job->c_next + b * H;
+            if (k == 1.0f) {
+                memcpy(hn, h, sizeof(uint16_t) * H);
+                memcpy(cn, c, sizeof(float) * H);
+            } else {
+                for (Py_ssize_t j = 0; j < H; j++) {
+                    hn[j] = float_to_bf16(k * bf16_to_float(h[j]));
+                    cn[j] = k * c[j];
+                }
+            }
+        }
+    }
+}
+
+static void backward_bf16_range(void* arg, Py_ssize_t lo, Py_ssize_t hi) {
+    const Bf16Job* job = (const Bf16Job*)arg;
+    const Py_ssize_t H = job->H, G = 4 * H;
+    float* bias = job->bias_partials ? job->bias_partials + (lo / job->chunk_rows) * G : NULL;
+    if (bias) memset(bias, 0, sizeof(float) * G);
+    for (Py_ssize_t b = lo; b < hi; b++) {
+        float* act = job->gates + b * G;
+        const float *restrict c = job->c_cur + b * H, *restrict cp = job->c_prev + b * H;
+        const uint16_t* restrict y = job->dy + b * H;
+        const uint16_t* restrict r = job->dh_rec ? job->dh_rec + b * H : NULL;
+        float* restrict dcc = job->dc_carry + b * H;
+        uint16_t* restrict dp = job->d_pre + b * G;
+        float k = job->keep ? job->keep[b] : 1.0f;
+        float dh[BF16_BLOCK];
+        for (Py_ssize_t j0 = 0; j0 < H; j0 += BF16_BLOCK) {
+            const Py_ssize_t n = H - j0 < BF16_BLOCK ? H - j0 : BF16_BLOCK;
+            for (Py_ssize_t jj = 0; jj < n; jj++) dh[jj] = bf16_to_float(y[j0 + jj]);
+            if (r)
+                for (Py_ssize_t jj = 0; jj < n; jj++) dh[jj] += k * bf16_to_float(r[j0 + jj]);
+            /* the float32 pass's row function, dh already holding dy + k * dh_rec: it
+             * overwrites the block's activations with the float32 d_pre */
+            backward_row(act + j0, act + H + j0, act + 2 * H + j0, act + 3 * H + j0, c + j0,
+                         cp + j0, dh, NULL, 0, k, dcc + j0, n);
+            for (int q = 0; q < 4; q++) {
+                uint16_t* restrict out = dp + q * H + j0;
+                const float* restrict dq = act + q * H + j0;
+                for (Py_ssize_t jj = 0; jj < n; jj++) out[jj] = float_to_bf16(dq[jj]);
+                if (bias) {
+                    float* restrict bq = bias + q * H + j0;
+                    for (Py_ssize_t jj = 0; jj < n; jj++) bq[jj] += dq[jj];
+                }
+            }
+        }
+    }
+}
+
+PyDoc_STRVAR(forward_bf16_doc,
+"forward_bf16(gx, rec, bias, gates, c_prev, c_out, h_out, h_next, c_next, keep, hidden,\n"
+"             threads=1)\n--\n\n"
+"One LSTM step's elementwise part for B rows, from bfloat16 products. gx [B, 4H] (x W_ih^T)\n"
+"and rec [B, 4H] (h W_hh^T, or None for a zero state) are bfloat16 (int16 views); bias [4H]\n"
+"and c_prev [B, H] float32 (B is read from c_prev). Writes the activations i, f, g, o into\n"
+"gates [B, 4H] float32 (None: not kept), c_out [B, H] float32 and h_out [B, H] bfloat16. h_next (bfloat16) and c_next (float32), both or neither, receive\n"
+"keep * h and keep * c, keep being [B] float32 or None (all ones).");
+
+static PyObject* lstm_forward_bf16(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject *gx_o, *rec_o, *bias_o, *gates_o, *cprev_o, *cout_o, *hout_o, *hnext_o, *cnext_o,
+        *keep_o;
+    Py_ssize_t H, B;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOn|i:forward_bf16", &gx_o, &rec_o, &bias_o, &gates_o,
+                          &cprev_o, &cout_o, &hout_o, &hnext_o, &cnext_o, &keep_o, &H, &threads))
+        return NULL;
+    if (H <= 0) {
+        PyErr_Format(PyExc_ValueError, "hidden must be positive, got %zd", H);
+        return NULL;
+    }
+    if (rows_of_bf16(cprev_o, H, &B) < 0) return NULL;
+    if ((hnext_o == Py_None) != (cnext_o == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "h_next and c_next: pass both or neither");
+        return NULL;
+    }
+    Buf b[10];
+    memset(b, 0, sizeof b);
+    PyObject* result = NULL;
+    if (get_bf16(gx_o, "gx", B * 4 * H, 0, 0, &b[0]) < 0 ||
+        get_bf16(rec_o, "rec", B * 4 * H, 0, 1, &b[1]) < 0 ||
+        get_floats(bias_o, "bias", 4 * H, 0, 0, &b[2]) < 0 ||
+        get_floats(gates_o, "gates", B * 4 * H, 1, 1, &b[3]) < 0 ||
+        get_floats(cprev_o, "c_prev", B * H, 0, 0, &b[4]) < 0 ||
+        get_floats(cout_o, "c_out", B * H, 1, 0, &b[5]) < 0 ||
+        get_bf16(hout_o, "h_out", B * H, 1, 0, &b[6]) < 0 ||
+        get_bf16(hnext_o, "h_next", B * H, 1, 1, &b[7]) < 0 ||
+        get_floats(cnext_o, "c_next", B * H, 1, 1, &b[8]) < 0 ||
+        get_floats(keep_o, "keep", B, 0, 1, &b[9]) < 0)
+        goto done;
+    Bf16Job job = {.gx = data16(&b[0]), .rec = data16(&b[1]), .bias = data(&b[2]),
+                   .gates = data(&b[3]), .c_prev = data(&b[4]), .c_out = data(&b[5]),
+                   .h_out = data16(&b[6]), .h_next = data16(&b[7]), .c_next = data(&b[8]),
+                   .keep = data(&b[9]), .H = H, .chunk_rows = chunk_rows_for(H)};
+    Py_BEGIN_ALLOW_THREADS
+    parallel_chunks(forward_bf16_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    release(b, 10);
+    return result;
+}
+
+PyDoc_STRVAR(backward_bf16_doc,
+"backward_bf16(gates, c, c_prev, dy, dh_rec, keep, dc_carry, d_bias, d_pre, hidden,\n"
+"              threads=1)\n--\n\n"
+"One LSTM step's elementwise backward for B rows, for bfloat16 products. gates [B, 4H]\n"
+"float32 holds the forward's activations and is overwritten with the float32 d_pre.\n"
+"c, c_prev [B, H] float32; dy [B, H] and dh_rec [B, H] (or None) bfloat16, dh_rec multiplied by keep ([B] or None = ones);\n"
+"dc_carry [B, H] float32 in/out as in backward(). Writes dL/d(pre-activations) into d_pre\n"
+"[B, 4H] bfloat16; d_bias [4H] float32 (or None) gets their float32 rows added (in an order\n"
+"that does not depend on `threads`).");
+
+static PyObject* lstm_backward_bf16(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject *gates_o, *c_o, *cprev_o, *dy_o, *dhrec_o, *keep_o, *dcc_o, *dbias_o, *dpre_o;
+    Py_ssize_t H, B;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOn|i:backward_bf16", &gates_o, &c_o, &cprev_o, &dy_o,
+                          &dhrec_o, &keep_o, &dcc_o, &dbias_o, &dpre_o, &H, &threads))
+        return NULL;
+    if (rows_of(gates_o, H, &B) < 0) return NULL;
+    Buf b[9];
+    memset(b, 0, sizeof b);
+    PyObject* result = NULL;
+    if (get_floats(gates_o, "gates", B * 4 * H, 1, 0, &b[0]) < 0 ||
+        get_floats(c_o, "c", B * H, 0, 0, &b[1]) < 0 ||
+        get_floats(cprev_o, "c_prev", B * H, 0, 0, &b[2]) < 0 ||
+        get_bf16(dy_o, "dy", B * H, 0, 0, &b[3]) < 0 ||
+        get_bf16(dhrec_o, "dh_rec", B * H, 0, 1, &b[4]) < 0 ||
+        get_floats(keep_o, "keep", B, 0, 1, &b[5]) < 0 ||
+        get_floats(dcc_o, "dc_carry", B * H, 1, 0, &b[6]) < 0 ||
+        get_floats(dbias_o, "d_bias", 4 * H, 1, 1, &b[7]) < 0 ||
+        get_bf16(dpre_o, "d_pre", B * 4 * H, 1, 0, &b[8]) < 0)
+        goto done;
+    Bf16Job job = {.gates = data(&b[0]), .c_cur = data(&b[1]), .c_prev = data(&b[2]),
+                   .dy = data16(&b[3]), .dh_rec = data16(&b[4]), .keep = data(&b[5]),
+                   .dc_carry = data(&b[6]), .d_pre = data16(&b[8]), .H = H,
+                   .chunk_rows = chunk_rows_for(H)};
+    float* d_bias = data(&b[7]);
+    Py_ssize_t chunks = (B + job.chunk_rows - 1) / job.chunk_rows;
+    if (d_bias && chunks > 0) {
+        job.bias_partials = malloc(sizeof(float) * 4 * H * chunks);
+        if (job.bias_partials == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    parallel_chunks(backward_bf16_range, &job, B, job.chunk_rows, threads_for(threads, B, H));
+    if (job.bias_partials) {
+        for (Py_ssize_t k = 0; k < chunks; k++)
+            for (Py_ssize_t j = 0; j < 4 * H; j++) d_bias[j] += job.bias_partials[k * 4 * H + j];
+        free(job.bias_partials);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    release(b, 9);
+    return result;
+}
+
 static PyMethodDef lstm_methods[] = {
     {"forward", lstm_forward, METH_VARARGS, forward_doc},
     {"backward", lstm_backward, METH_VARARGS, backward_doc},
+    {"forward_bf16", lstm_forward_bf16, METH_VARARGS, forward_bf16_doc},
+    {"backward_bf16", lstm_backward_bf16, METH_VARARGS, backward_bf16_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,6 +53,69 @@ def lstm_cell(rng):
         raise AssertionError("backward accepted a short d_bias")
 
 
+def lstm_cell_bf16(rng):
+    """The bfloat16-product passes; bfloat16 values as int16 bit patterns, random bits included
+    (NaN, inf, subnormals)."""
+    def bf16(shape, scale=1.0):
+        x = (rng.normal(0, scale, shape).astype(np.float32).view(np.uint32) >> 16)
+        return x.astype(np.uint16).view(np.int16)
+
+    for rows, hidden in ((1, 1), (3, 5), (257, 16), (100, 65), (600, 128)):
+        for threads in (1, 2, 3):
+            gx = bf16((rows, 4 * hidden), 30.0)
+            gx.flat[0] = 0x7FC0                  # NaN
+            gx.flat[-1] = 0x7F80                 # inf
+            rec = rng.integers(-2**15, 2**15, (rows, 4 * hidden), dtype=np.int16)
+            bias = rng.normal(size=4 * hidden).astype(np.float32)
+            c_prev = rng.normal(0, 3, (rows, hidden)).astype(np.float32)
+            gates = np.empty((rows, 4 * hidden), np.float32)
+            c_out = np.empty((rows, hidden), np.float32)
+            h_out, h_next = bf16((rows, hidden)), bf16((rows, hidden))
+            c_next = np.empty_like(c_out)
+            keep = (rng.random(rows) > 0.5).astype(np.float32)
+            _lstm_cell.forward_bf16(gx, rec, bias, gates, c_prev, c_out, h_out, h_next, c_next,
+                                    keep, hidden, threads)
+            _lstm_cell.forward_bf16(gx, None, bias, None, c_prev, c_out, h_out, None, None,
+                                    None, hidden, threads)
+            dy, d_pre = bf16((rows, hidden)), bf16((rows, 4 * hidden))
+            dc = np.zeros_like(c_out)
+            d_bias = np.zeros(4 * hidden, np.float32)
+            _lstm_cell.backward_bf16(gates, c_out, c_prev, dy, h_out, keep, dc, d_bias, d_pre,
+                                     hidden, threads)
+            _lstm_cell.backward_bf16(gates, c_out, c_prev, dy, None, None, dc, None, d_pre,
+                                     hidden, threads)
+    gx, state = np.zeros((4, 8), np.int16), np.zeros((4, 2), np.float32)
+    h, bias = np.zeros((4, 2), np.int16), np.zeros(8, np.float32)
+    bad_calls = [
+        (gx[:, :7].copy(), None, bias, None, state, state, h, None, None, None, 2),
+        (gx, None, bias, None, state[:3], state, h, None, None, None, 2),
+        (gx.astype(np.float32), None, bias, None, state, state, h, None, None, None, 2),
+        (gx, None, bias[:5], None, state, state, h, None, None, None, 2),
+        (gx, None, bias, None, state, state, h[:, :1].copy(), None, None, None, 2),
+        (gx, None, bias, None, state, state, h, h, None, None, 2),
+        (gx, None, bias, None, state, state, h, None, None, np.ones(3, np.float32), 2),
+        (gx, None, bias, None, state, state, h, None, None, None, 0),
+        (gx, None, bias, None, state, state, h, None, None, None, -3),
+    ]
+    for args in bad_calls:
+        try:
+            _lstm_cell.forward_bf16(*args)
+        except (TypeError, ValueError):
+            pass
+        else:
+            raise AssertionError(f"forward_bf16 accepted bad arguments {args}")
+    gates = np.zeros((4, 8), np.float32)
+    for args in [(gates, state, state, h, None, None, state.copy(), None, gx[:3], 2),
+                 (gates, state, state, state, None, None, state.copy(), None, gx, 2),
+                 (gates[:3], state, state, h, None, None, state.copy(), None, gx, 2)]:
+        try:
+            _lstm_cell.backward_bf16(*args)
+        except (TypeError, ValueError):
+            pass
+        else:
+            raise AssertionError(f"backward_bf16 accepted bad arguments {args}")
+
+
 def advantage(rng):
     for segments, horizon in ((1, 1), (7, 13), (3000, 200)):
         values = rng.normal(size=(segments, horizon + 1)).astype(np.float32)
@@ -69,6 +132,8 @@ def main():
     rng = np.random.default_rng(0)
     lstm_cell(rng)
     print("fuzzed lstm cell", flush=True)
+    lstm_cell_bf16(rng)
+    print("fuzzed lstm cell (bfloat16 products)", flush=True)
     advantage(rng)
     print("fuzzed advantage", flush=True)
     print("fuzz ok")

@@ -58,7 +58,7 @@ import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
-           "JobMoments", "variance_parts", "explained_from_parts", "epoch_statistics",
+           "JobMoments", "rank_share", "job_moments", "variance_parts", "explained_from_parts", "epoch_statistics",
            "RANK_SEED_STRIDE", "TRACE_ENV"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
@@ -79,13 +79,17 @@ class GradientSum:
     """A gradient all-reduce in flight (:meth:`Collective.sum_gradients`)."""
 
     def __init__(self, ranks: "Collective", grads: list[torch.Tensor],
-                 flat: torch.Tensor | None, work: Any) -> None:
+                 flat: torch.Tensor | None, work: Any, share: torch.Tensor | None = None
+                 ) -> None:
         self._ranks, self._grads, self._flat, self._work = ranks, grads, flat, work
+        self._share = share
 
-    def wait(self) -> None:
-        """Returns once the gradients are summed over ranks (written back into them)."""
+    def wait(self) -> JobMoments | None:
+        """Returns once the gradients are summed over ranks (written back into them): with a
+        ``next_share``, the job's :class:`JobMoments` of the minibatch it described (None
+        without one, and in one process)."""
         if self._work is None:
-            return
+            return None
         work, self._work = self._work, None
         self._ranks._run("gradient all-reduce", lambda flat: work.wait(), self._flat)
         offset = 0
@@ -93,6 +97,28 @@ class GradientSum:
             n = g.numel()
             g.copy_(self._flat[offset:offset + n].view_as(g))
             offset += n
+        if self._share is None:
+            return None
+        rows = _decode_rows(self._flat[offset:], self._ranks.world_size, self._share.shape)
+        return job_moments(rows, self._share)
+
+
+def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """A float32 buffer of ``world_size`` slots, ``value`` (float64) in slot ``rank`` as a
+    (high, low) float32 pair (~48 significant bits), zeros elsewhere: summed over ranks it holds
+    every rank's value exactly (x + 0 = x), in any summation order."""
+    x = value.reshape(-1).double()
+    hi = x.float()
+    lo = torch.where(torch.isfinite(hi), (x - hi.double()).float(), torch.zeros_like(hi))
+    out = torch.zeros(world_size, 2, x.numel(), dtype=torch.float32, device=x.device)
+    out[rank, 0], out[rank, 1] = hi, lo
+    return out.reshape(-1)
+
+
+def _decode_rows(buffer: torch.Tensor, world_size: int, shape: torch.Size) -> torch.Tensor:
+    """``[world_size, *shape]`` float64 from a summed :func:`_encode_slot` buffer."""
+    pairs = buffer.reshape(world_size, 2, -1).double()
+    return (pairs[:, 0] + pairs[:, 1]).reshape(world_size, *shape)
 
 
 def launched_by_torchrun() -> bool:
@@ -240,10 +266,15 @@ class Collective:
             rows = rows[:, 8:]
         return [json.loads(row[:size].numpy().tobytes()) for row, size in zip(rows, sizes)]
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True
-                      ) -> "GradientSum":
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True,
+                      next_share: torch.Tensor | None = None) -> "GradientSum":
         """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
         per minibatch, whatever the number of tensors). Every rank must pass the same params.
+
+        ``next_share`` (this rank's :func:`rank_share` of the next minibatch) rides in the same
+        all-reduce, so the next minibatch needs no meeting point of its own: every rank's share
+        comes back in its own slot of the buffer and :meth:`GradientSum.wait` returns the job's
+        :class:`JobMoments` of that minibatch. Every rank must pass one or none.
 
         ``wait=False`` only starts it (gloo and nccl run it on their own threads or streams)
         and returns a :class:`GradientSum`: the gradients are the job's once its ``wait()``
@@ -251,10 +282,13 @@ class Collective:
         if not self.distributed:
             return GradientSum(self, [], None, None)
         grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        parts = [g.reshape(-1) for g in grads]
+        if next_share is not None:
+            parts.append(_encode_slot(next_share, self.rank, self.world_size))
+        flat = torch.cat(parts)
         work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
                          async_op=True, traced=False)
-        pending = GradientSum(self, grads, flat, work)
+        pending = GradientSum(self, grads, flat, work, next_share)
         if wait:
             pending.wait()
         return pending
@@ -441,33 +475,55 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
     by the job's largest (``weight_peak``: :meth:`Collective.weight_peak`).
 
     One process: this minibatch's own count and two-pass moments. Data-parallel: one
-    all-gather of every rank's ``[count, sum, M2, weight_peak]`` (its own two-pass moments, in
-    float64), combined in rank order on every rank as Chan et al.'s pairwise update:
-    ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2``, no cancellation, one round trip.
+    all-gather of every rank's :func:`rank_share`, combined by :func:`job_moments`. (The
+    trainer gathers only its first minibatch's this way; every later one's shares ride in the
+    gradient all-reduce before it, :meth:`Collective.sum_gradients`.)
     """
-    live = masks > 0
-    zero = torch.zeros_like(adv)
     if ranks is None or not ranks.distributed:
+        live = masks > 0
         count = masks.sum().clamp_min(1.0)
         if not moments:
             return JobMoments(count, None, None, None)
-        mean = torch.where(live, adv, zero).sum() / count
-        var = torch.where(live, (adv - mean).square(), zero).sum() / count
+        mean = torch.where(live, adv, torch.zeros_like(adv)).sum() / count
+        var = torch.where(live, (adv - mean).square(), torch.zeros_like(adv)).sum() / count
         return JobMoments(count, mean, var, None)
+    share = rank_share(adv, masks, weight_peak)
+    return job_moments(ranks.gather_rows(share), share, adv.dtype)
+
+
+def rank_share(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None
+               ) -> torch.Tensor:
+    """This rank's part of a minibatch's statistics, ``[count, Σ adv, M2, weight peak]`` in
+    float64 over its unmasked steps (M2: squared deviations from its own mean, two passes;
+    the peak 0 when its weights need no rescaling)."""
+    live = masks > 0
+    zero = torch.zeros_like(adv, dtype=torch.float64)
     n_r = masks.sum().double()
-    sum_r = torch.where(live, adv, zero).sum().double()
+    sum_r = torch.where(live, adv.double(), zero).sum()
     mean_r = sum_r / n_r.clamp_min(1.0)
-    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero.double()).sum()
+    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero).sum()
     peak = torch.zeros((), dtype=torch.float64, device=adv.device) if weight_peak is None \
         else weight_peak.double().reshape(())
-    rows = ranks.gather_rows(torch.stack([n_r, sum_r, m2_r, peak]))
+    return torch.stack([n_r, sum_r, m2_r, peak])
+
+
+def job_moments(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype = torch.float32
+                ) -> JobMoments:
+    """The job's :class:`JobMoments` from every rank's :func:`rank_share` (``rows``, in rank
+    order), combined in rank order so every rank gets the same bits: the count, the mean
+    ``Σ sums / count`` and the variance by Chan et al.'s pairwise update
+    ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2`` (no cancellation), and the factor
+    ``own peak / max_r peak_r`` for the weights of the rank whose share is ``own`` (1 when no
+    rank's weights need rescaling)."""
     n, sums, m2s, peaks = rows.unbind(1)
     count = n.sum().clamp_min(1.0)
     mean = sums.sum() / count
     means = sums / n.clamp_min(1.0)
     m2 = (m2s + n * (means - mean).square()).sum()    # ranks with n = 0 add 0
-    scale = None if weight_peak is None else (peak / peaks.max()).to(adv.dtype)
-    return JobMoments(count.to(adv.dtype), mean.to(adv.dtype), (m2 / count).to(adv.dtype), scale)
+    top = peaks.max()
+    # peaks are (S·P)^-β > 0 when weighted and 0 on every rank when not (beta = 0, passes)
+    scale = torch.where(top > 0, own[3] / top.clamp_min(1e-300), torch.ones_like(top))
+    return JobMoments(count.to(dtype), mean.to(dtype), (m2 / count).to(dtype), scale.to(dtype))
 
 
 def variance_parts(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor

@@ -346,6 +346,21 @@ def test_timeout_setting_is_checked(monkeypatch):
             timeout_seconds()
 
 
+def test_spin_setting_is_checked(monkeypatch):
+    from shoal.trainer.distributed import DEFAULT_SPIN_MS, spin_seconds
+
+    monkeypatch.delenv("SHOAL_DIST_SPIN_MS", raising=False)
+    assert spin_seconds() == DEFAULT_SPIN_MS / 1000
+    monkeypatch.setenv("SHOAL_DIST_SPIN_MS", "0")
+    assert spin_seconds() == 0.0
+    monkeypatch.setenv("SHOAL_DIST_SPIN_MS", "2.5")
+    assert spin_seconds() == 0.0025
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("SHOAL_DIST_SPIN_MS", bad)
+        with pytest.raises(ValueError, match="SHOAL_DIST_SPIN_MS"):
+            spin_seconds()
+
+
 def test_statistics_combined_from_parts_match_the_whole():
     """Every rank's moments (Chan's combination) give the statistics of all steps together."""
     from shoal.trainer.distributed import explained_from_parts, variance_parts

@@ -59,10 +59,16 @@ import torch.distributed as dist
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
            "JobMoments", "rank_share", "job_moments", "variance_parts", "explained_from_parts", "epoch_statistics",
-           "RANK_SEED_STRIDE", "TRACE_ENV"]
+           "RANK_SEED_STRIDE", "TRACE_ENV", "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
+# A rank waiting in a CPU (gloo) collective polls it, yielding its core, for up to this many
+# milliseconds before it blocks: a rank that blocks lets its core go idle, and an idle core (a
+# halted vCPU on a virtual machine) takes far longer to wake than the transfer takes when the
+# other rank arrives a moment later. 0 blocks at once.
+SPIN_ENV = "SHOAL_DIST_SPIN_MS"
+DEFAULT_SPIN_MS = 5.0
 # a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
 # entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
 TRACE_ENV = "SHOAL_DIST_TRACE"
@@ -91,7 +97,8 @@ class GradientSum:
         if self._work is None:
             return None
         work, self._work = self._work, None
-        self._ranks._run("gradient all-reduce", lambda flat: work.wait(), self._flat)
+        self._ranks._run("gradient all-reduce", lambda flat: self._ranks._wait(work, flat),
+                         self._flat)
         offset = 0
         for g in self._grads:
             n = g.numel()
@@ -126,6 +133,21 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def spin_seconds() -> float:
+    """How long a rank polls a CPU collective before blocking: ``SHOAL_DIST_SPIN_MS``
+    milliseconds (default 5; 0: block at once)."""
+    raw = os.environ.get(SPIN_ENV, "")
+    if not raw:
+        return DEFAULT_SPIN_MS / 1000.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{SPIN_ENV}={raw!r} is not a number of milliseconds") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{SPIN_ENV}={raw!r} must be a number of milliseconds >= 0")
+    return value / 1000.0
+
+
 def timeout_seconds() -> float:
     """The collective timeout: ``SHOAL_DIST_TIMEOUT`` seconds, default 120."""
     raw = os.environ.get(TIMEOUT_ENV, "")
@@ -158,6 +180,7 @@ class Collective:
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
+        self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
         self._trace: list[tuple[str, int, float, float]] = []
 
     # ---- identity ----
@@ -208,10 +231,25 @@ class Collective:
                     else len(sent) if isinstance(sent, bytes) else -1
                 self._trace.append((f"{what} @ {_caller()}", nbytes, start, end))
 
+    def _wait(self, work: Any, tensor: torch.Tensor) -> None:
+        """Waits for ``work`` (an async collective on ``tensor``): on the CPU it polls first,
+        yielding the core to any other thread, for up to ``spin_seconds``, then blocks."""
+        if self.spin_seconds > 0 and tensor.device.type == "cpu":
+            deadline = time.perf_counter() + self.spin_seconds
+            while not work.is_completed() and time.perf_counter() < deadline:
+                os.sched_yield()
+        work.wait()
+
+    def _polled(self, fn: Any, tensor: torch.Tensor) -> Any:
+        """``fn``, a collective on ``tensor``, started asynchronously and waited for by
+        :meth:`_wait`."""
+        return lambda *args, **kwargs: self._wait(fn(*args, async_op=True, **kwargs), tensor)
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over ranks, in place; returns it."""
         if self.distributed:
-            self._run("all-reduce", dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+            self._run("all-reduce", self._polled(dist.all_reduce, tensor), tensor,
+                      op=dist.ReduceOp.SUM)
         return tensor
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -224,7 +262,7 @@ class Collective:
         if not self.distributed:
             return tensor
         out = tensor.clone()
-        self._run("all-reduce", dist.all_reduce, out, op=dist.ReduceOp.MAX)
+        self._run("all-reduce", self._polled(dist.all_reduce, out), out, op=dist.ReduceOp.MAX)
         return out
 
     def any(self, flag: bool) -> bool:
@@ -240,7 +278,7 @@ class Collective:
         if not self.distributed:
             return tensor.unsqueeze(0)
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        self._run("all-gather", dist.all_gather, parts, tensor)
+        self._run("all-gather", self._polled(dist.all_gather, tensor), parts, tensor)
         return torch.stack(parts)
 
     def gather_values(self, value: Any) -> list[Any]:

@@ -15,26 +15,33 @@ What is per rank and what is global (config values are per rank, as with Distrib
   times a rank's. ``train.total_steps`` counts the agent steps of the whole job.
 * Envs and the action/segment samplers are seeded by rank; the model starts from rank 0's
   weights (broadcast), so every rank holds the same weights at every step.
-Two collectives per minibatch, two per epoch, none in the rollout (docs/distributed.md):
+One collective per minibatch, three per epoch, none in the rollout (docs/distributed.md):
 
 * Each minibatch, every rank draws ``minibatch_size / T`` of its own segments by priority and
   the gradients are summed over ranks (one all-reduce of the flattened gradients, in flight
-  while the next minibatch is drawn). Loss terms are divided by the job's count of unmasked
+  while the next minibatch is gathered). Loss terms are divided by the job's count of unmasked
   steps, so the summed gradient is exactly the gradient of the one-process loss over the union
   of the ranks' shares; clipping then sees the global gradient norm.
 * The job's count, advantage mean and variance (Chan et al.'s pairwise combination of every
   rank's own two-pass moments: as precise as one process's two-pass formula) and the largest
-  importance weight come from one all-gather of four numbers per minibatch
-  (:func:`minibatch_moments`).
+  importance weight come from every rank's :func:`rank_share` of four numbers, combined by
+  :func:`job_moments`. The moments are those of the advantage estimates as drawn (not of the
+  ones the loss recomputes with the current policy), so they are known before the forward
+  pass: the next minibatch is drawn before the gradient all-reduce starts and every rank's
+  share rides in it (:meth:`Collective.sum_gradients`); only an epoch's first minibatch needs
+  an all-gather of its own (:func:`minibatch_moments`).
 * Prioritised sampling is stratified by rank: segment s of rank r is drawn with probability
   ``P_r(s)`` inside its rank, i.e. ``P_r(s)/N`` over the job. Its importance weight relative to
   uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
   the same formula as one process; only the normalisation by the minibatch's largest weight
-  needs the maximum over ranks (it rides in the all-gather above).
+  needs the maximum over ranks (it rides with the moments above).
 * Logged statistics, once per epoch (:func:`epoch_statistics`, one all-gather): loss terms are
   summed over ranks (each rank's part is already divided by the job's count), explained variance
   combines every rank's moments, episode statistics from every rank's ``env.log()`` are merged
   weighted by their episode counts. Then one scalar all-reduce: whether all ranks stop.
+
+Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
+milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`).
 
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at

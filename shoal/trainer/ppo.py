@@ -32,7 +32,7 @@ One epoch is:
    priority ``(Σ|A|)^α`` that plain GAE advantages give each segment; each is replayed through
    the policy (an update stops early once a minibatch's KL passes ``target_kl``), and
    recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
-   c). Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
+   c), normalised by the moments of the minibatch's estimates as drawn. Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
    *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
    ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the

@@ -32,7 +32,8 @@ One epoch is:
    priority ``(Σ|A|)^α`` that plain GAE advantages give each segment; each is replayed through
    the policy (an update stops early once a minibatch's KL passes ``target_kl``), and
    recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
-   c), normalised by the moments of the minibatch's estimates as drawn. Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
+   c), normalised by the moments of the minibatch's estimates as drawn (docs/train.md).
+   Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
    *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
    ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the
@@ -698,8 +699,9 @@ class Trainer:
             adv[mb.idx] = mb_adv
             priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
             nxt = draw(k + 1) if k + 1 < num_minibatches else None
-            # data-parallel: the next minibatch's statistics ride in this gradient sum (one
-            # meeting point per minibatch), gathered while the sum travels
+            # data-parallel: the next minibatch's share of the job's statistics rides in this
+            # gradient sum (one meeting point per minibatch); its tensors are gathered while
+            # the sum travels
             share = None if nxt is None or not self.dist.distributed else \
                 rank_share(adv[nxt[0]], masks[nxt[0]], nxt[2])
             summing = self.dist.sum_gradients(params, wait=False, next_share=share)

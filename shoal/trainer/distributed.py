@@ -64,9 +64,10 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
-           "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
-           "JobMoments", "rank_share", "job_moments", "variance_parts", "explained_from_parts", "epoch_statistics",
-           "RANK_SEED_STRIDE", "TRACE_ENV", "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
+           "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
+           "minibatch_moments", "JobMoments", "rank_share", "job_moments", "variance_parts",
+           "explained_from_parts", "epoch_statistics", "RANK_SEED_STRIDE", "TRACE_ENV",
+           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -114,7 +115,7 @@ class GradientSum:
         if self._share is None:
             return None
         rows = _decode_rows(self._flat[offset:], self._ranks.world_size, self._share.shape)
-        return job_moments(rows, self._share)
+        return job_moments(rows, rows[self._ranks.rank])
 
 
 def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

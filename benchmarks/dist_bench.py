@@ -2,7 +2,7 @@
 2-process scaling measured in the same run.
 
     python benchmarks/dist_bench.py [--epochs 30] [--rounds 3] [--baseline SRC]
-                                    [-- EXTRA shoal train FLAGS]
+                                    [--variant VAR=VALUE] [-- EXTRA shoal train FLAGS]
 
 Three configurations alternate, round after round, each `shoal train breakout` with the
 shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread):
@@ -12,7 +12,9 @@ shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread)
             steps/s is what this machine can give two processes, the ceiling of any 2-rank job;
 ``ranks``   ``torchrun --nproc-per-node 2``: one job of 2 ranks (gloo), batch twice a rank's;
 ``base``    with ``--baseline SRC`` (another built checkout of shoal, e.g. an older commit in a
-            ``git worktree``): the same 2-rank job of that code, for a before/after in one run.
+            ``git worktree``): the same 2-rank job of that code, for a before/after in one run;
+``variant`` with ``--variant VAR=VALUE``: the same 2-rank job of this code with that environment
+            variable set (e.g. ``SHOAL_DIST_SPIN_MS=0``: ranks block in collectives at once).
 
 Each run trains ``--epochs`` epochs; its steps/s is the median over the second half of them
 (metrics.jsonl ``sps``: the job's steps per epoch over the epoch's wall time). Printed: the
@@ -51,11 +53,12 @@ def _later(records: list[dict]) -> list[dict]:
 
 
 def _start(cmd_tail: list[str], run_dir: str, epochs: int, ranks: int, extra: list[str],
-           source: str | None = None) -> subprocess.Popen:
+           source: str | None = None, variables: dict[str, str] | None = None
+           ) -> subprocess.Popen:
     flags = ["train", "breakout", "--log.dashboard", "off", "--run-dir", run_dir,
              "--log.checkpoint-interval", "1000000",
              "--train.total-steps", str(epochs * BATCH * ranks), *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(variables or {}))
     if source:      # that checkout's shoal, not this one's
         env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if ranks == 1:
@@ -89,10 +92,10 @@ def run_pair(tmp: str, epochs: int, extra: list[str]) -> float:
     return sum(statistics.median(r["sps"] for r in _later(_records(d))) for d in dirs)
 
 
-def run_ranks(tmp: str, epochs: int, extra: list[str], source: str | None = None
-              ) -> tuple[float, float]:
+def run_ranks(tmp: str, epochs: int, extra: list[str], source: str | None = None,
+              variables: dict[str, str] | None = None) -> tuple[float, float]:
     d = tempfile.mkdtemp(dir=tmp)
-    _wait([_start([], d, epochs, 2, extra, source)])
+    _wait([_start([], d, epochs, 2, extra, source, variables)])
     later = _later(_records(d))
     comm = statistics.median(r["time"].get("comm", 0.0) / max(sum(r["time"].values()), 1e-9)
                              for r in later)
@@ -105,16 +108,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--baseline", metavar="SRC",
                         help="another built shoal checkout: its 2-rank job runs too (before/after)")
+    parser.add_argument("--variant", metavar="VAR=VALUE",
+                        help="also run the 2-rank job of this code with VAR=VALUE in its "
+                        "environment (e.g. SHOAL_DIST_SPIN_MS=0)")
     parser.add_argument("extra", nargs="*", help="more `shoal train` flags (after --)")
     args = parser.parse_args(argv)
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "shoal", "__init__.py")):
         parser.error(f"--baseline {args.baseline}: no shoal/__init__.py there (give the root of "
                      "a shoal checkout built with `python setup.py build_ext --inplace`)")
+    variant: dict[str, str] = {}
+    if args.variant:
+        name, sep, value = args.variant.partition("=")
+        if not sep or not name:
+            parser.error(f"--variant {args.variant}: expected VAR=VALUE")
+        variant[name] = value
     results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": [],
-                                       "base": [], "base_comm": []}
+                                       "base": [], "base_comm": [], "variant": [],
+                                       "variant_comm": []}
     with tempfile.TemporaryDirectory(prefix="shoal-dist-bench-") as tmp:
         for r in range(args.rounds):
-            order = ["single", "pair", "ranks"] + (["base"] if args.baseline else [])
+            order = ["single", "pair", "ranks"] + (["base"] if args.baseline else []) + \
+                (["variant"] if variant else [])
             shift = r % len(order)
             order = order[shift:] + order[:shift]          # rotate: load hits all alike
             for name in order:
@@ -126,15 +140,21 @@ def main(argv: list[str] | None = None) -> int:
                     sps, comm = run_ranks(tmp, args.epochs, args.extra)
                     results["ranks"].append(sps)
                     results["comm"].append(comm)
-                else:
+                elif name == "base":
                     sps, comm = run_ranks(tmp, args.epochs, args.extra, args.baseline)
                     results["base"].append(sps)
                     results["base_comm"].append(comm)
+                else:
+                    sps, comm = run_ranks(tmp, args.epochs, args.extra, variables=variant)
+                    results["variant"].append(sps)
+                    results["variant_comm"].append(comm)
             base = (f"  baseline 2 ranks {results['base'][-1]:,.0f} steps/s comm "
                     f"{100 * results['base_comm'][-1]:.1f}%") if args.baseline else ""
+            other = (f"  {args.variant} 2 ranks {results['variant'][-1]:,.0f} steps/s comm "
+                     f"{100 * results['variant_comm'][-1]:.1f}%") if variant else ""
             print(f"round {r + 1}: single {results['single'][-1]:,.0f}  pair (sum) "
                   f"{results['pair'][-1]:,.0f}  2 ranks {results['ranks'][-1]:,.0f} steps/s  "
-                  f"comm {100 * results['comm'][-1]:.1f}%{base}", flush=True)
+                  f"comm {100 * results['comm'][-1]:.1f}%{base}{other}", flush=True)
     single = statistics.median(results["single"])
     pair = statistics.median(results["pair"])
     ranks = statistics.median(results["ranks"])
@@ -153,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  baseline 2 ranks ({args.baseline}): {base:,.0f} steps/s, efficiency "
               f"{base / pair:.2f}, communication {100 * base_comm:.1f}%; this checkout / "
               f"baseline: {ranks / base:.2f}x")
+    if variant:
+        var = statistics.median(results["variant"])
+        var_comm = statistics.median(results["variant_comm"])
+        print(f"  2 ranks with {args.variant}: {var:,.0f} steps/s, efficiency {var / pair:.2f}, "
+              f"communication {100 * var_comm:.1f}%; this checkout as it is / with "
+              f"{args.variant}: {ranks / var:.2f}x")
     return 0
 
 

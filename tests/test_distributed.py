@@ -108,11 +108,19 @@ def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
     assert r["gathered"] == [{"rank": 0, "x": 0.1, "pad": ""},
                              {"rank": 1, "x": 1.1, "pad": "x" * 9000}]
     assert r["gathered_nan"] is True
+    # a minibatch's count, advantage moments and weight scale riding in the gradient all-reduce
+    # are the all-gathered ones and one process's over the whole minibatch
+    m = r["moments"]
+    assert m["riding"] == pytest.approx(m["gathered"], rel=1e-12)
+    assert m["riding"][:3] == pytest.approx(m["whole"], rel=1e-6)
+    assert m["riding"][3] == pytest.approx(m["own_scale"], rel=1e-12)
+    assert m["whole"][0] > 10 and m["whole"][2] > 0.01      # real counts and spread
 
 
-def test_collectives_per_epoch_two_per_minibatch(whole_run):
-    """Per minibatch one all-gather of the loss's statistics and one gradient all-reduce; per
-    epoch one all-gather of the epoch's statistics and the stop flag; none in the rollout."""
+def test_collectives_per_epoch_one_per_minibatch(whole_run):
+    """Per minibatch one gradient all-reduce (the next minibatch's statistics ride in it); per
+    epoch one all-gather of the first minibatch's statistics, one of the epoch's statistics and
+    the stop flag; none in the rollout."""
     traces = [[json.loads(line) for line in
                (whole_run / "trace" / f"collectives.rank{r}.jsonl").read_text().splitlines()]
               for r in (0, 1)]
@@ -125,7 +133,7 @@ def test_collectives_per_epoch_two_per_minibatch(whole_run):
     for a, b in zip(ends, ends[1:]):
         epoch = collections.Counter(sites[a + 1:b + 1])
         epoch.pop("state_dict", None)        # checkpoint: every second epoch
-        assert epoch == {"ppo_loss": minibatches, "update": minibatches + 1, "_train": 1}, epoch
+        assert epoch == {"update": 1 + minibatches + 1, "_train": 1}, epoch
     kinds = collections.Counter(c["what"].split(" @ ")[0]
                                 for c in traces[0][ends[2] + 1:ends[3] + 1])
     assert kinds["gradient all-reduce"] == minibatches
@@ -336,6 +344,21 @@ def test_timeout_setting_is_checked(monkeypatch):
         monkeypatch.setenv("SHOAL_DIST_TIMEOUT", bad)
         with pytest.raises(ValueError, match="SHOAL_DIST_TIMEOUT"):
             timeout_seconds()
+
+
+def test_spin_setting_is_checked(monkeypatch):
+    from shoal.trainer.distributed import DEFAULT_SPIN_MS, spin_seconds
+
+    monkeypatch.delenv("SHOAL_DIST_SPIN_MS", raising=False)
+    assert spin_seconds() == DEFAULT_SPIN_MS / 1000
+    monkeypatch.setenv("SHOAL_DIST_SPIN_MS", "0")
+    assert spin_seconds() == 0.0
+    monkeypatch.setenv("SHOAL_DIST_SPIN_MS", "2.5")
+    assert spin_seconds() == 0.0025
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("SHOAL_DIST_SPIN_MS", bad)
+        with pytest.raises(ValueError, match="SHOAL_DIST_SPIN_MS"):
+            spin_seconds()
 
 
 def test_statistics_combined_from_parts_match_the_whole():

@@ -57,9 +57,9 @@ def test_update_epochs_are_whole_passes_over_the_batch(tmp_path):
     trainer = _trainer(tmp_path, **{"train.update_epochs": 3, "train.minibatches": "passes"})
     original = ppo.Minibatch.__init__
 
-    def record(self, storage, idx, weights):  # records what the real Minibatch is built from
+    def record(self, storage, idx, *rest):  # records what the real Minibatch is built from
         seen.append(idx.clone())
-        original(self, storage, idx, weights)
+        original(self, storage, idx, *rest)
 
     ppo.Minibatch.__init__ = record
     try:

@@ -11,7 +11,8 @@ import torch
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.learner_threads import shard_bounds
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss
-from support.training_runs import assert_repeats_and_resumes_exactly, metric_rows
+from support.training_runs import (assert_repeats_and_resumes_exactly,
+                                   estimate_advantages, metric_rows)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,6 +41,7 @@ def test_shards_sum_to_the_minibatch_loss_and_gradient(tmp_path, policy, threads
     try:
         with tr.process_state.active():
             tr.rollout()
+            estimate_advantages(tr)
             b = tr.storage
             idx = torch.tensor([5, 0, 7, 2, 3, 6])
             mb = Minibatch(b, idx, torch.linspace(0.5, 1.0, len(idx)))
@@ -80,6 +82,7 @@ def test_a_failing_shard_raises_its_error_and_the_others_stop(tmp_path):
     try:
         with tr.process_state.active():
             tr.rollout()
+            estimate_advantages(tr)
             mb = Minibatch(tr.storage, torch.arange(4), torch.ones(4))
             mb.obs = mb.obs[:, :, :5]           # a shape the policy cannot take
             with pytest.raises(RuntimeError, match="shape|size"):
@@ -147,6 +150,7 @@ def test_helper_threads_run_torch_ops_on_the_trainers_thread_count(tmp_path):
         with tr.process_state.active():
             assert torch.get_num_threads() == 1
             tr.rollout()
+            estimate_advantages(tr)
 
             def loss_fn(mb, ranks):
                 seen.append((threading.current_thread().name, _openmp_max_threads()))

@@ -28,6 +28,7 @@ from torch import nn
 
 import shoal
 from shoal.trainer import ppo
+from shoal.trainer.advantage import compute_advantages
 from shoal.trainer.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from shoal.trainer.config import build_config, default_config
 from shoal.trainer.distributions import make_distribution
@@ -244,6 +245,9 @@ def test_recurrent_boundaries_lstm_first_minibatch(tmp_path):
 
 def _grads(policy, distribution, storage, t) -> list[torch.Tensor]:
     policy.zero_grad()
+    # the estimates the minibatch is drawn with, as Trainer.update computes them first
+    compute_advantages(storage.values, storage.rewards, storage.dones, None, t.gamma,
+                       t.gae_lambda, t.rho_clip, t.c_clip, out=storage.advantages)
     mb = Minibatch(storage, torch.arange(storage.S), torch.ones(storage.S))
     loss, _, _ = ppo_loss(policy, distribution, mb, t)
     loss.backward()

@@ -15,26 +15,33 @@ What is per rank and what is global (config values are per rank, as with Distrib
   times a rank's. ``train.total_steps`` counts the agent steps of the whole job.
 * Envs and the action/segment samplers are seeded by rank; the model starts from rank 0's
   weights (broadcast), so every rank holds the same weights at every step.
-Two collectives per minibatch, two per epoch, none in the rollout (docs/distributed.md):
+One collective per minibatch, three per epoch, none in the rollout (docs/distributed.md):
 
 * Each minibatch, every rank draws ``minibatch_size / T`` of its own segments by priority and
   the gradients are summed over ranks (one all-reduce of the flattened gradients, in flight
-  while the next minibatch is drawn). Loss terms are divided by the job's count of unmasked
+  while the next minibatch is gathered). Loss terms are divided by the job's count of unmasked
   steps, so the summed gradient is exactly the gradient of the one-process loss over the union
   of the ranks' shares; clipping then sees the global gradient norm.
 * The job's count, advantage mean and variance (Chan et al.'s pairwise combination of every
   rank's own two-pass moments: as precise as one process's two-pass formula) and the largest
-  importance weight come from one all-gather of four numbers per minibatch
-  (:func:`minibatch_moments`).
+  importance weight come from every rank's :func:`rank_share` of four numbers, combined by
+  :func:`job_moments`. The moments are those of the advantage estimates as drawn (not of the
+  ones the loss recomputes with the current policy), so they are known before the forward
+  pass: the next minibatch is drawn before the gradient all-reduce starts and every rank's
+  share rides in it (:meth:`Collective.sum_gradients`); only an epoch's first minibatch needs
+  an all-gather of its own (:func:`minibatch_moments`).
 * Prioritised sampling is stratified by rank: segment s of rank r is drawn with probability
   ``P_r(s)`` inside its rank, i.e. ``P_r(s)/N`` over the job. Its importance weight relative to
   uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
   the same formula as one process; only the normalisation by the minibatch's largest weight
-  needs the maximum over ranks (it rides in the all-gather above).
+  needs the maximum over ranks (it rides with the moments above).
 * Logged statistics, once per epoch (:func:`epoch_statistics`, one all-gather): loss terms are
   summed over ranks (each rank's part is already divided by the job's count), explained variance
   combines every rank's moments, episode statistics from every rank's ``env.log()`` are merged
   weighted by their episode counts. Then one scalar all-reduce: whether all ranks stop.
+
+Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
+milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`).
 
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
@@ -57,12 +64,19 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
-           "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means", "minibatch_moments",
-           "JobMoments", "variance_parts", "explained_from_parts", "epoch_statistics",
-           "RANK_SEED_STRIDE", "TRACE_ENV"]
+           "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
+           "minibatch_moments", "JobMoments", "rank_share", "job_moments", "variance_parts",
+           "explained_from_parts", "epoch_statistics", "RANK_SEED_STRIDE", "TRACE_ENV",
+           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
+# A rank waiting in a CPU (gloo) collective polls it, yielding its core, for up to this many
+# milliseconds before it blocks: a rank that blocks lets its core go idle, and an idle core (a
+# halted vCPU on a virtual machine) takes far longer to wake than the transfer takes when the
+# other rank arrives a moment later. 0 blocks at once.
+SPIN_ENV = "SHOAL_DIST_SPIN_MS"
+DEFAULT_SPIN_MS = 5.0
 # a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
 # entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
 TRACE_ENV = "SHOAL_DIST_TRACE"
@@ -79,25 +93,67 @@ class GradientSum:
     """A gradient all-reduce in flight (:meth:`Collective.sum_gradients`)."""
 
     def __init__(self, ranks: "Collective", grads: list[torch.Tensor],
-                 flat: torch.Tensor | None, work: Any) -> None:
+                 flat: torch.Tensor | None, work: Any, share: torch.Tensor | None = None
+                 ) -> None:
         self._ranks, self._grads, self._flat, self._work = ranks, grads, flat, work
+        self._share = share
 
-    def wait(self) -> None:
-        """Returns once the gradients are summed over ranks (written back into them)."""
+    def wait(self) -> JobMoments | None:
+        """Returns once the gradients are summed over ranks (written back into them): with a
+        ``next_share``, the job's :class:`JobMoments` of the minibatch it described (None
+        without one, and in one process)."""
         if self._work is None:
-            return
+            return None
         work, self._work = self._work, None
-        self._ranks._run("gradient all-reduce", lambda flat: work.wait(), self._flat)
+        self._ranks._run("gradient all-reduce", lambda flat: self._ranks._wait(work, flat),
+                         self._flat)
         offset = 0
         for g in self._grads:
             n = g.numel()
             g.copy_(self._flat[offset:offset + n].view_as(g))
             offset += n
+        if self._share is None:
+            return None
+        rows = _decode_rows(self._flat[offset:], self._ranks.world_size, self._share.shape)
+        return job_moments(rows, rows[self._ranks.rank])
+
+
+def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """A float32 buffer of ``world_size`` slots, ``value`` (float64) in slot ``rank`` as a
+    (high, low) float32 pair (~48 significant bits), zeros elsewhere: summed over ranks it holds
+    every rank's value exactly (x + 0 = x), in any summation order."""
+    x = value.reshape(-1).double()
+    hi = x.float()
+    lo = torch.where(torch.isfinite(hi), (x - hi.double()).float(), torch.zeros_like(hi))
+    out = torch.zeros(world_size, 2, x.numel(), dtype=torch.float32, device=x.device)
+    out[rank, 0], out[rank, 1] = hi, lo
+    return out.reshape(-1)
+
+
+def _decode_rows(buffer: torch.Tensor, world_size: int, shape: torch.Size) -> torch.Tensor:
+    """``[world_size, *shape]`` float64 from a summed :func:`_encode_slot` buffer."""
+    pairs = buffer.reshape(world_size, 2, -1).double()
+    return (pairs[:, 0] + pairs[:, 1]).reshape(world_size, *shape)
 
 
 def launched_by_torchrun() -> bool:
     """True in a worker started by torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR...)."""
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def spin_seconds() -> float:
+    """How long a rank polls a CPU collective before blocking: ``SHOAL_DIST_SPIN_MS``
+    milliseconds (default 5; 0: block at once)."""
+    raw = os.environ.get(SPIN_ENV, "")
+    if not raw:
+        return DEFAULT_SPIN_MS / 1000.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{SPIN_ENV}={raw!r} is not a number of milliseconds") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{SPIN_ENV}={raw!r} must be a number of milliseconds >= 0")
+    return value / 1000.0
 
 
 def timeout_seconds() -> float:
@@ -132,6 +188,7 @@ class Collective:
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
+        self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
         self._trace: list[tuple[str, int, float, float]] = []
 
     # ---- identity ----
@@ -182,10 +239,25 @@ class Collective:
                     else len(sent) if isinstance(sent, bytes) else -1
                 self._trace.append((f"{what} @ {_caller()}", nbytes, start, end))
 
+    def _wait(self, work: Any, tensor: torch.Tensor) -> None:
+        """Waits for ``work`` (an async collective on ``tensor``): on the CPU it polls first,
+        yielding the core to any other thread, for up to ``spin_seconds``, then blocks."""
+        if self.spin_seconds > 0 and tensor.device.type == "cpu":
+            deadline = time.perf_counter() + self.spin_seconds
+            while not work.is_completed() and time.perf_counter() < deadline:
+                os.sched_yield()
+        work.wait()
+
+    def _polled(self, fn: Any, tensor: torch.Tensor) -> Any:
+        """``fn``, a collective on ``tensor``, started asynchronously and waited for by
+        :meth:`_wait`."""
+        return lambda *args, **kwargs: self._wait(fn(*args, async_op=True, **kwargs), tensor)
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over ranks, in place; returns it."""
         if self.distributed:
-            self._run("all-reduce", dist.all_reduce, tensor, op=dist.ReduceOp.SUM)
+            self._run("all-reduce", self._polled(dist.all_reduce, tensor), tensor,
+                      op=dist.ReduceOp.SUM)
         return tensor
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -198,7 +270,7 @@ class Collective:
         if not self.distributed:
             return tensor
         out = tensor.clone()
-        self._run("all-reduce", dist.all_reduce, out, op=dist.ReduceOp.MAX)
+        self._run("all-reduce", self._polled(dist.all_reduce, out), out, op=dist.ReduceOp.MAX)
         return out
 
     def any(self, flag: bool) -> bool:
@@ -214,7 +286,7 @@ class Collective:
         if not self.distributed:
             return tensor.unsqueeze(0)
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        self._run("all-gather", dist.all_gather, parts, tensor)
+        self._run("all-gather", self._polled(dist.all_gather, tensor), parts, tensor)
         return torch.stack(parts)
 
     def gather_values(self, value: Any) -> list[Any]:
@@ -240,10 +312,15 @@ class Collective:
             rows = rows[:, 8:]
         return [json.loads(row[:size].numpy().tobytes()) for row, size in zip(rows, sizes)]
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True
-                      ) -> "GradientSum":
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True,
+                      next_share: torch.Tensor | None = None) -> "GradientSum":
         """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
         per minibatch, whatever the number of tensors). Every rank must pass the same params.
+
+        ``next_share`` (this rank's :func:`rank_share` of the next minibatch) rides in the same
+        all-reduce, so the next minibatch needs no meeting point of its own: every rank's share
+        comes back in its own slot of the buffer and :meth:`GradientSum.wait` returns the job's
+        :class:`JobMoments` of that minibatch. Every rank must pass one or none.
 
         ``wait=False`` only starts it (gloo and nccl run it on their own threads or streams)
         and returns a :class:`GradientSum`: the gradients are the job's once its ``wait()``
@@ -251,10 +328,13 @@ class Collective:
         if not self.distributed:
             return GradientSum(self, [], None, None)
         grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        parts = [g.reshape(-1) for g in grads]
+        if next_share is not None:
+            parts.append(_encode_slot(next_share, self.rank, self.world_size))
+        flat = torch.cat(parts)
         work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
                          async_op=True, traced=False)
-        pending = GradientSum(self, grads, flat, work)
+        pending = GradientSum(self, grads, flat, work, next_share)
         if wait:
             pending.wait()
         return pending
@@ -441,33 +521,55 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
     by the job's largest (``weight_peak``: :meth:`Collective.weight_peak`).
 
     One process: this minibatch's own count and two-pass moments. Data-parallel: one
-    all-gather of every rank's ``[count, sum, M2, weight_peak]`` (its own two-pass moments, in
-    float64), combined in rank order on every rank as Chan et al.'s pairwise update:
-    ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2``, no cancellation, one round trip.
+    all-gather of every rank's :func:`rank_share`, combined by :func:`job_moments`. (The
+    trainer gathers only its first minibatch's this way; every later one's shares ride in the
+    gradient all-reduce before it, :meth:`Collective.sum_gradients`.)
     """
-    live = masks > 0
-    zero = torch.zeros_like(adv)
     if ranks is None or not ranks.distributed:
+        live = masks > 0
         count = masks.sum().clamp_min(1.0)
         if not moments:
             return JobMoments(count, None, None, None)
-        mean = torch.where(live, adv, zero).sum() / count
-        var = torch.where(live, (adv - mean).square(), zero).sum() / count
+        mean = torch.where(live, adv, torch.zeros_like(adv)).sum() / count
+        var = torch.where(live, (adv - mean).square(), torch.zeros_like(adv)).sum() / count
         return JobMoments(count, mean, var, None)
+    share = rank_share(adv, masks, weight_peak)
+    return job_moments(ranks.gather_rows(share), share, adv.dtype)
+
+
+def rank_share(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None
+               ) -> torch.Tensor:
+    """This rank's part of a minibatch's statistics, ``[count, Σ adv, M2, weight peak]`` in
+    float64 over its unmasked steps (M2: squared deviations from its own mean, two passes;
+    the peak 0 when its weights need no rescaling)."""
+    live = masks > 0
+    zero = torch.zeros_like(adv, dtype=torch.float64)
     n_r = masks.sum().double()
-    sum_r = torch.where(live, adv, zero).sum().double()
+    sum_r = torch.where(live, adv.double(), zero).sum()
     mean_r = sum_r / n_r.clamp_min(1.0)
-    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero.double()).sum()
+    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero).sum()
     peak = torch.zeros((), dtype=torch.float64, device=adv.device) if weight_peak is None \
         else weight_peak.double().reshape(())
-    rows = ranks.gather_rows(torch.stack([n_r, sum_r, m2_r, peak]))
+    return torch.stack([n_r, sum_r, m2_r, peak])
+
+
+def job_moments(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype = torch.float32
+                ) -> JobMoments:
+    """The job's :class:`JobMoments` from every rank's :func:`rank_share` (``rows``, in rank
+    order), combined in rank order so every rank gets the same bits: the count, the mean
+    ``Σ sums / count`` and the variance by Chan et al.'s pairwise update
+    ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2`` (no cancellation), and the factor
+    ``own peak / max_r peak_r`` for the weights of the rank whose share is ``own`` (1 when no
+    rank's weights need rescaling)."""
     n, sums, m2s, peaks = rows.unbind(1)
     count = n.sum().clamp_min(1.0)
     mean = sums.sum() / count
     means = sums / n.clamp_min(1.0)
     m2 = (m2s + n * (means - mean).square()).sum()    # ranks with n = 0 add 0
-    scale = None if weight_peak is None else (peak / peaks.max()).to(adv.dtype)
-    return JobMoments(count.to(adv.dtype), mean.to(adv.dtype), (m2 / count).to(adv.dtype), scale)
+    top = peaks.max()
+    # peaks are (S·P)^-β > 0 when weighted and 0 on every rank when not (beta = 0, passes)
+    scale = torch.where(top > 0, own[3] / top.clamp_min(1e-300), torch.ones_like(top))
+    return JobMoments(count.to(dtype), mean.to(dtype), (m2 / count).to(dtype), scale.to(dtype))
 
 
 def variance_parts(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor

@@ -32,7 +32,8 @@ One epoch is:
    priority ``(Σ|A|)^α`` that plain GAE advantages give each segment; each is replayed through
    the policy (an update stops early once a minibatch's KL passes ``target_kl``), and
    recomputes their advantages with the current importance ratio (V-trace-style clipped ρ and
-   c). Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
+   c), normalised by the moments of the minibatch's estimates as drawn (docs/train.md).
+   Loss = clipped policy loss weighted by the prioritised-sampling importance weights +
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
    *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
    ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the
@@ -76,8 +77,9 @@ from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
-from .distributed import (Collective, connect, elastic_resume_target, epoch_statistics,
-                          explained_from_parts, minibatch_moments, variance_parts)
+from .distributed import (Collective, JobMoments, connect, elastic_resume_target,
+                          epoch_statistics, explained_from_parts, minibatch_moments, rank_share,
+                          variance_parts)
 from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
 from .learner_threads import make_learner
@@ -155,7 +157,8 @@ class Minibatch:
     """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
 
     def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor,
-                 weight_peak: torch.Tensor | None = None) -> None:
+                 weight_peak: torch.Tensor | None = None, job: JobMoments | None = None
+                 ) -> None:
         T = storage.T
         self.idx = idx
         self.obs = storage.obs[idx, :T]
@@ -166,11 +169,15 @@ class Minibatch:
         self.dones = storage.dones[idx]
         self.starts = storage.starts[idx, :T]
         self.masks = storage.masks[idx, :T]
+        # the advantage estimates as drawn: their moments normalise the recomputed ones
+        self.advantages = storage.advantages[idx]
         self.action_masks = storage.action_masks[idx, :T]
         self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
         self.weights = weights
         # data-parallel: the raw weight that ``weights`` were divided by (Collective.weight_peak)
         self.weight_peak = weight_peak
+        # data-parallel: the job's count, moments and weight scale, when already known
+        self.job = job
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,11 +207,14 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     """The PPO loss of one minibatch; ``t`` is a :class:`~shoal.trainer.config.TrainConfig`.
 
     Returns ``(loss, stats, advantages)``. Advantages are recomputed here from the stored
-    rewards, dones and values with the current importance ratio (V-trace-style). Every term is
-    averaged over unmasked steps only.
+    rewards, dones and values with the current importance ratio (V-trace-style) and normalised
+    by the mean and variance of the minibatch's advantage estimates as they were when it was
+    drawn (``mb.advantages``: known before the replay, so a data-parallel job learns them
+    without a meeting point of its own). Every term is averaged over unmasked steps only.
 
-    Data-parallel: with ``ranks`` (a :class:`~shoal.trainer.distributed.Collective`) the step
-    count, the advantage moments and the weights' normaliser are the job's (one collective,
+    Data-parallel: the step count, the advantage moments and the weights' normaliser are the
+    job's: ``mb.job`` when the trainer already has them, else from ``ranks`` (a
+    :class:`~shoal.trainer.distributed.Collective`: one collective,
     :func:`~shoal.trainer.distributed.minibatch_moments`), and each term is this rank's part of
     the job's mean, so the ranks' losses (and gradients) add up to the one-process loss.
     """
@@ -217,7 +227,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                  t.gae_lambda, t.rho_clip, t.c_clip)
         returns = adv + mb.values[:, :-1]
         masks = mb.masks
-        job = minibatch_moments(adv, masks, mb.weight_peak, ranks, moments=t.norm_adv)
+        job = mb.job if mb.job is not None else minibatch_moments(
+            mb.advantages, masks, mb.weight_peak, ranks, moments=t.norm_adv)
         count = job.count
         adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
         weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
@@ -650,14 +661,18 @@ class Trainer:
         self.policy.train()
         done = 0
 
-        def minibatch(k: int) -> Minibatch:
+        def draw(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            """Minibatch k's segments, their importance weights and (data-parallel) the raw
+            weight these were divided by."""
             if passes:
-                return Minibatch(b, passes[k], torch.ones(len(passes[k]), device=self.device))
-            draw = sample_segments(adv, masks, segments, t.prio_alpha, beta,
-                                   self.sampler_generator, priorities=priorities)
-            return Minibatch(b, draw.indices, draw.weights, self.dist.weight_peak(draw, S, beta))
+                return passes[k], torch.ones(len(passes[k]), device=self.device), None
+            d = sample_segments(adv, masks, segments, t.prio_alpha, beta,
+                                self.sampler_generator, priorities=priorities)
+            return d.indices, d.weights, self.dist.weight_peak(d, S, beta)
 
-        mb = minibatch(0)
+        mb = Minibatch(b, *draw(0))
+        if self.dist.distributed:   # one all-gather; later minibatches' ride in gradient sums
+            mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist)
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
                 sharded = self.learner.loss_and_gradients(mb, t.target_kl)
@@ -676,12 +691,20 @@ class Trainer:
                 loss.backward()
             done += 1
             params = [p for p in self.policy.parameters() if p.grad is not None]
-            summing = self.dist.sum_gradients(params, wait=False)   # travels while we draw:
             # the freshest advantage estimates feed the next draws' priorities
             adv[mb.idx] = mb_adv
             priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
-            following = minibatch(k + 1) if k + 1 < num_minibatches else None
-            summing.wait()                      # the job's gradient on every rank
+            nxt = draw(k + 1) if k + 1 < num_minibatches else None
+            # data-parallel: the next minibatch's share of the job's statistics rides in this
+            # gradient sum (one meeting point per minibatch); its tensors are gathered while
+            # the sum travels
+            share = None if nxt is None or not self.dist.distributed else \
+                rank_share(adv[nxt[0]], masks[nxt[0]], nxt[2])
+            summing = self.dist.sum_gradients(params, wait=False, next_share=share)
+            following = None if nxt is None else Minibatch(b, *nxt)
+            job = summing.wait()                # the job's gradient on every rank
+            if following is not None:
+                following.job = job
             if t.max_grad_norm > 0:
                 grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             else:

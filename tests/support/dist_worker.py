@@ -29,7 +29,8 @@ from gymnasium import spaces
 
 import shoal
 from shoal.trainer.config import TrainConfig
-from shoal.trainer.distributed import connect
+from shoal.trainer.advantage import compute_advantages
+from shoal.trainer.distributed import connect, minibatch_moments, rank_share
 from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import make_policy, policy_initial_state
 from shoal.trainer.ppo import Minibatch, RolloutStorage, ppo_loss
@@ -57,6 +58,8 @@ def _batch(policy: torch.nn.Module, distribution, S: int, T: int, obs_size: int)
     b.masks[: S // 2, : T // 2] = 0.0
     for s in b.state0:
         s.copy_(0.5 * torch.randn(s.shape, generator=g))
+    # the estimates a minibatch is drawn with (the trainer's plain GAE of the batch)
+    compute_advantages(b.values, b.rewards, b.dones, None, 0.99, 0.95, 1.0, 1.0, out=b.advantages)
     return b
 
 
@@ -94,13 +97,21 @@ def grad_parity(out_path: str) -> None:
     # this rank's half, summed over ranks
     mine = everything[rank * S // n:(rank + 1) * S // n]
     peak = raw_weights[mine].max()
-    loss, _, _ = ppo_loss(policy, distribution,
-                          Minibatch(b, mine, raw_weights[mine] / peak, weight_peak=peak), t,
-                          ranks=coll)
+    half = Minibatch(b, mine, raw_weights[mine] / peak, weight_peak=peak)
+    loss, _, _ = ppo_loss(policy, distribution, half, t, ranks=coll)
     loss.backward()
-    coll.sum_gradients(params)
+    # the trainer's way: a minibatch's statistics ride in the gradient all-reduce before it
+    riding = coll.sum_gradients(params, wait=False,
+                                next_share=rank_share(half.advantages, half.masks, peak)).wait()
     norm_summed = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
     summed = grads()
+    gathered_job = minibatch_moments(half.advantages, half.masks, peak, coll)
+    local = minibatch_moments(b.advantages, b.masks[:, :T], None)
+    moments = {"riding": [float(x) for x in riding[:3]] + [float(riding.weight_scale)],
+               "gathered": [float(x) for x in gathered_job[:3]] +
+                           [float(gathered_job.weight_scale)],
+               "whole": [float(x) for x in local[:3]],
+               "own_scale": float(peak / raw_weights.max())}
 
     # prioritised sampling weights: normalised by the largest of the job's minibatch
     adv = torch.randn(S, T, generator=torch.Generator().manual_seed(11 + rank)) * (1 + rank)
@@ -124,7 +135,8 @@ def grad_parity(out_path: str) -> None:
                        "weights_max": float(all_w.max()),
                        "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
                        "gathered": gathered,
-                       "gathered_nan": all(math.isnan(v) for v in gathered_nan)},
+                       "gathered_nan": all(math.isnan(v) for v in gathered_nan),
+                       "moments": moments},
                       fh)
     coll.close()
 

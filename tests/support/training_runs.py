@@ -8,8 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shoal.trainer.advantage import compute_advantages
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Trainer
+
+
+def estimate_advantages(trainer: Trainer) -> None:
+    """The batch's plain GAE into ``trainer.storage.advantages``, as ``Trainer.update`` computes
+    it first: the estimates minibatches are drawn with (their moments normalise the loss's)."""
+    b, t = trainer.storage, trainer.config.train
+    compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda, t.rho_clip,
+                       t.c_clip, out=b.advantages)
 
 
 def metric_rows(run_dir: Path) -> list[tuple]:

@@ -50,7 +50,8 @@ def run(a: argparse.Namespace) -> None:
 
         ckpt = load_checkpoint(a.checkpoint)
         if ckpt["config"]["env"]["name"] != "maze":
-            raise SystemExit(f"{a.checkpoint} was trained on {ckpt['config']['env']['name']}, not maze")
+            trained_on = ckpt["config"]["env"]["name"]
+            raise SystemExit(f"{a.checkpoint} was trained on {trained_on}, not maze: give a maze run")
         size = ckpt["config"]["env"]["size"]
     env = make_env("maze", a.num_envs, seed=a.seed, size=size)
     rng = np.random.default_rng(a.seed)
@@ -89,9 +90,10 @@ def run(a: argparse.Namespace) -> None:
         steps += n
     env.close()
     shown = len(entropy[True]) / steps
-    print(f"{'random moves' if model is None else a.checkpoint} ({size}x{size}): stay {stay / steps:.3f}, "
-          f"into a wall {bump / steps:.3f}, onto an adjacent goal {onto_goal / max(adjacent, 1):.3f} "
-          f"({adjacent} steps); action entropy with the goal in view {np.mean(entropy[True]):.2f}, "
+    name = "random moves" if model is None else a.checkpoint
+    print(f"{name} ({size}x{size}): stay {stay / steps:.3f}, into a wall {bump / steps:.3f}, "
+          f"onto an adjacent goal {onto_goal / max(adjacent, 1):.3f} ({adjacent} steps); "
+          f"action entropy with the goal in view {np.mean(entropy[True]):.2f}, "
           f"out of view {np.mean(entropy[False]):.2f} (goal in view on {shown:.0%} of the steps)")
 
 

@@ -51,7 +51,7 @@ def run(a: argparse.Namespace) -> None:
         ckpt = load_checkpoint(a.checkpoint)
         if ckpt["config"]["env"]["name"] != "maze":
             trained_on = ckpt["config"]["env"]["name"]
-            raise SystemExit(f"{a.checkpoint} was trained on {trained_on}, not maze: give a maze run")
+            raise SystemExit(f"{a.checkpoint} was trained on {trained_on}: give a maze run")
         size = ckpt["config"]["env"]["size"]
     env = make_env("maze", a.num_envs, seed=a.seed, size=size)
     rng = np.random.default_rng(a.seed)

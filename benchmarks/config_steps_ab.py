@@ -9,7 +9,9 @@ the score does not depend on how loaded the machine is, unlike a wall-clock budg
 each seed run side by side (``--parallel 2``, the default); ``--parallel N`` runs N at once. Printed per run:
 the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget, the wall-clock
 time and steps/s; then the median final score of A and of B and their ratio (B / A), and
-``--target`` scores' median steps to first reach them. With ``--eval-episodes N`` each run's final
+``--target`` scores' median steps to first reach them. ``--runs A`` (or ``B``) runs only that
+config's seeds, with exactly the commands a full run gives it, so the two halves of a
+comparison can run at different times. With ``--eval-episodes N`` each run's final
 policy is also scored by `shoal eval` over N episodes (the same number from every env, so long
 failing episodes weigh as much as quick successes; the trainer's last-100 mean favours the quick
 ones until every env has finished a few episodes). The last line is the whole result as JSON.
@@ -83,6 +85,8 @@ def main() -> None:
     p.add_argument("--target", type=float, nargs="*", default=[])
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="also score each final policy with `shoal eval` over this many episodes")
+    p.add_argument("--runs", choices=("AB", "A", "B"), default="AB",
+                   help="which configs to run (default both; A or B runs one half)")
     p.add_argument("--parallel", type=int, default=2,
                    help="runs at once, taken in the order A, B of the first seed, then the next")
     a = p.parse_args()
@@ -95,7 +99,7 @@ def main() -> None:
     reach: dict[str, dict[float, list[float]]] = {k: {t: [] for t in a.target} for k in flags}
     if a.parallel < 1:
         p.error("--parallel must be at least 1")
-    order = [(seed, name) for seed in seeds for name in ("A", "B")]
+    order = [(seed, name) for seed in seeds for name in ("A", "B") if name in a.runs]
     for first in range(0, len(order), a.parallel):
         group = order[first:first + a.parallel]
         procs = {(seed, name): start(a.env, flags[name], steps, seed) for seed, name in group}
@@ -128,15 +132,18 @@ def main() -> None:
                   + ("" if evaluated is None else
                      f"; shoal eval over {a.eval_episodes} episodes {evaluated:.4g}"),
                   flush=True)
-    ma, mb = statistics.median(finals["A"]), statistics.median(finals["B"])
+    def median(values: list[float]) -> float:
+        return statistics.median(values) if values else math.nan
+
+    ma, mb = median(finals["A"]), median(finals["B"])
     print(f"final score, median of {len(seeds)} seeds: A {ma:.4g}, B {mb:.4g}, "
           f"B / A {mb / ma:.2f}" if ma else f"final score: A {ma}, B {mb}")
     if a.eval_episodes:
-        ea, eb = statistics.median(evals["A"]), statistics.median(evals["B"])
+        ea, eb = median(evals["A"]), median(evals["B"])
         print(f"shoal eval score, median: A {ea:.4g}, B {eb:.4g}"
               + (f", B / A {eb / ea:.2f}" if ea else ""))
     for t in a.target:
-        sa, sb = statistics.median(reach["A"][t]), statistics.median(reach["B"][t])
+        sa, sb = median(reach["A"][t]), median(reach["B"][t])
         print(f"score {t:g}: median steps A {sa / 1e6:.2f}M, B {sb / 1e6:.2f}M"
               + (f", B / A {sb / sa:.2f}" if math.isfinite(sa) and math.isfinite(sb) else ""))
     result["final"] = finals

@@ -1,0 +1,57 @@
+"""The config files the benchmarks pass to `shoal sweep` and `shoal train`
+(benchmarks/sweep_spaces/, benchmarks/configs/) stay valid as the trainer's keys change, and
+benchmarks/config_steps_ab.py runs one half of a comparison with ``--runs``."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shoal.sweep import parse_space
+from shoal.trainer.config import build_config, load_toml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# which env each study's space was written for (its file name starts with it)
+ENVS = ("maze", "g2048", "tetris", "breakout")
+
+
+def _env_of(path: str) -> str:
+    name = os.path.basename(path)
+    env = next((e for e in ENVS if name.startswith(e)), None)
+    assert env is not None, f"{name}: name a sweep space after its env ({', '.join(ENVS)})"
+    return env
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "benchmarks", "sweep_spaces",
+                                                               "*.toml"))),
+                         ids=os.path.basename)
+def test_every_study_space_parses_against_its_env_config(path):
+    space = parse_space(load_toml(path)["sweep"], build_config(_env_of(path)))
+    assert space.keys()
+
+
+def test_the_frozen_11x11_maze_config_builds_with_every_key_it_pins():
+    path = os.path.join(REPO, "benchmarks", "configs", "maze_11x11_shipped.toml")
+    cfg = build_config("maze", files=[path], overrides={"env.size": 15})
+    pinned = load_toml(path)
+    assert cfg.env.params["size"] == 15 and cfg.env.num_envs == pinned["env"]["num_envs"]
+    for key, value in pinned["train"].items():
+        assert getattr(cfg.train, key) == value, key
+    assert cfg.policy.name == pinned["policy"]["name"]
+
+
+def test_config_steps_ab_runs_only_the_half_asked_for(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "config_steps_ab.py"), "--env", "bandit",
+         "--steps", "2048", "--seeds", "3", "--runs", "B", "--b", "--train.learning-rate 0.01"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(result["runs"]) == ["B3"]
+    assert result["final"]["A"] == [] and len(result["final"]["B"]) == 1

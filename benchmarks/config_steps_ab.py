@@ -9,9 +9,12 @@ the score does not depend on how loaded the machine is, unlike a wall-clock budg
 each seed run side by side (``--parallel 2``, the default); ``--parallel N`` runs N at once. Printed per run:
 the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget, the wall-clock
 time and steps/s; then the median final score of A and of B and their ratio (B / A), and
-``--target`` scores' median steps to first reach them. ``--runs A`` (or ``B``) runs only that
-config's seeds, with exactly the commands a full run gives it, so the two halves of a
-comparison can run at different times. With ``--eval-episodes N`` each run's final
+``--target`` scores' median steps to first reach them; the mean final scores and B's ratio to
+the others; each config's median steps/s (a config with more passes per batch costs more per
+step: compare these from runs that went side by side). ``--c`` adds a third config C (e.g. an
+older setting) on the same seeds. ``--runs A`` (or ``B``, ``AC``...) runs only those configs'
+seeds, with exactly the commands a full run gives them, so the parts of a comparison can run
+at different times. With ``--eval-episodes N`` each run's final
 policy is also scored by `shoal eval` over N episodes (the same number from every env, so long
 failing episodes weigh as much as quick successes; the trainer's last-100 mean favours the quick
 ones until every env has finished a few episodes). The last line is the whole result as JSON.
@@ -82,24 +85,35 @@ def main() -> None:
     p.add_argument("--seeds", default="100,101,102")
     p.add_argument("--a", default="", help="flags of A (one string; '' = the shipped config)")
     p.add_argument("--b", default="", help="flags of B (one string)")
+    p.add_argument("--c", default=None, help="flags of an optional third config C (one string; "
+                   "e.g. an older setting), run with the same seeds and reported against B")
     p.add_argument("--target", type=float, nargs="*", default=[])
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="also score each final policy with `shoal eval` over this many episodes")
-    p.add_argument("--runs", choices=("AB", "A", "B"), default="AB",
-                   help="which configs to run (default both; A or B runs one half)")
+    p.add_argument("--runs", default=None,
+                   help="which of the given configs to run (default all; e.g. A or B runs one part)")
     p.add_argument("--parallel", type=int, default=2,
                    help="runs at once, taken in the order A, B of the first seed, then the next")
     a = p.parse_args()
     steps = int(a.steps)
     seeds = [int(s) for s in a.seeds.split(",")]
     flags = {"A": shlex.split(a.a), "B": shlex.split(a.b)}
-    result: dict = {"env": a.env, "steps": steps, "seeds": seeds, "a": a.a, "b": a.b, "runs": {}}
-    finals: dict[str, list[float]] = {"A": [], "B": []}
-    evals: dict[str, list[float]] = {"A": [], "B": []}
+    if a.c is not None:
+        flags["C"] = shlex.split(a.c)
+    text = {"A": a.a, "B": a.b, "C": a.c}
+    result: dict = {"env": a.env, "steps": steps, "seeds": seeds, "a": a.a, "b": a.b, "c": a.c,
+                    "runs": {}}
+    finals: dict[str, list[float]] = {k: [] for k in flags}
+    evals: dict[str, list[float]] = {k: [] for k in flags}
+    rates: dict[str, list[float]] = {k: [] for k in flags}
     reach: dict[str, dict[float, list[float]]] = {k: {t: [] for t in a.target} for k in flags}
     if a.parallel < 1:
         p.error("--parallel must be at least 1")
-    order = [(seed, name) for seed in seeds for name in ("A", "B") if name in a.runs]
+    if a.runs is None:
+        a.runs = "".join(flags)
+    if any(name not in flags for name in a.runs):
+        p.error(f"--runs {a.runs!r}: each letter must name a given config ({''.join(flags)})")
+    order = [(seed, name) for seed in seeds for name in flags if name in a.runs]
     for first in range(0, len(order), a.parallel):
         group = order[first:first + a.parallel]
         procs = {(seed, name): start(a.env, flags[name], steps, seed) for seed, name in group}
@@ -125,7 +139,8 @@ def main() -> None:
                                                 "steps": records[-1]["agent_steps"],
                                                 "seconds": wall, "eval": evaluated}
             q = " / ".join("-" if s is None else f"{s:.3g}" for s in quarters)
-            print(f"seed {seed} {name} ({a.a if name == 'A' else a.b or 'shipped'}): "
+            rates[name].append(records[-1]["agent_steps"] / wall)
+            print(f"seed {seed} {name} ({text[name] or 'shipped'}): "
                   f"score at 1/4, 1/2, 3/4 {q}; final {final:.4g} at "
                   f"{records[-1]['agent_steps'] / 1e6:.2f}M steps, {wall:.0f} s "
                   f"({records[-1]['agent_steps'] / wall:.0f} steps/s)"
@@ -138,15 +153,25 @@ def main() -> None:
     ma, mb = median(finals["A"]), median(finals["B"])
     print(f"final score, median of {len(seeds)} seeds: A {ma:.4g}, B {mb:.4g}, "
           f"B / A {mb / ma:.2f}" if ma else f"final score: A {ma}, B {mb}")
+    means = {k: statistics.fmean(v) if v else math.nan for k, v in finals.items()}
+    print("final score, mean of seeds: " + ", ".join(f"{k} {m:.4g}" for k, m in means.items())
+          + "".join(f", B / {k} {means['B'] / means[k]:.2f}" for k in flags
+                    if k != "B" and means[k] and math.isfinite(means[k])))
+    # side by side in one run, so the same load: a config's cost per step (e.g. more passes)
+    print("steps/s, median of the runs (same load only if they ran side by side): "
+          + ", ".join(f"{k} {median(v):.0f}" for k, v in rates.items()))
     if a.eval_episodes:
         ea, eb = median(evals["A"]), median(evals["B"])
         print(f"shoal eval score, median: A {ea:.4g}, B {eb:.4g}"
               + (f", B / A {eb / ea:.2f}" if ea else ""))
     for t in a.target:
-        sa, sb = median(reach["A"][t]), median(reach["B"][t])
-        print(f"score {t:g}: median steps A {sa / 1e6:.2f}M, B {sb / 1e6:.2f}M"
-              + (f", B / A {sb / sa:.2f}" if math.isfinite(sa) and math.isfinite(sb) else ""))
+        med = {k: median(reach[k][t]) for k in flags}
+        print(f"score {t:g}: median steps " + ", ".join(f"{k} {v / 1e6:.2f}M"
+                                                        for k, v in med.items())
+              + "".join(f", B / {k} {med['B'] / med[k]:.2f}" for k in flags
+                        if k != "B" and math.isfinite(med[k]) and math.isfinite(med["B"])))
     result["final"] = finals
+    result["steps_per_s"] = rates
     result["eval"] = evals
     result["steps_to"] = {k: {str(t): v for t, v in reach[k].items()} for k in reach}
     print(json.dumps(result))

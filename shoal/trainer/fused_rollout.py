@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .stale_batch import anchor_at_learner
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
 
@@ -177,6 +178,11 @@ class FusedRollout:
         worker.start()
         rollout_time = time.perf_counter() - t0
         t1 = time.perf_counter()
+        # the batch was collected one update ago (the run's first one by these same weights,
+        # up to float rounding): anchor the update at the learner's policy and values, the
+        # collector's actions importance-weighted (stale_batch.py). The rollout thread reads
+        # only the weights' export (capsule), never the torch weights or this storage
+        anchor_at_learner(tr.policy, tr.distribution, current)
         try:
             losses = tr.update(stats)       # stats come back merged over ranks
             stats = losses.pop("episodes")

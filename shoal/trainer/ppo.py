@@ -86,6 +86,7 @@ from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
 from .process_state import ProcessState
 from .signals import deferred_stop
+from .stale_batch import collector_terms
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
@@ -133,6 +134,9 @@ class RolloutStorage:
         self.rewards = zeros(S, T)
         self.dones = zeros(S, T)
         self.advantages = zeros(S, T)
+        # π_learner / π_collector per step when an older policy collected the batch
+        # (train.overlap: shoal/trainer/stale_batch.py); None when the learner collected it
+        self.collector_ratio: torch.Tensor | None = None
         if state_template is None:
             self.state0 = self.state0_next = None
         else:
@@ -167,6 +171,8 @@ class Minibatch:
         self.starts = storage.starts[idx, :T]
         self.masks = storage.masks[idx, :T]
         self.action_masks = storage.action_masks[idx, :T]
+        self.collector_ratio = (None if storage.collector_ratio is None
+                                else storage.collector_ratio[idx])
         self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
         self.weights = weights
         # data-parallel: the raw weight that ``weights`` were divided by (Collective.weight_peak)
@@ -222,8 +228,14 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
         adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
         weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
         adv_w = adv_n * weights.unsqueeze(1)
+        if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
+            weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef)
+            adv_w = adv_w * weight
     pg1 = -adv_w * ratio
-    pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
+    if mb.collector_ratio is None:
+        pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
+    else:
+        pg2 = -adv_w * torch.minimum(torch.maximum(ratio, low), high)
     pg_loss = _masked_mean(torch.max(pg1, pg2), masks, count)
 
     old_values = mb.values[:, :-1]

@@ -207,7 +207,9 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
 
     Returns ``(loss, stats, advantages)``. Advantages are recomputed here from the stored
     rewards, dones and values with the current importance ratio (V-trace-style). Every term is
-    averaged over unmasked steps only.
+    averaged over unmasked steps only. A batch an older policy collected (``train.overlap``:
+    ``mb.collector_ratio`` set) has its policy term weighted and clipped as
+    :mod:`shoal.trainer.stale_batch` describes.
 
     Data-parallel: with ``ranks`` (a :class:`~shoal.trainer.distributed.Collective`) the step
     count, the advantage moments and the weights' normaliser are the job's (one collective,

@@ -8,10 +8,11 @@ of update k the learner's policy already sits where update k-1 moved it, up to t
 the states where the actions matter, so those samples start outside the clip window. The clip
 removes exactly the samples that agree with the last update (positive advantage on an action it
 made likelier, negative on one it made rarer) and keeps the ones that disagree, so each update
-mostly undoes the previous one and the policy oscillates instead of improving (with ``train.
-overlap`` and no correction breakout stays at random play for 20M steps; a synchronous run whose
-acting policy is made one update stale fails the same way, and an overlapped run with the
-staleness removed gives the synchronous run's metrics bit for bit).
+mostly undoes the previous one and the policy oscillates instead of improving. Without a
+correction breakout stays at random play for 20M steps; a synchronous run whose acting policy is
+made one update stale gives the overlapped run's metrics bit for bit, and an overlapped run with
+the staleness removed gives the synchronous run's (BENCHMARKS.md, "Overlap: training on a stale
+batch").
 
 The correction (a "decoupled" PPO objective) anchors the update at the learner instead:
 

@@ -150,9 +150,9 @@ class FusedRollout:
         second storage, with the weights from before this update: the acting policy is always
         one update behind, fixed by this schedule and not by timing, so a run is the same
         under a seed whatever the threads do. The update is anchored at the learner's policy
-        and values (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch continues from this one's slot T
-        (the carry :meth:`RolloutStorage.shift` does in the synchronous path); the storages are
-        swapped at the end.
+        and values (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
+        continues from this one's slot T (the carry :meth:`RolloutStorage.shift` does in the
+        synchronous path); the storages are swapped at the end.
         """
         tr = self.trainer
         t0 = time.perf_counter()

@@ -138,8 +138,9 @@ class TrainConfig:
                                  "shards, summed in order: deterministic; meant for "
                                  "torch_threads = 1, docs/train.md)", low=1)
     overlap: bool = _f(False, "fused rollout only: collect the next batch while the learner "
-                              "trains on this one (acting policy one update behind, corrected "
-                              "by the V-trace-clipped importance weights; deterministic)")
+                              "trains on this one (acting policy one update behind, the update "
+                              "anchored at the learner's policy with the collector's actions "
+                              "importance-weighted, docs/train.md; deterministic)")
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .stale_batch import anchor_at_learner
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
 
@@ -174,9 +175,10 @@ class FusedRollout:
         run) is trained on while a thread runs the fused rollout of the next batch into the
         second storage, with the weights from before this update: the acting policy is always
         one update behind, fixed by this schedule and not by timing, so a run is the same
-        under a seed whatever the threads do. The next batch continues from this one's slot T
-        (the carry :meth:`RolloutStorage.shift` does in the synchronous path); the storages are
-        swapped at the end.
+        under a seed whatever the threads do. The update is anchored at the learner's policy
+        and values (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
+        continues from this one's slot T (the carry :meth:`RolloutStorage.shift` does in the
+        synchronous path); the storages are swapped at the end.
         """
         tr = self.trainer
         t0 = time.perf_counter()
@@ -203,6 +205,11 @@ class FusedRollout:
         worker.start()
         rollout_time = time.perf_counter() - t0
         t1 = time.perf_counter()
+        # the batch was collected one update ago (the run's first one by these same weights,
+        # up to float rounding): anchor the update at the learner's policy and values, the
+        # collector's actions importance-weighted (stale_batch.py). The rollout thread reads
+        # only the weights' export (capsule), never the torch weights or this storage
+        anchor_at_learner(tr.policy, tr.distribution, current)
         try:
             losses = tr.update(stats)       # stats come back merged over ranks
             stats = losses.pop("episodes")

@@ -88,6 +88,7 @@ from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
 from .process_state import ProcessState
 from .signals import deferred_stop
+from .stale_batch import collector_terms
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
@@ -135,6 +136,9 @@ class RolloutStorage:
         self.rewards = zeros(S, T)
         self.dones = zeros(S, T)
         self.advantages = zeros(S, T)
+        # π_learner / π_collector per step when an older policy collected the batch
+        # (train.overlap: shoal/trainer/stale_batch.py); None when the learner collected it
+        self.collector_ratio: torch.Tensor | None = None
         if state_template is None:
             self.state0 = self.state0_next = None
         else:
@@ -172,6 +176,8 @@ class Minibatch:
         # the advantage estimates as drawn: their moments normalise the recomputed ones
         self.advantages = storage.advantages[idx]
         self.action_masks = storage.action_masks[idx, :T]
+        self.collector_ratio = (None if storage.collector_ratio is None
+                                else storage.collector_ratio[idx])
         self.state0 = None if storage.state0 is None else tuple(s[idx] for s in storage.state0)
         self.weights = weights
         # data-parallel: the raw weight that ``weights`` were divided by (Collective.weight_peak)
@@ -210,7 +216,9 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     rewards, dones and values with the current importance ratio (V-trace-style) and normalised
     by the mean and variance of the minibatch's advantage estimates as they were when it was
     drawn (``mb.advantages``: known before the replay, so a data-parallel job learns them
-    without a meeting point of its own). Every term is averaged over unmasked steps only.
+    without a meeting point of its own). Every term is averaged over unmasked steps only. A
+    batch an older policy collected (``train.overlap``: ``mb.collector_ratio`` set) has its
+    policy term weighted and clipped as :mod:`shoal.trainer.stale_batch` describes.
 
     Data-parallel: the step count, the advantage moments and the weights' normaliser are the
     job's: ``mb.job`` when the trainer already has them, else from ``ranks`` (a
@@ -227,14 +235,23 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                  t.gae_lambda, t.rho_clip, t.c_clip)
         returns = adv + mb.values[:, :-1]
         masks = mb.masks
+        # a stale batch (train.overlap) normalises by the recomputed advantages' own moments:
+        # with the drawn estimates' moments the LSTM sanity env stops learning on some seeds
+        drawn = mb.advantages if mb.collector_ratio is None else adv
         job = mb.job if mb.job is not None else minibatch_moments(
-            mb.advantages, masks, mb.weight_peak, ranks, moments=t.norm_adv)
+            drawn, masks, mb.weight_peak, ranks, moments=t.norm_adv)
         count = job.count
         adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
         weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
         adv_w = adv_n * weights.unsqueeze(1)
+        if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
+            weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef)
+            adv_w = adv_w * weight
     pg1 = -adv_w * ratio
-    pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
+    if mb.collector_ratio is None:
+        pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)
+    else:
+        pg2 = -adv_w * torch.minimum(torch.maximum(ratio, low), high)
     pg_loss = _masked_mean(torch.max(pg1, pg2), masks, count)
 
     old_values = mb.values[:, :-1]
@@ -671,7 +688,10 @@ class Trainer:
             return d.indices, d.weights, self.dist.weight_peak(d, S, beta)
 
         mb = Minibatch(b, *draw(0))
-        if self.dist.distributed:   # one all-gather; later minibatches' ride in gradient sums
+        # moments known before the replay: the drawn estimates' (a stale batch's come from its
+        # replay, so with train.overlap ppo_loss meets the other ranks for them itself)
+        ahead = self.dist.distributed and b.collector_ratio is None
+        if ahead:   # one all-gather; later minibatches' ride in gradient sums
             mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist)
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
@@ -698,12 +718,12 @@ class Trainer:
             # data-parallel: the next minibatch's share of the job's statistics rides in this
             # gradient sum (one meeting point per minibatch); its tensors are gathered while
             # the sum travels
-            share = None if nxt is None or not self.dist.distributed else \
+            share = None if nxt is None or not ahead else \
                 rank_share(adv[nxt[0]], masks[nxt[0]], nxt[2])
             summing = self.dist.sum_gradients(params, wait=False, next_share=share)
             following = None if nxt is None else Minibatch(b, *nxt)
             job = summing.wait()                # the job's gradient on every rank
-            if following is not None:
+            if following is not None and ahead:
                 following.job = job
             if t.max_grad_norm > 0:
                 grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)

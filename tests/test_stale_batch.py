@@ -1,0 +1,107 @@
+"""The correction for a batch collected one update behind (train.overlap; stale_batch.py).
+
+An overlapped run trains update k on the batch collected during update k-1. Without the
+correction the PPO clip is anchored at the collector's policy and breakout does not learn; the
+update must be anchored at the learner's policy and values, the collector's actions weighted by
+the truncated ratio between the two, and the clip window kept near the collector's policy.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from shoal.trainer.advantage import advantages_reference
+from shoal.trainer.config import build_config
+from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
+from shoal.trainer.stale_batch import COLLECTOR_CLIP, WEIGHT_CAP, anchor_at_learner
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _overlapped_trainer(tmp_path, **overrides):
+    over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
+            "train.rollout": "fused", "train.overlap": True, "env.max_steps": 9,
+            "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run")}
+    over.update(overrides)
+    return Trainer(build_config("breakout", overrides=over))
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lstm"])
+def test_the_pending_batch_is_anchored_at_the_learner(tmp_path, policy):
+    """After two overlapped epochs the pending batch was collected by weights one update older
+    than the learner's: anchoring replaces its log-probs and values by the learner's replay and
+    keeps the learner-to-collector ratio of every step."""
+    tr = _overlapped_trainer(tmp_path, **{"policy.name": policy})
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            tr.run_epoch()
+            batch = copy.deepcopy(tr.storage)         # pending: collected during update 2
+            collector_logp = batch.logprobs.clone()
+            anchor_at_learner(tr.policy, tr.distribution, batch)
+            T = batch.T
+            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            with torch.no_grad():
+                learner_logp, _, learner_values = replay(tr.policy, tr.distribution, mb)
+        torch.testing.assert_close(batch.logprobs[:, :T], learner_logp, atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch.values[:, :T], learner_values, atol=1e-5, rtol=0)
+        expected = (learner_logp - collector_logp[:, :T]).exp()
+        torch.testing.assert_close(batch.collector_ratio, expected, atol=1e-5, rtol=1e-5)
+        # the collector really is another policy: the ratio is not 1
+        assert float((batch.collector_ratio - 1).abs().max()) > 1e-3
+        # the storage the trainer trains on next is untouched until its update starts
+        assert torch.equal(tr.storage.logprobs, collector_logp)
+    finally:
+        tr.close()
+
+
+def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path):
+    """The policy term of ppo_loss on an anchored batch, recomputed in numpy: V-trace
+    advantages from the learner's values and ratio, each step weighted by min(ratio to the
+    collector, WEIGHT_CAP), the ratio clipped to ±clip_coef around the learner and within
+    ±COLLECTOR_CLIP x clip_coef of the collector."""
+    tr = _overlapped_trainer(tmp_path, **{"train.norm_adv": False})
+    t = tr.config.train
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            batch = copy.deepcopy(tr.storage)
+            anchor_at_learner(tr.policy, tr.distribution, batch)
+            # learner-to-collector ratios across the truncation and both window edges
+            g = torch.Generator().manual_seed(0)
+            batch.collector_ratio = torch.exp(torch.empty(batch.S, batch.T).uniform_(-1.5, 1.5,
+                                                                                   generator=g))
+            # the learner moves on from the anchor, as it does after the first minibatch
+            with torch.no_grad():
+                for p in tr.policy.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
+            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            _, stats, _ = ppo_loss(tr.policy, tr.distribution, mb, t)
+            with torch.no_grad():
+                newlogp, _, _ = replay(tr.policy, tr.distribution, mb)
+            plain = copy.copy(mb)
+            plain.collector_ratio = None
+            _, plain_stats, _ = ppo_loss(tr.policy, tr.distribution, plain, t)
+        T = batch.T
+        ratio = np.exp(newlogp.numpy().astype(np.float64) - batch.logprobs[:, :T].numpy())
+        assert np.abs(ratio - 1).max() > t.clip_coef        # the clip is exercised
+        adv = advantages_reference(batch.values.numpy().astype(np.float64),
+                                   batch.rewards.numpy().astype(np.float64),
+                                   batch.dones.numpy(), ratio, t.gamma, t.gae_lambda,
+                                   t.rho_clip, t.c_clip)
+        behind = batch.collector_ratio.numpy().astype(np.float64)
+        weighted = adv * np.minimum(behind, WEIGHT_CAP)
+        low = np.maximum((1 - COLLECTOR_CLIP * t.clip_coef) / behind, 1 - t.clip_coef)
+        high = np.minimum((1 + COLLECTOR_CLIP * t.clip_coef) / behind, 1 + t.clip_coef)
+        clipped = np.minimum(np.maximum(ratio, low), high)
+        loss = np.maximum(-weighted * ratio, -weighted * clipped)
+        masks = batch.masks[:, :T].numpy() > 0
+        reference = loss[masks].mean()
+        assert float(stats["policy"]) == pytest.approx(reference, rel=1e-4, abs=1e-7)
+        # the correction changes the loss: plain PPO on the same batch gives another value
+        assert abs(float(plain_stats["policy"]) - reference) > 1e-3 * max(1e-3, abs(reference))
+    finally:
+        tr.close()

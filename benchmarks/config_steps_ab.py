@@ -7,7 +7,8 @@ Each run is `shoal train ENV FLAGS --train.total-steps STEPS --train.seed SEED` 
 both configs get the same budget in agent steps (their learning-rate schedules end with it) and
 the score does not depend on how loaded the machine is, unlike a wall-clock budget. A and B of
 each seed run side by side (``--parallel 2``, the default); ``--parallel N`` runs N at once. Printed per run:
-the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget, the wall-clock
+the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget (and at each
+``--score-at`` step count), the wall-clock
 time and steps/s; then the median final score of A and of B and their ratio (B / A), and
 ``--target`` scores' median steps to first reach them. With ``--eval-episodes N`` each run's final
 policy is also scored by `shoal eval` over N episodes (the same number from every env, so long
@@ -83,6 +84,12 @@ def main() -> None:
     p.add_argument("--target", type=float, nargs="*", default=[])
     p.add_argument("--eval-episodes", type=int, default=0,
                    help="also score each final policy with `shoal eval` over this many episodes")
+    p.add_argument("--only", choices=("A", "B"), default=None,
+                   help="run only this side (e.g. the baseline while the other is still being "
+                        "chosen; per-step scores do not depend on what runs beside them)")
+    p.add_argument("--score-at", type=float, nargs="*", default=[],
+                   help="also print each run's score at these agent steps (the last epoch "
+                        "ending at or before each)")
     p.add_argument("--parallel", type=int, default=2,
                    help="runs at once, taken in the order A, B of the first seed, then the next")
     a = p.parse_args()
@@ -95,7 +102,8 @@ def main() -> None:
     reach: dict[str, dict[float, list[float]]] = {k: {t: [] for t in a.target} for k in flags}
     if a.parallel < 1:
         p.error("--parallel must be at least 1")
-    order = [(seed, name) for seed in seeds for name in ("A", "B")]
+    sides = (a.only,) if a.only else ("A", "B")
+    order = [(seed, name) for seed in seeds for name in sides]
     for first in range(0, len(order), a.parallel):
         group = order[first:first + a.parallel]
         procs = {(seed, name): start(a.env, flags[name], steps, seed) for seed, name in group}
@@ -117,18 +125,38 @@ def main() -> None:
             for t in a.target:
                 reach[name][t].append(steps_to(records, t))
             wall = records[-1]["elapsed"]
+            at = {f"{x:g}": score_at(records, x) for x in a.score_at}
             result["runs"][f"{name}{seed}"] = {"quarters": quarters, "final": final,
                                                 "steps": records[-1]["agent_steps"],
-                                                "seconds": wall, "eval": evaluated}
+                                                "seconds": wall, "eval": evaluated,
+                                                "score_at": at}
             q = " / ".join("-" if s is None else f"{s:.3g}" for s in quarters)
             print(f"seed {seed} {name} ({a.a if name == 'A' else a.b or 'shipped'}): "
                   f"score at 1/4, 1/2, 3/4 {q}; final {final:.4g} at "
                   f"{records[-1]['agent_steps'] / 1e6:.2f}M steps, {wall:.0f} s "
                   f"({records[-1]['agent_steps'] / wall:.0f} steps/s)"
+                  + "".join(f"; at {x} steps {'-' if v is None else f'{v:.4g}'}"
+                            for x, v in at.items())
                   + ("" if evaluated is None else
                      f"; shoal eval over {a.eval_episodes} episodes {evaluated:.4g}"),
                   flush=True)
+    if a.only:
+        for x in a.score_at:
+            values = [r["score_at"][f"{x:g}"] for r in result["runs"].values()]
+            if all(v is not None for v in values):
+                print(f"{a.only}: score at {x:g} steps, mean of {len(values)} seeds "
+                      f"{statistics.mean(values):.4g}")
+        result["final"] = finals
+        print(json.dumps(result))
+        return
     ma, mb = statistics.median(finals["A"]), statistics.median(finals["B"])
+    for x in a.score_at:
+        for name in ("A", "B"):
+            values = [r["score_at"][f"{x:g}"] for k, r in result["runs"].items()
+                      if k.startswith(name)]
+            if all(v is not None for v in values):
+                print(f"{name}: score at {x:g} steps, mean of {len(values)} seeds "
+                      f"{statistics.mean(values):.4g}")
     print(f"final score, median of {len(seeds)} seeds: A {ma:.4g}, B {mb:.4g}, "
           f"B / A {mb / ma:.2f}" if ma else f"final score: A {ma}, B {mb}")
     if a.eval_episodes:

@@ -7,7 +7,8 @@ Each run is `shoal train ENV FLAGS --train.total-steps STEPS --train.seed SEED` 
 both configs get the same budget in agent steps (their learning-rate schedules end with it) and
 the score does not depend on how loaded the machine is, unlike a wall-clock budget. A and B of
 each seed run side by side (``--parallel 2``, the default); ``--parallel N`` runs N at once. Printed per run:
-the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget, the wall-clock
+the score (mean of the last 100 episodes) at 1/4, 1/2, 3/4 and all of the budget (and at each
+``--score-at`` step count), the wall-clock
 time and steps/s; then the median final score of A and of B and their ratio (B / A), and
 ``--target`` scores' median steps to first reach them; the mean final scores and B's ratio to
 the others; each config's median steps/s (a config with more passes per batch costs more per
@@ -92,6 +93,9 @@ def main() -> None:
                    help="also score each final policy with `shoal eval` over this many episodes")
     p.add_argument("--runs", default=None,
                    help="which of the given configs to run (default all; e.g. A or B runs one part)")
+    p.add_argument("--score-at", type=float, nargs="*", default=[],
+                   help="also print each run's score at these agent steps (the last epoch "
+                        "ending at or before each)")
     p.add_argument("--parallel", type=int, default=2,
                    help="runs at once, taken in the order A, B of the first seed, then the next")
     a = p.parse_args()
@@ -135,21 +139,32 @@ def main() -> None:
             for t in a.target:
                 reach[name][t].append(steps_to(records, t))
             wall = records[-1]["elapsed"]
+            at = {f"{x:g}": score_at(records, x) for x in a.score_at}
             result["runs"][f"{name}{seed}"] = {"quarters": quarters, "final": final,
                                                 "steps": records[-1]["agent_steps"],
-                                                "seconds": wall, "eval": evaluated}
+                                                "seconds": wall, "eval": evaluated,
+                                                "score_at": at}
             q = " / ".join("-" if s is None else f"{s:.3g}" for s in quarters)
             rates[name].append(records[-1]["agent_steps"] / wall)
             print(f"seed {seed} {name} ({text[name] or 'shipped'}): "
                   f"score at 1/4, 1/2, 3/4 {q}; final {final:.4g} at "
                   f"{records[-1]['agent_steps'] / 1e6:.2f}M steps, {wall:.0f} s "
                   f"({records[-1]['agent_steps'] / wall:.0f} steps/s)"
+                  + "".join(f"; at {x} steps {'-' if v is None else f'{v:.4g}'}"
+                            for x, v in at.items())
                   + ("" if evaluated is None else
                      f"; shoal eval over {a.eval_episodes} episodes {evaluated:.4g}"),
                   flush=True)
     def median(values: list[float]) -> float:
         return statistics.median(values) if values else math.nan
 
+    for x in a.score_at:
+        for name in flags:
+            values = [r["score_at"][f"{x:g}"] for k, r in result["runs"].items()
+                      if k.startswith(name)]
+            if values and all(v is not None for v in values):
+                print(f"{name}: score at {x:g} steps, mean of {len(values)} seeds "
+                      f"{statistics.mean(values):.4g}")
     ma, mb = median(finals["A"]), median(finals["B"])
     print(f"final score, median of {len(seeds)} seeds: A {ma:.4g}, B {mb:.4g}, "
           f"B / A {mb / ma:.2f}" if ma else f"final score: A {ma}, B {mb}")

@@ -1,63 +1,53 @@
-"""Queue an env's current config as the first trial of a `shoal sweep` study.
+"""Queue a sweep's base config as its study's next trial, so the search starts from a known point.
 
+    python benchmarks/sweep_enqueue_base.py breakout \\
+        --config benchmarks/sweep_spaces/breakout_pufferlib_shape.toml \\
+        --study breakout-pufferlib-shape --out sweeps/breakout-pufferlib-shape
+    python -m shoal sweep breakout --config ... --study ... --out ...   # runs it first
     python benchmarks/sweep_enqueue_base.py g2048 --sweep benchmarks/sweep_spaces/g2048.toml \\
         --study g2048-masks --storage sqlite:///sweeps/g2048-masks/study.db
-    python -m shoal sweep g2048 --sweep benchmarks/sweep_spaces/g2048.toml --study g2048-masks \\
-        --storage sqlite:///sweeps/g2048-masks/study.db --trials 8 ...
 
-The queued trial holds, for every searched key, the value of the base config (the shipped
-config, then any ``--config`` files and ``--SECTION.KEY VALUE`` flags, as `shoal sweep` builds
-it), so the study measures the config to beat with the same budget, seed and machine as the
-searched ones, and its sampler starts from a known-good point. A value outside its search range
-is an error naming the key. Run it once, before the sweep; the sweep runs queued trials first.
+Takes the same arguments as ``shoal sweep`` (only the study, storage, config files and
+overrides matter). The values that the base config (env defaults, ``--config`` files,
+``--SECTION.KEY VALUE`` overrides) gives the searched keys are queued with Optuna's
+``enqueue_trial``; the sweep's workers run queued trials before sampling new ones, and the
+trial counts as one of ``--trials``. A value outside the search space is refused.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
 
-from shoal.trainer.cli import parse_args as train_args
-from shoal.sweep.study import SweepSettings, base_config, open_study, search_space
+from shoal.sweep import study as study_mod
+from shoal.sweep.cli import settings_from_args
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("env")
-    p.add_argument("--sweep", dest="sweep_file", required=True, help="the [sweep] TOML file")
-    p.add_argument("--study", required=True)
-    p.add_argument("--storage", required=True, help="Optuna storage URL, as given to the sweep")
-    p.add_argument("--config", action="append", default=[], help="TOML config (repeatable)")
-    args, rest = p.parse_known_args(argv)
-    extra = train_args(rest)
-    s = SweepSettings(env=args.env, storage=args.storage, study=args.study,
-                      out_dir=os.path.abspath(os.path.join("sweeps", args.study)), trials=1,
-                      files=[os.path.abspath(f) for f in args.config],
-                      overrides=dict(extra["overrides"]),
-                      sweep_file=os.path.abspath(args.sweep_file))
-    base = base_config(s)
-    space = search_space(s, base)
+def main(argv: list[str]) -> int:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings, _ = settings_from_args(argv)
+    base = study_mod.base_config(settings)
+    space = study_mod.search_space(settings, base)
     params = {}
     for dim in space.dimensions:
         section, key = dim.key.split(".", 1)
         value = getattr(getattr(base, section), key)
-        if dim.distribution == "categorical":
-            ok = value in dim.choices
-        else:
-            ok = dim.low <= value <= dim.high
-        if not ok:
-            sys.exit(f"{dim.key} = {value!r} is outside its search range: widen the [sweep] "
-                     f"entry to include it")
-        params[dim.param_name] = int(math.log2(value)) if dim.distribution == "pow2" else value
-    os.makedirs(s.out_dir, exist_ok=True)
-    study = open_study(s, space)
-    study.enqueue_trial(params, user_attrs={"base_config": True})
-    print(f"queued in study '{s.study}': " + ", ".join(f"{k}={v}" for k, v in params.items()))
+        given = value
+        if dim.distribution == "pow2":
+            value = int(math.log2(value))
+        if not dim.to_optuna()._contains(dim.to_optuna().to_internal_repr(value)):
+            raise SystemExit(f"{dim.key} = {given!r} is outside its search range: widen the "
+                             f"[sweep] entry to include it")
+        params[dim.param_name] = value
+    import os
+    os.makedirs(settings.out_dir, exist_ok=True)
+    study = study_mod.open_study(settings, space)
+    study.enqueue_trial(params, user_attrs={"base_config": True}, skip_if_exists=True)
+    print(f"queued in study '{settings.study}': {params}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

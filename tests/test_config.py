@@ -13,7 +13,8 @@ import pytest
 from shoal.envs import list_envs
 from shoal.trainer import cli
 from shoal.trainer.config import (CONFIG_DIR, SECTIONS, ConfigError, Config, build_config,
-                                  default_config, from_dict, section_fields, to_toml)
+                                  default_config, from_dict, section_fields,
+                                  shipped_config_names, to_toml)
 
 
 def test_default_toml_matches_dataclass_defaults():
@@ -28,19 +29,35 @@ def test_every_key_has_a_meaning():
             assert f.metadata.get("help"), f"{section}.{name} has no help text"
 
 
-@pytest.mark.parametrize("name", sorted(f[:-5] for f in os.listdir(CONFIG_DIR)
-                                        if f.endswith(".toml") and f != "default.toml"))
-def test_shipped_env_configs_are_valid(name):
-    assert name in list_envs(), f"configs/{name}.toml is for an unknown env"
-    cfg = build_config(name)
-    assert cfg.env.name == name
-    # the file only uses known keys and is applied on top of the defaults
+@pytest.mark.parametrize("name", shipped_config_names())
+def test_shipped_configs_are_valid(name):
+    # configs/ENV.toml holds ENV's defaults; any other file is a named config (`--config NAME`)
+    # that names its env in [env] name and applies on top of that env's defaults
     with open(os.path.join(CONFIG_DIR, f"{name}.toml"), "rb") as fh:
         data = tomllib.load(fh)
+    env = data.get("env", {}).get("name", name)
+    assert env in list_envs(), (f"configs/{name}.toml is for an unknown env: name the file after "
+                                f"its env, or set [env] name")
+    files = [] if env == name else [cli.parse_args(["--config", name])["files"][0]]
+    cfg = build_config(env, files)
+    assert cfg.env.name == env
+    # the file only uses known keys and is applied on top of the defaults
     flat = cfg.to_dict()
     for section, table in data.items():
         for key, value in table.items():
             assert flat[section][key] == value
+
+
+def test_config_flag_takes_a_shipped_name_or_a_path(tmp_path, monkeypatch):
+    assert cli.parse_args(["breakout", "--config", "breakout_lstm"])["files"] == [
+        os.path.join(CONFIG_DIR, "breakout_lstm.toml")]
+    mine = tmp_path / "breakout_lstm"  # an existing file wins over the shipped name
+    mine.write_text("[train]\ngamma = 0.9\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.parse_args(["--config", "breakout_lstm"])["files"] == ["breakout_lstm"]
+    assert cli.parse_args(["--config", "sub/x.toml"])["files"] == ["sub/x.toml"]
+    with pytest.raises(ConfigError, match="no shipped config of that name.*breakout_lstm"):
+        cli.parse_args(["--config", "breakout_lstmm"])
 
 
 def test_precedence_defaults_env_file_user_file_flags(tmp_path):

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", dest="sweep_file", default=None,
                    help="TOML file with the [sweep] table (the search space)")
     p.add_argument("--config", action="append", default=[], help="TOML config applied before "
-                   "the searched values (repeatable)")
+                   "the searched values (repeatable; a bare NAME is a shipped config)")
     p.add_argument("--out", default=None, help="output directory (default sweeps/STUDY)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running "
                    "trial's heartbeats; a trial silent for 3 heartbeats is failed and retried")
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: list[str]) -> Any:
     """Parses the command line into :class:`~shoal.sweep.study.SweepSettings`."""
     from ..trainer.cli import parse_args as train_args
-    from ..trainer.config import ConfigError
+    from ..trainer.config import ConfigError, config_file_path
     from .study import SweepSettings
 
     args, rest = _parser().parse_known_args(argv)
@@ -76,7 +76,8 @@ def settings_from_args(argv: list[str]) -> Any:
     storage = args.storage or f"sqlite:///{os.path.join(out, 'study.db')}"
     overrides = dict(extra["overrides"])
     return SweepSettings(env=args.env, storage=storage, study=study, out_dir=out,
-                         trials=args.trials, files=[os.path.abspath(f) for f in args.config],
+                         trials=args.trials, files=[os.path.abspath(config_file_path(f))
+                                                   for f in args.config],
                          overrides=overrides, sweep_file=args.sweep_file and
                          os.path.abspath(args.sweep_file), max_cost=args.max_cost,
                          heartbeat=args.heartbeat), args.workers

@@ -13,8 +13,8 @@ import signal
 import sys
 from typing import Any
 
-from .config import (SECTIONS, ConfigError, build_config, env_params_of, field_type,
-                     is_python_env, normalise_key, section_fields)
+from .config import (SECTIONS, ConfigError, build_config, config_file_path, env_params_of,
+                     field_type, is_python_env, normalise_key, section_fields)
 
 USAGE = ("usage: shoal train ENV [--SECTION.KEY VALUE ...] [--config FILE.toml] "
          "[--resume RUN_DIR|CHECKPOINT] [--run-dir DIR]")
@@ -61,7 +61,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
             else:
                 raise ConfigError(f"--{key} needs a value")
         if key == "config":
-            out["files"].append(value)
+            out["files"].append(config_file_path(value))
         elif key == "resume":
             out["resume"] = value
         elif key in ("run-dir", "run_dir"):
@@ -114,7 +114,9 @@ def help_text(env_name: str | None = None) -> str:
     lines = [USAGE, "",
              "Trains a policy with PPO on a shoal env and writes runs/<env>-<timestamp>/",
              "(config.toml, metrics.jsonl, checkpoints/, summary.json).", note, "options:",
-             "  --config FILE.toml      apply a TOML file of overrides ([env], [train], ...)",
+             "  --config FILE.toml      apply a TOML file of overrides ([env], [train], ...);",
+             "                          a bare NAME takes shoal's shipped configs/NAME.toml",
+             "                          (e.g. breakout_lstm; docs/train.md)",
              "  --resume RUN_DIR        continue a run from its newest checkpoint (or a .pt file)",
              "  --run-dir DIR           write the run here (same as --log.run-dir)",
              "  --trust-pickled-env-state",

@@ -37,7 +37,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "Config", "ConfigError", "EnvConfig", "LogConfig", "PolicyConfig", "TrainConfig",
-    "SECTIONS", "build_config", "default_config", "env_defaults_path", "load_toml", "to_toml",
+    "SECTIONS", "build_config", "config_file_path", "default_config", "env_defaults_path",
+    "load_toml", "shipped_config_names", "to_toml",
 ]
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -388,6 +389,26 @@ def normalise_key(key: str) -> str:
 def env_defaults_path(env_name: str) -> str:
     """Path of the shipped per-env defaults (may not exist)."""
     return os.path.join(CONFIG_DIR, f"{env_name}.toml")
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the configs shipped in ``configs/`` (``--config NAME`` takes them)."""
+    return sorted(f[:-5] for f in os.listdir(CONFIG_DIR)
+                  if f.endswith(".toml") and f != "default.toml")
+
+
+def config_file_path(name_or_path: str) -> str:
+    """The file ``--config`` means: an existing path as it is, else a bare name (no directory,
+    no ``.toml``) of a shipped config, e.g. ``breakout_lstm`` -> ``configs/breakout_lstm.toml``."""
+    if os.path.exists(name_or_path) or os.sep in name_or_path or "/" in name_or_path \
+            or name_or_path.endswith(".toml"):
+        return name_or_path
+    shipped = os.path.join(CONFIG_DIR, f"{name_or_path}.toml")
+    if os.path.exists(shipped):
+        return shipped
+    raise ConfigError(f"--config {name_or_path!r}: no such file, and no shipped config of that "
+                      f"name; give a path to a TOML file or one of "
+                      f"{', '.join(shipped_config_names())}")
 
 
 def load_toml(path: str) -> dict[str, Any]:

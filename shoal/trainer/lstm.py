@@ -187,6 +187,15 @@ def _fused_forward(features: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
     return out, c_out, (x, gates, h_in, c_in, keep_t)
 
 
+def _check_first_backward(ctx: Any) -> None:
+    """The fused LSTM's backward reuses the forward's buffers, so it can run only once."""
+    if ctx.buffers is None:
+        raise RuntimeError(
+            "backward ran twice through the fused LSTM (retain_graph=True): its backward "
+            "reuses its buffers, so it runs once; to differentiate twice use "
+            "shoal.trainer.lstm.lstm_sequence_reference")
+
+
 class _FusedLSTM(torch.autograd.Function):
     """:func:`_fused_forward` with its backward written out. The backward overwrites the saved
     activations with their gradients, so it can run once per forward."""
@@ -207,11 +216,7 @@ class _FusedLSTM(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, d_out: torch.Tensor, d_h: torch.Tensor, d_c: torch.Tensor
                  ) -> tuple[Any, ...]:
-        if ctx.buffers is None:
-            raise RuntimeError(
-                "backward ran twice through the fused LSTM (retain_graph=True): its backward "
-                "reuses its buffers, so it runs once; to differentiate twice use "
-                "shoal.trainer.lstm.lstm_sequence_reference")
+        _check_first_backward(ctx)
         kernel = _load_kernel()
         x, gates, h_in, c_in, c_out = ctx.buffers
         ctx.buffers = None
@@ -388,11 +393,7 @@ class _FusedLSTMBf16(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, d_out: torch.Tensor, d_h: torch.Tensor, d_c: torch.Tensor
                  ) -> tuple[Any, ...]:
-        if ctx.buffers is None:
-            raise RuntimeError(
-                "backward ran twice through the fused LSTM (retain_graph=True): its backward "
-                "reuses its buffers, so it runs once; to differentiate twice use "
-                "shoal.trainer.lstm.lstm_sequence_reference")
+        _check_first_backward(ctx)
         kernel = _load_kernel()
         x, gates, h_in, c_in, c_out = ctx.buffers
         w_ih_b, w_hh_b = ctx.weights

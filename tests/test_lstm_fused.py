@@ -244,6 +244,17 @@ def test_bf16_path_matches_float32_within_bfloat16_rounding(B, L, H_in, H, keep_
         assert err <= 2e-2 * max(b.norm().item(), 1e-3), f"{name}: relative error {err / b.norm()}"
 
 
+def test_second_backward_through_one_bf16_graph_is_a_clear_error():
+    cell, features, h0, c0, keep, _ = _case(4, 3, 5, 6, None)
+    with torch.autocast("cpu", dtype=BF16):
+        assert lstm.fused_bf16_available(features, h0, c0, *cell.parameters())
+        out, _, _ = lstm_sequence(cell, features, h0, c0, keep)
+    loss = out.float().sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="lstm_sequence_reference"):
+        loss.backward()
+
+
 def test_bf16_rollout_steps_equal_the_replayed_sequence():
     """What the rollout computes one step at a time (no autograd, state carried between calls)
     is bit for bit what the update replays over the whole segment: PPO's ratio starts at 1."""

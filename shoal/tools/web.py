@@ -20,7 +20,7 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["WebBuildError", "build_web", "zig_available", "KEYMAPS"]
+__all__ = ["WebBuildError", "build_web", "zig_available", "KEYMAPS", "index_html", "demo_pages"]
 
 
 class WebBuildError(RuntimeError):
@@ -344,16 +344,82 @@ def build_web(run: Any, out_dir: str, blob: bytes, optimise: str = "-O2") -> lis
     if build.returncode != 0:
         raise WebBuildError(f"the WebAssembly build failed ({' '.join(cmd[1:])}):\n"
                             f"{build.stderr[-3000:]}")
-    header = read_header(blob)
-    keymap = KEYMAPS.get(run.env_name, {}) if header["head"] != 2 else {}
-    keys = ", ".join(f"{k if k != ' ' else 'space'} = {v}" for k, v in keymap.items())
-    if header["head"] == 2:
-        keys = "not available: this policy's actions are continuous"
-    elif not keys:
-        keys = "digit keys pick the action"
-    html = (INDEX_HTML.replace("__ENV__", run.env_name).replace("__KEYMAP__", json.dumps(keymap))
-            .replace("__KEYS__", keys))
+    continuous = read_header(blob)["head"] == 2       # a Box head: no keyboard take-over
     index = os.path.join(out_dir, "index.html")
     with open(index, "w", encoding="utf-8") as fh:
-        fh.write(html)
+        fh.write(index_html(run.env_name, continuous))
     return [web_c, wasm, index]
+
+
+def index_html(env_name: str, continuous: bool) -> str:
+    """The page (``index.html``) for ``env_name``: :data:`INDEX_HTML` with the env's name, its
+    take-over key map (:data:`KEYMAPS`; none when the policy's actions are ``continuous``) and
+    the line that lists the keys."""
+    keymap = {} if continuous else KEYMAPS.get(env_name, {})
+    if continuous:
+        keys = "not available: this policy's actions are continuous"
+    else:
+        keys = (", ".join(f"{k if k != ' ' else 'space'} = {v}" for k, v in keymap.items())
+                or "digit keys pick the action")
+    return (INDEX_HTML.replace("__ENV__", env_name).replace("__KEYMAP__", json.dumps(keymap))
+            .replace("__KEYS__", keys))
+
+
+def env_is_continuous(env_name: str) -> bool:
+    """Whether a C env's action space (with its default parameters) is a Box, so that its
+    policy has a continuous head."""
+    import gymnasium
+
+    from ..envs import get_spec
+
+    spec = get_spec(env_name)
+    return isinstance(spec.action_space(spec.resolve({})), gymnasium.spaces.Box)
+
+
+def demo_pages(demos_dir: str) -> dict[str, str]:
+    """Path -> the page :func:`index_html` makes, for every env folder of ``demos_dir`` (a
+    folder named after a C env, holding a ``shoal.wasm``), as under docs/demos/."""
+    from ..envs import get_spec
+
+    pages = {}
+    for name in sorted(os.listdir(demos_dir)):
+        folder = os.path.join(demos_dir, name)
+        if not os.path.isfile(os.path.join(folder, "shoal.wasm")):
+            continue
+        try:
+            get_spec(name)
+        except ValueError as exc:
+            raise WebBuildError(f"{folder} holds a shoal.wasm but {name!r} is not a C env of "
+                                f"shoal: name the folder after its env ({exc})") from exc
+        pages[os.path.join(folder, "index.html")] = index_html(name, env_is_continuous(name))
+    return pages
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shoal.tools.web DEMOS_DIR``: rewrites the page of every demo folder from
+    :data:`INDEX_HTML` (the modules are kept; ``shoal export --web`` rebuilds those)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m shoal.tools.web",
+        description="Rewrite index.html in every env folder of DEMOS_DIR (e.g. docs/demos) "
+                    "from the page template, keeping each shoal.wasm.")
+    parser.add_argument("demos_dir", help="a folder of ENV/ folders, each with a shoal.wasm")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.demos_dir):
+        print(f"python -m shoal.tools.web: {args.demos_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        pages = demo_pages(args.demos_dir)
+    except WebBuildError as exc:
+        print(f"python -m shoal.tools.web: {exc}", file=sys.stderr)
+        return 2
+    for path, page in pages.items():
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    print(f"wrote {len(pages)} pages under {args.demos_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

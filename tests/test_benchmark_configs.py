@@ -1,12 +1,14 @@
 """The config files the benchmarks pass to `shoal sweep` and `shoal train`
 (benchmarks/sweep_spaces/, benchmarks/configs/) stay valid as the trainer's keys change, and
-benchmarks/config_steps_ab.py runs one half of a comparison with ``--runs``."""
+benchmarks/config_steps_ab.py runs one half of a comparison with ``--runs``, and reports a third
+config (``--c``) and the scores at ``--score-at`` steps."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -55,3 +57,36 @@ def test_config_steps_ab_runs_only_the_half_asked_for(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert list(result["runs"]) == ["B3"]
     assert result["final"]["A"] == [] and len(result["final"]["B"]) == 1
+
+
+def test_config_steps_ab_reports_a_third_config_and_the_score_at_points(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "config_steps_ab.py"), "--env", "bandit",
+         "--steps", "4096", "--seeds", "3", "--b", "--train.learning-rate 0.01",
+         "--c", "--train.learning-rate 0.001", "--score-at", "1", "1024", "4096",
+         "--target", "0", "--parallel", "3"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["c"] == "--train.learning-rate 0.001"
+    assert list(result["runs"]) == ["A3", "B3", "C3"]
+    assert all(len(result["final"][k]) == 1 for k in "ABC")
+    assert result["steps_to"]["C"].keys() == {"0.0"} and result["steps_to"]["C"]["0.0"][0] <= 4096
+    for name, run in result["runs"].items():
+        assert list(run["score_at"]) == ["1", "1024", "4096"], name
+        assert run["score_at"]["1"] is None                   # before the first epoch ended
+        assert run["score_at"]["1024"] is not None
+        assert run["score_at"]["4096"] == run["final"]        # the last epoch ends at the budget
+    text = "\n".join(lines[:-1])
+    assert "seed 3 C (--train.learning-rate 0.001): " in text
+    assert "at 1 steps -; at 1024 steps " in text
+    for name in "ABC":                  # per-point means, only where every seed has a score
+        assert f"{name}: score at 1024 steps, mean of 1 seeds " in text
+        assert f"{name}: score at 4096 steps, mean of 1 seeds " in text
+        assert f"{name}: score at 1 steps" not in text
+    means = next(line for line in lines if line.startswith("final score, mean of seeds: "))
+    assert ", C " in means and ", B / C " in means
+    assert next(line for line in lines if line.startswith("steps/s, median")).endswith(", C " + str(
+        round(statistics.median(result["steps_per_s"]["C"]))))
+    assert ", B / C " in next(line for line in lines if line.startswith("score 0: median steps"))

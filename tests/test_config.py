@@ -106,6 +106,23 @@ def test_bad_flags_are_errors_with_the_fix(argv, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("clip", ["0", "-1", "0.0"])
+def test_norm_obs_clip_must_be_positive_where_the_config_is_parsed(clip, tmp_path):
+    fix = "train.norm_obs_clip must be > 0; got "
+    args = cli.parse_args(["template", "--train.norm-obs-clip", clip])
+    with pytest.raises(ConfigError) as info:
+        build_config("template", args["files"], args["overrides"], origin="flag")
+    assert fix in str(info.value) and "set it above 0, e.g. the default 10.0" in str(info.value)
+    path = tmp_path / "clip.toml"                    # a config file is checked the same way
+    path.write_text(f"[train]\nnorm_obs = true\nnorm_obs_clip = {clip}\n")
+    with pytest.raises(ConfigError, match=fix):
+        build_config("template", [str(path)])
+    with pytest.raises(ConfigError, match=fix):
+        build_config("template", overrides={"train_norm_obs_clip": float(clip)})
+    assert build_config("template", overrides={"train_norm_obs_clip": 1e-3}).train.norm_obs_clip \
+        == 1e-3
+
+
 def test_unknown_env_names_close_matches():
     with pytest.raises(ConfigError, match="templat"):
         build_config("templat")

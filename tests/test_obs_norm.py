@@ -202,10 +202,14 @@ def test_what_cannot_be_normalised_is_refused(tmp_path):
         Trainer(build_config("breakout", overrides={
             "train.norm_obs": True, "log.dashboard": "off", "env.num_envs": 2,
             "log.run_dir": str(tmp_path / "c")}), policy=Custom)
+    # build_config rejects a clip <= 0 (tests/test_config.py); the Trainer also checks a
+    # config whose field was set directly
+    cfg = build_config("breakout", overrides={
+        "train.norm_obs": True, "log.dashboard": "off", "env.num_envs": 2,
+        "log.run_dir": str(tmp_path / "z")})
+    cfg.train.norm_obs_clip = 0.0
     with pytest.raises(ConfigError, match="norm_obs_clip"):
-        Trainer(build_config("breakout", overrides={
-            "train.norm_obs": True, "train.norm_obs_clip": 0.0, "log.dashboard": "off",
-            "env.num_envs": 2, "log.run_dir": str(tmp_path / "z")}))
+        Trainer(cfg)
 
 
 # ---- learning ----

@@ -49,9 +49,10 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, help: str, choices: tuple[Any, ...] | None = None, low: float | None = None,
-       high: float | None = None) -> Any:
-    """A dataclass field carrying its meaning and allowed values for --help and validation."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high}
+       high: float | None = None, above: float | None = None) -> Any:
+    """A dataclass field carrying its meaning and allowed values for --help and validation
+    (``low``/``high``: inclusive bounds; ``above``: an exclusive lower bound)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above}
     return field(default=default, metadata=meta)
 
 
@@ -98,7 +99,7 @@ class TrainConfig:
                                "std, clipped to +-norm_obs_clip (part of the policy: kept in "
                                "checkpoints, applied by eval, watch and export)")
     norm_obs_clip: float = _f(10.0, "clip of the normalised observations (train.norm_obs)",
-                              low=0.0)
+                              above=0.0)
     learning_rate: float = _f(0.003, "peak learning rate", low=0.0)
     anneal_lr: bool = _f(True, "cosine-decay the learning rate to 0 over total_steps")
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
@@ -357,6 +358,10 @@ def check_value(f: dataclasses.Field, value: Any, key: str) -> Any:
         bounds = f">= {low}" if high is None else (f"<= {high}" if low is None else
                                                    f"in [{low}, {high}]")
         raise ConfigError(f"{key} must be {bounds}; got {value!r} ({meta['help']})")
+    above = meta.get("above")
+    if above is not None and not value > above:
+        raise ConfigError(f"{key} must be > {above:g}; got {value!r} ({meta['help']}): set it "
+                          f"above {above:g}, e.g. the default {f.default!r}")
     return value
 
 

@@ -229,7 +229,8 @@ def observation_normalizer_for(policy: nn.Module, train: Any) -> ObservationNorm
     if not train.norm_obs:
         return None
     if not train.norm_obs_clip > 0:
-        raise ConfigError(f"train.norm_obs_clip={train.norm_obs_clip} must be > 0")
+        raise ConfigError(f"train.norm_obs_clip={train.norm_obs_clip} must be > 0 (e.g. the "
+                          f"default 10.0)")
     try:
         return attach_observation_normalizer(policy, train.norm_obs_clip)
     except ValueError as exc:

@@ -86,6 +86,7 @@ def settings_from_args(argv: list[str]) -> Any:
 def run(settings: Any, workers: int) -> int:
     """Starts the workers, waits for them (Ctrl-C / SIGTERM stop them), writes the report."""
     from . import report, study as study_mod
+    from .launch import launch_command
 
     base = study_mod.base_config(settings)
     space = study_mod.search_space(settings, base)
@@ -110,9 +111,8 @@ def run(settings: Any, workers: int) -> int:
     try:
         if done < settings.trials:
             for _ in range(workers):
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "shoal.sweep.study", settings_path],
-                    stdin=subprocess.DEVNULL, preexec_fn=study_mod._die_with_parent))
+                procs.append(subprocess.Popen(launch_command("shoal.sweep.study", settings_path),
+                                              stdin=subprocess.DEVNULL))
             for p in procs:
                 p.wait()
     finally:

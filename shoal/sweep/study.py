@@ -46,6 +46,7 @@ from typing import Any
 
 from .._process import stop_process
 from ..trainer.config import Config, ConfigError, build_config, load_toml, to_toml
+from .launch import launch_command
 from .space import SearchSpace, parse_space
 
 __all__ = ["SweepSettings", "TrialError", "open_study", "run_worker", "real_trials",
@@ -199,16 +200,6 @@ def _waiting(study: Any) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _die_with_parent() -> None:
-    """In a child process: get SIGTERM when the parent dies (Linux), so a ``kill -9`` of a worker
-    does not leave its trainer running."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _score_at(curve: list[list[float]], seconds: float) -> float | None:
     """The score a curve ``[[seconds, steps, score], ...]`` had reached by ``seconds``."""
     score = None
@@ -278,11 +269,10 @@ class _Objective:
 
         log_path = os.path.join(run_dir, "train.log")
         metrics_path = os.path.join(run_dir, "metrics.jsonl")
-        cmd = [sys.executable, "-m", "shoal", "train", "--config", config_path]
+        cmd = launch_command("shoal", "train", "--config", config_path)   # ends with this worker
         with open(log_path, "ab") as log:
             self.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL,
-                                          preexec_fn=_die_with_parent)
+                                          stdin=subprocess.DEVNULL)
         curve: list[list[float]] = []
         offset = 0
         refs = self.references(trial.study)
@@ -407,9 +397,9 @@ def run_worker(s: SweepSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shoal.sweep.study SETTINGS.json``: one worker process."""
+    """``python -m shoal.sweep.study SETTINGS.json``: one worker process (``shoal sweep`` starts
+    it through :mod:`shoal.sweep.launch`, which ends it when the sweep dies)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _die_with_parent()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this process is the worker's own

@@ -34,13 +34,7 @@ import subprocess
 import sys
 import tempfile
 
-
-def read_metrics(path: str) -> list[dict]:
-    """The records of a run's metrics.jsonl (an empty list if it has none)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from run_records import read_jsonl
 
 
 def score_at(records: list[dict], steps: float) -> float | None:
@@ -123,7 +117,7 @@ def main() -> None:
         procs = {(seed, name): start(a.env, flags[name], steps, seed) for seed, name in group}
         for (seed, name), (proc, run_dir) in procs.items():
             proc.wait()
-            records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+            records = read_jsonl(os.path.join(run_dir, "metrics.jsonl"), missing_ok=True)
             if proc.returncode != 0 or not records:
                 with open(os.path.join(run_dir, "stderr.txt")) as f:
                     err = f.read()

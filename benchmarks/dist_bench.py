@@ -26,13 +26,14 @@ the efficiency ranks / pair (target >= 0.9) and the communication share of a 2-r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from run_records import read_jsonl
 
 BATCH = 256 * 64      # breakout's shipped per-rank batch (env.num_envs x train.horizon)
 
@@ -44,8 +45,7 @@ def _free_port() -> int:
 
 
 def _records(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
 
 def _later(records: list[dict]) -> list[dict]:

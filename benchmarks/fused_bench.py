@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from run_records import median_known, read_jsonl
+
 
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch"},
@@ -82,8 +84,7 @@ def train_run(env: str, side: str, seed: int, steps: int | None = None,
     cpu0, wall0 = time.process_time(), time.perf_counter()
     trainer.train()
     cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    with open(os.path.join(run_dir, "run", "metrics.jsonl")) as fh:
-        rows = [json.loads(line) for line in fh]
+    rows = read_jsonl(os.path.join(run_dir, "run", "metrics.jsonl"))
     return {"env": env, "side": side, "seed": seed, "cpu": cpu, "records": [
         {"steps": m["agent_steps"], "t": m["elapsed"], "sps": m["sps"], "score": m["score100"],
          "inference_share": m["time"]["inference"] / max(1e-9, sum(m["time"].values()))}
@@ -146,11 +147,6 @@ def score_at(records: list[dict], steps: float) -> float | None:
     return score
 
 
-def _med(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
 def _fmt(x: float | None, spec: str = ".3g") -> str:
     if x is None:
         return "-"
@@ -173,7 +169,7 @@ def print_curves(runs: list[dict], sides: list[str], points: int, label: str) ->
         cells = []
         for side in sides:
             per_seed = [score_at(r["records"], at) for r in runs if r["side"] == side]
-            cells.append(f"{side} {_fmt(_med(per_seed), '.3f')} "
+            cells.append(f"{side} {_fmt(median_known(per_seed), '.3f')} "
                          f"[{' '.join(_fmt(s, '.3f') for s in per_seed)}]")
         print(f"  {at / 1e6:8.3f}M steps: " + " | ".join(cells))
 
@@ -238,13 +234,6 @@ def mode_sps(args: argparse.Namespace, sides: list[str]) -> None:
               f"{tw / cw:.2f}x wall, {tc / cc:.2f}x CPU")
 
 
-def _load_log(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
     steps = args.steps
     for i, seed in enumerate(args.seeds):
@@ -259,7 +248,7 @@ def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
                   f"{rec[-1]['t']:.0f} s, score {_fmt(rec[-1]['score'], '.1f')}, time to "
                   f"{args.target:g}: {_fmt(time_to(rec, args.target), '.1f')} s, CPU "
                   f"{100 * run['cpu']:.0f}%", flush=True)
-    runs = [r for r in _load_log(args.log) if r.get("mode") == "score" and r["side"] in sides]
+    runs = [r for r in read_jsonl(args.log, missing_ok=True) if r.get("mode") == "score" and r["side"] in sides]
     print(f"\nbreakout, shipped settings: over every run in {args.log} "
           f"(seeds {sorted({r['seed'] for r in runs})})")
     times: dict[str, float] = {}

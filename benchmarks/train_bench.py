@@ -49,6 +49,8 @@ import sys
 import tempfile
 import time
 
+from run_records import median_known
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER_SCRIPT = os.path.join(HERE, "..", "..", "shared", "peers", "pufferlib_train_sps.py")
 
@@ -206,11 +208,6 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def _median(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,9 +264,9 @@ def main() -> None:
                     "variants": {k: flags + v for k, v in variants.items()}}
     for who, recs in runs.items():
         result[who] = {
-            "sps_median": _median([second_half_sps(x) for x in recs]),
-            "final_score_median": _median([final_score(x) for x in recs]),
-            "steps_median": _median([x[-1]["steps"] for x in recs]),
+            "sps_median": median_known([second_half_sps(x) for x in recs]),
+            "final_score_median": median_known([final_score(x) for x in recs]),
+            "steps_median": median_known([x[-1]["steps"] for x in recs]),
         }
         for x in a.target:
             times = [time_to(rec, x) for rec in recs]

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["WebBuildError", "build_web", "zig_available", "KEYMAPS", "index_html", "demo_pages"]
+__all__ = ["WebBuildError", "build_web", "zig_available", "KEYMAPS", "index_html",
+           "env_is_continuous", "demo_pages"]
 
 
 class WebBuildError(RuntimeError):

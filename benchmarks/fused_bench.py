@@ -248,7 +248,8 @@ def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
                   f"{rec[-1]['t']:.0f} s, score {_fmt(rec[-1]['score'], '.1f')}, time to "
                   f"{args.target:g}: {_fmt(time_to(rec, args.target), '.1f')} s, CPU "
                   f"{100 * run['cpu']:.0f}%", flush=True)
-    runs = [r for r in read_jsonl(args.log, missing_ok=True) if r.get("mode") == "score" and r["side"] in sides]
+    runs = [r for r in read_jsonl(args.log, missing_ok=True)
+            if r.get("mode") == "score" and r["side"] in sides]
     print(f"\nbreakout, shipped settings: over every run in {args.log} "
           f"(seeds {sorted({r['seed'] for r in runs})})")
     times: dict[str, float] = {}

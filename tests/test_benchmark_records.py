@@ -19,7 +19,8 @@ _spec.loader.exec_module(run_records)
 
 def test_read_jsonl_skips_blank_lines_and_names_a_missing_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"agent_steps": 8, "score100": null}\n\n{"agent_steps": 16, "score100": 0.5}\n')
+    path.write_text('{"agent_steps": 8, "score100": null}\n\n'
+                    '{"agent_steps": 16, "score100": 0.5}\n')
     assert run_records.read_jsonl(str(path)) == [{"agent_steps": 8, "score100": None},
                                                  {"agent_steps": 16, "score100": 0.5}]
     missing = str(tmp_path / "none.jsonl")

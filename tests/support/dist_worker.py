@@ -30,7 +30,8 @@ from gymnasium import spaces
 import shoal
 from shoal.trainer.config import TrainConfig
 from shoal.trainer.advantage import compute_advantages
-from shoal.trainer.distributed import connect, minibatch_moments, rank_share
+from shoal.trainer.distributed import (EpochEnd, connect, epoch_statistics, minibatch_moments,
+                                       rank_share, variance_parts)
 from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import make_policy, policy_initial_state
 from shoal.trainer.ppo import Minibatch, RolloutStorage, ppo_loss
@@ -125,6 +126,7 @@ def grad_parity(out_path: str) -> None:
 
     gathered = coll.gather_values({"rank": rank, "x": 0.1 + rank, "pad": "x" * (9000 * rank)})
     gathered_nan = coll.gather_values(float("nan"))
+    epoch_end = epoch_end_parity(coll, b, T)
 
     if rank == 0:
         with open(out_path, "w") as fh:
@@ -136,9 +138,35 @@ def grad_parity(out_path: str) -> None:
                        "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
                        "gathered": gathered,
                        "gathered_nan": all(math.isnan(v) for v in gathered_nan),
-                       "moments": moments},
+                       "moments": moments, "epoch_end": epoch_end},
                       fh)
     coll.close()
+
+
+def epoch_end_parity(coll, b, T: int) -> dict:
+    """An epoch's end riding in a gradient all-reduce against the separate collectives it
+    replaces (the statistics' all-gather, the stop flag's all-reduce): the same values, to the
+    bit; also with one rank's episode statistics too large to ride (then gathered)."""
+    rank = coll.rank
+    half = slice(rank * b.S // 2, (rank + 1) * b.S // 2)
+    explained = variance_parts(b.values[half, :T], b.advantages[half] + b.values[half, :T],
+                               b.masks[half, :T])
+    shares = {"policy": -0.0123456789 * (rank + 1) / 3, "value": 0.5 / 7 + rank, "kl": 1e-9 / 3}
+    out = {}
+    for name, episodes in (("small", {"score": 1 / 3 + rank, "n": 5.0 + rank}),
+                           ("large", {"score": 2.0, "n": 3.0,
+                                      **{f"k{i}": i / 7 for i in range(200 * rank)}})):
+        if rank == 0 and name == "large":
+            episodes = {"score": 1.0, "n": 1.0}     # fits: rank 1's alone does not
+        stop = rank == 1 and name == "small"
+        riding = EpochEnd(coll, shares, explained, episodes, stop)
+        coll.sum_gradients([], wait=False, epoch_end=riding).wait()
+        separate = epoch_statistics(coll, shares, explained, episodes)
+        separate_stop = coll.any(stop)
+        out[name] = {"riding": repr(tuple(riding.job)[:4]),
+                     "separate": repr(tuple(separate) + (separate_stop,)),
+                     "stop": riding.job.stop, "n": riding.job.episodes["n"]}
+    return out
 
 
 def train(run_dir: str, stop: int, crash: int, overlap: bool = False) -> None:

@@ -65,7 +65,8 @@ import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
-           "minibatch_moments", "JobMoments", "rank_share", "job_moments", "variance_parts",
+           "minibatch_moments", "JobMoments", "PendingMoments", "GatheredRows", "rank_share",
+           "job_moments", "variance_parts",
            "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
            "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
            "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
@@ -125,6 +126,23 @@ class GradientSum:
         if self._epoch_end is not None:
             self._epoch_end.read_riding(self._flat[offset:])
         return job
+
+
+class GatheredRows:
+    """An all-gather in flight (:meth:`Collective.start_gather_rows`)."""
+
+    def __init__(self, ranks: "Collective", parts: list[torch.Tensor], tensor: torch.Tensor,
+                 work: Any) -> None:
+        self._ranks, self._parts, self._tensor, self._work = ranks, parts, tensor, work
+
+    def wait(self) -> torch.Tensor:
+        """``[N, *tensor.shape]``, every rank's tensor in rank order, as
+        :meth:`Collective.gather_rows` returns it."""
+        if self._work is not None:
+            work, self._work = self._work, None
+            self._ranks._run("all-gather", lambda parts, tensor: self._ranks._wait(work, tensor),
+                             self._parts, self._tensor)
+        return torch.stack(self._parts)
 
 
 def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -303,6 +321,14 @@ class Collective:
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
         self._run(what, self._polled(dist.all_gather, tensor), parts, tensor)
         return torch.stack(parts)
+
+    def start_gather_rows(self, tensor: torch.Tensor) -> "GatheredRows":
+        """:meth:`gather_rows` started asynchronously (gloo runs it on its own threads): the
+        rows are there once the returned handle's ``wait()`` returned."""
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        work = self._run("all-gather", dist.all_gather, parts, tensor, async_op=True,
+                         traced=False)
+        return GatheredRows(self, parts, tensor, work)
 
     def gather_values(self, value: Any, what: str = "all-gather") -> list[Any]:
         """``[value of rank 0, ..., value of rank N-1]`` on every rank for JSON-able values
@@ -538,7 +564,8 @@ class JobMoments(NamedTuple):
 
 
 def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None,
-                      ranks: Collective | None = None, moments: bool = True) -> JobMoments:
+                      ranks: Collective | None = None, moments: bool = True, wait: bool = True
+                      ) -> "JobMoments | PendingMoments":
     """The job's step count and advantage mean and variance over the unmasked steps of every
     rank's share of a minibatch, and the factor that renormalises this rank's importance weights
     by the job's largest (``weight_peak``: :meth:`Collective.weight_peak`).
@@ -546,7 +573,9 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
     One process: this minibatch's own count and two-pass moments. Data-parallel: one
     all-gather of every rank's :func:`rank_share`, combined by :func:`job_moments`. (The
     trainer gathers only its first minibatch's this way; every later one's shares ride in the
-    gradient all-reduce before it, :meth:`Collective.sum_gradients`.)
+    gradient all-reduce before it, :meth:`Collective.sum_gradients`; the first one's starts
+    with ``wait=False``: a :class:`PendingMoments` that waits for it when first read, so it
+    travels while the policy replays the minibatch.)
     """
     if ranks is None or not ranks.distributed:
         live = masks > 0
@@ -557,7 +586,41 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
         var = torch.where(live, (adv - mean).square(), torch.zeros_like(adv)).sum() / count
         return JobMoments(count, mean, var, None)
     share = rank_share(adv, masks, weight_peak)
+    if not wait:
+        return PendingMoments(ranks.start_gather_rows(share), share, adv.dtype)
     return job_moments(ranks.gather_rows(share), share, adv.dtype)
+
+
+class PendingMoments:
+    """The :class:`JobMoments` of a minibatch whose all-gather is in flight: reading a field
+    (``count``, ``mean``, ``var``, ``weight_scale``) waits for it, once."""
+
+    def __init__(self, gathering: GatheredRows, share: torch.Tensor, dtype: torch.dtype
+                 ) -> None:
+        self._gathering, self._share, self._dtype = gathering, share, dtype
+        self._job: JobMoments | None = None
+
+    def result(self) -> JobMoments:
+        """The job's moments (waits for the all-gather the first time)."""
+        if self._job is None:
+            self._job = job_moments(self._gathering.wait(), self._share, self._dtype)
+        return self._job
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.result().count
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        return self.result().mean
+
+    @property
+    def var(self) -> torch.Tensor | None:
+        return self.result().var
+
+    @property
+    def weight_scale(self) -> torch.Tensor | None:
+        return self.result().weight_scale
 
 
 def rank_share(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None

@@ -77,7 +77,7 @@ from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
-from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, connect,
+from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMoments, connect,
                           elastic_resume_target, explained_from_parts, minibatch_moments,
                           rank_share, variance_parts)
 from .action_masks import env_action_masks, mask_logits
@@ -161,8 +161,8 @@ class Minibatch:
     """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
 
     def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor,
-                 weight_peak: torch.Tensor | None = None, job: JobMoments | None = None
-                 ) -> None:
+                 weight_peak: torch.Tensor | None = None,
+                 job: JobMoments | PendingMoments | None = None) -> None:
         T = storage.T
         self.idx = idx
         self.obs = storage.obs[idx, :T]
@@ -668,7 +668,6 @@ class Trainer:
         masks = b.masks[:, :T]
         adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
                                  t.rho_clip, t.c_clip, out=b.advantages)
-        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
@@ -696,8 +695,11 @@ class Trainer:
         # moments known before the replay: the drawn estimates' (a stale batch's come from its
         # replay, so with train.overlap ppo_loss meets the other ranks for them itself)
         ahead = self.dist.distributed and b.collector_ratio is None
-        if ahead:   # one all-gather; later minibatches' ride in gradient sums
-            mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist)
+        if ahead:   # one all-gather, in flight during the replay; later ones ride in gradient sums
+            mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist,
+                                       wait=False)
+        # of the batch's estimates before the minibatches refresh them
+        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
                 sharded = self.learner.loss_and_gradients(mb, t.target_kl)

@@ -360,6 +360,38 @@ def test_timeout_setting_is_checked(monkeypatch):
             timeout_seconds()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_pinned_ranks_keep_to_their_share_of_the_cpus(tmp_path):
+    """SHOAL_DIST_PIN=1: each rank's threads (gloo's and those it starts later) keep to its own
+    share of the CPUs; close() gives the process back the CPUs it had."""
+    from shoal.trainer.distributed import rank_cpus
+
+    out = tmp_path / "pin.json"
+    run(torchrun(WORKER, "pin", str(out)), SHOAL_DIST_PIN="1")
+    r = json.loads(out.read_text())
+    for rank, part in enumerate(r["ranks"]):
+        share = rank_cpus(rank, 2, part["before"])
+        assert part["after"] == part["thread"] == (share or part["before"])
+    if len(r["ranks"][0]["before"]) >= 2:
+        assert not set(r["ranks"][0]["after"]) & set(r["ranks"][1]["after"])
+    assert r["restored"] == r["ranks"][0]["before"]
+
+
+def test_pin_setting_and_shares(monkeypatch):
+    from shoal.trainer.distributed import PIN_ENV, pin_setting, rank_cpus
+
+    monkeypatch.delenv(PIN_ENV, raising=False)
+    assert pin_setting() is False
+    monkeypatch.setenv(PIN_ENV, "1")
+    assert pin_setting() is True
+    monkeypatch.setenv(PIN_ENV, "yes")
+    with pytest.raises(ValueError, match="SHOAL_DIST_PIN='yes'"):
+        pin_setting()
+    assert rank_cpus(1, 2, {3, 1}) == [3]
+    assert rank_cpus(1, 2, range(5)) == [2, 3]         # equal shares, the odd one unused
+    assert rank_cpus(0, 3, [0, 1]) is None              # fewer CPUs than ranks: no pinning
+
+
 def test_spin_setting_is_checked(monkeypatch):
     from shoal.trainer.distributed import DEFAULT_SPIN_MS, spin_seconds
 

@@ -69,7 +69,7 @@ __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_T
            "job_moments", "variance_parts",
            "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
            "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
-           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
+           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -79,6 +79,10 @@ TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
 # other rank arrives a moment later. 0 blocks at once.
 SPIN_ENV = "SHOAL_DIST_SPIN_MS"
 DEFAULT_SPIN_MS = 5.0
+# "1": each rank of a machine keeps to its own equal share of the CPUs the job may use (its
+# threads, gloo's included, and its env workers), so no rank's thread runs on, and preempts,
+# another rank's core; "0" or unset: the OS places the threads (the default)
+PIN_ENV = "SHOAL_DIST_PIN"
 # a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
 # entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
 TRACE_ENV = "SHOAL_DIST_TRACE"
@@ -188,6 +192,26 @@ def spin_seconds() -> float:
     return value / 1000.0
 
 
+def pin_setting() -> bool:
+    """Whether ranks keep to their share of the CPUs: ``SHOAL_DIST_PIN`` = 1 (0 or unset: no)."""
+    raw = os.environ.get(PIN_ENV, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{PIN_ENV}={raw!r}: use 1 (each rank keeps to its share of the CPUs) "
+                         f"or 0 (the OS places the threads)")
+    return raw == "1"
+
+
+def rank_cpus(local_rank: int, local_world_size: int, cpus: Iterable[int]) -> list[int] | None:
+    """Local rank ``local_rank``'s equal, contiguous share of ``cpus`` (the CPUs the job may
+    use, in order) among ``local_world_size`` ranks; None when there are fewer CPUs than
+    ranks (then nothing is pinned)."""
+    ordered = sorted(cpus)
+    per = len(ordered) // max(1, local_world_size)
+    if per == 0 or not 0 <= local_rank < local_world_size:
+        return None
+    return ordered[local_rank * per:(local_rank + 1) * per]
+
+
 def timeout_seconds() -> float:
     """The collective timeout: ``SHOAL_DIST_TIMEOUT`` seconds, default 120."""
     raw = os.environ.get(TIMEOUT_ENV, "")
@@ -219,6 +243,7 @@ class Collective:
         self.object_group = object_group
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
+        self.previous_cpus: set[int] | None = None     # set when connect() pinned this rank
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
         self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
         self._trace: list[tuple[str, int, float, float]] = []
@@ -474,6 +499,9 @@ class Collective:
         if self._previous_cuda_device is not None:
             torch.cuda.set_device(self._previous_cuda_device)
             self._previous_cuda_device = None
+        if self.previous_cpus is not None:
+            os.sched_setaffinity(0, self.previous_cpus)
+            self.previous_cpus = None
         if _ACTIVE is self:
             _ACTIVE = None
 
@@ -506,8 +534,10 @@ def connect() -> Collective:
 
     Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) the first call starts the
     process group: nccl for CUDA tensors when CUDA is available, gloo for CPU tensors (always),
-    with the timeout of :func:`timeout_seconds`. A process group the caller started already is
-    used as it is. Otherwise: one process, ``world_size == 1``.
+    with the timeout of :func:`timeout_seconds`; with ``SHOAL_DIST_PIN=1`` the rank first
+    keeps to its :func:`rank_cpus` (the threads it starts from then on inherit them; close()
+    restores the CPUs it had). A process group the caller started already is used as it is.
+    Otherwise: one process, ``world_size == 1``.
     """
     global _ACTIVE
     if _ACTIVE is not None:
@@ -519,13 +549,30 @@ def connect() -> Collective:
         return Collective()
     timeout = datetime.timedelta(seconds=timeout_seconds())
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    pin = pin_setting()
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    previous_cpus = None
+    if pin and hasattr(os, "sched_setaffinity"):
+        previous_cpus = os.sched_getaffinity(0)
+        share = rank_cpus(int(os.environ.get("LOCAL_RANK", rank)),
+                          int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), previous_cpus)
+        if share is None:
+            previous_cpus = None
+        else:       # before the process group starts gloo's threads: they inherit it
+            os.sched_setaffinity(0, share)
     # torchrun keeps its store across restarts of the worker group (--max-restarts): a restarted
     # group must not read the addresses the previous attempt left in it
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"shoal/{attempt}", store),
-                            rank=rank, world_size=world_size, timeout=timeout)
+    try:
+        dist.init_process_group(backend=backend,
+                                store=dist.PrefixStore(f"shoal/{attempt}", store),
+                                rank=rank, world_size=world_size, timeout=timeout)
+    except BaseException:
+        if previous_cpus is not None:
+            os.sched_setaffinity(0, previous_cpus)
+        raise
     _ACTIVE = _from_group(owned=True)
+    _ACTIVE.previous_cpus = previous_cpus
     return _ACTIVE
 
 

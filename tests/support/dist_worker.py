@@ -3,6 +3,7 @@
     torchrun --nproc-per-node 2 tests/support/dist_worker.py grad OUT.json
     torchrun --nproc-per-node 2 tests/support/dist_worker.py train RUN_DIR [--stop E] [--crash E]
     torchrun --nproc-per-node 2 tests/support/dist_worker.py obsnorm OUT.json
+    SHOAL_DIST_PIN=1 torchrun --nproc-per-node 2 tests/support/dist_worker.py pin OUT.json
 
 ``grad``: every rank computes the PPO gradient of its half of a batch, the gradients are summed
 over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch.
@@ -11,6 +12,8 @@ over ranks, and rank 0 writes how far that is from one process's gradient of the
 the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
 ``--max-restarts``), ``--overlap`` trains 8 epochs with the fused rollout collecting the next
 batch during the update.
+``pin`` (run with SHOAL_DIST_PIN=1): rank 0 writes every rank's CPUs before connect(), after
+it, of a thread started after it, and its own after close().
 ``obsnorm``: every rank merges its own batches (different sizes, scales and dead rows) into an
 observation normaliser (train.norm_obs) through the collective; rank 0 writes how far each
 rank's statistics are from numpy's over the union of all ranks' live rows.
@@ -214,9 +217,28 @@ def obs_norm(out_path: str) -> None:
     coll.close()
 
 
+def pinned(out_path: str) -> None:
+    """SHOAL_DIST_PIN=1: the CPUs of the main thread before connect(), after it, of a thread
+    started after it, and after close()."""
+    import threading
+
+    before = sorted(os.sched_getaffinity(0))
+    coll = connect()
+    after = sorted(os.sched_getaffinity(0))
+    seen: list[list[int]] = []
+    thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+    thread.start()
+    thread.join()
+    parts = coll.object_all_gather({"before": before, "after": after, "thread": seen[0]})
+    coll.close()
+    if coll.rank == 0:
+        with open(out_path, "w") as fh:
+            json.dump({"ranks": parts, "restored": sorted(os.sched_getaffinity(0))}, fh)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("grad", "train", "obsnorm"))
+    parser.add_argument("mode", choices=("grad", "train", "obsnorm", "pin"))
     parser.add_argument("path")
     parser.add_argument("--stop", type=int, default=0)
     parser.add_argument("--crash", type=int, default=0)
@@ -227,6 +249,8 @@ def main() -> None:
         grad_parity(args.path)
     elif args.mode == "obsnorm":
         obs_norm(args.path)
+    elif args.mode == "pin":
+        pinned(args.path)
     else:
         train(args.path, args.stop, args.crash, args.overlap)
 

@@ -15,7 +15,7 @@ What is per rank and what is global (config values are per rank, as with Distrib
   times a rank's. ``train.total_steps`` counts the agent steps of the whole job.
 * Envs and the action/segment samplers are seeded by rank; the model starts from rank 0's
   weights (broadcast), so every rank holds the same weights at every step.
-One collective per minibatch, three per epoch, none in the rollout (docs/distributed.md):
+One collective per minibatch and one more per epoch, none in the rollout (docs/distributed.md):
 
 * Each minibatch, every rank draws ``minibatch_size / T`` of its own segments by priority and
   the gradients are summed over ranks (one all-reduce of the flattened gradients, in flight
@@ -29,19 +29,26 @@ One collective per minibatch, three per epoch, none in the rollout (docs/distrib
   ones the loss recomputes with the current policy), so they are known before the forward
   pass: the next minibatch is drawn before the gradient all-reduce starts and every rank's
   share rides in it (:meth:`Collective.sum_gradients`); only an epoch's first minibatch needs
-  an all-gather of its own (:func:`minibatch_moments`).
+  an all-gather of its own (:func:`minibatch_moments`), started before its replay and waited
+  for when its loss first needs the moments (:class:`PendingMoments`).
 * Prioritised sampling is stratified by rank: segment s of rank r is drawn with probability
   ``P_r(s)`` inside its rank, i.e. ``P_r(s)/N`` over the job. Its importance weight relative to
   uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
   the same formula as one process; only the normalisation by the minibatch's largest weight
   needs the maximum over ranks (it rides with the moments above).
-* Logged statistics, once per epoch (:func:`epoch_statistics`, one all-gather): loss terms are
-  summed over ranks (each rank's part is already divided by the job's count), explained variance
-  combines every rank's moments, episode statistics from every rank's ``env.log()`` are merged
-  weighted by their episode counts. Then one scalar all-reduce: whether all ranks stop.
+* The end of an epoch rides in its last gradient all-reduce (:class:`EpochEnd`): every rank's
+  loss terms (summed over ranks: each rank's part is already divided by the job's count),
+  explained-variance moments (combined as above), episode statistics from ``env.log()``
+  (merged weighted by their episode counts) and stop vote (a SIGINT/SIGTERM it received), as
+  JSON in its own slot of the buffer, 3 bytes per float32 (exact). All ranks then log the same
+  statistics and stop after the same epoch. Only when the update ended without that
+  all-reduce (``train.target_kl``) do they take one all-gather of their own, and only with an
+  epoch callback (``shoal.train(callback=...)``, which sees the epoch's metrics) one scalar
+  all-reduce after it decides whether all ranks stop.
 
 Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
-milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`).
+milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`). With
+``SHOAL_DIST_PIN=1`` each rank keeps to its own share of the machine's CPUs (:func:`rank_cpus`).
 
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at

@@ -27,9 +27,11 @@ import sys
 import tempfile
 
 BATCH = 256 * 64      # breakout's shipped per-rank batch (env.num_envs x train.horizon)
-# the trainer's loop runs one collective per epoch after it (all ranks stop together): it marks
-# epochs
-EPOCH_SITE = "@ _train:"
+# the collective that ends an epoch (the last gradient all-reduce, carrying the epoch's
+# statistics and stop votes: shoal.trainer.distributed.EPOCH_END_MARK) marks epochs
+EPOCH_SITE = "[epoch end]"
+# code before that: the stop flag's all-reduce, after the epoch (a trace of it read with --read)
+OLD_EPOCH_SITE = "@ _train:"
 
 
 def _free_port() -> int:
@@ -69,6 +71,7 @@ def analyse(trace_dir: str, skip: int) -> str:
     nbytes: dict[str, int] = {}
     # the k-th mark ends epoch k; what follows the last mark (the final checkpoint) is left out
     marks = [i for i, c in enumerate(ranks[0]) if EPOCH_SITE in c["what"]]
+    marks = marks or [i for i, c in enumerate(ranks[0]) if OLD_EPOCH_SITE in c["what"]]
     if len(marks) <= skip + 1:
         raise SystemExit(f"{len(marks)} epochs traced: run more than {skip + 1}")
     epochs = len(marks) - skip

@@ -4,8 +4,10 @@ on loopback addresses only.
 - gradient parity: two ranks with half a batch each, after the all-reduce, hold the gradient of
   one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation);
 - a 2-rank job learns the bandit sanity env, rank 0 writing one run directory for the job;
-- its traced collectives: two per minibatch (statistics, gradients), two per epoch, the same on
-  both ranks, none in the rollout;
+- its traced collectives: one per minibatch (the gradients, carrying the next minibatch's
+  statistics, and at the epoch's end its statistics and stop votes) and one per epoch (the first
+  minibatch's statistics), the same on both ranks, none in the rollout;
+- SIGTERM to one rank of a job: every rank stops at the same epoch boundary and checkpoints;
 - stopped and resumed (``--resume``), and killed then restarted by torchrun (``--max-restarts``),
   a 2-rank job writes exactly the metrics of the uninterrupted one;
 - two torchrun "nodes" (``--nnodes 2 --node-rank 0/1``) meet at a loopback rendezvous;
@@ -37,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "support", "dist_worker.py")
 # the bandit env's shipped config: 64 envs x 16 steps per rank, 40,000 steps for the job
 BANDIT_EPOCHS = 20   # ceil(40_000 / (2 ranks x 64 x 16))
+EPOCH_END_MARK = "[epoch end]"   # shoal.trainer.distributed.EPOCH_END_MARK
 
 
 def free_port() -> int:
@@ -115,28 +118,39 @@ def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
     assert m["riding"][:3] == pytest.approx(m["whole"], rel=1e-6)
     assert m["riding"][3] == pytest.approx(m["own_scale"], rel=1e-12)
     assert m["whole"][0] > 10 and m["whole"][2] > 0.01      # real counts and spread
+    # an epoch's end riding in the gradient all-reduce: what the separate statistics all-gather
+    # and stop-flag all-reduce gave, to the bit (also when one rank's is too large to ride)
+    for case in ("small", "large"):
+        e = r["epoch_end"][case]
+        assert e["riding"] == e["separate"], case
+    assert r["epoch_end"]["small"]["stop"] is True and r["epoch_end"]["small"]["n"] == 11.0
+    assert r["epoch_end"]["large"]["stop"] is False and r["epoch_end"]["large"]["n"] == 4.0
 
 
 def test_collectives_per_epoch_one_per_minibatch(whole_run):
     """Per minibatch one gradient all-reduce (the next minibatch's statistics ride in it); per
-    epoch one all-gather of the first minibatch's statistics, one of the epoch's statistics and
-    the stop flag; none in the rollout."""
+    epoch one all-gather of the first minibatch's statistics, and nothing else: the epoch's
+    statistics and the stop flag ride in its last gradient all-reduce; none in the rollout."""
     traces = [[json.loads(line) for line in
                (whole_run / "trace" / f"collectives.rank{r}.jsonl").read_text().splitlines()]
               for r in (0, 1)]
     assert [c["what"].split(" @ ")[0] for c in traces[0]] == \
         [c["what"].split(" @ ")[0] for c in traces[1]]          # the same, in the same order
+    kinds = [c["what"].split(" @ ")[0] for c in traces[0]]
     sites = [c["what"].split(" @ ")[1].split(":")[0] for c in traces[0]]
-    ends = [i for i, site in enumerate(sites) if site == "_train"]
+    ends = [i for i, kind in enumerate(kinds) if EPOCH_END_MARK in kind]
     assert len(ends) == BANDIT_EPOCHS
+    assert {kinds[i] for i in ends} == {f"gradient all-reduce {EPOCH_END_MARK}"}
+    assert "_train" not in sites                 # no stop-flag collective after the epoch
     minibatches = 64 // (256 // 16)          # the bandit config: 64 segments, 16 per minibatch
     for a, b in zip(ends, ends[1:]):
-        epoch = collections.Counter(sites[a + 1:b + 1])
-        epoch.pop("state_dict", None)        # checkpoint: every second epoch
-        assert epoch == {"update": 1 + minibatches + 1, "_train": 1}, epoch
-    kinds = collections.Counter(c["what"].split(" @ ")[0]
-                                for c in traces[0][ends[2] + 1:ends[3] + 1])
-    assert kinds["gradient all-reduce"] == minibatches
+        epoch = collections.Counter(
+            (kind.split(" [")[0], site)
+            for kind, site in zip(kinds[a + 1:b + 1], sites[a + 1:b + 1])
+            if site != "state_dict")         # checkpoint: every second epoch
+        # the first minibatch's all-gather is waited for in its loss, after the replay
+        assert epoch == {("all-gather", "ppo_loss"): 1,
+                         ("gradient all-reduce", "update"): minibatches}, epoch
 
 
 def test_observation_statistics_merge_over_ranks(tmp_path):
@@ -346,6 +360,38 @@ def test_timeout_setting_is_checked(monkeypatch):
             timeout_seconds()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_pinned_ranks_keep_to_their_share_of_the_cpus(tmp_path):
+    """SHOAL_DIST_PIN=1: each rank's threads (gloo's and those it starts later) keep to its own
+    share of the CPUs; close() gives the process back the CPUs it had."""
+    from shoal.trainer.distributed import rank_cpus
+
+    out = tmp_path / "pin.json"
+    run(torchrun(WORKER, "pin", str(out)), SHOAL_DIST_PIN="1")
+    r = json.loads(out.read_text())
+    for rank, part in enumerate(r["ranks"]):
+        share = rank_cpus(rank, 2, part["before"])
+        assert part["after"] == part["thread"] == (share or part["before"])
+    if len(r["ranks"][0]["before"]) >= 2:
+        assert not set(r["ranks"][0]["after"]) & set(r["ranks"][1]["after"])
+    assert r["restored"] == r["ranks"][0]["before"]
+
+
+def test_pin_setting_and_shares(monkeypatch):
+    from shoal.trainer.distributed import PIN_ENV, pin_setting, rank_cpus
+
+    monkeypatch.delenv(PIN_ENV, raising=False)
+    assert pin_setting() is False
+    monkeypatch.setenv(PIN_ENV, "1")
+    assert pin_setting() is True
+    monkeypatch.setenv(PIN_ENV, "yes")
+    with pytest.raises(ValueError, match="SHOAL_DIST_PIN='yes'"):
+        pin_setting()
+    assert rank_cpus(1, 2, {3, 1}) == [3]
+    assert rank_cpus(1, 2, range(5)) == [2, 3]         # equal shares, the odd one unused
+    assert rank_cpus(0, 3, [0, 1]) is None              # fewer CPUs than ranks: no pinning
+
+
 def test_spin_setting_is_checked(monkeypatch):
     from shoal.trainer.distributed import DEFAULT_SPIN_MS, spin_seconds
 
@@ -389,3 +435,38 @@ def test_one_process_collective_is_the_identity():
     assert one.object_gather({"a": 1}) == [{"a": 1}] and one.any(False) is False
     assert merge_means([{"score": 1.0, "n": 3.0}, {"score": 0.0, "n": 1.0}, {"n": 0.0}]) == \
         {"score": 0.75, "n": 4.0}
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_one_epoch_boundary(tmp_path):
+    """The stop votes ride in an epoch's last gradient all-reduce: SIGTERM to rank 1 alone stops
+    both ranks after the same epoch, with a checkpoint of that epoch holding both ranks."""
+    marker = uuid.uuid4().hex
+    run_dir = tmp_path / "term"
+    proc = subprocess.Popen(train_cmd(run_dir, "--train.total-steps", "100000000"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=environment(SHOAL_TEST_MARK=marker))
+    try:
+        deadline = time.monotonic() + 180
+        metrics_file = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        rank1 = [pid for pid, env in _marked(marker).items()
+                 if env.get("RANK") == "1" and _parent(pid) == proc.pid]
+        assert rank1, "rank 1's process was not found"
+        os.kill(rank1[0], signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "SIGTERM: finishing this epoch" in output, output[-3000:]
+    last = metrics(run_dir)[-1][0]
+    assert last < 100000000 // (2 * 64 * 16)           # stopped, not finished
+    ckpt = torch.load(sorted((run_dir / "checkpoints").iterdir())[-1], weights_only=True)
+    assert ckpt["epoch"] == last                       # rank 0 stopped after the last epoch...
+    assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 1   # ...and rank 1 saved with it
+    # rank 1 exits as `shoal train` does on SIGTERM (128 + 15), rank 0 as stopped cleanly
+    assert "exitcode: 143" in output or "exitcode  : 143" in output, output[-3000:]

@@ -15,7 +15,7 @@ What is per rank and what is global (config values are per rank, as with Distrib
   times a rank's. ``train.total_steps`` counts the agent steps of the whole job.
 * Envs and the action/segment samplers are seeded by rank; the model starts from rank 0's
   weights (broadcast), so every rank holds the same weights at every step.
-One collective per minibatch, three per epoch, none in the rollout (docs/distributed.md):
+One collective per minibatch and one more per epoch, none in the rollout (docs/distributed.md):
 
 * Each minibatch, every rank draws ``minibatch_size / T`` of its own segments by priority and
   the gradients are summed over ranks (one all-reduce of the flattened gradients, in flight
@@ -29,19 +29,26 @@ One collective per minibatch, three per epoch, none in the rollout (docs/distrib
   ones the loss recomputes with the current policy), so they are known before the forward
   pass: the next minibatch is drawn before the gradient all-reduce starts and every rank's
   share rides in it (:meth:`Collective.sum_gradients`); only an epoch's first minibatch needs
-  an all-gather of its own (:func:`minibatch_moments`).
+  an all-gather of its own (:func:`minibatch_moments`), started before its replay and waited
+  for when its loss first needs the moments (:class:`PendingMoments`).
 * Prioritised sampling is stratified by rank: segment s of rank r is drawn with probability
   ``P_r(s)`` inside its rank, i.e. ``P_r(s)/N`` over the job. Its importance weight relative to
   uniform sampling over the job's ``N·S`` segments is ``(N·S·P_r(s)/N)^-β = (S·P_r(s))^-β``,
   the same formula as one process; only the normalisation by the minibatch's largest weight
   needs the maximum over ranks (it rides with the moments above).
-* Logged statistics, once per epoch (:func:`epoch_statistics`, one all-gather): loss terms are
-  summed over ranks (each rank's part is already divided by the job's count), explained variance
-  combines every rank's moments, episode statistics from every rank's ``env.log()`` are merged
-  weighted by their episode counts. Then one scalar all-reduce: whether all ranks stop.
+* The end of an epoch rides in its last gradient all-reduce (:class:`EpochEnd`): every rank's
+  loss terms (summed over ranks: each rank's part is already divided by the job's count),
+  explained-variance moments (combined as above), episode statistics from ``env.log()``
+  (merged weighted by their episode counts) and stop vote (a SIGINT/SIGTERM it received), as
+  JSON in its own slot of the buffer, 3 bytes per float32 (exact). All ranks then log the same
+  statistics and stop after the same epoch. Only when the update ended without that
+  all-reduce (``train.target_kl``) do they take one all-gather of their own, and only with an
+  epoch callback (``shoal.train(callback=...)``, which sees the epoch's metrics) one scalar
+  all-reduce after it decides whether all ranks stop.
 
 Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
-milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`).
+milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`). With
+``SHOAL_DIST_PIN=1`` each rank keeps to its own share of the machine's CPUs (:func:`rank_cpus`).
 
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
@@ -65,9 +72,11 @@ import torch.distributed as dist
 
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
-           "minibatch_moments", "JobMoments", "rank_share", "job_moments", "variance_parts",
-           "explained_from_parts", "epoch_statistics", "RANK_SEED_STRIDE", "TRACE_ENV",
-           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds"]
+           "minibatch_moments", "JobMoments", "PendingMoments", "GatheredRows", "rank_share",
+           "job_moments", "variance_parts",
+           "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
+           "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
+           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -77,6 +86,10 @@ TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
 # other rank arrives a moment later. 0 blocks at once.
 SPIN_ENV = "SHOAL_DIST_SPIN_MS"
 DEFAULT_SPIN_MS = 5.0
+# "1": each rank of a machine keeps to its own equal share of the CPUs the job may use (its
+# threads, gloo's included, and its env workers), so no rank's thread runs on, and preempts,
+# another rank's core; "0" or unset: the OS places the threads (the default)
+PIN_ENV = "SHOAL_DIST_PIN"
 # a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
 # entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
 TRACE_ENV = "SHOAL_DIST_TRACE"
@@ -93,29 +106,54 @@ class GradientSum:
     """A gradient all-reduce in flight (:meth:`Collective.sum_gradients`)."""
 
     def __init__(self, ranks: "Collective", grads: list[torch.Tensor],
-                 flat: torch.Tensor | None, work: Any, share: torch.Tensor | None = None
-                 ) -> None:
+                 flat: torch.Tensor | None, work: Any, share: torch.Tensor | None = None,
+                 epoch_end: "EpochEnd | None" = None) -> None:
         self._ranks, self._grads, self._flat, self._work = ranks, grads, flat, work
-        self._share = share
+        self._share, self._epoch_end = share, epoch_end
 
     def wait(self) -> JobMoments | None:
         """Returns once the gradients are summed over ranks (written back into them): with a
         ``next_share``, the job's :class:`JobMoments` of the minibatch it described (None
-        without one, and in one process)."""
+        without one, and in one process). With an ``epoch_end``, that :class:`EpochEnd`'s
+        :attr:`~EpochEnd.job` is the job's epoch statistics and stop vote from here on."""
         if self._work is None:
             return None
         work, self._work = self._work, None
-        self._ranks._run("gradient all-reduce", lambda flat: self._ranks._wait(work, flat),
-                         self._flat)
+        what = "gradient all-reduce" if self._epoch_end is None else \
+            f"gradient all-reduce {EPOCH_END_MARK}"
+        self._ranks._run(what, lambda flat: self._ranks._wait(work, flat), self._flat)
         offset = 0
         for g in self._grads:
             n = g.numel()
             g.copy_(self._flat[offset:offset + n].view_as(g))
             offset += n
-        if self._share is None:
-            return None
-        rows = _decode_rows(self._flat[offset:], self._ranks.world_size, self._share.shape)
-        return job_moments(rows, rows[self._ranks.rank])
+        job = None
+        if self._share is not None:
+            size = _slot_size(self._share.numel(), self._ranks.world_size)
+            rows = _decode_rows(self._flat[offset:offset + size], self._ranks.world_size,
+                                self._share.shape)
+            job = job_moments(rows, rows[self._ranks.rank])
+            offset += size
+        if self._epoch_end is not None:
+            self._epoch_end.read_riding(self._flat[offset:])
+        return job
+
+
+class GatheredRows:
+    """An all-gather in flight (:meth:`Collective.start_gather_rows`)."""
+
+    def __init__(self, ranks: "Collective", parts: list[torch.Tensor], tensor: torch.Tensor,
+                 work: Any) -> None:
+        self._ranks, self._parts, self._tensor, self._work = ranks, parts, tensor, work
+
+    def wait(self) -> torch.Tensor:
+        """``[N, *tensor.shape]``, every rank's tensor in rank order, as
+        :meth:`Collective.gather_rows` returns it."""
+        if self._work is not None:
+            work, self._work = self._work, None
+            self._ranks._run("all-gather", lambda parts, tensor: self._ranks._wait(work, tensor),
+                             self._parts, self._tensor)
+        return torch.stack(self._parts)
 
 
 def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -128,6 +166,11 @@ def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tenso
     out = torch.zeros(world_size, 2, x.numel(), dtype=torch.float32, device=x.device)
     out[rank, 0], out[rank, 1] = hi, lo
     return out.reshape(-1)
+
+
+def _slot_size(numel: int, world_size: int) -> int:
+    """float32 elements of an :func:`_encode_slot` buffer of ``numel`` values."""
+    return world_size * 2 * numel
 
 
 def _decode_rows(buffer: torch.Tensor, world_size: int, shape: torch.Size) -> torch.Tensor:
@@ -154,6 +197,26 @@ def spin_seconds() -> float:
     if not value >= 0 or not math.isfinite(value):
         raise ValueError(f"{SPIN_ENV}={raw!r} must be a number of milliseconds >= 0")
     return value / 1000.0
+
+
+def pin_setting() -> bool:
+    """Whether ranks keep to their share of the CPUs: ``SHOAL_DIST_PIN`` = 1 (0 or unset: no)."""
+    raw = os.environ.get(PIN_ENV, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{PIN_ENV}={raw!r}: use 1 (each rank keeps to its share of the CPUs) "
+                         f"or 0 (the OS places the threads)")
+    return raw == "1"
+
+
+def rank_cpus(local_rank: int, local_world_size: int, cpus: Iterable[int]) -> list[int] | None:
+    """Local rank ``local_rank``'s equal, contiguous share of ``cpus`` (the CPUs the job may
+    use, in order) among ``local_world_size`` ranks; None when there are fewer CPUs than
+    ranks (then nothing is pinned)."""
+    ordered = sorted(cpus)
+    per = len(ordered) // max(1, local_world_size)
+    if per == 0 or not 0 <= local_rank < local_world_size:
+        return None
+    return ordered[local_rank * per:(local_rank + 1) * per]
 
 
 def timeout_seconds() -> float:
@@ -187,6 +250,7 @@ class Collective:
         self.object_group = object_group
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
+        self.previous_cpus: set[int] | None = None     # set when connect() pinned this rank
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
         self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
         self._trace: list[tuple[str, int, float, float]] = []
@@ -234,7 +298,7 @@ class Collective:
             end = time.perf_counter()
             self.comm_seconds += end - start
             if self.trace_dir is not None and traced:
-                sent = args[1] if what == "all-gather" else args[0] if args else None
+                sent = args[1] if what.startswith("all-gather") else args[0] if args else None
                 nbytes = sent.numel() * sent.element_size() if isinstance(sent, torch.Tensor) \
                     else len(sent) if isinstance(sent, bytes) else -1
                 self._trace.append((f"{what} @ {_caller()}", nbytes, start, end))
@@ -280,19 +344,29 @@ class Collective:
         # a CPU tensor: gloo carries it whatever backend the group has for CUDA tensors
         return bool(self.max(torch.tensor([1.0 if flag else 0.0]))[0])
 
-    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+    def gather_rows(self, tensor: torch.Tensor, what: str = "all-gather") -> torch.Tensor:
         """``[N, *tensor.shape]``: every rank's ``tensor``, in rank order, on every rank (one
-        all-gather). Reductions of it computed in rank order give every rank the same bits."""
+        all-gather; ``what`` names it in a trace). Reductions of it computed in rank order give
+        every rank the same bits."""
         if not self.distributed:
             return tensor.unsqueeze(0)
         parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        self._run("all-gather", self._polled(dist.all_gather, tensor), parts, tensor)
+        self._run(what, self._polled(dist.all_gather, tensor), parts, tensor)
         return torch.stack(parts)
 
-    def gather_values(self, value: Any) -> list[Any]:
+    def start_gather_rows(self, tensor: torch.Tensor) -> "GatheredRows":
+        """:meth:`gather_rows` started asynchronously (gloo runs it on its own threads): the
+        rows are there once the returned handle's ``wait()`` returned."""
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        work = self._run("all-gather", dist.all_gather, parts, tensor, async_op=True,
+                         traced=False)
+        return GatheredRows(self, parts, tensor, work)
+
+    def gather_values(self, value: Any, what: str = "all-gather") -> list[Any]:
         """``[value of rank 0, ..., value of rank N-1]`` on every rank for JSON-able values
         (numbers, strings, lists, dicts; floats exact, nan and inf kept): one all-gather of a
-        fixed-size buffer (a second one, sized to the largest, for values that do not fit)."""
+        fixed-size buffer (a second one, sized to the largest, for values that do not fit);
+        ``what`` names it in a trace."""
         if not self.distributed:
             return [value]
         data = json.dumps(value, separators=(",", ":")).encode()
@@ -301,19 +375,20 @@ class Collective:
         buffer[:8] = torch.tensor([len(data)], dtype=torch.int64).view(torch.uint8)
         if len(data) <= _GATHER_CAPACITY:
             buffer[8:8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        rows = self.gather_rows(buffer)
+        rows = self.gather_rows(buffer, what)
         sizes = [int(size) for size in rows[:, :8].contiguous().view(torch.int64).reshape(-1)]
         if max(sizes) > _GATHER_CAPACITY:     # someone's did not fit: all send at the largest
             capacity = max(sizes)
             big = torch.zeros(capacity, dtype=torch.uint8)
             big[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            rows = self.gather_rows(big)
+            rows = self.gather_rows(big, what)
         else:
             rows = rows[:, 8:]
         return [json.loads(row[:size].numpy().tobytes()) for row, size in zip(rows, sizes)]
 
     def sum_gradients(self, params: Sequence[torch.nn.Parameter], wait: bool = True,
-                      next_share: torch.Tensor | None = None) -> "GradientSum":
+                      next_share: torch.Tensor | None = None,
+                      epoch_end: "EpochEnd | None" = None) -> "GradientSum":
         """Sums the gradients of ``params`` over ranks through one flat buffer (one all-reduce
         per minibatch, whatever the number of tensors). Every rank must pass the same params.
 
@@ -321,6 +396,10 @@ class Collective:
         all-reduce, so the next minibatch needs no meeting point of its own: every rank's share
         comes back in its own slot of the buffer and :meth:`GradientSum.wait` returns the job's
         :class:`JobMoments` of that minibatch. Every rank must pass one or none.
+
+        ``epoch_end`` (the epoch's last minibatch: this rank's :class:`EpochEnd`) rides too, so
+        the end of an epoch (its logged statistics, whether to stop) needs no meeting point of
+        its own; every rank must pass one or none.
 
         ``wait=False`` only starts it (gloo and nccl run it on their own threads or streams)
         and returns a :class:`GradientSum`: the gradients are the job's once its ``wait()``
@@ -331,10 +410,12 @@ class Collective:
         parts = [g.reshape(-1) for g in grads]
         if next_share is not None:
             parts.append(_encode_slot(next_share, self.rank, self.world_size))
+        if epoch_end is not None:
+            parts.append(epoch_end.riding_slot().to(parts[0].device if parts else "cpu"))
         flat = torch.cat(parts)
         work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
                          async_op=True, traced=False)
-        pending = GradientSum(self, grads, flat, work, next_share)
+        pending = GradientSum(self, grads, flat, work, next_share, epoch_end)
         if wait:
             pending.wait()
         return pending
@@ -425,6 +506,9 @@ class Collective:
         if self._previous_cuda_device is not None:
             torch.cuda.set_device(self._previous_cuda_device)
             self._previous_cuda_device = None
+        if self.previous_cpus is not None:
+            os.sched_setaffinity(0, self.previous_cpus)
+            self.previous_cpus = None
         if _ACTIVE is self:
             _ACTIVE = None
 
@@ -457,8 +541,10 @@ def connect() -> Collective:
 
     Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) the first call starts the
     process group: nccl for CUDA tensors when CUDA is available, gloo for CPU tensors (always),
-    with the timeout of :func:`timeout_seconds`. A process group the caller started already is
-    used as it is. Otherwise: one process, ``world_size == 1``.
+    with the timeout of :func:`timeout_seconds`; with ``SHOAL_DIST_PIN=1`` the rank first
+    keeps to its :func:`rank_cpus` (the threads it starts from then on inherit them; close()
+    restores the CPUs it had). A process group the caller started already is used as it is.
+    Otherwise: one process, ``world_size == 1``.
     """
     global _ACTIVE
     if _ACTIVE is not None:
@@ -470,13 +556,30 @@ def connect() -> Collective:
         return Collective()
     timeout = datetime.timedelta(seconds=timeout_seconds())
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    pin = pin_setting()
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    previous_cpus = None
+    if pin and hasattr(os, "sched_setaffinity"):
+        previous_cpus = os.sched_getaffinity(0)
+        share = rank_cpus(int(os.environ.get("LOCAL_RANK", rank)),
+                          int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), previous_cpus)
+        if share is None:
+            previous_cpus = None
+        else:       # before the process group starts gloo's threads: they inherit it
+            os.sched_setaffinity(0, share)
     # torchrun keeps its store across restarts of the worker group (--max-restarts): a restarted
     # group must not read the addresses the previous attempt left in it
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"shoal/{attempt}", store),
-                            rank=rank, world_size=world_size, timeout=timeout)
+    try:
+        dist.init_process_group(backend=backend,
+                                store=dist.PrefixStore(f"shoal/{attempt}", store),
+                                rank=rank, world_size=world_size, timeout=timeout)
+    except BaseException:
+        if previous_cpus is not None:
+            os.sched_setaffinity(0, previous_cpus)
+        raise
     _ACTIVE = _from_group(owned=True)
+    _ACTIVE.previous_cpus = previous_cpus
     return _ACTIVE
 
 
@@ -515,7 +618,8 @@ class JobMoments(NamedTuple):
 
 
 def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None,
-                      ranks: Collective | None = None, moments: bool = True) -> JobMoments:
+                      ranks: Collective | None = None, moments: bool = True, wait: bool = True
+                      ) -> "JobMoments | PendingMoments":
     """The job's step count and advantage mean and variance over the unmasked steps of every
     rank's share of a minibatch, and the factor that renormalises this rank's importance weights
     by the job's largest (``weight_peak``: :meth:`Collective.weight_peak`).
@@ -523,7 +627,9 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
     One process: this minibatch's own count and two-pass moments. Data-parallel: one
     all-gather of every rank's :func:`rank_share`, combined by :func:`job_moments`. (The
     trainer gathers only its first minibatch's this way; every later one's shares ride in the
-    gradient all-reduce before it, :meth:`Collective.sum_gradients`.)
+    gradient all-reduce before it, :meth:`Collective.sum_gradients`; the first one's starts
+    with ``wait=False``: a :class:`PendingMoments` that waits for it when first read, so it
+    travels while the policy replays the minibatch.)
     """
     if ranks is None or not ranks.distributed:
         live = masks > 0
@@ -534,7 +640,41 @@ def minibatch_moments(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch
         var = torch.where(live, (adv - mean).square(), torch.zeros_like(adv)).sum() / count
         return JobMoments(count, mean, var, None)
     share = rank_share(adv, masks, weight_peak)
+    if not wait:
+        return PendingMoments(ranks.start_gather_rows(share), share, adv.dtype)
     return job_moments(ranks.gather_rows(share), share, adv.dtype)
+
+
+class PendingMoments:
+    """The :class:`JobMoments` of a minibatch whose all-gather is in flight: reading a field
+    (``count``, ``mean``, ``var``, ``weight_scale``) waits for it, once."""
+
+    def __init__(self, gathering: GatheredRows, share: torch.Tensor, dtype: torch.dtype
+                 ) -> None:
+        self._gathering, self._share, self._dtype = gathering, share, dtype
+        self._job: JobMoments | None = None
+
+    def result(self) -> JobMoments:
+        """The job's moments (waits for the all-gather the first time)."""
+        if self._job is None:
+            self._job = job_moments(self._gathering.wait(), self._share, self._dtype)
+        return self._job
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.result().count
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        return self.result().mean
+
+    @property
+    def var(self) -> torch.Tensor | None:
+        return self.result().var
+
+    @property
+    def weight_scale(self) -> torch.Tensor | None:
+        return self.result().weight_scale
 
 
 def rank_share(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor | None
@@ -600,19 +740,103 @@ def explained_from_parts(parts: Sequence[Sequence[float]]) -> float:
     return float("nan") if m2_y == 0 else 1.0 - m2_e / m2_y
 
 
+# what a trace calls the collective that ends an epoch (benchmarks/dist_trace.py marks epochs by it)
+EPOCH_END_MARK = "[epoch end]"
+# bytes of JSON an epoch's end carries in the epoch's last gradient all-reduce: a rank's loss
+# terms, explained-variance moments, episode statistics and stop vote take ~0.5 KB; a rank whose
+# do not fit says so there and the ranks then gather them in a collective of their own
+EPOCH_END_CAPACITY = 1533
+# bytes per float32 of the buffer: integers below 2**24 are exact in float32, and a sum with
+# the other ranks' zeros leaves them unchanged
+_DIGIT_BYTES = 3
+
+
+class JobEpoch(NamedTuple):
+    """The job's end of an epoch, the same on every rank (:class:`EpochEnd`)."""
+
+    losses: dict[str, float]            # each loss term: the job's mean (the ranks' shares summed)
+    explained: float                    # explained variance over every rank's steps
+    episodes: dict[str, float] | None   # every rank's episode statistics, merged
+    stop: bool                          # some rank was asked to stop (a signal)
+    callback: bool                      # some rank has an epoch callback: it decides after
+
+
+class EpochEnd:
+    """This rank's part of the end of an epoch's update: its loss terms (each its share of the
+    job's mean), explained-variance moments (:func:`variance_parts`), episode statistics and
+    whether it was asked to stop. Every rank's travels in the epoch's last gradient all-reduce
+    (:meth:`Collective.sum_gradients` ``epoch_end=``: no meeting point of its own) or, when the
+    update ended without one (``train.target_kl`` stopped it early), in one all-gather
+    (:meth:`gather`). Either way :attr:`job` becomes the same :class:`JobEpoch` on every rank.
+    """
+
+    def __init__(self, ranks: Collective, shares: Mapping[str, float],
+                 explained: Sequence[float], episodes: Mapping[str, float] | None,
+                 stop: bool = False, callback: bool = False) -> None:
+        self.ranks = ranks
+        self.value = {"shares": {k: float(v) for k, v in shares.items()},
+                      "explained": [float(x) for x in explained],
+                      "episodes": None if episodes is None else
+                      {k: float(v) for k, v in episodes.items()},
+                      "stop": bool(stop), "callback": bool(callback)}
+        self.job: JobEpoch | None = None
+
+    def _data(self) -> bytes:
+        return json.dumps(self.value, separators=(",", ":")).encode()
+
+    def riding_slot(self) -> torch.Tensor:
+        """float32 ``[N * (1 + capacity / 3)]``: this rank's JSON in its own row (its size,
+        then 3 bytes per element), the other ranks' rows zero; summed over ranks every row is
+        that rank's, exactly. A value over :data:`EPOCH_END_CAPACITY` sends its size only."""
+        data = self._data()
+        width = 1 + EPOCH_END_CAPACITY // _DIGIT_BYTES
+        out = torch.zeros(self.ranks.world_size, width, dtype=torch.float32)
+        out[self.ranks.rank, 0] = min(len(data), 2 ** 24 - 1)
+        if len(data) <= EPOCH_END_CAPACITY:
+            padded = data + bytes(-len(data) % _DIGIT_BYTES)
+            b = torch.frombuffer(bytearray(padded), dtype=torch.uint8).reshape(-1, 3).int()
+            out[self.ranks.rank, 1:1 + len(b)] = (b[:, 0] | b[:, 1] << 8 | b[:, 2] << 16).float()
+        return out.reshape(-1)
+
+    def read_riding(self, buffer: torch.Tensor) -> None:
+        """Sets :attr:`job` from the summed :meth:`riding_slot` buffers (``buffer``); gathers
+        the values in a collective of their own when a rank's did not fit."""
+        rows = buffer.reshape(self.ranks.world_size, -1).cpu().round().int()
+        sizes = rows[:, 0].tolist()
+        if max(sizes) > EPOCH_END_CAPACITY:
+            self.gather()
+            return
+        b = torch.stack([rows[:, 1:] & 255, rows[:, 1:] >> 8 & 255, rows[:, 1:] >> 16 & 255],
+                        dim=2).reshape(self.ranks.world_size, -1).to(torch.uint8)
+        self.job = self._combine([json.loads(row[:size].numpy().tobytes())
+                                  for row, size in zip(b, sizes)])
+
+    def gather(self) -> JobEpoch:
+        """Every rank's values through one all-gather (:meth:`Collective.gather_values`): the
+        way without a gradient all-reduce to ride in; sets and returns :attr:`job`."""
+        self.job = self._combine(self.ranks.gather_values(self.value,
+                                                          f"all-gather {EPOCH_END_MARK}"))
+        return self.job
+
+    def _combine(self, gathered: Sequence[Mapping[str, Any]]) -> JobEpoch:
+        shares = self.value["shares"]
+        episodes = None if self.value["episodes"] is None else \
+            merge_means(g["episodes"] for g in gathered if g["episodes"] is not None)
+        return JobEpoch({k: sum(float(g["shares"][k]) for g in gathered) for k in shares},
+                        explained_from_parts([g["explained"] for g in gathered]), episodes,
+                        any(g["stop"] for g in gathered), any(g["callback"] for g in gathered))
+
+
 def epoch_statistics(ranks: Collective, shares: Mapping[str, float],
                      explained: Sequence[float], episodes: Mapping[str, float] | None
                      ) -> tuple[dict[str, float], float, dict[str, float] | None]:
     """The job's statistics of an epoch from every rank's, in one collective
-    (:meth:`Collective.gather_values`): ``shares`` (loss terms, each rank's part of the job's
-    mean) summed, the explained variance from :func:`variance_parts`, ``episodes``
-    (``env.log()``-style means with their count ``n``) merged by :func:`merge_means`."""
-    gathered = ranks.gather_values({"shares": dict(shares), "explained": list(explained),
-                                    "episodes": None if episodes is None else
-                                    {k: float(v) for k, v in episodes.items()}})
-    summed = {k: sum(float(g["shares"][k]) for g in gathered) for k in shares}
-    merged = None if episodes is None else merge_means(g["episodes"] for g in gathered)
-    return summed, explained_from_parts([g["explained"] for g in gathered]), merged
+    (:meth:`EpochEnd.gather`): ``shares`` (loss terms, each rank's part of the job's mean)
+    summed, the explained variance from :func:`variance_parts`, ``episodes``
+    (``env.log()``-style means with their count ``n``) merged by :func:`merge_means`. The
+    trainer instead carries them in the epoch's last gradient all-reduce."""
+    job = EpochEnd(ranks, shares, explained, episodes).gather()
+    return job.losses, job.explained, job.episodes
 
 
 def elastic_resume_target(run_dir: str | None) -> str | None:

@@ -77,9 +77,9 @@ from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
 from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
     default_config, finalise, load_toml, section_fields, to_toml
 from .dashboard import Dashboard
-from .distributed import (Collective, JobMoments, connect, elastic_resume_target,
-                          epoch_statistics, explained_from_parts, minibatch_moments, rank_share,
-                          variance_parts)
+from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMoments, connect,
+                          elastic_resume_target, explained_from_parts, minibatch_moments,
+                          rank_share, variance_parts)
 from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
 from .learner_threads import make_learner
@@ -161,8 +161,8 @@ class Minibatch:
     """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
 
     def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor,
-                 weight_peak: torch.Tensor | None = None, job: JobMoments | None = None
-                 ) -> None:
+                 weight_peak: torch.Tensor | None = None,
+                 job: JobMoments | PendingMoments | None = None) -> None:
         T = storage.T
         self.idx = idx
         self.obs = storage.obs[idx, :T]
@@ -518,6 +518,10 @@ class Trainer:
         self.resumed_from: str | None = None
         self.resume_note: str | None = None    # why a resume did not restore the env's state
         self.stopped_by: str | None = None     # SIGINT/SIGTERM when a signal stopped training
+        # data-parallel: whether a stop signal arrived (read when the epoch's end is sent), and
+        # the job's end of the last epoch (statistics, stop votes)
+        self.stop_requested: Callable[[], bool] = lambda: False
+        self.job_epoch: JobEpoch | None = None
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
 
         # ---- run directory (rank 0's: only rank 0 writes) ----
@@ -664,7 +668,6 @@ class Trainer:
         masks = b.masks[:, :T]
         adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
                                  t.rho_clip, t.c_clip, out=b.advantages)
-        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
         priorities = segment_priorities(adv, masks, t.prio_alpha)
 
         segments = max(1, min(S, t.minibatch_size // T))
@@ -677,6 +680,7 @@ class Trainer:
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
         done = 0
+        ending: EpochEnd | None = None     # data-parallel: this rank's end of the epoch
 
         def draw(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             """Minibatch k's segments, their importance weights and (data-parallel) the raw
@@ -691,8 +695,11 @@ class Trainer:
         # moments known before the replay: the drawn estimates' (a stale batch's come from its
         # replay, so with train.overlap ppo_loss meets the other ranks for them itself)
         ahead = self.dist.distributed and b.collector_ratio is None
-        if ahead:   # one all-gather; later minibatches' ride in gradient sums
-            mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist)
+        if ahead:   # one all-gather, in flight during the replay; later ones ride in gradient sums
+            mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist,
+                                       wait=False)
+        # of the batch's estimates before the minibatches refresh them
+        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
                 sharded = self.learner.loss_and_gradients(mb, t.target_kl)
@@ -720,7 +727,12 @@ class Trainer:
             # the sum travels
             share = None if nxt is None or not ahead else \
                 rank_share(adv[nxt[0]], masks[nxt[0]], nxt[2])
-            summing = self.dist.sum_gradients(params, wait=False, next_share=share)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value
+            if nxt is None and self.dist.distributed:   # and so does the end of the epoch
+                ending = self._epoch_end(totals, done, explained, episodes)
+            summing = self.dist.sum_gradients(params, wait=False, next_share=share,
+                                              epoch_end=ending)
             following = None if nxt is None else Minibatch(b, *nxt)
             job = summing.wait()                # the job's gradient on every rank
             if following is not None and ahead:
@@ -731,13 +743,16 @@ class Trainer:
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([p.grad.detach().norm() for p in params]))
             self.optimizer.step()
-            for key, value in stats.items():
-                totals[key] = totals.get(key, 0.0) + value
             grad_norm_sum += grad_norm.detach()
             mb = following
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
         if self.dist.distributed:   # each rank's terms are its share of the job's means
-            out, explained_job, episodes = epoch_statistics(self.dist, out, explained, episodes)
+            if ending is None:      # stopped early (target_kl): no gradient sum carried it
+                ending = self._epoch_end(totals, done, explained, episodes)
+                ending.gather()
+            self.job_epoch = ending.job
+            out, explained_job, episodes = ending.job.losses, ending.job.explained, \
+                ending.job.episodes
         else:
             explained_job = explained_from_parts([explained])
         out["grad_norm"] = float(grad_norm_sum) / max(1, done)
@@ -750,6 +765,13 @@ class Trainer:
         if self.obs_norm is not None:   # after the update: it scored the batch as it was acted
             update_from_observations(self.policy, b.obs[:, :T], masks, self.dist)
         return out
+
+    def _epoch_end(self, totals: Mapping[str, torch.Tensor], done: int,
+                   explained: list[float], episodes: dict[str, float] | None) -> EpochEnd:
+        """This rank's end of the epoch (data-parallel): its loss terms, explained-variance
+        moments, episode statistics, and whether a signal asked it to stop."""
+        return EpochEnd(self.dist, {k: float(v) / max(1, done) for k, v in totals.items()},
+                        explained, episodes, self.stop_requested(), self.callback is not None)
 
     # ---- the loop ----
 
@@ -778,6 +800,7 @@ class Trainer:
             with deferred_stop(lambda text: print(text, flush=True)) as interrupted, \
                     open(self.metrics_path if main else os.devnull, "a",
                          encoding="utf-8") as metrics_file:
+                self.stop_requested = interrupted
                 last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:
                     metrics = self.run_epoch()
@@ -787,7 +810,12 @@ class Trainer:
                     for w in writers:
                         w(metrics)
                     stop = bool(self.callback(self, metrics)) if self.callback else False
-                    stop = self.dist.any(stop or interrupted())     # all ranks stop together
+                    if not self.dist.distributed:
+                        stop = stop or interrupted()
+                    elif self.job_epoch.stop:   # the ranks' signals rode in the update's end
+                        stop = True
+                    elif self.job_epoch.callback:   # all ranks stop together
+                        stop = self.dist.any(stop or interrupted())
                     done = self.agent_steps >= self.config.train.total_steps
                     if done or stop or self.epoch % log.checkpoint_interval == 0:
                         path = self.save()

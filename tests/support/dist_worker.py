@@ -3,6 +3,7 @@
     torchrun --nproc-per-node 2 tests/support/dist_worker.py grad OUT.json
     torchrun --nproc-per-node 2 tests/support/dist_worker.py train RUN_DIR [--stop E] [--crash E]
     torchrun --nproc-per-node 2 tests/support/dist_worker.py obsnorm OUT.json
+    SHOAL_DIST_PIN=1 torchrun --nproc-per-node 2 tests/support/dist_worker.py pin OUT.json
 
 ``grad``: every rank computes the PPO gradient of its half of a batch, the gradients are summed
 over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch.
@@ -11,6 +12,8 @@ over ranks, and rank 0 writes how far that is from one process's gradient of the
 the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
 ``--max-restarts``), ``--overlap`` trains 8 epochs with the fused rollout collecting the next
 batch during the update.
+``pin`` (run with SHOAL_DIST_PIN=1): rank 0 writes every rank's CPUs before connect(), after
+it, of a thread started after it, and its own after close().
 ``obsnorm``: every rank merges its own batches (different sizes, scales and dead rows) into an
 observation normaliser (train.norm_obs) through the collective; rank 0 writes how far each
 rank's statistics are from numpy's over the union of all ranks' live rows.
@@ -30,7 +33,8 @@ from gymnasium import spaces
 import shoal
 from shoal.trainer.config import TrainConfig
 from shoal.trainer.advantage import compute_advantages
-from shoal.trainer.distributed import connect, minibatch_moments, rank_share
+from shoal.trainer.distributed import (EpochEnd, connect, epoch_statistics, minibatch_moments,
+                                       rank_share, variance_parts)
 from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import make_policy, policy_initial_state
 from shoal.trainer.ppo import Minibatch, RolloutStorage, ppo_loss
@@ -125,6 +129,7 @@ def grad_parity(out_path: str) -> None:
 
     gathered = coll.gather_values({"rank": rank, "x": 0.1 + rank, "pad": "x" * (9000 * rank)})
     gathered_nan = coll.gather_values(float("nan"))
+    epoch_end = epoch_end_parity(coll, b, T)
 
     if rank == 0:
         with open(out_path, "w") as fh:
@@ -136,9 +141,35 @@ def grad_parity(out_path: str) -> None:
                        "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
                        "gathered": gathered,
                        "gathered_nan": all(math.isnan(v) for v in gathered_nan),
-                       "moments": moments},
+                       "moments": moments, "epoch_end": epoch_end},
                       fh)
     coll.close()
+
+
+def epoch_end_parity(coll, b, T: int) -> dict:
+    """An epoch's end riding in a gradient all-reduce against the separate collectives it
+    replaces (the statistics' all-gather, the stop flag's all-reduce): the same values, to the
+    bit; also with one rank's episode statistics too large to ride (then gathered)."""
+    rank = coll.rank
+    half = slice(rank * b.S // 2, (rank + 1) * b.S // 2)
+    explained = variance_parts(b.values[half, :T], b.advantages[half] + b.values[half, :T],
+                               b.masks[half, :T])
+    shares = {"policy": -0.0123456789 * (rank + 1) / 3, "value": 0.5 / 7 + rank, "kl": 1e-9 / 3}
+    out = {}
+    for name, episodes in (("small", {"score": 1 / 3 + rank, "n": 5.0 + rank}),
+                           ("large", {"score": 2.0, "n": 3.0,
+                                      **{f"k{i}": i / 7 for i in range(200 * rank)}})):
+        if rank == 0 and name == "large":
+            episodes = {"score": 1.0, "n": 1.0}     # fits: rank 1's alone does not
+        stop = rank == 1 and name == "small"
+        riding = EpochEnd(coll, shares, explained, episodes, stop)
+        coll.sum_gradients([], wait=False, epoch_end=riding).wait()
+        separate = epoch_statistics(coll, shares, explained, episodes)
+        separate_stop = coll.any(stop)
+        out[name] = {"riding": repr(tuple(riding.job)[:4]),
+                     "separate": repr(tuple(separate) + (separate_stop,)),
+                     "stop": riding.job.stop, "n": riding.job.episodes["n"]}
+    return out
 
 
 def train(run_dir: str, stop: int, crash: int, overlap: bool = False) -> None:
@@ -186,9 +217,28 @@ def obs_norm(out_path: str) -> None:
     coll.close()
 
 
+def pinned(out_path: str) -> None:
+    """SHOAL_DIST_PIN=1: the CPUs of the main thread before connect(), after it, of a thread
+    started after it, and after close()."""
+    import threading
+
+    before = sorted(os.sched_getaffinity(0))
+    coll = connect()
+    after = sorted(os.sched_getaffinity(0))
+    seen: list[list[int]] = []
+    thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+    thread.start()
+    thread.join()
+    parts = coll.object_all_gather({"before": before, "after": after, "thread": seen[0]})
+    coll.close()
+    if coll.rank == 0:
+        with open(out_path, "w") as fh:
+            json.dump({"ranks": parts, "restored": sorted(os.sched_getaffinity(0))}, fh)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("grad", "train", "obsnorm"))
+    parser.add_argument("mode", choices=("grad", "train", "obsnorm", "pin"))
     parser.add_argument("path")
     parser.add_argument("--stop", type=int, default=0)
     parser.add_argument("--crash", type=int, default=0)
@@ -199,6 +249,8 @@ def main() -> None:
         grad_parity(args.path)
     elif args.mode == "obsnorm":
         obs_norm(args.path)
+    elif args.mode == "pin":
+        pinned(args.path)
     else:
         train(args.path, args.stop, args.crash, args.overlap)
 

@@ -300,7 +300,11 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
         if epochs_seen[0] == skip:
             totals.clear()
         epochs_seen[0] += 1
-        return inner_epoch(self)
+        t0 = time.thread_time()
+        try:
+            return inner_epoch(self)
+        finally:
+            add("learner: whole epoch, CPU", time.thread_time() - t0)
 
     Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
     try:

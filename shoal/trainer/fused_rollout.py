@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -110,6 +110,7 @@ class FusedRollout:
         self.pending_stats: dict[str, float] = {}
         self.spare = copy.deepcopy(trainer.storage) if self.overlap else None
         self._anchor_policy: torch.nn.Module | None = None   # overlap: _weights_before_update
+        self._worker: ThreadPoolExecutor | None = None       # overlap: the rollout thread
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
         # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
@@ -215,8 +216,9 @@ class FusedRollout:
                     anchor.fail(exc)
                 result["error"] = exc
 
-        worker = threading.Thread(target=collect, name="shoal-fused-rollout", daemon=True)
-        worker.start()
+        if self._worker is None:    # one thread for the run: a new thread's first torch ops
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="shoal-fused-rollout")
+        worker = self._worker.submit(collect)      # (anchoring) cost ms of CPU each time
         rollout_time = time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
@@ -227,7 +229,7 @@ class FusedRollout:
         finally:
             if anchor is not None:
                 anchor.stop()
-            worker.join()
+            wait([worker])
         learn_time = time.perf_counter() - t1
         if "error" in result:
             raise result["error"]
@@ -236,6 +238,12 @@ class FusedRollout:
         tr.storage, self.spare = nxt, current
         self.pending = True
         return stats, losses, rollout_time, learn_time
+
+    def close(self) -> None:
+        """Ends the rollout thread (overlap); safe to call twice."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     def _weights_before_update(self) -> torch.nn.Module:
         """A copy of the learner's policy with its current weights (and buffers), which the

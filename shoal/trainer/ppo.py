@@ -1135,6 +1135,8 @@ class Trainer:
             env.close()
         if getattr(self, "learner", None) is not None:
             self.learner.close()
+        if getattr(self, "fused", None) is not None:
+            self.fused.close()
         self.dist.close()
 
 

@@ -43,9 +43,10 @@ anchors the first minibatch's, the rollout thread the others' ahead of the learn
 collects the next batch, then anchors the segments no minibatch drew (only the update's
 explained variance reads them). Every segment gets the forward pass of the same weights that
 :func:`anchor_at_learner` gives it (a copy of the learner's weights at the start of the
-update), up to float32 rounding; the work is split by the schedule, not by timing, and the learner waits for a
-minibatch's segments before it gathers them, so a run is the same under a seed whatever the
-threads do. Otherwise the learner anchors the whole batch first (:func:`anchor_at_learner`).
+update), up to float32 rounding; the work is split by the schedule, not by timing, and the
+learner waits for a minibatch's segments before it gathers them, so a run is the same under a
+seed whatever the threads do. Otherwise the learner anchors the whole batch first
+(:func:`anchor_at_learner`).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ class PipelinedAnchor:
             self._wait(k)
 
     def work_ahead(self) -> None:
-        """Second thread: anchors chunks 1 .. n-1 in the update's order."""
+        """Second thread: anchors the new segments of every minibatch but the first, in the
+        update's order."""
         self._scheduled.wait()
         for k in range(1, len(self.chunks) - 1):
             if self._stopped:

@@ -35,6 +35,15 @@ target, the learning tests' envs) with their shipped configs and budgets::
 
     python benchmarks/fused_bench.py --mode sanity --sides torch,cores --seeds 0,1,2
 
+``--mode profile``: where the overlapped path's CPU time goes, per epoch (breakout shipped
+settings, side ``overlap``): on the learner's thread the anchoring of the stale batch, the
+rest of the update and the time it waits for the rollout thread; on the rollout thread the
+anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
+meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
+against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
+
+    python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
+
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """
 
@@ -234,6 +243,91 @@ def mode_sps(args: argparse.Namespace, sides: list[str]) -> None:
               f"{tw / cw:.2f}x wall, {tc / cc:.2f}x CPU")
 
 
+def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
+    """One overlapped breakout run with its phases timed (thread CPU time; wall time for the
+    learner's waits): milliseconds per epoch after the first ``skip`` epochs."""
+    import threading
+
+    from shoal.trainer import fused_rollout, stale_batch
+    from shoal.trainer.ppo import Trainer
+
+    totals: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def add(key: str, seconds: float) -> None:
+        with lock:
+            totals[key] = totals.get(key, 0.0) + seconds
+
+    def timed(owner: Any, name: str, key: Any, wall: bool = False) -> None:
+        inner = getattr(owner, name, None)
+        if inner is None:    # a version of shoal without this phase
+            return
+
+        def run(*a: Any, **k: Any) -> Any:
+            clock = time.perf_counter if wall else time.thread_time
+            t0 = clock()
+            try:
+                return inner(*a, **k)
+            finally:
+                label = key(*a) if callable(key) else key
+                if label:
+                    add(label, clock() - t0)
+        setattr(owner, name, run)
+        saved.append((owner, name, inner))
+
+    saved: list[tuple[Any, str, Any]] = []
+    timed(Trainer, "update", "learner: update, CPU (anchoring of minibatch 0 included)")
+    timed(fused_rollout, "anchor_at_learner", "learner: whole-batch anchoring, CPU")
+    pipelined = getattr(stale_batch, "PipelinedAnchor", None)
+    timed(pipelined, "minibatch_ready",
+          lambda self, k: "learner: anchoring of minibatch 0, CPU" if k == 0 else None)
+    timed(pipelined, "minibatch_ready",
+          lambda self, k: "learner: waiting for the rollout thread's anchoring, wall"
+          if k else None, wall=True)
+    timed(pipelined, "finish",
+          "learner: waiting for the rollout thread's anchoring, wall", wall=True)
+    timed(pipelined, "work_ahead", "rollout thread: anchoring, CPU")
+    timed(pipelined, "work_rest", "rollout thread: anchoring, CPU")
+    timed(fused_rollout.FusedRollout, "_call", "rollout thread: collecting, CPU")
+    epochs_seen = [0]
+    inner_epoch = Trainer.run_epoch
+
+    def run_epoch(self: Any) -> Any:
+        if epochs_seen[0] == skip:
+            totals.clear()
+        epochs_seen[0] += 1
+        t0 = time.thread_time()
+        try:
+            return inner_epoch(self)
+        finally:
+            add("learner: whole epoch, CPU", time.thread_time() - t0)
+
+    Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
+    try:
+        run = train_run("breakout", "overlap", seed=seed, epochs=epochs)
+    finally:
+        Trainer.run_epoch = inner_epoch   # type: ignore[method-assign]
+        for owner, name, inner in reversed(saved):
+            setattr(owner, name, inner)
+    n = max(1, epochs - skip)
+    out = {k: 1000 * v / n for k, v in totals.items()}
+    rows = run["records"][skip:] or run["records"]
+    out["epoch, wall"] = 1000 * statistics.median(
+        (r["steps"] - p["steps"]) / max(1e-9, r["sps"]) for p, r in zip(rows, rows[1:])) \
+        if len(rows) > 1 else math.nan
+    return out
+
+
+def mode_profile(args: argparse.Namespace, sides: list[str]) -> None:
+    rounds = [profile_run(r, args.epochs, args.skip) for r in range(args.rounds)]
+    keys = sorted({k for r in rounds for k in r})
+    print(f"fused + overlap, breakout shipped settings: ms per epoch (median of {args.rounds} "
+          f"runs of {args.epochs} epochs, the first {args.skip} left out) [each run]")
+    for key in keys:
+        vals = [r.get(key, 0.0) for r in rounds]
+        print(f"  {key}: {statistics.median(vals):.1f} [{', '.join(f'{v:.1f}' for v in vals)}]")
+
+
 def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
     steps = args.steps
     for i, seed in enumerate(args.seeds):
@@ -290,7 +384,7 @@ def mode_sanity(args: argparse.Namespace, sides: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("sps", "score", "sanity"), default="sps")
+    ap.add_argument("--mode", choices=("sps", "score", "sanity", "profile"), default="sps")
     ap.add_argument("--sides", default=None,
                     help=f"comma-separated, first = baseline (any of {', '.join(SIDES)}; "
                          f"default: all for sps, torch,cores otherwise)")
@@ -319,7 +413,8 @@ def main() -> None:
     args.envs = args.envs.split(",")
     if args.steps is not None:
         args.steps = int(args.steps)
-    {"sps": mode_sps, "score": mode_score, "sanity": mode_sanity}[args.mode](args, sides)
+    {"sps": mode_sps, "score": mode_score, "sanity": mode_sanity,
+     "profile": mode_profile}[args.mode](args, sides)
 
 
 if __name__ == "__main__":

@@ -229,10 +229,13 @@ def test_overlap_acts_one_update_behind_by_schedule(tmp_path):
             tr.close()
 
 
-@pytest.mark.parametrize("norm_reward", [False, True])
-def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward):
+@pytest.mark.parametrize("norm_reward,policy", [(False, "lstm"), (True, "lstm"),
+                                                (False, "mlp")])
+def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward, policy):
+    """Also with the MLP, whose stale batch the rollout thread anchors ahead of the learner
+    (stale_batch.PipelinedAnchor): which thread anchors what is fixed by the schedule."""
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
-            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
+            "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": policy,
             "policy.hidden": 16, "train.rollout": "fused", "train.overlap": True,
             "env.max_steps": 11, "train.norm_reward": norm_reward}
 

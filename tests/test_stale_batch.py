@@ -7,6 +7,7 @@ the truncated ratio between the two, and the clip window kept near the collector
 """
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +16,9 @@ import torch
 from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
-from shoal.trainer.stale_batch import COLLECTOR_CLIP, WEIGHT_CAP, anchor_at_learner
+from shoal.trainer.stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor,
+                                       anchor_at_learner, pipelined_anchoring)
+from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,3 +108,95 @@ def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path):
         assert abs(float(plain_stats["policy"]) - reference) > 1e-3 * max(1e-3, abs(reference))
     finally:
         tr.close()
+
+
+def _anchored_both_ways(tmp_path, schedule_of):
+    """The pending batch of an overlapped MLP run, anchored by the whole-batch pass and by the
+    pipeline (the learner's side here, the rollout thread's side on a real second thread)."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            tr.run_epoch()
+            whole, pipelined = copy.deepcopy(tr.storage), copy.deepcopy(tr.storage)
+            anchor_at_learner(tr.policy, tr.distribution, whole)
+            anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, pipelined)
+            second = threading.Thread(target=lambda: (anchor.work_ahead(), anchor.work_rest()))
+            second.start()
+            schedule = schedule_of(pipelined.S)
+            anchor.start(schedule)
+            for k in range(len(schedule)):
+                anchor.minibatch_ready(k)
+            anchor.finish()
+            anchor.stop()
+            second.join()
+        return whole, pipelined, anchor
+    finally:
+        tr.close()
+
+
+def test_pipelined_anchoring_gives_every_segment_the_whole_batch_anchor(tmp_path):
+    """Anchored minibatch by minibatch (the first on the learner's thread, the others on a
+    second thread, then the segments no minibatch drew), the batch holds what the whole-batch
+    pass gives it: the learner's log-probs and values and the ratio to the collector."""
+    g = torch.Generator().manual_seed(0)
+    # minibatches of 3 segments drawn with repeats across minibatches, as uniform draws are
+    whole, pipelined, anchor = _anchored_both_ways(tmp_path, lambda S: [
+        torch.randperm(S, generator=g)[:3] for _ in range(4)])
+    drawn = torch.cat(anchor.chunks[:-1])
+    assert len(drawn) == len(set(drawn.tolist()))        # each segment anchored once
+    assert len(anchor.chunks[-1]) > 0                    # some were never drawn
+    assert sorted(torch.cat(anchor.chunks).tolist()) == list(range(whole.S))
+    for name in ("logprobs", "values", "collector_ratio"):
+        torch.testing.assert_close(getattr(pipelined, name), getattr(whole, name),
+                                   atol=1e-6, rtol=1e-6, msg=name)
+    assert float((whole.collector_ratio - 1).abs().max()) > 1e-3
+
+
+def test_a_failing_rollout_thread_is_raised_on_the_learner_not_waited_for(tmp_path):
+    """If the second thread fails (here: it is told so before it anchors anything), the learner
+    waiting for a minibatch's segments gets the error; a learner that never starts the
+    schedule lets the second thread return instead of waiting for it."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        anchor = PipelinedAnchor(tr.policy, tr.distribution, copy.deepcopy(tr.storage))
+        anchor.start([torch.arange(2), torch.arange(2, 4)])
+        anchor.minibatch_ready(0)
+        anchor.fail(ValueError("rollout failed"))
+        with pytest.raises(RuntimeError, match="rollout thread failed") as info:
+            anchor.minibatch_ready(1)
+        assert isinstance(info.value.__cause__, ValueError)
+        idle = PipelinedAnchor(tr.policy, tr.distribution, copy.deepcopy(tr.storage))
+        second = threading.Thread(target=lambda: (idle.work_ahead(), idle.work_rest()))
+        second.start()
+        idle.stop()
+        second.join(timeout=30)
+        assert not second.is_alive()
+    finally:
+        tr.close()
+
+
+@pytest.mark.parametrize("minibatches", ["draws", "passes"])
+def test_pipelined_anchoring_trains_as_anchoring_up_front(tmp_path, minibatches):
+    """An overlapped MLP run anchored minibatch by minibatch logs what the same run anchored up
+    front logs (a target_kl too large to stop anything sends the update down the up-front
+    path), to float32 rounding: the schedule drawn first is the one drawn minibatch by
+    minibatch, and every segment gets the same anchor."""
+    over = {"train.total_steps": 6 * 16 * 8, "env.num_envs": 16, "train.horizon": 8,
+            "train.minibatch_size": 32, "train.update_epochs": 2, "log.dashboard": "off",
+            "policy.hidden": 32, "train.rollout": "fused", "train.overlap": True,
+            "env.max_steps": 11, "train.minibatches": minibatches}
+    kinds = {}
+    for name, extra in (("pipelined", {}), ("up_front", {"train.target_kl": 1e9})):
+        cfg = build_config("breakout", overrides=dict(
+            over, **extra, **{"log.run_dir": str(tmp_path / name)}))
+        tr = Trainer(cfg)
+        kinds[name] = pipelined_anchoring(cfg.train, tr.storage)
+        tr.train()
+    assert kinds == {"pipelined": True, "up_front": minibatches == "passes"}
+    rows_p, rows_u = metric_rows(tmp_path / "pipelined"), metric_rows(tmp_path / "up_front")
+    assert len(rows_p) == len(rows_u) == 6
+    for (_, losses_p, episodes_p), (_, losses_u, episodes_u) in zip(rows_p, rows_u):
+        assert losses_p.keys() == losses_u.keys()
+        for key, value in losses_p.items():
+            assert losses_u[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
 import torch
 
 from .config import ConfigError
-from .stale_batch import anchor_at_learner
+from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
 
@@ -109,6 +109,8 @@ class FusedRollout:
         self.pending = False
         self.pending_stats: dict[str, float] = {}
         self.spare = copy.deepcopy(trainer.storage) if self.overlap else None
+        self._anchor_policy: torch.nn.Module | None = None   # overlap: _weights_before_update
+        self._worker: ThreadPoolExecutor | None = None       # overlap: the rollout thread
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
         # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
@@ -193,28 +195,41 @@ class FusedRollout:
             for dst, src in zip(nxt.state0, current.state0_next):
                 dst.copy_(src)
         capsule = self._refresh()           # the weights before this update
+        # the batch was collected one update ago (the run's first one by these same weights,
+        # up to float rounding): the update is anchored at the learner's policy and values, the
+        # collector's actions importance-weighted (stale_batch.py); where the schedule allows,
+        # the rollout thread anchors the minibatches ahead of the learner, with a copy of the
+        # weights before this update (it never reads the learner's torch weights)
+        anchor = (PipelinedAnchor(self._weights_before_update(), tr.distribution, current)
+                  if pipelined_anchoring(tr.config.train, current) else None)
         result: dict[str, Any] = {}
 
         def collect() -> None:
             try:
+                if anchor is not None:
+                    anchor.work_ahead()
                 result["env_seconds"] = self._call(1, nxt, capsule)
+                if anchor is not None:
+                    anchor.work_rest()
             except BaseException as exc:  # re-raised on the training thread
+                if anchor is not None:
+                    anchor.fail(exc)
                 result["error"] = exc
 
-        worker = threading.Thread(target=collect, name="shoal-fused-rollout", daemon=True)
-        worker.start()
+        if self._worker is None:    # one thread for the run: a new thread's first torch ops
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="shoal-fused-rollout")
+        worker = self._worker.submit(collect)      # (anchoring) cost ms of CPU each time
         rollout_time = time.perf_counter() - t0
         t1 = time.perf_counter()
-        # the batch was collected one update ago (the run's first one by these same weights,
-        # up to float rounding): anchor the update at the learner's policy and values, the
-        # collector's actions importance-weighted (stale_batch.py). The rollout thread reads
-        # only the weights' export (capsule), never the torch weights or this storage
-        anchor_at_learner(tr.policy, tr.distribution, current)
         try:
-            losses = tr.update(stats)       # stats come back merged over ranks
+            if anchor is None:
+                anchor_at_learner(tr.policy, tr.distribution, current)
+            losses = tr.update(stats, anchor)   # stats come back merged over ranks
             stats = losses.pop("episodes")
         finally:
-            worker.join()
+            if anchor is not None:
+                anchor.stop()
+            wait([worker])
         learn_time = time.perf_counter() - t1
         if "error" in result:
             raise result["error"]
@@ -223,6 +238,21 @@ class FusedRollout:
         tr.storage, self.spare = nxt, current
         self.pending = True
         return stats, losses, rollout_time, learn_time
+
+    def close(self) -> None:
+        """Ends the rollout thread (overlap); safe to call twice."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    def _weights_before_update(self) -> torch.nn.Module:
+        """A copy of the learner's policy with its current weights (and buffers), which the
+        update does not change: the rollout thread anchors the stale batch with it."""
+        policy = self.trainer.policy
+        if self._anchor_policy is None:
+            self._anchor_policy = copy.deepcopy(policy).requires_grad_(False)
+        self._anchor_policy.load_state_dict(policy.state_dict())
+        return self._anchor_policy
 
     def state_dict(self) -> dict[str, Any] | None:
         """With overlap, the batch collected and not yet trained on (the whole storage) and its

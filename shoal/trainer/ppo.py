@@ -88,7 +88,7 @@ from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
 from .process_state import ProcessState
 from .signals import deferred_stop
-from .stale_batch import collector_terms
+from .stale_batch import PipelinedAnchor, collector_terms
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
@@ -653,10 +653,13 @@ class Trainer:
 
     # ---- update ----
 
-    def update(self, episodes: dict[str, float] | None = None) -> dict[str, float]:
+    def update(self, episodes: dict[str, float] | None = None,
+               anchor: PipelinedAnchor | None = None) -> dict[str, float]:
         """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected.
         ``episodes`` (this rank's episode statistics) come back under "episodes", merged over
-        the ranks in the update's one closing collective."""
+        the ranks in the update's one closing collective. ``anchor`` (``train.overlap``: a
+        :class:`~shoal.trainer.stale_batch.PipelinedAnchor`) anchors a stale batch minibatch by
+        minibatch, ahead of the learner."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
         progress = self.agent_steps / max(1, t.total_steps)
@@ -691,7 +694,15 @@ class Trainer:
                                 self.sampler_generator, priorities=priorities)
             return d.indices, d.weights, self.dist.weight_peak(d, S, beta)
 
-        mb = Minibatch(b, *draw(0))
+        take = draw
+        # a stale batch anchored minibatch by minibatch: the whole schedule first, so the
+        # anchoring works ahead of it (its draws do not read the advantages above)
+        if anchor is not None:
+            schedule = [draw(k) for k in range(num_minibatches)]
+            anchor.start([d[0] for d in schedule])
+            anchor.minibatch_ready(0)
+            take = schedule.__getitem__
+        mb = Minibatch(b, *take(0))
         # moments known before the replay: the drawn estimates' (a stale batch's come from its
         # replay, so with train.overlap ppo_loss meets the other ranks for them itself)
         ahead = self.dist.distributed and b.collector_ratio is None
@@ -700,6 +711,14 @@ class Trainer:
                                        wait=False)
         # of the batch's estimates before the minibatches refresh them
         explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
+
+        def anchored_explained() -> list[float]:
+            """The learner's values of every segment, once all are anchored."""
+            anchor.finish()
+            return variance_parts(b.values[:, :T], compute_advantages(
+                b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda, t.rho_clip, t.c_clip)
+                + b.values[:, :T], masks)
+
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
                 sharded = self.learner.loss_and_gradients(mb, t.target_kl)
@@ -721,7 +740,7 @@ class Trainer:
             # the freshest advantage estimates feed the next draws' priorities
             adv[mb.idx] = mb_adv
             priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
-            nxt = draw(k + 1) if k + 1 < num_minibatches else None
+            nxt = take(k + 1) if k + 1 < num_minibatches else None
             # data-parallel: the next minibatch's share of the job's statistics rides in this
             # gradient sum (one meeting point per minibatch); its tensors are gathered while
             # the sum travels
@@ -730,9 +749,13 @@ class Trainer:
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value
             if nxt is None and self.dist.distributed:   # and so does the end of the epoch
+                if anchor is not None:  # which carries the anchored values' explained variance
+                    explained = anchored_explained()
                 ending = self._epoch_end(totals, done, explained, episodes)
             summing = self.dist.sum_gradients(params, wait=False, next_share=share,
                                               epoch_end=ending)
+            if anchor is not None and nxt is not None:
+                anchor.minibatch_ready(k + 1)
             following = None if nxt is None else Minibatch(b, *nxt)
             job = summing.wait()                # the job's gradient on every rank
             if following is not None and ahead:
@@ -745,6 +768,8 @@ class Trainer:
             self.optimizer.step()
             grad_norm_sum += grad_norm.detach()
             mb = following
+        if anchor is not None and ending is None:
+            explained = anchored_explained()
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
         if self.dist.distributed:   # each rank's terms are its share of the job's means
             if ending is None:      # stopped early (target_kl): no gradient sum carried it
@@ -1145,6 +1170,8 @@ class Trainer:
             env.close()
         if getattr(self, "learner", None) is not None:
             self.learner.close()
+        if getattr(self, "fused", None) is not None:
+            self.fused.close()
         self.dist.close()
 
 

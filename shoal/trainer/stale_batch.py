@@ -32,17 +32,34 @@ The correction (a "decoupled" PPO objective) anchors the update at the learner i
 
 When the collector is the learner (the synchronous paths) ``collector_ratio`` is None and the
 loss is the plain PPO loss, unchanged.
+
+Off the learner's critical path (:class:`PipelinedAnchor`). A minibatch's loss reads only its
+own segments' anchored log-probs and values (a stale batch normalises by the minibatch's
+recomputed advantages, not the drawn ones). So when the update's minibatches do not depend on
+the batch's advantages (``minibatches = "passes"``, or draws with ``prio_alpha = 0`` and
+``target_kl = 0``) and the policy is feedforward (:func:`pipelined_anchoring`), the whole
+schedule is drawn first and the segments are anchored minibatch by minibatch: the learner
+anchors the first minibatch's, the rollout thread the others' ahead of the learner, then
+collects the next batch, then anchors the segments no minibatch drew (only the update's
+explained variance reads them). Every segment gets the forward pass of the same weights that
+:func:`anchor_at_learner` gives it (a copy of the learner's weights at the start of the
+update), up to float32 rounding; the work is split by the schedule, not by timing, and the
+learner waits for a minibatch's segments before it gathers them, so a run is the same under a
+seed whatever the threads do. Otherwise the learner anchors the whole batch first
+(:func:`anchor_at_learner`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Sequence
 
 import torch
 
 from .action_masks import mask_logits
 
-__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "collector_terms"]
+__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "anchor_segments",
+           "collector_terms", "pipelined_anchoring", "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
 WEIGHT_CAP = 2.0
@@ -63,6 +80,130 @@ def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any) 
     b.collector_ratio = (logprobs[:, :T] - b.logprobs[:, :T]).exp()
     b.logprobs.copy_(logprobs)
     b.values.copy_(values.float().reshape(b.values.shape))
+
+
+def anchor_segments(policy: torch.nn.Module, distribution: Any, storage: Any,
+                    idx: torch.Tensor) -> None:
+    """:func:`anchor_at_learner` for the segments (rows) ``idx`` of ``storage`` only; its
+    ``collector_ratio`` must be allocated (``[S, T]``). Each row gets the numbers the whole-batch
+    pass gives it, up to float32 rounding (a matrix product over fewer rows can round
+    differently)."""
+    b, T = storage, storage.T
+    state0 = None if b.state0 is None else tuple(s[idx] for s in b.state0)
+    with torch.no_grad():
+        params, values, _ = policy(b.obs[idx], state0, b.starts[idx])
+        params = mask_logits(params.float(), b.action_masks[idx], distribution.nvec)
+        logprobs, _ = distribution.log_prob_and_entropy(params, b.actions[idx])
+        b.collector_ratio[idx] = (logprobs[:, :T] - b.logprobs[idx, :T]).exp()
+        b.logprobs[idx] = logprobs
+        b.values[idx] = values.float().reshape(len(idx), T + 1)
+
+
+def pipelined_anchoring(train: Any, storage: Any) -> bool:
+    """Whether an update with these settings (a :class:`~shoal.trainer.config.TrainConfig`) of
+    a stale batch in ``storage`` is anchored minibatch by minibatch (:class:`PipelinedAnchor`):
+    its minibatches must not depend on the anchored advantages (passes, or uniform draws), drawing
+    them all first must draw what the update would (no early stop on ``target_kl`` between
+    draws), and the policy must be feedforward. A recurrent policy's pass over part of the
+    segments differs from the whole batch's by float32 rounding (its products are shaped by the
+    number of segments), and the LSTM sanity env's late learning turns on such differences (one
+    seed in three of its synchronous runs falls back from a solved 1.0 late as well): recurrent
+    policies keep the whole-batch pass until that is understood."""
+    if storage.state0 is not None:
+        return False
+    return train.minibatches == "passes" or (train.prio_alpha == 0 and train.target_kl == 0)
+
+
+class PipelinedAnchor:
+    """Anchors a stale batch minibatch by minibatch, ahead of the update (module docstring).
+
+    ``policy`` holds the learner's weights at the start of the update (a copy the update does
+    not change). The trainer calls :meth:`start` with the update's schedule, then
+    :meth:`minibatch_ready` before gathering each minibatch and :meth:`finish` at the end; a
+    second thread calls :meth:`work_ahead` (then collects the next batch) and :meth:`work_rest`.
+    """
+
+    def __init__(self, policy: torch.nn.Module, distribution: Any, storage: Any) -> None:
+        self.policy, self.distribution, self.storage = policy, distribution, storage
+        self.chunks: list[torch.Tensor] = []
+        self._done: list[threading.Event] = []
+        self._scheduled = threading.Event()
+        self._stopped = False
+        self._error: BaseException | None = None
+
+    def start(self, schedule: Sequence[torch.Tensor]) -> None:
+        """Learner, before the first minibatch: ``schedule`` lists every minibatch's segments
+        in order. Chunk k is the segments of minibatch k that no earlier one has; the last chunk
+        holds the segments no minibatch drew."""
+        b = self.storage
+        seen = torch.zeros(b.S, dtype=torch.bool)
+        for idx in schedule:
+            idx = idx.cpu()
+            new = idx[~seen[idx]]
+            seen[new] = True
+            self.chunks.append(new)
+        self.chunks.append((~seen).nonzero().squeeze(1))
+        self._done = [threading.Event() for _ in self.chunks]
+        b.collector_ratio = torch.empty(b.S, b.T, device=b.logprobs.device)
+        self._scheduled.set()
+
+    def _anchor(self, k: int) -> None:
+        if len(self.chunks[k]):
+            anchor_segments(self.policy, self.distribution, self.storage,
+                            self.chunks[k].to(self.storage.logprobs.device))
+        self._done[k].set()
+
+    def _wait(self, k: int) -> None:
+        self._done[k].wait()
+        if self._error is not None:
+            raise RuntimeError("the rollout thread failed while the update waited for it to "
+                               "anchor the batch") from self._error
+
+    def minibatch_ready(self, k: int) -> None:
+        """Learner: returns once minibatch ``k``'s segments are anchored (the first minibatch's
+        are anchored here, on the learner's thread)."""
+        if k == 0:
+            self._anchor(0)
+        else:
+            self._wait(k)
+
+    def finish(self) -> None:
+        """Learner, at the end of the update: returns once every segment is anchored."""
+        for k in range(len(self._done)):
+            self._wait(k)
+
+    def work_ahead(self) -> None:
+        """Second thread: anchors the new segments of every minibatch but the first, in the
+        update's order."""
+        self._scheduled.wait()
+        for k in range(1, len(self.chunks) - 1):
+            if self._stopped:
+                return
+            self._guarded(k)
+
+    def work_rest(self) -> None:
+        """Second thread, after collecting: anchors the segments no minibatch drew."""
+        if self._scheduled.is_set() and not self._stopped:
+            self._guarded(len(self.chunks) - 1)
+
+    def _guarded(self, k: int) -> None:
+        try:
+            self._anchor(k)
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+
+    def fail(self, exc: BaseException) -> None:
+        """Second thread, on an error: the learner raises it instead of waiting forever."""
+        self._error = exc
+        for event in self._done:
+            event.set()
+
+    def stop(self) -> None:
+        """Learner, when the update ends (or fails): the second thread anchors nothing more and
+        no longer waits for a schedule."""
+        self._stopped = True
+        self._scheduled.set()
 
 
 def collector_terms(collector_ratio: torch.Tensor, clip_coef: float

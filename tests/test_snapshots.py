@@ -30,7 +30,8 @@ def test_snapshot_replays_the_same_future(name, params):
     play(env, acts[:50])
     snap = env.save_state()
     first = play(env, acts[50:])
-    other = shoal.make(name, num_envs=4, seed=99, **params)  # a fresh env, another seed: all state restored
+    # a fresh env, another seed: all state restored
+    other = shoal.make(name, num_envs=4, seed=99, **params)
     other.reset()
     other.load_state(snap)
     second = play(other, acts[50:])

@@ -149,8 +149,9 @@ def main() -> None:
         stats = fuzz(name, rng, **params)
         total.loaded += stats.loaded
         total.refused += stats.refused
-        print(f"{name}{params or ''}: {stats.loaded + stats.refused} snapshots, {stats.loaded} loaded and "
-              f"stepped, {stats.refused} refused ({time.perf_counter() - t:.1f} s)", flush=True)
+        print(f"{name}{params or ''}: {stats.loaded + stats.refused} snapshots, "
+              f"{stats.loaded} loaded and stepped, {stats.refused} refused "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
     for name in ("maze", "forage"):
         late_writes(name, rng)
     print(f"all envs: {total.loaded + total.refused} snapshots, {total.loaded} loaded and stepped, "

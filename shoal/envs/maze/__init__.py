@@ -3,7 +3,8 @@
 Observation: ``view`` x ``view`` uint8 cells centred on the agent (0 open, 1 wall -- also
 everything outside the maze --, 2 goal). With ``prev_action=True`` a row of ``view`` cells
 follows (``view + 1`` rows in all): cell ``k`` is 1 if the previous action was ``k``, all 0 on
-an episode's first observation; it gives a policy without memory its heading. Actions: 0 stay, 1 up, 2 down, 3 left, 4 right.
+an episode's first observation; it gives a policy without memory its heading.
+Actions: 0 stay, 1 up, 2 down, 3 left, 4 right.
 Reward 1 for reaching the goal (terminal), else 0; truncated after ``max_steps`` steps.
 The full rules are at the top of ``maze.h``.
 """

@@ -43,6 +43,8 @@ def test_the_frozen_11x11_maze_config_builds_with_every_key_it_pins():
     cfg = build_config("maze", files=[path], overrides={"env.size": 15})
     pinned = load_toml(path)
     assert cfg.env.params["size"] == 15 and cfg.env.num_envs == pinned["env"]["num_envs"]
+    # the observation of those runs, whatever the shipped maze.toml sets
+    assert cfg.env.params["view"] == 11 and cfg.env.params["prev_action"] is False
     for key, value in pinned["train"].items():
         assert getattr(cfg.train, key) == value, key
     assert cfg.policy.name == pinned["policy"]["name"]

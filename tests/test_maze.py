@@ -26,6 +26,19 @@ def window(grid: np.ndarray, pos: tuple[int, int], view: int) -> np.ndarray:
     return padded[r:r + view, c:c + view]
 
 
+def observation(grid: np.ndarray, pos: tuple[int, int], view: int, prev_action: bool,
+                last_action: int) -> np.ndarray:
+    """What the env shows: the window, then with prev_action a row with the previous action
+    one-hot (all 0 when there is none, last_action = -1)."""
+    cells = window(grid, pos, view)
+    if not prev_action:
+        return cells
+    row = np.zeros((1, view), np.uint8)
+    if last_action >= 0:
+        row[0, last_action] = 1
+    return np.concatenate([cells, row])
+
+
 def reachable(grid: np.ndarray, start: tuple[int, int]) -> set[tuple[int, int]]:
     """Open cells (goal included) reachable from start by 4-neighbour moves."""
     seen = {start}
@@ -79,17 +92,24 @@ def test_new_maze_every_episode():
     assert len(grids) > 5
 
 
-@pytest.mark.parametrize("size,view,max_steps", [(7, 5, 40), (5, 11, 25), (10, 3, 60)])
-def test_random_walk_follows_the_rules(size, view, max_steps):
+@pytest.mark.parametrize("size,view,max_steps,prev_action",
+                         [(7, 5, 40, False), (5, 11, 25, False), (10, 3, 60, False),
+                          (7, 5, 40, True), (9, 7, 30, True)])
+def test_random_walk_follows_the_rules(size, view, max_steps, prev_action):
     """Every step against a model: walls block, reward 1 only at the goal, truncation at
-    max_steps, observations (and final observations) are the window around the agent."""
+    max_steps, observations (and final observations) are the window around the agent, with
+    prev_action followed by the previous action one-hot (all 0 after a reset)."""
     num_envs = 4
-    env = shoal.make("maze", num_envs=num_envs, seed=0, size=size, view=view, max_steps=max_steps)
+    env = shoal.make("maze", num_envs=num_envs, seed=0, size=size, view=view, max_steps=max_steps,
+                     prev_action=prev_action)
+    assert env.single_observation_space.shape == (view + prev_action, view)
     rng = np.random.default_rng(0)
     obs, infos = env.reset()
+    assert obs.shape == (num_envs, view + prev_action, view)
     states = [env.state(i) for i in range(num_envs)]
     for i, s in enumerate(states):
-        assert np.array_equal(obs[i], window(grid_of(s), s["agent"], view))
+        assert s["last_action"] == -1
+        assert np.array_equal(obs[i], observation(grid_of(s), s["agent"], view, prev_action, -1))
     counts = {"terminal": 0, "truncated": 0, "blocked": 0}
     for _ in range(1500):
         actions = rng.integers(0, 5, num_envs).astype(np.int32)
@@ -98,7 +118,8 @@ def test_random_walk_follows_the_rules(size, view, max_steps):
             s = states[i]
             grid = grid_of(s)
             r, c = s["agent"]
-            dr, dc = MOVES[int(actions[i])]
+            action = int(actions[i])
+            dr, dc = MOVES[action]
             expected = (r + dr, c + dc)
             if grid[expected] == WALL:
                 expected = (r, c)
@@ -112,13 +133,14 @@ def test_random_walk_follows_the_rules(size, view, max_steps):
             if term[i] or trunc[i]:
                 counts["terminal" if term[i] else "truncated"] += 1
                 final = infos["final_observation"][i]
-                assert np.array_equal(final, window(grid, expected, view))
-                assert new["tick"] == 0
+                assert np.array_equal(final, observation(grid, expected, view, prev_action, action))
+                assert new["tick"] == 0 and new["last_action"] == -1
                 check_maze(new)
             else:
                 assert tuple(new["agent"]) == expected and new["tick"] == tick
-                assert new["grid"] == s["grid"]
-            assert np.array_equal(obs[i], window(grid_of(new), new["agent"], view))
+                assert new["grid"] == s["grid"] and new["last_action"] == action
+            assert np.array_equal(obs[i], observation(grid_of(new), new["agent"], view, prev_action,
+                                                      new["last_action"]))
             states[i] = new
     assert counts["terminal"] > 0 and counts["truncated"] > 0 and counts["blocked"] > 0
     stats = env.log()
@@ -127,6 +149,29 @@ def test_random_walk_follows_the_rules(size, view, max_steps):
     assert stats["score"] == pytest.approx(counts["terminal"] / episodes)
     assert stats["episode_return"] == pytest.approx(stats["score"])
     env.close()
+
+
+def test_prev_action_leaves_the_mazes_and_moves_as_they_were():
+    """The option only adds the row: the same seed and actions give the same mazes, windows,
+    rewards and episode ends with it on and off."""
+    plain = shoal.make("maze", num_envs=4, seed=5, size=9, view=7)
+    headed = shoal.make("maze", num_envs=4, seed=5, size=9, view=7, prev_action=True)
+    a, _ = plain.reset()
+    b, _ = headed.reset()
+    assert np.array_equal(a, b[:, :7]) and not b[:, 7].any()
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        actions = rng.integers(0, 5, 4).astype(np.int32)
+        a, ra, ta, ua, _ = plain.step(actions)
+        b, rb, tb, ub, _ = headed.step(actions)
+        assert np.array_equal(a, b[:, :7])
+        assert np.array_equal(ra, rb) and np.array_equal(ta, tb) and np.array_equal(ua, ub)
+        ended = ta | ua
+        assert not b[ended, 7].any()
+        live = np.flatnonzero(~ended)
+        assert np.array_equal(b[live, 7], np.eye(7, dtype=np.uint8)[actions[live]])
+    plain.close()
+    headed.close()
 
 
 def test_default_time_limit_truncates():
@@ -150,3 +195,8 @@ def test_default_time_limit_truncates():
 def test_even_view_is_a_clear_error():
     with pytest.raises(ValueError, match="odd"):
         shoal.make("maze", view=10)
+
+
+def test_prev_action_with_a_narrow_view_is_a_clear_error():
+    with pytest.raises(ValueError, match="prev_action=True needs view >= 5"):
+        shoal.make("maze", view=3, prev_action=True)

@@ -20,16 +20,18 @@ def play(env, actions):
     return out
 
 
-@pytest.mark.parametrize("name", list_envs())
-def test_snapshot_replays_the_same_future(name):
-    env = shoal.make(name, num_envs=4, seed=5)
+@pytest.mark.parametrize("name,params", [(name, {}) for name in list_envs()]
+                         + [("maze", {"prev_action": True})])
+def test_snapshot_replays_the_same_future(name, params):
+    env = shoal.make(name, num_envs=4, seed=5, **params)
     env.reset()
     rng = np.random.default_rng(0)
     acts = [random_actions(env.single_action_space, env.num_agents, rng) for _ in range(150)]
     play(env, acts[:50])
     snap = env.save_state()
     first = play(env, acts[50:])
-    other = shoal.make(name, num_envs=4, seed=99)  # a fresh env, another seed: all state restored
+    # a fresh env, another seed: all state restored
+    other = shoal.make(name, num_envs=4, seed=99, **params)
     other.reset()
     other.load_state(snap)
     second = play(other, acts[50:])
@@ -69,6 +71,10 @@ def test_snapshot_mismatch_is_a_clear_error():
         other.reset()
         with pytest.raises(ValueError, match="other env parameters"):
             other.load_state(snap)
+    headed = shoal.make("maze", num_envs=4, seed=1, prev_action=True)  # one more observation row
+    headed.reset()
+    with pytest.raises(ValueError, match="same num_envs and parameters"):
+        headed.load_state(snap)
     bigger = shoal.make("maze", num_envs=8, seed=1)
     bigger.reset()
     with pytest.raises(ValueError, match="same num_envs"):

@@ -126,7 +126,7 @@ def test_main_c_matches_shoal_env_and_torch_policy(tmp_path, env_name, policy, p
                                        "shoal_env.h", "shoal_libm.h", "shoal_net.h"]
     assert result["main_c"] == os.path.join(out, "main.c")
     exe = build(out)
-    ended = replay(run, exe, env_name, params, seed=11, steps=steps)
+    ended = replay(run, exe, env_name, load_run(run).env_params, seed=11, steps=steps)
     assert ended >= 1                                   # the recording crossed an episode end
 
 
@@ -164,7 +164,7 @@ def test_every_c_env_builds_with_plain_cc_and_replays_shoal_env(tmp_path, env_na
     if shutil.which("ldd"):
         linked = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
         assert "libm.so" not in linked, linked
-    # the env's parameters as the run has them (its shipped config's, e.g. maze's size 11)
+    # the env's parameters as the run has them (its shipped config's, e.g. maze's prev_action)
     replay(run, exe, env_name, load_run(run).env_params, seed=5, steps=120)
 
 

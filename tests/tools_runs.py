@@ -24,7 +24,9 @@ def write_run(run_dir: str, env_name: str, policy: str = "mlp", hidden: int = 32
     overrides = {"policy.name": policy, "policy.hidden": hidden}
     overrides.update({f"env.{k}": v for k, v in env_params.items()})
     cfg = build_config(env_name, overrides=overrides)
-    env = shoal.make(env_name, 1, seed=0, **env_params)
+    # the env as the run has it: the shipped config's parameters (e.g. maze's view and
+    # prev_action, which shape the observation) under the given ones
+    env = shoal.make(env_name, 1, seed=0, **dict(cfg.env.params))
     try:
         state = torch.get_rng_state()
         torch.manual_seed(seed)

@@ -100,9 +100,9 @@ def mutate(blob: bytes, rng) -> bytes:
     return bytes(b)
 
 
-def fuzz(name: str, rng) -> Stats:
+def fuzz(name: str, rng, **params) -> Stats:
     stats = Stats()
-    env = shoal.make(name, num_envs=NUM_ENVS, seed=int(rng.integers(1 << 30)))
+    env = shoal.make(name, num_envs=NUM_ENVS, seed=int(rng.integers(1 << 30)), **params)
     env.reset()
     space = env.single_action_space
     for _ in range(int(rng.integers(20, 200))):    # mid-episode, with some state to corrupt
@@ -143,13 +143,15 @@ def late_writes(name: str, rng) -> None:
 def main() -> None:
     rng = np.random.default_rng(SEED)
     total = Stats()
-    for name in list_envs():
+    # every env at its defaults, and the options that change what a step writes
+    for name, params in [(name, {}) for name in list_envs()] + [("maze", {"prev_action": True})]:
         t = time.perf_counter()
-        stats = fuzz(name, rng)
+        stats = fuzz(name, rng, **params)
         total.loaded += stats.loaded
         total.refused += stats.refused
-        print(f"{name}: {stats.loaded + stats.refused} snapshots, {stats.loaded} loaded and "
-              f"stepped, {stats.refused} refused ({time.perf_counter() - t:.1f} s)", flush=True)
+        print(f"{name}{params or ''}: {stats.loaded + stats.refused} snapshots, "
+              f"{stats.loaded} loaded and stepped, {stats.refused} refused "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
     for name in ("maze", "forage"):
         late_writes(name, rng)
     print(f"all envs: {total.loaded + total.refused} snapshots, {total.loaded} loaded and stepped, "

@@ -13,6 +13,11 @@
  * Observation: a `view` x `view` uint8 window (view odd) centred on the agent, row-major, row 0 at
  *   the top: 0 open, 1 wall (cells outside the maze read as wall), 2 goal. The agent itself is not
  *   drawn: it is always the centre cell.
+ *   With `prev_action` on, one more row of `view` cells follows the window (view >= 5): cell k is 1
+ *   if the previous step's action was k (0 stay .. 4 right), every other cell 0; the row is all 0 on
+ *   the first observation of an episode. A policy without memory then knows its heading, which
+ *   is what wall-following (keep a hand on one wall; it reaches every cell of a perfect maze)
+ *   needs beyond the walls around it. Off by default, so the observation keeps its square shape.
  * Log: episode_return, episode_length, score (1 if the goal was reached, else 0).
  *
  * Speed: the maze is stored with a margin of view/2 wall cells on every side, so the window never
@@ -48,6 +53,7 @@ typedef struct {
     int size;
     int view;
     int max_steps; /* resolved: never 0 */
+    int prev_action; /* 1: the observation ends with a one-hot row of the previous action */
     /* layout, fixed at init */
     int pad;        /* view / 2: wall margin around the maze */
     int stride;     /* size + 2 * pad: row length of the padded grid */
@@ -61,6 +67,7 @@ typedef struct {
     int agent; /* padded index */
     int goal;  /* padded index */
     int tick;
+    int last_action; /* the previous step's action, -1 on the first step of an episode */
     float episode_return;
 } Maze;
 
@@ -126,7 +133,8 @@ static void maze_generate(Maze* env) {
     }
 }
 
-/* Writes the view x view window around the agent: one row copy per window row. */
+/* Writes the view x view window around the agent: one row copy per window row; then, with
+ * prev_action, the row holding the previous action one-hot. */
 static inline void maze_observe(const Maze* env, uint8_t* out) {
     int v = env->view;
     const uint8_t* src = env->cells + (env->agent - env->pad * env->stride - env->pad);
@@ -134,6 +142,10 @@ static inline void maze_observe(const Maze* env, uint8_t* out) {
         memcpy(out, src, (size_t)v);
         out += v;
         src += env->stride;
+    }
+    if (env->prev_action) {
+        memset(out, 0, (size_t)v);
+        if (env->last_action >= 0) out[env->last_action] = 1;
     }
 }
 
@@ -147,12 +159,14 @@ static void maze_reset(Maze* env) {
     env->goal = env->open[g];
     env->cells[env->goal] = MAZE_GOAL;
     env->tick = 0;
+    env->last_action = -1;
     env->episode_return = 0.0f;
     maze_observe(env, env->observations);
 }
 
 static void maze_step(Maze* env) {
     env->tick++;
+    env->last_action = env->actions[0];
     int next = env->agent + env->moves[env->actions[0]];
     if (env->cells[next] != MAZE_WALL) env->agent = next;
     int reached = env->agent == env->goal;
@@ -219,7 +233,8 @@ static void maze_close(Maze* env) {
  * stack, open and num_open are the generator's scratch, rewritten at every reset before use. */
 static int maze_validate(const Maze* env, const Maze* made, ShoalCheck* check) {
     if (!(SHOAL_SAME(check, env, made, size) && SHOAL_SAME(check, env, made, view) &&
-          SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, pad) &&
+          SHOAL_SAME(check, env, made, max_steps) && SHOAL_SAME(check, env, made, prev_action) &&
+          SHOAL_SAME(check, env, made, pad) &&
           SHOAL_SAME(check, env, made, stride) && SHOAL_SAME(check, env, made, lattice)))
         return 0;
     for (int k = 0; k < 5; k++)
@@ -247,7 +262,8 @@ static int maze_validate(const Maze* env, const Maze* made, ShoalCheck* check) {
         return shoal_check_fail(check, "goal = %d is on a cell holding %u, not the goal", env->goal,
                                 env->cells[env->goal]);
     return SHOAL_INT(check, env, num_open, 0, 2 * env->lattice * env->lattice) &&
-           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) && SHOAL_FLOAT(check, env, episode_return, 0.0f, 1.0f);
+           SHOAL_INT(check, env, tick, 0, env->max_steps - 1) && SHOAL_INT(check, env, last_action, -1, 4) &&
+           SHOAL_FLOAT(check, env, episode_return, 0.0f, 1.0f);
 }
 
 #endif

@@ -611,7 +611,9 @@ def connect() -> Collective:
     with the timeout of :func:`timeout_seconds`; with ``SHOAL_DIST_PIN=1`` the rank first
     keeps to its :func:`rank_cpus` (the threads it starts from then on inherit them; close()
     restores the CPUs it had). A process group the caller started already is used as it is.
-    Otherwise: one process, ``world_size == 1``.
+    Otherwise: one process, ``world_size == 1``. In a process torchrun started, at any world
+    size, the Collective records torchrun's agent (:func:`torchrun_agent_pid`) for
+    :meth:`Collective.watch_agent`.
     """
     global _ACTIVE
     if _ACTIVE is not None:

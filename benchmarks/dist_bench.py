@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 
+import job_control
 from run_records import read_jsonl
 
 BATCH = 256 * 64      # breakout's shipped per-rank batch (env.num_envs x train.horizon)
@@ -62,13 +63,14 @@ def _start(cmd_tail: list[str], run_dir: str, epochs: int, ranks: int, extra: li
     if source:      # that checkout's shoal, not this one's
         env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if ranks == 1:
-        cmd = [sys.executable, "-m", "shoal", *flags]
+        module, args = "shoal", flags
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               "-m", "shoal", *flags]
-    return subprocess.Popen(cmd, env=env, cwd=source, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+        module, args = "torch.distributed.run", [
+            "--nproc-per-node", str(ranks), "--master-addr", "127.0.0.1",
+            "--master-port", str(_free_port()), "-m", "shoal", *flags]
+    # none of it outlives this script (job_control: killed, interrupted or timed out)
+    return job_control.start(module, *args, env=env, cwd=source, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
 
 
 def _wait(procs: list[subprocess.Popen]) -> None:
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": [],
                                        "base": [], "base_comm": [], "variant": [],
                                        "variant_comm": []}
-    with tempfile.TemporaryDirectory(prefix="shoal-dist-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="shoal-dist-bench-") as tmp, \
+            job_control.ending_jobs():
         for r in range(args.rounds):
             order = ["single", "pair", "ranks"] + (["base"] if args.baseline else []) + \
                 (["variant"] if variant else [])

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+import job_control
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_EPOCHS = 4
@@ -55,16 +56,18 @@ def measure(ranks: int, run_dir: str, epochs: int, extra: list[str]) -> list[dic
     flags = ["train", "breakout", "--log.dashboard", "off", "--run-dir", run_dir,
              "--log.checkpoint-interval", "1000000", "--train.total-steps", str(10 ** 12), *extra]
     if ranks == 1:
-        cmd = [sys.executable, "-m", "shoal", *flags]
+        module, args = "shoal", flags
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks),
-               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "shoal", *flags]
+        module, args = "torch.distributed.run", [
+            "--nproc-per-node", str(ranks), "--master-addr", "127.0.0.1", "--master-port",
+            str(port), "-m", "shoal", *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1", SHOAL_DIST_SPIN_MS="0")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    # none of it outlives this script (job_control: killed, interrupted or timed out)
+    proc = job_control.start(module, *args, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     try:
         while epochs_done(run_dir) < START_EPOCHS:
             if proc.poll() is not None:
@@ -80,8 +83,7 @@ def measure(ranks: int, run_dir: str, epochs: int, extra: list[str]) -> list[dic
             time.sleep(0.02)
         last, after = epochs_done(run_dir), [thread_seconds(p) for p in pids]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        job_control.end(proc)       # torchrun, its ranks and their env workers
     return [{name: 1000 * (b[name] - a.get(name, 0.0)) / (last - first) for name in sorted(b)}
             for a, b in zip(before, after)]
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds (default 2)")
     parser.add_argument("extra", nargs="*", help="more `shoal train` flags (after --)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="shoal-dist-cpu-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="shoal-dist-cpu-") as tmp, job_control.ending_jobs():
         for r in range(args.rounds):
             for ranks in (1, 2):
                 label = "1 process" if ranks == 1 else "2 ranks"

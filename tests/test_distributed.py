@@ -12,7 +12,9 @@ on loopback addresses only.
   a 2-rank job writes exactly the metrics of the uninterrupted one;
 - two torchrun "nodes" (``--nnodes 2 --node-rank 0/1``) meet at a loopback rendezvous;
 - killing one rank mid-epoch ends the job with an error naming that rank, within the documented
-  bound, and leaves no process behind.
+  bound, and leaves no process behind;
+- killing torchrun itself (``kill -9``): its ranks notice, checkpoint after the same epoch and
+  exit within the documented bound, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -437,6 +439,24 @@ def test_one_process_collective_is_the_identity():
         {"score": 0.75, "n": 4.0}
 
 
+def test_agent_watch_turns_true_once_the_parent_is_not_the_agent():
+    from shoal.trainer.distributed import AGENT_EXITED, AgentWatch, Collective
+    from shoal.trainer.signals import deferred_stop
+
+    said: list[str] = []
+    with deferred_stop(said.append) as request:
+        assert Collective().watch_agent(request) is request     # no torchrun: nothing to watch
+        alive = AgentWatch(request, os.getppid(), rank=0, announce=said.append)
+        assert not alive() and alive.name is None and said == []
+        # this process's own pid is never its parent's: as after torchrun's agent exited
+        gone = AgentWatch(request, os.getpid(), rank=1, announce=said.append)
+        assert gone() and gone() and gone.name == AGENT_EXITED
+        assert said == [f"rank 1: torchrun's agent (pid {os.getpid()}) exited; stopping after "
+                        f"this epoch's checkpoint"]              # said once
+        os.kill(os.getpid(), signal.SIGTERM)                     # a signal's name wins
+        assert alive() and alive.name == "SIGTERM" and gone.name == "SIGTERM"
+
+
 def test_sigterm_to_one_rank_stops_every_rank_at_one_epoch_boundary(tmp_path):
     """The stop votes ride in an epoch's last gradient all-reduce: SIGTERM to rank 1 alone stops
     both ranks after the same epoch, with a checkpoint of that epoch holding both ranks."""
@@ -470,3 +490,53 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_epoch_boundary(tmp_path):
     assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 1   # ...and rank 1 saved with it
     # rank 1 exits as `shoal train` does on SIGTERM (128 + 15), rank 0 as stopped cleanly
     assert "exitcode: 143" in output or "exitcode  : 143" in output, output[-3000:]
+
+
+# ---- torchrun itself killed ----
+
+# torchrun's agent killed by SIGKILL cannot stop its ranks (they run in sessions of their own):
+# each rank notices at the end of an epoch that its parent is gone and votes stop, so all ranks
+# checkpoint and exit after the same epoch: within two epochs and a checkpoint
+# (docs/distributed.md), a fraction of a second for the bandit's; the test allows 60 s.
+ORPHAN_BOUND = 60
+
+
+def test_killing_torchrun_stops_its_ranks_after_a_checkpoint(tmp_path):
+    marker = uuid.uuid4().hex
+    run_dir = tmp_path / "orphaned"
+    proc = subprocess.Popen(train_cmd(run_dir, "--train.total-steps", "100000000"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=environment(SHOAL_TEST_MARK=marker))
+    try:
+        deadline = time.monotonic() + 180
+        metrics_file = run_dir / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        ranks = sorted(pid for pid in _marked(marker) if _parent(pid) == proc.pid)
+        assert len(ranks) == 2, "the two ranks were not found"
+        os.kill(proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # the ranks hold torchrun's stdout: it ends when both have exited
+        output = proc.communicate(timeout=ORPHAN_BOUND)[0]
+        while _marked(marker) and time.monotonic() - killed_at < ORPHAN_BOUND:
+            time.sleep(0.1)
+        elapsed = time.monotonic() - killed_at
+        left = _marked(marker)
+    finally:
+        for pid in _marked(marker):      # a failed test leaves nothing running either
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert left == {}, "processes left behind"
+    assert elapsed < ORPHAN_BOUND
+    assert f"torchrun's agent (pid {proc.pid}) exited; stopping after this epoch's " \
+           "checkpoint" in output, output[-3000:]
+    last = metrics(run_dir)[-1][0]
+    assert last < 100000000 // (2 * 64 * 16)           # stopped, not finished
+    ckpt = torch.load(sorted((run_dir / "checkpoints").iterdir())[-1], weights_only=True)
+    assert ckpt["epoch"] == last                       # both ranks stopped after the last epoch
+    assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 1
+    with open(run_dir / "summary.json") as fh:
+        assert json.load(fh)["stopped_by"] == "torchrun exited"

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import ppo
     from .checkpoint import CheckpointError
-    from .distributed import elastic_resume_target
+    from .distributed import AGENT_EXITED, elastic_resume_target
 
     try:
         # a worker group torchrun restarted (--max-restarts) continues from the last checkpoint
@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped early; continue with `shoal train --resume {trainer.run_dir}`")
     if summary.get("stopped_by") == "SIGTERM":
         return 128 + signal.SIGTERM     # 143: what schedulers expect of a job they terminated
+    if summary.get("stopped_by") == AGENT_EXITED:
+        return 1                        # torchrun's agent died: the job did not end as asked
     return 0
 
 

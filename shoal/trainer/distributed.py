@@ -53,7 +53,10 @@ milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seco
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
 once (gloo and nccl notice the closed connection) or at the latest after the timeout, and exits
-non-zero; torchrun then stops the remaining workers and reports the failed rank.
+non-zero; torchrun then stops the remaining workers and reports the failed rank. torchrun's agent
+process itself killed (``kill -9``: it cannot stop its ranks, which run in sessions of their own)
+is noticed by every rank whose parent it was at the end of its epoch (:class:`AgentWatch`): that
+rank votes stop, so every rank checkpoints after the same epoch and exits.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_T
            "job_moments", "variance_parts",
            "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
            "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
-           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus"]
+           "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus",
+           "AgentWatch", "AGENT_EXITED", "torchrun_agent_pid"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -96,6 +100,8 @@ TRACE_ENV = "SHOAL_DIST_TRACE"
 # rank r's envs and samplers use seed + r * RANK_SEED_STRIDE (a prime, so the seeds of ranks and
 # of resets at later epochs, seed + 1_000_003 * epoch, do not meet for any practical size)
 RANK_SEED_STRIDE = 104_729
+# summary["stopped_by"] of a run whose ranks stopped because torchrun's agent process exited
+AGENT_EXITED = "torchrun exited"
 
 
 class CollectiveError(RuntimeError):
@@ -184,6 +190,57 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def torchrun_agent_pid() -> int | None:
+    """The pid of torchrun's agent process, this worker's parent, in a worker torchrun started
+    (TORCHELASTIC_RUN_ID is set by its agent); None otherwise. Read at start-up: once the agent
+    has exited, the worker's parent is some other process (init or a subreaper)."""
+    if not launched_by_torchrun() or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    return os.getppid()
+
+
+class AgentWatch:
+    """A stop request that is also true once torchrun's agent has exited.
+
+    Wraps ``interrupted`` (a :class:`~shoal.trainer.signals.StopRequest`: true once a stop
+    signal arrived, ``name`` says which): calling it is true when that is, or when this
+    process's parent is no longer ``agent_pid``. torchrun's agent stops its workers when it
+    exits on a signal it can handle; killed (SIGKILL, out of memory) it cannot, and its workers,
+    in sessions of their own, would run on forever. The trainer calls it at the end of every
+    epoch and every rank's answer rides in that epoch's last collective, so all ranks
+    checkpoint and stop after the same epoch. The first time it notices, it says so through
+    ``announce``; :attr:`name` is then :data:`AGENT_EXITED` (a signal's name wins)."""
+
+    def __init__(self, interrupted: Any, agent_pid: int, rank: int = 0,
+                 announce: Any = None) -> None:
+        self.interrupted = interrupted
+        self.agent_pid = agent_pid
+        self.rank = rank
+        self.announce = announce or _to_stderr
+        self.agent_exited = False
+
+    def __call__(self) -> bool:
+        if not self.agent_exited and os.getppid() != self.agent_pid:
+            self.agent_exited = True
+            self.announce(f"rank {self.rank}: torchrun's agent (pid {self.agent_pid}) exited; "
+                          f"stopping after this epoch's checkpoint")
+        return bool(self.interrupted()) or self.agent_exited
+
+    @property
+    def name(self) -> str | None:
+        """The signal that stopped training, else :data:`AGENT_EXITED` once the agent exited,
+        else None."""
+        return self.interrupted.name or (AGENT_EXITED if self.agent_exited else None)
+
+
+def _to_stderr(text: str) -> None:
+    try:    # one write: the ranks' lines share torchrun's stderr and must not interleave
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):   # no one reads our output any more: stop all the same
+        pass
+
+
 def spin_seconds() -> float:
     """How long a rank polls a CPU collective before blocking: ``SHOAL_DIST_SPIN_MS``
     milliseconds (default 5; 0: block at once)."""
@@ -242,12 +299,14 @@ class Collective:
     """
 
     def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0,
-                 owned: bool = False, object_group: Any = None) -> None:
+                 owned: bool = False, object_group: Any = None,
+                 agent_pid: int | None = None) -> None:
         self.rank = rank
         self.world_size = world_size
         self.local_rank = local_rank
         self.owned = owned
         self.object_group = object_group
+        self.agent_pid = agent_pid      # torchrun's agent, this process's parent (None: none)
         self.comm_seconds = 0.0
         self._previous_cuda_device: int | None = None
         self.previous_cpus: set[int] | None = None     # set when connect() pinned this rank
@@ -276,6 +335,14 @@ class Collective:
             self._previous_cuda_device = torch.cuda.current_device()
         torch.cuda.set_device(device)   # nccl talks through the current device
         return device
+
+    def watch_agent(self, interrupted: Any) -> Any:
+        """``interrupted`` (a :class:`~shoal.trainer.signals.StopRequest`) made an
+        :class:`AgentWatch` of torchrun's agent when torchrun started this process; itself
+        otherwise."""
+        if self.agent_pid is None:
+            return interrupted
+        return AgentWatch(interrupted, self.agent_pid, self.rank)
 
     def seed(self, seed: int) -> int:
         """``seed`` made different for every rank (unchanged on rank 0)."""
@@ -544,16 +611,19 @@ def connect() -> Collective:
     with the timeout of :func:`timeout_seconds`; with ``SHOAL_DIST_PIN=1`` the rank first
     keeps to its :func:`rank_cpus` (the threads it starts from then on inherit them; close()
     restores the CPUs it had). A process group the caller started already is used as it is.
-    Otherwise: one process, ``world_size == 1``.
+    Otherwise: one process, ``world_size == 1``. In a process torchrun started, at any world
+    size, the Collective records torchrun's agent (:func:`torchrun_agent_pid`) for
+    :meth:`Collective.watch_agent`.
     """
     global _ACTIVE
     if _ACTIVE is not None:
         return _ACTIVE
     if dist.is_available() and dist.is_initialized():
-        _ACTIVE = _from_group(owned=False)
+        _ACTIVE = _from_group(owned=False, agent_pid=torchrun_agent_pid())
         return _ACTIVE
     if not (dist.is_available() and launched_by_torchrun()) or int(os.environ["WORLD_SIZE"]) < 2:
-        return Collective()
+        return Collective(agent_pid=torchrun_agent_pid())
+    agent_pid = torchrun_agent_pid()    # before anything can take long
     timeout = datetime.timedelta(seconds=timeout_seconds())
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     pin = pin_setting()
@@ -578,18 +648,18 @@ def connect() -> Collective:
         if previous_cpus is not None:
             os.sched_setaffinity(0, previous_cpus)
         raise
-    _ACTIVE = _from_group(owned=True)
+    _ACTIVE = _from_group(owned=True, agent_pid=agent_pid)
     _ACTIVE.previous_cpus = previous_cpus
     return _ACTIVE
 
 
-def _from_group(owned: bool) -> Collective:
+def _from_group(owned: bool, agent_pid: int | None = None) -> Collective:
     backend = str(dist.get_backend())
     object_group = None if backend == "gloo" else dist.new_group(
         backend="gloo", timeout=datetime.timedelta(seconds=timeout_seconds()))
     return Collective(rank=dist.get_rank(), world_size=dist.get_world_size(),
                       local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
-                      owned=owned, object_group=object_group)
+                      owned=owned, object_group=object_group, agent_pid=agent_pid)
 
 
 def merge_means(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:

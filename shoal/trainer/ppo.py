@@ -825,6 +825,8 @@ class Trainer:
             with deferred_stop(lambda text: print(text, flush=True)) as interrupted, \
                     open(self.metrics_path if main else os.devnull, "a",
                          encoding="utf-8") as metrics_file:
+                # under torchrun also true once its agent exited: no rank runs on orphaned
+                interrupted = self.dist.watch_agent(interrupted)
                 self.stop_requested = interrupted
                 last_note, noted_fresh = -math.inf, False
                 while self.agent_steps < self.config.train.total_steps:

@@ -655,7 +655,7 @@ class Trainer:
         the ranks in the update's one closing collective."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
-        progress = self.agent_steps / max(1, t.total_steps)
+        progress = self.agent_steps / max(1, t.schedule_steps or t.total_steps)
         lr = cosine_lr(t.learning_rate, progress) if t.anneal_lr else t.learning_rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr

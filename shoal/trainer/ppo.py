@@ -37,7 +37,8 @@ One epoch is:
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
    *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
    ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the
-   rest; the learning rate follows a cosine from ``learning_rate`` to 0 over ``total_steps``.
+   rest; the learning rate follows a cosine from ``learning_rate`` to 0 over ``total_steps``
+   (or ``schedule_steps``).
 
 3. **Logging.** One JSON line per epoch in ``metrics.jsonl`` (steps, SPS, losses, episode
    stats, the time split env / inference / learn / other), the terminal dashboard, and every

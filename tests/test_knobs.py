@@ -3,6 +3,8 @@ target-KL early stopping."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,28 @@ def test_target_kl_stops_the_update_early(tmp_path):
         free.close()
     assert full["minibatches"] == 4 * (tight.S // 16)
     assert 1 <= stopped["minibatches"] < full["minibatches"]
+
+
+@pytest.mark.parametrize("schedule_steps", [0, 8192])
+def test_schedules_span_schedule_steps(tmp_path, schedule_steps):
+    """The learning-rate cosine and prio beta's rise follow schedule_steps (0: total_steps), so a
+    run can stop part-way along a longer budget's schedules."""
+    from shoal.trainer.ppo import cosine_lr
+    from shoal.trainer.sampling import anneal_beta
+
+    trainer = _trainer(tmp_path, **{"train.schedule_steps": schedule_steps,
+                                    "train.learning_rate": 0.01, "train.prio_beta0": 0.2,
+                                    "train.prio_alpha": 0.5})
+    span = schedule_steps or trainer.config.train.total_steps
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.close()
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == 3 and summary["agent_steps"] == 3072
+    for r in records:  # each update runs at the steps collected before it
+        before = r["agent_steps"] - 1024
+        assert r["lr"] == pytest.approx(cosine_lr(0.01, before / span))
+        assert r["beta"] == pytest.approx(anneal_beta(0.2, before / span))
+    assert records[-1]["lr"] > 0.008 if schedule_steps else records[-1]["lr"] < 0.003

@@ -102,6 +102,9 @@ class TrainConfig:
                               above=0.0)
     learning_rate: float = _f(0.003, "peak learning rate", low=0.0)
     anneal_lr: bool = _f(True, "cosine-decay the learning rate to 0 over total_steps")
+    schedule_steps: int = _f(0, "agent steps the schedules (the learning-rate cosine, prio "
+                                "beta's rise to 1) span; 0 = total_steps. Longer than "
+                                "total_steps: the run stops part-way along them", low=0)
     gamma: float = _f(0.99, "discount factor", low=0.0, high=1.0)
     gae_lambda: float = _f(0.95, "GAE lambda", low=0.0, high=1.0)
     rho_clip: float = _f(1.0, "V-trace clip of the importance ratio in the TD term (rho bar)",

@@ -37,7 +37,8 @@ One epoch is:
    ``vf_coef`` × clipped value loss − ``ent_coef`` × entropy; every term is a mean over
    *unmasked* steps only (padded or dead agents contribute nothing). Gradients are clipped to
    ``max_grad_norm``; the optimizer is Adam, or Muon for 2-D weight matrices with Adam for the
-   rest; the learning rate follows a cosine from ``learning_rate`` to 0 over ``total_steps``.
+   rest; the learning rate follows a cosine from ``learning_rate`` to 0 over ``total_steps``
+   (or ``schedule_steps``).
 
 3. **Logging.** One JSON line per epoch in ``metrics.jsonl`` (steps, SPS, losses, episode
    stats, the time split env / inference / learn / other), the terminal dashboard, and every
@@ -662,7 +663,7 @@ class Trainer:
         minibatch, ahead of the learner."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
-        progress = self.agent_steps / max(1, t.total_steps)
+        progress = self.agent_steps / max(1, t.schedule_steps or t.total_steps)
         lr = cosine_lr(t.learning_rate, progress) if t.anneal_lr else t.learning_rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -18,7 +18,10 @@ seeds, with exactly the commands a full run gives them, so the parts of a compar
 at different times. With ``--eval-episodes N`` each run's final
 policy is also scored by `shoal eval` over N episodes (the same number from every env, so long
 failing episodes weigh as much as quick successes; the trainer's last-100 mean favours the quick
-ones until every env has finished a few episodes). The last line is the whole result as JSON.
+ones until every env has finished a few episodes). ``--metrics-out DIR`` keeps each run's
+metrics.jsonl as DIR/<config><seed>.jsonl (e.g. A100.jsonl) for learning curves
+(`shoal plot DIR/A100.jsonl DIR/B100.jsonl`); run directories are removed otherwise. The last line is the
+whole result as JSON.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ def main() -> None:
     p.add_argument("--score-at", type=float, nargs="*", default=[],
                    help="also print each run's score at these agent steps (the last epoch "
                         "ending at or before each)")
+    p.add_argument("--metrics-out", default=None,
+                   help="directory to keep each run's metrics.jsonl in, as <config><seed>.jsonl")
     p.add_argument("--parallel", type=int, default=2,
                    help="runs at once, taken in the order A, B of the first seed, then the next")
     a = p.parse_args()
@@ -124,6 +129,10 @@ def main() -> None:
                 raise RuntimeError(f"{name} seed {seed} failed ({proc.returncode}):\n{err[-2000:]}")
             evaluated = (evaluate(a.env, run_dir, a.eval_episodes, 10_000 + seed)
                          if a.eval_episodes else None)
+            if a.metrics_out:
+                os.makedirs(a.metrics_out, exist_ok=True)
+                shutil.copyfile(os.path.join(run_dir, "metrics.jsonl"),
+                                os.path.join(a.metrics_out, f"{name}{seed}.jsonl"))
             shutil.rmtree(run_dir, ignore_errors=True)
             if evaluated is not None:
                 evals[name].append(evaluated)

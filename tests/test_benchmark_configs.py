@@ -53,12 +53,18 @@ def test_the_frozen_11x11_maze_config_builds_with_every_key_it_pins():
 def test_config_steps_ab_runs_only_the_half_asked_for(tmp_path):
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "config_steps_ab.py"), "--env", "bandit",
-         "--steps", "2048", "--seeds", "3", "--runs", "B", "--b", "--train.learning-rate 0.01"],
+         "--steps", "2048", "--seeds", "3", "--runs", "B", "--b", "--train.learning-rate 0.01",
+         "--metrics-out", str(tmp_path / "curves")],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert list(result["runs"]) == ["B3"]
     assert result["final"]["A"] == [] and len(result["final"]["B"]) == 1
+    # the run's curve is kept for plotting, and it ends at the reported final score
+    assert os.listdir(tmp_path / "curves") == ["B3.jsonl"]
+    with open(tmp_path / "curves" / "B3.jsonl") as f:
+        last = json.loads(f.read().splitlines()[-1])
+    assert last["score100"] == result["final"]["B"][0]
 
 
 def test_config_steps_ab_reports_a_third_config_and_the_score_at_points(tmp_path):

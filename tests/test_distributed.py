@@ -270,6 +270,22 @@ def _marked(marker: str) -> dict[int, dict[str, str]]:
     return found
 
 
+def _start_job(run_dir, marker: str, epochs: int, *flags: str, **env: str) -> subprocess.Popen:
+    """A 2-rank job of ``train_cmd`` in a session of its own, its processes marked with
+    ``marker``, returned once ``epochs`` epochs are logged (still running)."""
+    proc = subprocess.Popen(train_cmd(run_dir, "--train.total-steps", "100000000", *flags),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,
+                            env=environment(SHOAL_TEST_MARK=marker, **env))
+    deadline = time.monotonic() + 180
+    metrics_file = run_dir / "metrics.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= epochs:
+            break
+        time.sleep(0.2)
+    return proc
+
+
 # A rank whose peer died fails at its next collective at once (closed connection) or after
 # SHOAL_DIST_TIMEOUT at the latest; torchrun then stops the job. The test sets the timeout to
 # 20 s and allows 60 s for the whole job to end (docs/distributed.md).
@@ -280,19 +296,9 @@ KILL_BOUND = 60
 def test_killing_a_rank_ends_the_job_naming_it_and_leaves_no_process(tmp_path):
     marker = uuid.uuid4().hex
     run_dir = tmp_path / "killed"
-    cmd = train_cmd(run_dir, "--train.total-steps", "100000000", "--env.num-envs", "256",
-                    "--env.backend", "processes", "--env.num-workers", "1")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True,
-                            env=environment(SHOAL_TEST_MARK=marker,
-                                            SHOAL_DIST_TIMEOUT=str(KILL_TIMEOUT)))
+    proc = _start_job(run_dir, marker, 2, "--env.num-envs", "256", "--env.backend", "processes",
+                      "--env.num-workers", "1", SHOAL_DIST_TIMEOUT=str(KILL_TIMEOUT))
     try:
-        deadline = time.monotonic() + 180
-        metrics_file = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         # rank 1 is a child of torchrun (its env workers, children of rank 1, share its RANK)
         rank1 = [pid for pid, env in _marked(marker).items()
@@ -462,16 +468,8 @@ def test_sigterm_to_one_rank_stops_every_rank_at_one_epoch_boundary(tmp_path):
     both ranks after the same epoch, with a checkpoint of that epoch holding both ranks."""
     marker = uuid.uuid4().hex
     run_dir = tmp_path / "term"
-    proc = subprocess.Popen(train_cmd(run_dir, "--train.total-steps", "100000000"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=environment(SHOAL_TEST_MARK=marker))
+    proc = _start_job(run_dir, marker, 3)
     try:
-        deadline = time.monotonic() + 180
-        metrics_file = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         rank1 = [pid for pid, env in _marked(marker).items()
                  if env.get("RANK") == "1" and _parent(pid) == proc.pid]
@@ -504,16 +502,8 @@ ORPHAN_BOUND = 60
 def test_killing_torchrun_stops_its_ranks_after_a_checkpoint(tmp_path):
     marker = uuid.uuid4().hex
     run_dir = tmp_path / "orphaned"
-    proc = subprocess.Popen(train_cmd(run_dir, "--train.total-steps", "100000000"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=environment(SHOAL_TEST_MARK=marker))
+    proc = _start_job(run_dir, marker, 3)
     try:
-        deadline = time.monotonic() + 180
-        metrics_file = run_dir / "metrics.jsonl"
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         ranks = sorted(pid for pid in _marked(marker) if _parent(pid) == proc.pid)
         assert len(ranks) == 2, "the two ranks were not found"

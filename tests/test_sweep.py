@@ -20,6 +20,7 @@ import time
 import pytest
 
 from shoal.sweep import SpaceError, parse_space
+from tools_procs import alive
 from shoal.trainer.config import build_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -214,14 +215,6 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 def test_kill_9_of_a_worker_mid_trial_then_resume(tmp_path):
     pytest.importorskip("optuna")
@@ -249,7 +242,7 @@ def test_kill_9_of_a_worker_mid_trial_then_resume(tmp_path):
         assert killed is not None, "no trial started"
         sweep.wait(60)
         time.sleep(1)
-        assert not any(_alive(p) for p in trainers), "the killed worker's trainer kept running"
+        assert not any(alive(p) for p in trainers), "the killed worker's trainer kept running"
         assert _load(storage, "bandit").trials[killed].state.name == "RUNNING"
     finally:
         if sweep.poll() is None:

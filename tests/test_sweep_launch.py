@@ -13,6 +13,7 @@ import time
 import pytest
 
 from shoal.sweep.launch import launch_command
+from tools_procs import alive
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="parent-death signals are Linux's (prctl)")
@@ -28,14 +29,6 @@ def _env(tmp_path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_runs_the_module_as_python_dash_m_would():
@@ -70,18 +63,18 @@ def test_the_child_gets_sigterm_when_its_parent_is_killed(tmp_path):
                     break
             time.sleep(0.1)
         time.sleep(1.0)
-        assert _alive(child)
+        assert alive(child)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 30
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(child), "the launched child outlived its killed parent"
+        assert not alive(child), "the launched child outlived its killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-        if child is not None and _alive(child):
+        if child is not None and alive(child):
             os.kill(child, signal.SIGKILL)
 
 

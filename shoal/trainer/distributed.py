@@ -112,9 +112,9 @@ class GradientSum:
     """A gradient all-reduce in flight (:meth:`Collective.sum_gradients`)."""
 
     def __init__(self, ranks: "Collective", grads: list[torch.Tensor],
-                 flat: torch.Tensor | None, work: Any, share: torch.Tensor | None = None,
+                 bucket: "_FlatBucket | None", work: Any, share: torch.Tensor | None = None,
                  epoch_end: "EpochEnd | None" = None) -> None:
-        self._ranks, self._grads, self._flat, self._work = ranks, grads, flat, work
+        self._ranks, self._grads, self._bucket, self._work = ranks, grads, bucket, work
         self._share, self._epoch_end = share, epoch_end
 
     def wait(self) -> JobMoments | None:
@@ -125,24 +125,44 @@ class GradientSum:
         if self._work is None:
             return None
         work, self._work = self._work, None
+        bucket, flat = self._bucket, self._bucket.flat
         what = "gradient all-reduce" if self._epoch_end is None else \
             f"gradient all-reduce {EPOCH_END_MARK}"
-        self._ranks._run(what, lambda flat: self._ranks._wait(work, flat), self._flat)
-        offset = 0
-        for g in self._grads:
-            n = g.numel()
-            g.copy_(self._flat[offset:offset + n].view_as(g))
-            offset += n
-        job = None
-        if self._share is not None:
-            size = _slot_size(self._share.numel(), self._ranks.world_size)
-            rows = _decode_rows(self._flat[offset:offset + size], self._ranks.world_size,
-                                self._share.shape)
-            job = job_moments(rows, rows[self._ranks.rank])
-            offset += size
-        if self._epoch_end is not None:
-            self._epoch_end.read_riding(self._flat[offset:])
+        try:
+            self._ranks._run(what, lambda flat: self._ranks._wait(work, flat), flat)
+            if self._grads:     # one call for every tensor: no Python loop per parameter
+                torch._foreach_copy_(self._grads, bucket.grad_views)
+            job = None
+            offset = bucket.grads_numel
+            if self._share is not None:
+                size = _slot_size(self._share.numel(), self._ranks.world_size)
+                job = _riding_moments(flat[offset:offset + size], self._ranks.world_size,
+                                      self._share.shape, self._ranks.rank)
+                offset += size
+            if self._epoch_end is not None:
+                self._epoch_end.read_riding(flat[offset:])
+        finally:
+            bucket.in_flight = False
         return job
+
+
+class _FlatBucket:
+    """A flat buffer that a gradient all-reduce sums: the gradients (``grad_views``: views of
+    it shaped as the gradients, in order), then the slots riding with them. Kept by the
+    :class:`Collective` and used again by every later all-reduce of the same layout, so a
+    minibatch allocates nothing and copies its gradients in and out with one call each."""
+
+    def __init__(self, shapes: Sequence[torch.Size], extra: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.grads_numel = sum(math.prod(shape) for shape in shapes)
+        self.flat = torch.zeros(self.grads_numel + extra, dtype=dtype, device=device)
+        self.grad_views: list[torch.Tensor] = []
+        offset = 0
+        for shape in shapes:
+            n = math.prod(shape)
+            self.grad_views.append(self.flat[offset:offset + n].view(shape))
+            offset += n
+        self.in_flight = False
 
 
 class GatheredRows:
@@ -162,16 +182,23 @@ class GatheredRows:
         return torch.stack(self._parts)
 
 
-def _encode_slot(value: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+def _encode_slot(value: torch.Tensor, rank: int, world_size: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """A float32 buffer of ``world_size`` slots, ``value`` (float64) in slot ``rank`` as a
     (high, low) float32 pair (~48 significant bits), zeros elsewhere: summed over ranks it holds
-    every rank's value exactly (x + 0 = x), in any summation order."""
+    every rank's value exactly (x + 0 = x), in any summation order. Written into ``out`` (of
+    :func:`_slot_size` elements) when given."""
     x = value.reshape(-1).double()
     hi = x.float()
-    lo = torch.where(torch.isfinite(hi), (x - hi.double()).float(), torch.zeros_like(hi))
-    out = torch.zeros(world_size, 2, x.numel(), dtype=torch.float32, device=x.device)
-    out[rank, 0], out[rank, 1] = hi, lo
-    return out.reshape(-1)
+    lo = torch.where(torch.isfinite(hi), (x - hi.double()).float(), 0.0)
+    if out is None:
+        out = torch.zeros(_slot_size(x.numel(), world_size), dtype=torch.float32,
+                          device=x.device)
+    else:
+        out.zero_()
+    rows = out.view(world_size, 2, x.numel())
+    rows[rank, 0], rows[rank, 1] = hi, lo
+    return out
 
 
 def _slot_size(numel: int, world_size: int) -> int:
@@ -183,6 +210,22 @@ def _decode_rows(buffer: torch.Tensor, world_size: int, shape: torch.Size) -> to
     """``[world_size, *shape]`` float64 from a summed :func:`_encode_slot` buffer."""
     pairs = buffer.reshape(world_size, 2, -1).double()
     return (pairs[:, 0] + pairs[:, 1]).reshape(world_size, *shape)
+
+
+def _riding_moments(buffer: torch.Tensor, world_size: int, shape: torch.Size, rank: int
+                    ) -> "JobMoments":
+    """The job's :class:`JobMoments` from a summed :func:`_encode_slot` buffer of every rank's
+    :func:`rank_share` (``rank``'s own row gives its weight scale). On the CPU the few numbers
+    are combined as Python floats (:func:`_job_moments_of`: the same float64 operations as
+    :func:`job_moments`, without a dozen tensor operations per minibatch)."""
+    if buffer.device.type != "cpu":
+        rows = _decode_rows(buffer, world_size, shape)
+        return job_moments(rows, rows[rank])
+    values = buffer.tolist()
+    k = len(values) // (2 * world_size)
+    rows_list = [[values[2 * k * r + i] + values[2 * k * r + k + i] for i in range(k)]
+                 for r in range(world_size)]
+    return _job_moments_of(rows_list, rows_list[rank][3], torch.float32, buffer.device)
 
 
 def launched_by_torchrun() -> bool:
@@ -313,6 +356,8 @@ class Collective:
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
         self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
         self._trace: list[tuple[str, int, float, float]] = []
+        # sum_gradients' flat buffers, one per layout (gradient shapes, riding slots), kept
+        self._buckets: dict[tuple, _FlatBucket] = {}
 
     # ---- identity ----
 
@@ -474,18 +519,44 @@ class Collective:
         if not self.distributed:
             return GradientSum(self, [], None, None)
         grads = [p.grad for p in params]
-        parts = [g.reshape(-1) for g in grads]
+        share_size = 0 if next_share is None else _slot_size(next_share.numel(), self.world_size)
+        riding = None if epoch_end is None else epoch_end.riding_slot()
+        bucket = self._bucket(grads, share_size + (0 if riding is None else riding.numel()))
+        if grads:       # one call for every tensor (a cast where a gradient is not float32)
+            torch._foreach_copy_(bucket.grad_views, grads)
+        flat, offset = bucket.flat, bucket.grads_numel
         if next_share is not None:
-            parts.append(_encode_slot(next_share, self.rank, self.world_size))
-        if epoch_end is not None:
-            parts.append(epoch_end.riding_slot().to(parts[0].device if parts else "cpu"))
-        flat = torch.cat(parts)
-        work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
-                         async_op=True, traced=False)
-        pending = GradientSum(self, grads, flat, work, next_share, epoch_end)
+            _encode_slot(next_share, self.rank, self.world_size,
+                         out=flat[offset:offset + share_size])
+            offset += share_size
+        if riding is not None:
+            flat[offset:].copy_(riding)
+        bucket.in_flight = True
+        try:
+            work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
+                             async_op=True, traced=False)
+        except BaseException:
+            bucket.in_flight = False
+            raise
+        pending = GradientSum(self, grads, bucket, work, next_share, epoch_end)
         if wait:
             pending.wait()
         return pending
+
+    def _bucket(self, grads: Sequence[torch.Tensor], extra: int) -> _FlatBucket:
+        """The kept :class:`_FlatBucket` for gradients shaped as ``grads`` and ``extra`` riding
+        elements (a new one the first time, or while the kept one is still in flight). Its
+        dtype is the gradients' promoted dtype (float32 at least), as a concatenation's."""
+        dtype = torch.float32
+        for g in grads:
+            dtype = torch.promote_types(dtype, g.dtype)
+        device = grads[0].device if grads else torch.device("cpu")
+        key = (tuple(g.shape for g in grads), extra, dtype, device)
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.in_flight:
+            bucket = _FlatBucket([g.shape for g in grads], extra, dtype, device)
+            self._buckets.setdefault(key, bucket)
+        return bucket
 
     def weight_peak(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor | None:
         """The largest raw prioritised-sampling weight ``(S·P)^-β`` of ``draw`` (a
@@ -753,11 +824,11 @@ def rank_share(adv: torch.Tensor, masks: torch.Tensor, weight_peak: torch.Tensor
     float64 over its unmasked steps (M2: squared deviations from its own mean, two passes;
     the peak 0 when its weights need no rescaling)."""
     live = masks > 0
-    zero = torch.zeros_like(adv, dtype=torch.float64)
+    wide = adv.double()
     n_r = masks.sum().double()
-    sum_r = torch.where(live, adv.double(), zero).sum()
+    sum_r = torch.where(live, wide, 0.0).sum()
     mean_r = sum_r / n_r.clamp_min(1.0)
-    m2_r = torch.where(live, (adv.double() - mean_r).square(), zero).sum()
+    m2_r = torch.where(live, (wide - mean_r).square(), 0.0).sum()
     peak = torch.zeros((), dtype=torch.float64, device=adv.device) if weight_peak is None \
         else weight_peak.double().reshape(())
     return torch.stack([n_r, sum_r, m2_r, peak])
@@ -771,6 +842,8 @@ def job_moments(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype = torc
     ``M2 = Σ_r M2_r + n_r (mean_r - mean)^2`` (no cancellation), and the factor
     ``own peak / max_r peak_r`` for the weights of the rank whose share is ``own`` (1 when no
     rank's weights need rescaling)."""
+    if rows.device.type == "cpu":     # a few numbers: Python floats, the same float64 steps
+        return _job_moments_of(rows.tolist(), float(own[3]), dtype, rows.device)
     n, sums, m2s, peaks = rows.unbind(1)
     count = n.sum().clamp_min(1.0)
     mean = sums.sum() / count
@@ -780,6 +853,32 @@ def job_moments(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype = torc
     # peaks are (S·P)^-β > 0 when weighted and 0 on every rank when not (beta = 0, passes)
     scale = torch.where(top > 0, own[3] / top.clamp_min(1e-300), torch.ones_like(top))
     return JobMoments(count.to(dtype), mean.to(dtype), (m2 / count).to(dtype), scale.to(dtype))
+
+
+def _job_moments_of(rows: Sequence[Sequence[float]], own_peak: float, dtype: torch.dtype,
+                    device: torch.device) -> JobMoments:
+    """:func:`job_moments` of ``rows`` given as Python floats (every rank's ``[count, Σ adv,
+    M2, weight peak]``): the same float64 operations in the same order (sums in rank order,
+    each product and square rounded once), so the same bits; the results as 0-d ``dtype``
+    tensors on ``device``."""
+    count = 0.0
+    total = 0.0
+    for row in rows:
+        count += row[0]
+        total += row[1]
+    count = max(count, 1.0)
+    mean = total / count
+    m2 = 0.0
+    for n_r, sum_r, m2_r, _ in rows:
+        d = sum_r / max(n_r, 1.0) - mean
+        m2 += m2_r + n_r * (d * d)      # ranks with n = 0 add 0
+    top = max(row[3] for row in rows)
+    # peaks are (S·P)^-β > 0 when weighted and 0 on every rank when not (beta = 0, passes)
+    scale = own_peak / max(top, 1e-300) if top > 0 else 1.0
+    out = torch.tensor([count, mean, m2 / count, scale], dtype=torch.float64).to(dtype)
+    if device.type != "cpu":
+        out = out.to(device)
+    return JobMoments(*out.unbind())
 
 
 def variance_parts(values: torch.Tensor, returns: torch.Tensor, masks: torch.Tensor

@@ -113,6 +113,7 @@ def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
     assert r["gathered"] == [{"rank": 0, "x": 0.1, "pad": ""},
                              {"rank": 1, "x": 1.1, "pad": "x" * 9000}]
     assert r["gathered_nan"] is True
+    assert r["reuse"] == {"doubled": True, "same_buffer": True}
     # a minibatch's count, advantage moments and weight scale riding in the gradient all-reduce
     # are the all-gathered ones and one process's over the whole minibatch
     m = r["moments"]
@@ -379,7 +380,24 @@ def test_pinned_ranks_keep_to_their_share_of_the_cpus(tmp_path):
     r = json.loads(out.read_text())
     for rank, part in enumerate(r["ranks"]):
         share = rank_cpus(rank, 2, part["before"])
+        assert part["after"] == part["thread"] == part["gloo"] == (share or part["before"])
+    if len(r["ranks"][0]["before"]) >= 2:
+        assert not set(r["ranks"][0]["after"]) & set(r["ranks"][1]["after"])
+    assert r["restored"] == r["ranks"][0]["before"]
+
+
+def test_pinned_trainer_threads_leave_gloo_threads_free(tmp_path):
+    """SHOAL_DIST_PIN=trainer: each rank's trainer thread (and threads it starts later) keeps to
+    its share of the CPUs; gloo's threads keep every CPU the process had."""
+    from shoal.trainer.distributed import rank_cpus
+
+    out = tmp_path / "pin.json"
+    run(torchrun(WORKER, "pin", str(out)), SHOAL_DIST_PIN="trainer")
+    r = json.loads(out.read_text())
+    for rank, part in enumerate(r["ranks"]):
+        share = rank_cpus(rank, 2, part["before"])
         assert part["after"] == part["thread"] == (share or part["before"])
+        assert part["gloo"] == part["before"]
     if len(r["ranks"][0]["before"]) >= 2:
         assert not set(r["ranks"][0]["after"]) & set(r["ranks"][1]["after"])
     assert r["restored"] == r["ranks"][0]["before"]
@@ -389,9 +407,13 @@ def test_pin_setting_and_shares(monkeypatch):
     from shoal.trainer.distributed import PIN_ENV, pin_setting, rank_cpus
 
     monkeypatch.delenv(PIN_ENV, raising=False)
-    assert pin_setting() is False
+    assert pin_setting() == ""
+    monkeypatch.setenv(PIN_ENV, "0")
+    assert pin_setting() == ""
     monkeypatch.setenv(PIN_ENV, "1")
-    assert pin_setting() is True
+    assert pin_setting() == "rank"
+    monkeypatch.setenv(PIN_ENV, "trainer")
+    assert pin_setting() == "trainer"
     monkeypatch.setenv(PIN_ENV, "yes")
     with pytest.raises(ValueError, match="SHOAL_DIST_PIN='yes'"):
         pin_setting()
@@ -413,6 +435,42 @@ def test_spin_setting_is_checked(monkeypatch):
         monkeypatch.setenv("SHOAL_DIST_SPIN_MS", bad)
         with pytest.raises(ValueError, match="SHOAL_DIST_SPIN_MS"):
             spin_seconds()
+
+
+def test_riding_moments_are_the_tensor_combination_to_the_bit():
+    """The job's moments that ride in a gradient all-reduce are combined on the CPU as Python
+    floats: the same bits as the tensor combination (the device path), for ragged ranks, a rank
+    with no live step, weighted and unweighted draws; and a slot encoded into a kept buffer is
+    the freshly allocated one."""
+    from shoal.trainer.distributed import (_encode_slot, _job_moments_tensor, _riding_moments,
+                                           job_moments, rank_share)
+
+    g = torch.Generator().manual_seed(5)
+    for world_size in (2, 3):
+        for weighted in (True, False):
+            shares = []
+            for r in range(world_size):
+                adv = 3.0 * torch.randn(6, 7, generator=g) + r
+                masks = (torch.rand(6, 7, generator=g) < 0.6).float()
+                if r == world_size - 1:
+                    masks.zero_()                       # a rank with no live step
+                peak = torch.rand((), generator=g) + 0.5 if weighted else None
+                shares.append(rank_share(adv, masks, peak))
+            summed = sum(_encode_slot(x, r, world_size) for r, x in enumerate(shares))
+            kept = torch.full_like(summed, 7.0)          # a kept buffer holds old values
+            _encode_slot(shares[1], 1, world_size, out=kept)
+            assert torch.equal(kept, _encode_slot(shares[1], 1, world_size))
+            rows = torch.stack(shares)
+            for rank in range(world_size):
+                as_tensors = _job_moments_tensor(rows, rows[rank], torch.float32)
+                as_floats = job_moments(rows, rows[rank])
+                riding = _riding_moments(summed, world_size, shares[0].shape, rank)
+                assert torch.equal(torch.stack(list(as_floats)), torch.stack(list(as_tensors)))
+                assert all(x.dtype == torch.float32 and x.dim() == 0 for x in as_floats)
+                # the riding values are the shares to ~48 bits (a float32 pair each)
+                assert torch.allclose(torch.stack(list(riding)), torch.stack(list(as_floats)),
+                                      rtol=1e-6, atol=0)
+            assert float(as_floats.count) == float(rows[:, 0].sum())
 
 
 def test_statistics_combined_from_parts_match_the_whole():

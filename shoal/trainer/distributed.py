@@ -48,7 +48,8 @@ One collective per minibatch and one more per epoch, none in the rollout (docs/d
 
 Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
 milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`). With
-``SHOAL_DIST_PIN=1`` each rank keeps to its own share of the machine's CPUs (:func:`rank_cpus`).
+``SHOAL_DIST_PIN=1`` each rank keeps to its own share of the machine's CPUs (:func:`rank_cpus`);
+with ``SHOAL_DIST_PIN=trainer`` only its trainer thread does.
 
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
@@ -92,7 +93,9 @@ SPIN_ENV = "SHOAL_DIST_SPIN_MS"
 DEFAULT_SPIN_MS = 5.0
 # "1": each rank of a machine keeps to its own equal share of the CPUs the job may use (its
 # threads, gloo's included, and its env workers), so no rank's thread runs on, and preempts,
-# another rank's core; "0" or unset: the OS places the threads (the default)
+# another rank's core; "trainer": only the trainer's thread (and threads it starts later) does,
+# so it is never moved off its core while gloo's threads may run on any; "0" or unset: the OS
+# places the threads (the default)
 PIN_ENV = "SHOAL_DIST_PIN"
 # a directory: every rank writes there, at the end, one line per collective it ran (what, bytes,
 # entry and exit times on the machine's monotonic clock); benchmarks/dist_trace.py reads them
@@ -299,13 +302,16 @@ def spin_seconds() -> float:
     return value / 1000.0
 
 
-def pin_setting() -> bool:
-    """Whether ranks keep to their share of the CPUs: ``SHOAL_DIST_PIN`` = 1 (0 or unset: no)."""
+def pin_setting() -> str:
+    """Which threads of a rank keep to its share of the CPUs (``SHOAL_DIST_PIN``): ``"rank"``
+    (``1``: all of them, gloo's included), ``"trainer"`` (the trainer's thread and the threads it
+    starts later; gloo's threads run anywhere) or ``""`` (``0`` or unset: the OS places them)."""
     raw = os.environ.get(PIN_ENV, "").strip()
-    if raw not in ("", "0", "1"):
-        raise ValueError(f"{PIN_ENV}={raw!r}: use 1 (each rank keeps to its share of the CPUs) "
-                         f"or 0 (the OS places the threads)")
-    return raw == "1"
+    if raw not in ("", "0", "1", "trainer"):
+        raise ValueError(f"{PIN_ENV}={raw!r}: use 1 (each rank keeps to its share of the CPUs), "
+                         f"trainer (only its trainer thread does) or 0 (the OS places the "
+                         f"threads)")
+    return {"1": "rank", "trainer": "trainer"}.get(raw, "")
 
 
 def rank_cpus(local_rank: int, local_world_size: int, cpus: Iterable[int]) -> list[int] | None:
@@ -700,13 +706,14 @@ def connect() -> Collective:
     pin = pin_setting()
     store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
     previous_cpus = None
+    share = None
     if pin and hasattr(os, "sched_setaffinity"):
-        previous_cpus = os.sched_getaffinity(0)
+        previous_cpus = os.sched_getaffinity(0)     # this thread's (pid 0: the calling thread)
         share = rank_cpus(int(os.environ.get("LOCAL_RANK", rank)),
                           int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), previous_cpus)
         if share is None:
             previous_cpus = None
-        else:       # before the process group starts gloo's threads: they inherit it
+        elif pin == "rank":     # before the process group starts gloo's threads: they inherit it
             os.sched_setaffinity(0, share)
     # torchrun keeps its store across restarts of the worker group (--max-restarts): a restarted
     # group must not read the addresses the previous attempt left in it
@@ -720,6 +727,8 @@ def connect() -> Collective:
             os.sched_setaffinity(0, previous_cpus)
         raise
     _ACTIVE = _from_group(owned=True, agent_pid=agent_pid)
+    if pin == "trainer" and share is not None:  # gloo's threads, started above, keep every CPU
+        os.sched_setaffinity(0, share)
     _ACTIVE.previous_cpus = previous_cpus
     return _ACTIVE
 
@@ -844,6 +853,12 @@ def job_moments(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype = torc
     rank's weights need rescaling)."""
     if rows.device.type == "cpu":     # a few numbers: Python floats, the same float64 steps
         return _job_moments_of(rows.tolist(), float(own[3]), dtype, rows.device)
+    return _job_moments_tensor(rows, own, dtype)
+
+
+def _job_moments_tensor(rows: torch.Tensor, own: torch.Tensor, dtype: torch.dtype
+                        ) -> JobMoments:
+    """:func:`job_moments` as tensor operations (on a device: no copy to the host)."""
     n, sums, m2s, peaks = rows.unbind(1)
     count = n.sum().clamp_min(1.0)
     mean = sums.sum() / count

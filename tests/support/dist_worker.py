@@ -108,6 +108,17 @@ def grad_parity(out_path: str) -> None:
     riding = coll.sum_gradients(params, wait=False,
                                 next_share=rank_share(half.advantages, half.masks, peak)).wait()
     norm_summed = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+    # the next minibatch's sum reuses the flat buffer of the first (nothing allocated per
+    # minibatch): every rank now holds the job's gradient, so the sum is exactly twice it
+    held = [p.grad.clone() for p in params]
+    kept = dict(coll._buckets)
+    coll.sum_gradients(params, wait=False,
+                       next_share=rank_share(half.advantages, half.masks, peak)).wait()
+    reuse = {"doubled": all(torch.equal(p.grad, n * h) for p, h in zip(params, held)),
+             "same_buffer": len(kept) == 1 and all(
+                 coll._buckets[k] is b for k, b in kept.items())}
+    for p, h in zip(params, held):
+        p.grad.copy_(h)
     summed = grads()
     gathered_job = minibatch_moments(half.advantages, half.masks, peak, coll)
     local = minibatch_moments(b.advantages, b.masks[:, :T], None)
@@ -141,7 +152,7 @@ def grad_parity(out_path: str) -> None:
                        "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
                        "gathered": gathered,
                        "gathered_nan": all(math.isnan(v) for v in gathered_nan),
-                       "moments": moments, "epoch_end": epoch_end},
+                       "moments": moments, "epoch_end": epoch_end, "reuse": reuse},
                       fh)
     coll.close()
 
@@ -218,8 +229,8 @@ def obs_norm(out_path: str) -> None:
 
 
 def pinned(out_path: str) -> None:
-    """SHOAL_DIST_PIN=1: the CPUs of the main thread before connect(), after it, of a thread
-    started after it, and after close()."""
+    """SHOAL_DIST_PIN=1 or trainer: the CPUs of the main thread before connect(), after it, of a
+    thread started after it, of gloo's threads, and after close()."""
     import threading
 
     before = sorted(os.sched_getaffinity(0))
@@ -229,7 +240,13 @@ def pinned(out_path: str) -> None:
     thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
     thread.start()
     thread.join()
-    parts = coll.object_all_gather({"before": before, "after": after, "thread": seen[0]})
+    gloo = set()    # the CPUs gloo's threads (started by connect()) may run on
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as fh:
+            if "gloo" in fh.read():
+                gloo |= os.sched_getaffinity(int(tid))
+    parts = coll.object_all_gather({"before": before, "after": after, "thread": seen[0],
+                                    "gloo": sorted(gloo)})
     coll.close()
     if coll.rank == 0:
         with open(out_path, "w") as fh:

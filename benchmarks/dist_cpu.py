@@ -14,8 +14,9 @@ VAR=VALUE`` this code's 2-rank job with that variable set. After 4 epochs of sta
 every thread's CPU time (``/proc/PID/task/TID/schedstat``: nanoseconds on a CPU and waiting
 runnable for one; ``stat``'s clock ticks where schedstat is missing), again ``--epochs`` epochs
 later, and prints each process's threads by name in ms per epoch, then the medians over rounds
-of the trainer thread's CPU (``python``), of the other threads' (gloo's) and the trainer
-thread's run-queue wait (runnable but another thread had the CPU). Linux only.
+of the trainer thread's CPU (the main thread, ``trainer``), of the other threads' (gloo's), and
+of the trainer thread's run-queue wait (runnable while another thread had the CPU) and moves
+(migrations to another CPU and preemptions, from ``/proc/.../sched``). Linux only.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import job_control
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_EPOCHS = 4
-TRAINER_THREAD = "python"       # the main thread's name (comm) in a `python -m shoal` process
+TRAINER_THREAD = "trainer"      # what the main thread is called here (it runs the trainer)
 
 
 def thread_seconds(pid: int) -> tuple[collections.Counter, collections.Counter,
@@ -48,7 +49,7 @@ def thread_seconds(pid: int) -> tuple[collections.Counter, collections.Counter,
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as fh:
-                name = fh.read().strip()
+                name = TRAINER_THREAD if int(tid) == pid else fh.read().strip()
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
                     ran, waited = (int(x) for x in fh.read().split()[:2])

@@ -76,8 +76,6 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
                 "and the processes backend")
     if trainer.device.type != "cpu":
         return f"train.rollout='fused' runs on the CPU; train.device is {trainer.device}"
-    if t.precision != "float32":
-        return "train.rollout='fused' runs the policy in float32; set train.precision='float32'"
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:
@@ -200,7 +198,9 @@ class FusedRollout:
         # collector's actions importance-weighted (stale_batch.py); where the schedule allows,
         # the rollout thread anchors the minibatches ahead of the learner, with a copy of the
         # weights before this update (it never reads the learner's torch weights)
-        anchor = (PipelinedAnchor(self._weights_before_update(), tr.distribution, current)
+        precision = tr.config.train.precision
+        anchor = (PipelinedAnchor(self._weights_before_update(), tr.distribution, current,
+                                  precision)
                   if pipelined_anchoring(tr.config.train, current) else None)
         result: dict[str, Any] = {}
 
@@ -223,7 +223,7 @@ class FusedRollout:
         t1 = time.perf_counter()
         try:
             if anchor is None:
-                anchor_at_learner(tr.policy, tr.distribution, current)
+                anchor_at_learner(tr.policy, tr.distribution, current, precision)
             losses = tr.update(stats, anchor)   # stats come back merged over ranks
             stats = losses.pop("episodes")
         finally:

@@ -13,6 +13,10 @@ Sampling draws from a per-agent RNG (:class:`AgentRng`, the SplitMix64 streams o
 streams (:func:`shoal.net.runtime.sample_from_uniforms`), so both paths take the same actions
 under a seed and fill the same storage (up to float32 rounding of log-probs and values).
 
+The C policy acts in float32 whatever ``train.precision`` is; with ``"bfloat16"`` only the
+learner (replay, backward, the anchoring of a stale batch) runs in bfloat16, and the stored
+log-probs differ from its own by that rounding too (docs/train.md, "Precision").
+
 Reward scaling (``train.norm_reward``) divides the raw rewards before a truncated step's
 ``gamma * V(final observation)`` is added, so with it on the C call stores raw rewards and
 writes that term into a separate ``[S, T]`` buffer; :meth:`FusedRollout._scale_rewards` then

@@ -585,7 +585,8 @@ def test_shoal_train_function(tmp_path):
 def test_adam_runs_fused_and_takes_the_steps_of_the_default_adam():
     """make_optimizer's Adam is torch's fused kernel on the CPU (one kernel per step instead of
     ~10 ops per parameter tensor), and it moves the weights as the default Adam does, to float32
-    rounding; a checkpoint saved by code that used the default kernel keeps the fused one."""
+    rounding, whatever the gradients' layout; a checkpoint saved by code that used the default
+    kernel keeps the fused one."""
     from shoal.trainer.config import TrainConfig
 
     torch.manual_seed(0)
@@ -606,6 +607,16 @@ def test_adam_runs_fused_and_takes_the_steps_of_the_default_adam():
     for p, q, p0 in zip(policy.parameters(), reference, initial):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
         assert float((p.detach() - p0).abs().max()) > 3 * t.learning_rate   # steps were taken
+    # a gradient laid out unlike its parameter (a transposed view, as torch.autograd.grad can
+    # return and train.learner_threads assigns): torch's fused CPU kernel alone scrambles it
+    for p, q in zip(policy.parameters(), reference):
+        g = torch.randn(tuple(reversed(p.shape))).t() if p.ndim == 2 else torch.randn(p.shape)
+        p.grad, q.grad = g.clone(memory_format=torch.preserve_format), g.contiguous()
+    assert any(p.grad.stride() != p.stride() for p in policy.parameters())
+    opt.step()
+    default.step()
+    for p, q in zip(policy.parameters(), reference):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
     saved = {"optimizers": [default.state_dict()]}
     assert not saved["optimizers"][0]["param_groups"][0]["fused"]
     opt.load_state_dict(saved)

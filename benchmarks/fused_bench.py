@@ -45,6 +45,10 @@ meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epo
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
+    python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12 --sides overlap,overlap-bf16
+
+``--sides overlap,overlap-bf16`` in ``--mode sps`` gives the steps/s of a bfloat16 learner against
+a float32 one (and the torch side as the baseline when listed first).
 
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """

@@ -307,7 +307,7 @@ class _Optimizers:
                                   f"config builds {len(self.optimizers)}: was train.optimizer "
                                   f"changed?")
         for o, s in zip(self.optimizers, saved):
-            kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in o.param_groups]
+            kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in o.param_groups]
             o.load_state_dict(s)
             # a checkpoint's groups carry the kernel choice of the code that saved it: keep ours
             for g, kernel in zip(o.param_groups, kernels):

@@ -9,6 +9,8 @@ Sides (``--sides``, any of):
   over two threads, so the second core works through the whole update)
 * ``bf16``:    ``torch`` with ``--train.precision bfloat16`` (products in bfloat16; the LSTM
   through its fused bfloat16 path)
+* ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
+  bfloat16; the C policy still acts in float32)
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -36,13 +38,17 @@ target, the learning tests' envs) with their shipped configs and budgets::
     python benchmarks/fused_bench.py --mode sanity --sides torch,cores --seeds 0,1,2
 
 ``--mode profile``: where the overlapped path's CPU time goes, per epoch (breakout shipped
-settings, side ``overlap``): on the learner's thread the anchoring of the stale batch, the
+settings, side ``overlap``, or each of ``--sides``, alternating run by run): on the learner's thread the anchoring of the stale batch, the
 rest of the update and the time it waits for the rollout thread; on the rollout thread the
 anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
 meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
+    python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12 --sides overlap,overlap-bf16
+
+``--sides overlap,overlap-bf16`` in ``--mode sps`` gives the steps/s of a bfloat16 learner against
+a float32 one (and the torch side as the baseline when listed first).
 
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """
@@ -70,6 +76,8 @@ SIDES: dict[str, dict[str, Any]] = {
     "overlap": {"train.rollout": "fused", "train.overlap": True},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
     "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
+    "overlap-bf16": {"train.rollout": "fused", "train.overlap": True,
+                     "train.precision": "bfloat16"},
 }
 
 
@@ -243,7 +251,7 @@ def mode_sps(args: argparse.Namespace, sides: list[str]) -> None:
               f"{tw / cw:.2f}x wall, {tc / cc:.2f}x CPU")
 
 
-def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
+def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dict[str, float]:
     """One overlapped breakout run with its phases timed (thread CPU time; wall time for the
     learner's waits): milliseconds per epoch after the first ``skip`` epochs."""
     import threading
@@ -304,7 +312,7 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
 
     Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
     try:
-        run = train_run("breakout", "overlap", seed=seed, epochs=epochs)
+        run = train_run("breakout", side, seed=seed, epochs=epochs)
     finally:
         Trainer.run_epoch = inner_epoch   # type: ignore[method-assign]
         for owner, name, inner in reversed(saved):
@@ -319,13 +327,19 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
 
 
 def mode_profile(args: argparse.Namespace, sides: list[str]) -> None:
-    rounds = [profile_run(r, args.epochs, args.skip) for r in range(args.rounds)]
-    keys = sorted({k for r in rounds for k in r})
-    print(f"fused + overlap, breakout shipped settings: ms per epoch (median of {args.rounds} "
-          f"runs of {args.epochs} epochs, the first {args.skip} left out) [each run]")
-    for key in keys:
-        vals = [r.get(key, 0.0) for r in rounds]
-        print(f"  {key}: {statistics.median(vals):.1f} [{', '.join(f'{v:.1f}' for v in vals)}]")
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for r in range(args.rounds):
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            rounds[side].append(profile_run(r, args.epochs, args.skip, side))
+    for side in sides:
+        keys = sorted({k for run in rounds[side] for k in run})
+        print(f"{side} ({SIDES[side]}), breakout shipped settings: ms per epoch (median of "
+              f"{args.rounds} runs of {args.epochs} epochs, the first {args.skip} left out) "
+              f"[each run]")
+        for key in keys:
+            vals = [run.get(key, 0.0) for run in rounds[side]]
+            print(f"  {key}: {statistics.median(vals):.1f} "
+                  f"[{', '.join(f'{v:.1f}' for v in vals)}]")
 
 
 def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
@@ -405,7 +419,8 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             [s for s in SIDES if s != "bf16"] if args.mode == "sps" else ["torch", "cores"])
+             [s for s in SIDES if s not in ("bf16", "overlap-bf16")] if args.mode == "sps" else
+             ["overlap"] if args.mode == "profile" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         ap.error(f"unknown side(s) {unknown}: choose from {', '.join(SIDES)}")

@@ -32,23 +32,26 @@ def _overlapped_trainer(tmp_path, **overrides):
     return Trainer(build_config("breakout", overrides=over))
 
 
-@pytest.mark.parametrize("policy", ["mlp", "lstm"])
-def test_the_pending_batch_is_anchored_at_the_learner(tmp_path, policy):
+@pytest.mark.parametrize("policy,precision", [("mlp", "float32"), ("lstm", "float32"),
+                                              ("mlp", "bfloat16"), ("lstm", "bfloat16")])
+def test_the_pending_batch_is_anchored_at_the_learner(tmp_path, policy, precision):
     """After two overlapped epochs the pending batch was collected by weights one update older
-    than the learner's: anchoring replaces its log-probs and values by the learner's replay and
-    keeps the learner-to-collector ratio of every step."""
-    tr = _overlapped_trainer(tmp_path, **{"policy.name": policy})
+    than the learner's: anchoring replaces its log-probs and values by the learner's replay (in
+    the learner's precision; the C policy that collected it runs float32) and keeps the
+    learner-to-collector ratio of every step."""
+    tr = _overlapped_trainer(tmp_path, **{"policy.name": policy, "train.precision": precision})
     try:
         with tr.process_state.active():
             tr.run_epoch()
             tr.run_epoch()
             batch = copy.deepcopy(tr.storage)         # pending: collected during update 2
             collector_logp = batch.logprobs.clone()
-            anchor_at_learner(tr.policy, tr.distribution, batch)
+            anchor_at_learner(tr.policy, tr.distribution, batch, precision)
             T = batch.T
             mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
             with torch.no_grad():
-                learner_logp, _, learner_values = replay(tr.policy, tr.distribution, mb)
+                learner_logp, _, learner_values = replay(tr.policy, tr.distribution, mb,
+                                                         precision=precision)
         torch.testing.assert_close(batch.logprobs[:, :T], learner_logp, atol=1e-5, rtol=0)
         torch.testing.assert_close(batch.values[:, :T], learner_values, atol=1e-5, rtol=0)
         expected = (learner_logp - collector_logp[:, :T]).exp()

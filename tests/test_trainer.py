@@ -545,7 +545,9 @@ def test_eval_cli(tmp_path, capsys):
 def test_muon_updates_matrices_with_muon(tmp_path):
     trainer = make_trainer(tmp_path, **{"train.optimizer": "muon", "train.total_steps": 128,
                                         "policy.hidden": 16})
-    kinds = {type(o).__name__: o for o in trainer.optimizer.optimizers}
+    # (the Adam is shoal.trainer.optim.FusedAdam, an Adam)
+    kinds = {"Adam" if isinstance(o, torch.optim.Adam) else type(o).__name__: o
+             for o in trainer.optimizer.optimizers}
     assert set(kinds) == {"Muon", "Adam"}
     assert all(p.ndim == 2 for g in kinds["Muon"].param_groups for p in g["params"])
     assert all(p.ndim != 2 for g in kinds["Adam"].param_groups for p in g["params"])
@@ -580,3 +582,44 @@ def test_shoal_train_function(tmp_path):
     assert summary["env"] == "template" and summary["agent_steps"] == 384
     with pytest.raises(ValueError, match="train.learning_rate"):
         shoal.train("template", train_learnin_rate=0.1, log_dashboard="off")
+
+
+def test_adam_runs_fused_and_takes_the_steps_of_the_default_adam():
+    """make_optimizer's Adam is torch's fused kernel on the CPU (one kernel per step instead of
+    ~10 ops per parameter tensor), and it moves the weights as the default Adam does, to float32
+    rounding, whatever the gradients' layout; a checkpoint saved by code that used the default
+    kernel keeps the fused one."""
+    from shoal.trainer.config import TrainConfig
+
+    torch.manual_seed(0)
+    t = TrainConfig()
+    policy = nn.Sequential(nn.Linear(12, 16), nn.GELU(), nn.Linear(16, 3))
+    initial = [p.detach().clone() for p in policy.parameters()]
+    reference = [p.detach().clone().requires_grad_() for p in policy.parameters()]
+    opt = ppo.make_optimizer(policy, t)
+    assert all(g["fused"] for g in opt.param_groups)
+    default = torch.optim.Adam(reference, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+                               eps=t.adam_eps)
+    for _ in range(20):
+        grads = [torch.randn_like(p) for p in reference]
+        for p, q, g in zip(policy.parameters(), reference, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        default.step()
+    for p, q, p0 in zip(policy.parameters(), reference, initial):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+        assert float((p.detach() - p0).abs().max()) > 3 * t.learning_rate   # steps were taken
+    # a gradient laid out unlike its parameter (a transposed view, as torch.autograd.grad can
+    # return and train.learner_threads assigns): torch's fused CPU kernel alone scrambles it
+    for p, q in zip(policy.parameters(), reference):
+        g = torch.randn(tuple(reversed(p.shape))).t() if p.ndim == 2 else torch.randn(p.shape)
+        p.grad, q.grad = g.clone(memory_format=torch.preserve_format), g.contiguous()
+    assert any(p.grad.stride() != p.stride() for p in policy.parameters())
+    opt.step()
+    default.step()
+    for p, q in zip(policy.parameters(), reference):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    saved = {"optimizers": [default.state_dict()]}
+    assert not saved["optimizers"][0]["param_groups"][0]["fused"]
+    opt.load_state_dict(saved)
+    assert all(g["fused"] for g in opt.param_groups)

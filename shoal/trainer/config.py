@@ -157,7 +157,8 @@ class TrainConfig:
     precision: str = _f("float32", "policy matmul precision: float32, or bfloat16 (autocast "
                                    "for rollout inference and the training forward/backward, "
                                    "the LSTM through its fused bfloat16 path on the CPU; "
-                                   "weights, optimizer, advantages and losses stay float32)",
+                                   "weights, optimizer, advantages and losses stay float32; "
+                                   "the fused rollout's C policy acts in float32 either way)",
                         choices=("float32", "bfloat16"))
 
 

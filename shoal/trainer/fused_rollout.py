@@ -13,6 +13,10 @@ Sampling draws from a per-agent RNG (:class:`AgentRng`, the SplitMix64 streams o
 streams (:func:`shoal.net.runtime.sample_from_uniforms`), so both paths take the same actions
 under a seed and fill the same storage (up to float32 rounding of log-probs and values).
 
+The C policy acts in float32 whatever ``train.precision`` is; with ``"bfloat16"`` only the
+learner (replay, backward, the anchoring of a stale batch) runs in bfloat16, and the stored
+log-probs differ from its own by that rounding too (docs/train.md, "Precision").
+
 Reward scaling (``train.norm_reward``) divides the raw rewards before a truncated step's
 ``gamma * V(final observation)`` is added, so with it on the C call stores raw rewards and
 writes that term into a separate ``[S, T]`` buffer; :meth:`FusedRollout._scale_rewards` then
@@ -76,8 +80,6 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
                 "and the processes backend")
     if trainer.device.type != "cpu":
         return f"train.rollout='fused' runs on the CPU; train.device is {trainer.device}"
-    if t.precision != "float32":
-        return "train.rollout='fused' runs the policy in float32; set train.precision='float32'"
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:
@@ -200,7 +202,9 @@ class FusedRollout:
         # collector's actions importance-weighted (stale_batch.py); where the schedule allows,
         # the rollout thread anchors the minibatches ahead of the learner, with a copy of the
         # weights before this update (it never reads the learner's torch weights)
-        anchor = (PipelinedAnchor(self._weights_before_update(), tr.distribution, current)
+        precision = tr.config.train.precision
+        anchor = (PipelinedAnchor(self._weights_before_update(), tr.distribution, current,
+                                  precision)
                   if pipelined_anchoring(tr.config.train, current) else None)
         result: dict[str, Any] = {}
 
@@ -223,7 +227,7 @@ class FusedRollout:
         t1 = time.perf_counter()
         try:
             if anchor is None:
-                anchor_at_learner(tr.policy, tr.distribution, current)
+                anchor_at_learner(tr.policy, tr.distribution, current, precision)
             losses = tr.update(stats, anchor)   # stats come back merged over ranks
             stats = losses.pop("episodes")
         finally:

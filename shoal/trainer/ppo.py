@@ -87,6 +87,7 @@ from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state
 from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
+from .optim import fused_adam
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .stale_batch import PipelinedAnchor, collector_terms
@@ -306,7 +307,11 @@ class _Optimizers:
                                   f"config builds {len(self.optimizers)}: was train.optimizer "
                                   f"changed?")
         for o, s in zip(self.optimizers, saved):
+            kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in o.param_groups]
             o.load_state_dict(s)
+            # a checkpoint's groups carry the kernel choice of the code that saved it: keep ours
+            for g, kernel in zip(o.param_groups, kernels):
+                g.update(kernel)
 
 
 def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
@@ -318,7 +323,7 @@ def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
         raise ValueError("the policy has no trainable parameters")
     adam_kw = dict(lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps)
     if t.optimizer == "adam":
-        return _Optimizers([torch.optim.Adam(params, **adam_kw)])
+        return _Optimizers([fused_adam(params, **adam_kw)])
     if not hasattr(torch.optim, "Muon"):
         raise ConfigError(f"train.optimizer = 'muon' needs torch.optim.Muon, which torch gained "
                           f"in 2.9; this is torch {torch.__version__}. Fix: pip install "
@@ -331,7 +336,7 @@ def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
                                            weight_decay=t.weight_decay, momentum=t.muon_momentum,
                                            adjust_lr_fn="match_rms_adamw"))
     if rest:
-        optimizers.append(torch.optim.Adam(rest, **adam_kw))
+        optimizers.append(fused_adam(rest, **adam_kw))
     return _Optimizers(optimizers)
 
 

@@ -57,6 +57,7 @@ from typing import Any, Sequence
 import torch
 
 from .action_masks import mask_logits
+from .policies import autocast
 
 __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "anchor_segments",
            "collector_terms", "pipelined_anchoring", "PipelinedAnchor"]
@@ -67,13 +68,17 @@ WEIGHT_CAP = 2.0
 COLLECTOR_CLIP = 2.0
 
 
-def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any) -> None:
+def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any,
+                      precision: str = "float32") -> None:
     """Replaces ``storage``'s log-probs and values (all ``T+1`` slots) by the learner's
     (``policy``'s current weights, replayed over whole segments from the stored start state, as
-    training replays them) and sets ``storage.collector_ratio`` ``[S, T]`` to
-    ``π_learner / π_collector`` of the stored actions."""
+    training replays them, in the learner's ``precision``) and sets ``storage.collector_ratio``
+    ``[S, T]`` to ``π_learner / π_collector`` of the stored actions. With
+    ``precision="bfloat16"`` and a float32 collector (the C policy) the ratio also carries the
+    two precisions' rounding differences, which the importance weights handle like any other
+    difference between the two policies."""
     b, T = storage, storage.T
-    with torch.no_grad():
+    with torch.no_grad(), autocast(b.obs.device, precision):
         params, values, _ = policy(b.obs, b.state0, b.starts)
         params = mask_logits(params.float(), b.action_masks, distribution.nvec)
         logprobs, _ = distribution.log_prob_and_entropy(params, b.actions)
@@ -83,14 +88,14 @@ def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any) 
 
 
 def anchor_segments(policy: torch.nn.Module, distribution: Any, storage: Any,
-                    idx: torch.Tensor) -> None:
+                    idx: torch.Tensor, precision: str = "float32") -> None:
     """:func:`anchor_at_learner` for the segments (rows) ``idx`` of ``storage`` only; its
     ``collector_ratio`` must be allocated (``[S, T]``). Each row gets the numbers the whole-batch
     pass gives it, up to float32 rounding (a matrix product over fewer rows can round
     differently)."""
     b, T = storage, storage.T
     state0 = None if b.state0 is None else tuple(s[idx] for s in b.state0)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(b.obs.device, precision):
         params, values, _ = policy(b.obs[idx], state0, b.starts[idx])
         params = mask_logits(params.float(), b.action_masks[idx], distribution.nvec)
         logprobs, _ = distribution.log_prob_and_entropy(params, b.actions[idx])
@@ -118,13 +123,15 @@ class PipelinedAnchor:
     """Anchors a stale batch minibatch by minibatch, ahead of the update (module docstring).
 
     ``policy`` holds the learner's weights at the start of the update (a copy the update does
-    not change). The trainer calls :meth:`start` with the update's schedule, then
+    not change); ``precision`` is the learner's (``train.precision``). The trainer calls :meth:`start` with the update's schedule, then
     :meth:`minibatch_ready` before gathering each minibatch and :meth:`finish` at the end; a
     second thread calls :meth:`work_ahead` (then collects the next batch) and :meth:`work_rest`.
     """
 
-    def __init__(self, policy: torch.nn.Module, distribution: Any, storage: Any) -> None:
+    def __init__(self, policy: torch.nn.Module, distribution: Any, storage: Any,
+                 precision: str = "float32") -> None:
         self.policy, self.distribution, self.storage = policy, distribution, storage
+        self.precision = precision
         self.chunks: list[torch.Tensor] = []
         self._done: list[threading.Event] = []
         self._scheduled = threading.Event()
@@ -150,7 +157,7 @@ class PipelinedAnchor:
     def _anchor(self, k: int) -> None:
         if len(self.chunks[k]):
             anchor_segments(self.policy, self.distribution, self.storage,
-                            self.chunks[k].to(self.storage.logprobs.device))
+                            self.chunks[k].to(self.storage.logprobs.device), self.precision)
         self._done[k].set()
 
     def _wait(self, k: int) -> None:

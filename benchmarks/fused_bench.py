@@ -5,6 +5,8 @@ Sides (``--sides``, any of):
 * ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
 * ``fused``:   ``--train.rollout fused``
 * ``overlap``: ``--train.rollout fused --train.overlap true``
+* ``stale``:   ``overlap`` plus ``--train.overlap-chunks 1`` (the next batch acted by the
+  weights from the start of the update throughout, not refreshed chunk by chunk)
 * ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
   over two threads, so the second core works through the whole update)
 * ``bf16``:    ``torch`` with ``--train.precision bfloat16`` (products in bfloat16; the LSTM
@@ -36,13 +38,15 @@ target, the learning tests' envs) with their shipped configs and budgets::
     python benchmarks/fused_bench.py --mode sanity --sides torch,cores --seeds 0,1,2
 
 ``--mode profile``: where the overlapped path's CPU time goes, per epoch (breakout shipped
-settings, side ``overlap``): on the learner's thread the anchoring of the stale batch, the
-rest of the update and the time it waits for the rollout thread; on the rollout thread the
-anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
+settings, side ``overlap`` or those of ``--sides``, alternating): on the learner's thread the
+anchoring of the stale batch, the rest of the update, its copies of its weights for the chunks
+(``train.overlap_chunks``) and the time it waits for the rollout thread; on the rollout thread
+the anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
 meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
+    python benchmarks/fused_bench.py --mode profile --sides stale,overlap --rounds 2 --epochs 12
 
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """
@@ -68,6 +72,9 @@ SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch"},
     "fused": {"train.rollout": "fused"},
     "overlap": {"train.rollout": "fused", "train.overlap": True},
+    # overlap with the whole next batch acted by the weights from the update's start (the
+    # overlapped path before train.overlap_chunks)
+    "stale": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 1},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
     "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
 }
@@ -243,7 +250,7 @@ def mode_sps(args: argparse.Namespace, sides: list[str]) -> None:
               f"{tw / cw:.2f}x wall, {tc / cc:.2f}x CPU")
 
 
-def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
+def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dict[str, float]:
     """One overlapped breakout run with its phases timed (thread CPU time; wall time for the
     learner's waits): milliseconds per epoch after the first ``skip`` epochs."""
     import threading
@@ -289,6 +296,13 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
     timed(pipelined, "work_ahead", "rollout thread: anchoring, CPU")
     timed(pipelined, "work_rest", "rollout thread: anchoring, CPU")
     timed(fused_rollout.FusedRollout, "_call", "rollout thread: collecting, CPU")
+    timed(fused_rollout, "wait",
+          "learner: waiting for the rollout thread at the end of the update, wall", wall=True)
+    acting = getattr(fused_rollout, "ActingRefresh", None)
+    timed(acting, "stepped", "learner: copying its weights for the chunks, CPU")
+    timed(acting, "finish", "learner: copying its weights for the chunks, CPU")
+    timed(acting, "collect", "rollout thread: collecting (chunks' waits included), wall",
+          wall=True)
     epochs_seen = [0]
     inner_epoch = Trainer.run_epoch
 
@@ -304,7 +318,7 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
 
     Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
     try:
-        run = train_run("breakout", "overlap", seed=seed, epochs=epochs)
+        run = train_run("breakout", side, seed=seed, epochs=epochs)
     finally:
         Trainer.run_epoch = inner_epoch   # type: ignore[method-assign]
         for owner, name, inner in reversed(saved):
@@ -319,13 +333,18 @@ def profile_run(seed: int, epochs: int, skip: int) -> dict[str, float]:
 
 
 def mode_profile(args: argparse.Namespace, sides: list[str]) -> None:
-    rounds = [profile_run(r, args.epochs, args.skip) for r in range(args.rounds)]
-    keys = sorted({k for r in rounds for k in r})
-    print(f"fused + overlap, breakout shipped settings: ms per epoch (median of {args.rounds} "
-          f"runs of {args.epochs} epochs, the first {args.skip} left out) [each run]")
-    for key in keys:
-        vals = [r.get(key, 0.0) for r in rounds]
-        print(f"  {key}: {statistics.median(vals):.1f} [{', '.join(f'{v:.1f}' for v in vals)}]")
+    rounds: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for r in range(args.rounds):      # the sides alternate, round by round
+        for side in (sides if r % 2 == 0 else sides[::-1]):
+            rounds[side].append(profile_run(r, args.epochs, args.skip, side))
+    for side in sides:
+        keys = sorted({k for r in rounds[side] for k in r})
+        print(f"{side}, breakout shipped settings: ms per epoch (median of {args.rounds} runs "
+              f"of {args.epochs} epochs, the first {args.skip} left out) [each run]")
+        for key in keys:
+            vals = [r.get(key, 0.0) for r in rounds[side]]
+            print(f"  {key}: {statistics.median(vals):.1f} "
+                  f"[{', '.join(f'{v:.1f}' for v in vals)}]")
 
 
 def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
@@ -405,7 +424,8 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             [s for s in SIDES if s != "bf16"] if args.mode == "sps" else ["torch", "cores"])
+             [s for s in SIDES if s not in ("bf16", "stale")] if args.mode == "sps" else
+             ["overlap"] if args.mode == "profile" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         ap.error(f"unknown side(s) {unknown}: choose from {', '.join(SIDES)}")

@@ -65,6 +65,8 @@ class ActingRefresh:
     def __init__(self, policy: torch.nn.Module, obs_dtype: Any) -> None:
         self.policy, self.obs_dtype = policy, obs_dtype
         self._snapshots: list[torch.nn.Module] = []
+        self._sources: list[torch.Tensor] = []
+        self._targets: list[list[torch.Tensor]] = []
         self.train: Any = None
         self.storage: Any = None
         self.chunks = 1
@@ -94,6 +96,9 @@ class ActingRefresh:
         self.steps = [j * num_steps // C for j in range(C)]
         while len(self._snapshots) < C - 1:
             self._snapshots.append(copy.deepcopy(self.policy).requires_grad_(False))
+        # the tensors each copy reads and writes (the policy's are updated in place)
+        self._sources = list(self.policy.parameters()) + list(self.policy.buffers())
+        self._targets = [list(s.parameters()) + list(s.buffers()) for s in self._snapshots]
         self._ready = [threading.Event() for _ in range(C)]
         self._published = [False] * C
         self._published[0] = True
@@ -116,10 +121,8 @@ class ActingRefresh:
                 self._publish(j)
 
     def _publish(self, j: int) -> None:
-        snapshot = self._snapshots[j - 1]
         with torch.no_grad():
-            torch._foreach_copy_(list(snapshot.parameters()) + list(snapshot.buffers()),
-                                 list(self.policy.parameters()) + list(self.policy.buffers()))
+            torch._foreach_copy_(self._targets[j - 1], self._sources)
         self._published[j] = True
         self._ready[j].set()
 

@@ -184,10 +184,12 @@ class FusedRollout:
 
         The batch in ``trainer.storage`` (collected first, synchronously, at the start of a
         run) is trained on while a thread runs the fused rollout of the next batch into the
-        second storage, with the weights from before this update: the acting policy is always
-        one update behind, fixed by this schedule and not by timing, so a run is the same
-        under a seed whatever the threads do. The update is anchored at the learner's policy
-        and values (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
+        second storage, with the weights from before this update (or, ``train.overlap_chunks``
+        > 1, chunk by chunk with the weights after fixed numbers of its gradient steps:
+        :mod:`~shoal.trainer.acting_refresh`): which weights act which step is fixed by this
+        schedule and not by timing, so a run is the same under a seed whatever the threads
+        do. The update is anchored at the learner's policy and values
+        (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
         continues from this one's slot T (the carry :meth:`RolloutStorage.shift` does in the
         synchronous path); the storages are swapped at the end.
         """

@@ -5,8 +5,8 @@ Sides (``--sides``, any of):
 * ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
 * ``fused``:   ``--train.rollout fused``
 * ``overlap``: ``--train.rollout fused --train.overlap true``
-* ``stale``:   ``overlap`` plus ``--train.overlap-chunks 1`` (the next batch acted by the
-  weights from the start of the update throughout, not refreshed chunk by chunk)
+* ``chunks``:  ``overlap`` plus ``--train.overlap-chunks 8`` (the next batch collected in 8
+  chunks, chunk j acted by the learner's weights after j/8 of the update's gradient steps)
 * ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
   over two threads, so the second core works through the whole update)
 * ``bf16``:    ``torch`` with ``--train.precision bfloat16`` (products in bfloat16; the LSTM
@@ -46,7 +46,7 @@ meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epo
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
-    python benchmarks/fused_bench.py --mode profile --sides stale,overlap --rounds 2 --epochs 12
+    python benchmarks/fused_bench.py --mode profile --sides overlap,chunks --rounds 2 --epochs 12
 
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
 """
@@ -72,9 +72,8 @@ SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch"},
     "fused": {"train.rollout": "fused"},
     "overlap": {"train.rollout": "fused", "train.overlap": True},
-    # overlap with the whole next batch acted by the weights from the update's start (the
-    # overlapped path before train.overlap_chunks)
-    "stale": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 1},
+    # overlap with the next batch collected in 8 chunks, each acted by fresher weights
+    "chunks": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 8},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
     "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
 }
@@ -424,7 +423,7 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             [s for s in SIDES if s not in ("bf16", "stale")] if args.mode == "sps" else
+             [s for s in SIDES if s not in ("bf16", "chunks")] if args.mode == "sps" else
              ["overlap"] if args.mode == "profile" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:

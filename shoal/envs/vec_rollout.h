@@ -362,8 +362,8 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     if (first_step != 0 && shoal_take_actions(v, 0, v->num_envs)) goto done;
     job = (RolloutJob*)calloc(1, sizeof(RolloutJob));
     if (job == NULL) { PyErr_NoMemory(); goto done; }
-    *job = (RolloutJob){v, net, first_step, last_step, T, (float)gamma, b[0].view.buf, b[1].view.buf,
-                        b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
+    *job = (RolloutJob){v, net, first_step, last_step, T, (float)gamma, b[0].view.buf,
+                        b[1].view.buf, b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
                         b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0},

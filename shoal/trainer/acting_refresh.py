@@ -58,8 +58,9 @@ class ActingRefresh:
 
     The learner calls :meth:`begin` before handing the collection to the rollout thread, then
     (in the update) :meth:`start` with its number of gradient steps, :meth:`stepped` after each
-    optimizer step and :meth:`finish` after the last, and :meth:`stop` when the update ends or fails. The rollout thread calls
-    :meth:`collect`. The snapshots (copies of the policy) are kept for the run.
+    optimizer step and :meth:`finish` after the last, and :meth:`stop` when the update ends or
+    fails. The rollout thread calls :meth:`collect`. The snapshots (copies of the policy) are
+    kept for the run.
     """
 
     def __init__(self, policy: torch.nn.Module, obs_dtype: Any) -> None:
@@ -75,7 +76,6 @@ class ActingRefresh:
         self._ready: list[threading.Event] = []
         self._published: list[bool] = []
         self._planned = threading.Event()
-        self._stopped = False
 
     def begin(self, train: Any, storage: Any) -> None:
         """Learner, before the rollout thread starts collecting into ``storage`` (the
@@ -84,7 +84,6 @@ class ActingRefresh:
         self.chunks, self.bounds, self.steps = 1, [(1, storage.T)], [0]
         self._ready, self._published = [], []
         self._planned = threading.Event()
-        self._stopped = False
 
     def start(self, num_steps: int) -> None:
         """Learner, at the start of the update (``num_steps`` gradient steps): fixes the
@@ -129,7 +128,6 @@ class ActingRefresh:
     def stop(self) -> None:
         """Learner, when the update ends (or fails): releases the rollout thread; a chunk whose
         weights were not published is not collected (the epoch failed)."""
-        self._stopped = True
         self._planned.set()
         for event in self._ready:
             event.set()

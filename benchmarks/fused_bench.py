@@ -5,6 +5,7 @@ Sides (``--sides``, any of):
 * ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
 * ``fused``:   ``--train.rollout fused``
 * ``overlap``: ``--train.rollout fused --train.overlap true``
+* ``entropy``: ``overlap`` plus ``--train.ent-coef 0.02`` (twice the default entropy bonus)
 * ``chunks``:  ``overlap`` plus ``--train.overlap-chunks 8`` (the next batch collected in 8
   chunks, chunk j acted by the learner's weights after j/8 of the update's gradient steps)
 * ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
@@ -72,6 +73,9 @@ SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch"},
     "fused": {"train.rollout": "fused"},
     "overlap": {"train.rollout": "fused", "train.overlap": True},
+    # overlap with twice the default entropy bonus (the overlapped policy's entropy otherwise
+    # settles at about half the synchronous one's: BENCHMARKS.md)
+    "entropy": {"train.rollout": "fused", "train.overlap": True, "train.ent_coef": 0.02},
     # overlap with the next batch collected in 8 chunks, each acted by fresher weights
     "chunks": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 8},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
@@ -423,7 +427,7 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             [s for s in SIDES if s not in ("bf16", "chunks")] if args.mode == "sps" else
+             [s for s in SIDES if s not in ("bf16", "chunks", "entropy")] if args.mode == "sps" else
              ["overlap"] if args.mode == "profile" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:

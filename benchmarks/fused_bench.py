@@ -5,6 +5,9 @@ Sides (``--sides``, any of):
 * ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
 * ``fused``:   ``--train.rollout fused``
 * ``overlap``: ``--train.rollout fused --train.overlap true``
+* ``entropy``: ``overlap`` plus ``--train.ent-coef 0.02`` (twice the default entropy bonus)
+* ``chunks``:  ``overlap`` plus ``--train.overlap-chunks 8`` (the next batch collected in 8
+  chunks, chunk j acted by the learner's weights after j/8 of the update's gradient steps)
 * ``cores``:   ``overlap`` plus ``--train.learner-threads 2`` (the update's minibatches split
   over two threads, so the second core works through the whole update)
 * ``bf16``:    ``torch`` with ``--train.precision bfloat16`` (products in bfloat16; the LSTM
@@ -38,14 +41,16 @@ target, the learning tests' envs) with their shipped configs and budgets::
     python benchmarks/fused_bench.py --mode sanity --sides torch,cores --seeds 0,1,2
 
 ``--mode profile``: where the overlapped path's CPU time goes, per epoch (breakout shipped
-settings, side ``overlap``, or each of ``--sides``, alternating run by run): on the learner's thread the anchoring of the stale batch, the
-rest of the update and the time it waits for the rollout thread; on the rollout thread the
-anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
+settings, side ``overlap``, or each of ``--sides``, alternating run by run): on the learner's
+thread the anchoring of the stale batch, the rest of the update, its copies of its weights for
+the chunks (``train.overlap_chunks``) and the time it waits for the rollout thread; on the rollout
+thread the anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
 meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12 --sides overlap,overlap-bf16
+    python benchmarks/fused_bench.py --mode profile --sides overlap,chunks --rounds 2 --epochs 12
 
 ``--sides overlap,overlap-bf16`` in ``--mode sps`` gives the steps/s of a bfloat16 learner against
 a float32 one (and the torch side as the baseline when listed first).
@@ -74,6 +79,11 @@ SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch"},
     "fused": {"train.rollout": "fused"},
     "overlap": {"train.rollout": "fused", "train.overlap": True},
+    # overlap with twice the default entropy bonus (the overlapped policy's entropy otherwise
+    # settles at about half the synchronous one's: BENCHMARKS.md)
+    "entropy": {"train.rollout": "fused", "train.overlap": True, "train.ent_coef": 0.02},
+    # overlap with the next batch collected in 8 chunks, each acted by fresher weights
+    "chunks": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 8},
     "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
     "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
     "overlap-bf16": {"train.rollout": "fused", "train.overlap": True,
@@ -297,6 +307,13 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     timed(pipelined, "work_ahead", "rollout thread: anchoring, CPU")
     timed(pipelined, "work_rest", "rollout thread: anchoring, CPU")
     timed(fused_rollout.FusedRollout, "_call", "rollout thread: collecting, CPU")
+    timed(fused_rollout, "wait",
+          "learner: waiting for the rollout thread at the end of the update, wall", wall=True)
+    acting = getattr(fused_rollout, "ActingRefresh", None)
+    timed(acting, "stepped", "learner: copying its weights for the chunks, CPU")
+    timed(acting, "finish", "learner: copying its weights for the chunks, CPU")
+    timed(acting, "collect", "rollout thread: collecting (chunks' waits included), wall",
+          wall=True)
     epochs_seen = [0]
     inner_epoch = Trainer.run_epoch
 
@@ -419,7 +436,7 @@ def main() -> None:
     ap.add_argument("--envs", default="recall,target", help="sanity: envs")
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
-             [s for s in SIDES if s not in ("bf16", "overlap-bf16")] if args.mode == "sps" else
+             [s for s in SIDES if s not in ("bf16", "overlap-bf16", "chunks", "entropy")] if args.mode == "sps" else
              ["overlap"] if args.mode == "profile" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:

@@ -144,6 +144,57 @@ def test_fused_rollout_does_not_depend_on_threads_or_backend(tmp_path):
             tr.close()
 
 
+CHUNK_CASES = [
+    ("breakout", "mlp", "threads", {"env.max_steps": 5, "env.num_buffers": 2,
+                                    "train.norm_reward": True}),   # truncation bootstrap
+    ("g2048", "mlp", "serial", {"env.max_steps": 40}),                    # action masks
+    ("breakout", "lstm", "serial", {"env.max_steps": 7}),                 # recurrent state
+]
+
+
+@pytest.mark.parametrize("env,policy,backend,overrides", CHUNK_CASES)
+def test_a_segment_collected_in_chunks_fills_the_storage_one_call_fills(tmp_path, env, policy,
+                                                                        backend, overrides):
+    """vec_rollout over steps first..last (train.overlap_chunks collects a segment so, each
+    chunk by its own policy): with one policy, chunks continue the env state, the actions and
+    the recurrent state exactly where the previous call left them, and the segment, the
+    scaled rewards and the next segment equal one whole-segment call's."""
+    over = {"policy.name": policy, **overrides}
+    whole = _trainer(tmp_path, "whole", env, "fused", backend, **over)
+    chunked = _trainer(tmp_path, "chunked", env, "fused", backend, **over)
+    try:
+        ended = 0.0
+        for epoch in range(3):
+            whole.rollout()
+            for first, last in ((1, 5), (6, 6), (7, 15), (16, 16)):
+                chunked.fused._call(first, None, None, last)
+            _assert_same_storage(whole, chunked, f"epoch {epoch}")
+            for name in FIELDS:     # the same policy and arithmetic: bit for bit
+                assert torch.equal(getattr(whole.storage, name),
+                                   getattr(chunked.storage, name)), name
+            if whole.reward_scaler is not None:
+                assert torch.equal(whole.reward_scaler.stats.mean,
+                                   chunked.reward_scaler.stats.mean)
+            ended += float(whole.storage.dones.sum())
+            whole.storage.shift()
+            chunked.storage.shift()
+        assert ended > 0, "the case must end episodes to test resets across chunks"
+    finally:
+        whole.close()
+        chunked.close()
+
+
+def test_vec_rollout_refuses_a_bad_step_range(tmp_path):
+    tr = _trainer(tmp_path, "r", "breakout", "fused")
+    try:
+        for first, last in ((1, 0), (5, 4), (1, tr.T + 1), (0, 1), (tr.T + 1, tr.T + 1),
+                            (-1, 3)):
+            with pytest.raises(ValueError, match="first_step|last_step"):
+                tr.fused._call(first, None, None, last)
+    finally:
+        tr.close()
+
+
 def _scaler_restored(resumed):
     if resumed.config.train.norm_reward:    # statistics of the two epochs before the stop
         assert float(resumed.reward_scaler.stats.count) >= 2 * resumed.S * resumed.T
@@ -227,18 +278,22 @@ def test_overlap_acts_one_update_behind_by_schedule(tmp_path):
             tr.close()
 
 
-@pytest.mark.parametrize("norm_reward,policy,precision", [
-    (False, "lstm", "float32"), (True, "lstm", "float32"), (False, "mlp", "float32"),
-    (False, "mlp", "bfloat16")])
+@pytest.mark.parametrize("norm_reward,policy,precision,chunks", [
+    (False, "lstm", "float32", 1), (True, "lstm", "float32", 1), (False, "mlp", "float32", 1),
+    (False, "mlp", "float32", 4), (True, "mlp", "float32", 16), (False, "mlp", "bfloat16", 1),
+    (False, "mlp", "bfloat16", 4)])
 def test_overlapped_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward, policy,
-                                                                  precision):
+                                                                  precision, chunks):
     """Also with the MLP, whose stale batch the rollout thread anchors ahead of the learner
-    (stale_batch.PipelinedAnchor): which thread anchors what is fixed by the schedule; and
-    with a bfloat16 learner beside the float32 C policy."""
+    (stale_batch.PipelinedAnchor) and collects in chunks, each acted by the learner's weights
+    after a fixed number of the update's steps (acting_refresh.py): which thread anchors what,
+    and which weights act which step, is fixed by the schedule; and with a bfloat16 learner
+    beside the float32 C policy."""
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": policy,
             "policy.hidden": 16, "train.rollout": "fused", "train.overlap": True,
-            "env.max_steps": 11, "train.norm_reward": norm_reward, "train.precision": precision}
+            "env.max_steps": 11, "train.norm_reward": norm_reward, "train.precision": precision,
+            "train.overlap_chunks": chunks}
 
     def collecting_ahead(resumed):
         assert resumed.fused.pending

@@ -203,3 +203,109 @@ def test_pipelined_anchoring_trains_as_anchoring_up_front(tmp_path, minibatches)
         assert losses_p.keys() == losses_u.keys()
         for key, value in losses_p.items():
             assert losses_u[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+
+
+def test_overlap_acts_each_chunk_with_the_learners_weights_after_its_steps(tmp_path):
+    """train.overlap_chunks: the batch collected during an update is split into chunks of
+    steps, chunk j acted by the learner's weights after j * n // C of the update's n gradient
+    steps (chunk 0 by the weights before it): each chunk's stored log-probs are those weights'
+    log-probs of the stored actions, and the later chunks' are not the first weights'."""
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 3, "train.update_epochs": 2})
+    try:
+        weights = [copy.deepcopy(tr.policy.state_dict())]      # after 0, 1, 2, ... steps
+        last = getattr(tr.optimizer, "optimizers", [tr.optimizer])[-1]   # (Muon + Adam)
+        last.register_step_post_hook(
+            lambda *_: weights.append(copy.deepcopy(tr.policy.state_dict())))
+        with tr.process_state.active():
+            tr.run_epoch()      # the first batch collected up front, the second during update 1
+        acting = tr.fused.acting
+        n = len(weights) - 1
+        assert n == 2 * 8 * 16 // 64                           # two passes of 2 minibatches
+        assert acting.chunks == 3
+        assert acting.bounds == [(1, 5), (6, 10), (11, 16)]
+        assert acting.steps == [0, 4 * 1 // 3, 4 * 2 // 3] == [0, 1, 2]
+        batch = tr.storage                                     # pending: collected in update 1
+        policy = copy.deepcopy(tr.policy)
+        logp = []
+        for steps in acting.steps:
+            policy.load_state_dict(weights[steps])
+            replayed = copy.deepcopy(batch)
+            anchor_at_learner(policy, tr.distribution, replayed)
+            logp.append(replayed.logprobs)
+        for j, (first, last) in enumerate(acting.bounds):
+            stored = batch.logprobs[:, first:last + 1]
+            torch.testing.assert_close(stored, logp[j][:, first:last + 1], atol=1e-5, rtol=0)
+            if j:   # the first weights would have given other log-probs
+                assert float((stored - logp[0][:, first:last + 1]).abs().max()) > 1e-3
+    finally:
+        tr.close()
+
+
+def test_overlap_chunks_of_one_act_the_whole_batch_with_the_weights_before_the_update(tmp_path):
+    """train.overlap_chunks = 1 (and every recurrent policy): the batch collected during
+    update 1 is a rollout by the initial weights, as before chunks existed."""
+    for name, extra in (("one", {"train.overlap_chunks": 1}), ("lstm", {"policy.name": "lstm"})):
+        tr = _overlapped_trainer(tmp_path / name, **extra)
+        try:
+            initial = copy.deepcopy(tr.policy.state_dict())
+            with tr.process_state.active():
+                tr.run_epoch()
+            assert tr.fused.acting.chunks == 1
+            policy = copy.deepcopy(tr.policy)
+            policy.load_state_dict(initial)
+            replayed = copy.deepcopy(tr.storage)
+            anchor_at_learner(policy, tr.distribution, replayed)
+            torch.testing.assert_close(tr.storage.logprobs[:, 1:], replayed.logprobs[:, 1:],
+                                       atol=1e-5, rtol=0)
+        finally:
+            tr.close()
+
+
+def test_an_update_that_ends_early_leaves_the_rollout_thread_neither_waiting_nor_collecting(
+        tmp_path):
+    """If the update fails after some of its steps, the rollout thread collects the chunks whose
+    weights came, then raises instead of waiting for steps that never come; an update that
+    stops early on target_kl hands the chunks of later steps the weights it ended with."""
+    from shoal.trainer.acting_refresh import ActingRefresh
+
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 8})
+    try:
+        acting = ActingRefresh(tr.policy, tr.env.observations.dtype)
+        collected: list[tuple[int, int, object]] = []
+        errors: list[BaseException] = []
+
+        def rollout_thread():
+            try:
+                acting.collect(lambda first, last, net: collected.append((first, last, net))
+                               or 0.0, "start weights")
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        acting.begin(tr.config.train, copy.deepcopy(tr.storage))
+        second = threading.Thread(target=rollout_thread)
+        second.start()
+        acting.start(8)                       # 8 chunks of 2 steps, chunk j after step j
+        acting.stepped(1)
+        acting.stepped(2)
+        acting.stop()                         # the update failed at its third step
+        second.join(timeout=30)
+        assert not second.is_alive()
+        assert [c[:2] for c in collected] == [(1, 2), (3, 4), (5, 6)]
+        assert collected[0][2] == "start weights"
+        assert errors and "gradient step 3" in str(errors[0])
+
+        # stopped on target_kl after 2 steps: chunks 3.. are acted by the weights after step 2
+        collected.clear()
+        acting.begin(tr.config.train, copy.deepcopy(tr.storage))
+        second = threading.Thread(target=rollout_thread)
+        second.start()
+        acting.start(8)
+        acting.stepped(1)
+        acting.stepped(2)
+        acting.finish()
+        acting.stop()
+        second.join(timeout=30)
+        assert not second.is_alive() and len(errors) == 1
+        assert [c[:2] for c in collected] == [(2 * j + 1, 2 * j + 2) for j in range(8)]
+    finally:
+        tr.close()

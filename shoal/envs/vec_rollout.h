@@ -17,6 +17,7 @@
 #ifndef SHOAL_VEC_ROLLOUT_H
 #define SHOAL_VEC_ROLLOUT_H
 
+#include <limits.h>
 #include <time.h>
 
 #include "../net/shoal_net.h"
@@ -32,7 +33,7 @@ static int shoal_obs_dtype_code(void) {
 typedef struct {
     ShoalVec* v;
     const shoal_net* net;
-    int first_step, T;
+    int first_step, last_step, T;   /* steps first_step..last_step of the T-step segment */
     float gamma;
     OBS_TYPE* obs_store;
     void* act_store;           /* int64 (discrete heads) or float (Box) [S, T+1, A] */
@@ -160,7 +161,7 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
         const float* rew = (const float*)v->bufs[BUF_REW].buf;
         const uint8_t* term = (const uint8_t*)v->bufs[BUF_TERM].buf;
         const uint8_t* trunc = (const uint8_t*)v->bufs[BUF_TRUNC].buf;
-        for (int t = 1; t <= j->T; t++) {
+        for (int t = j->first_step; t <= j->last_step; t++) {
             double t0 = shoal_now();
             shoal_step_range(v, lo, hi);
             env_time += shoal_now() - t0;
@@ -249,8 +250,13 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 
 /* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
  *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks
- *             [, action_masks[, bootstrap]])
+ *             [, action_masks[, bootstrap[, last_step]]])
  *     -> env seconds (mean over threads)
+ * first_step 0 acts into slot 0 only; first_step in 1..T runs steps first_step..last_step
+ * (last_step in first_step..T, default T) of the segment whose storage holds T steps: a segment
+ * collected in several calls (chunks, each its own policy) continues from the previous call's
+ * env state and the actions it left in the env's action buffer, and fills the same storage as
+ * one call with the same policy. h0_next/c0_next are written by the call that reaches step T.
  * Storage arrays are the trainer's RolloutStorage tensors (numpy views): obs [S, T+1, obs] in the
  * env's dtype, actions [S, T+1, A] int64 (discrete) or float32 (Box), logprobs/values/starts/masks
  * [S, T+1] and rewards/dones [S, T] float32; h, c, h0, c0, h0_next, c0_next [S, hidden] float32
@@ -263,15 +269,15 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *capsule, *net_capsule;
-    int first_step, T, threads;
+    int first_step, T, threads, last_step = INT_MIN;   /* INT_MIN: not given */
     double gamma;
     PyObject* o[16];
     PyObject* o_amask = Py_None;
     PyObject* o_boot = Py_None;
-    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|OO", &capsule, &net_capsule, &first_step,
+    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|OOi", &capsule, &net_capsule, &first_step,
                           &T, &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
                           &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15],
-                          &o_amask, &o_boot))
+                          &o_amask, &o_boot, &last_step))
         return NULL;
     ShoalVec* v = shoal_get(capsule);
     if (!v) return NULL;
@@ -283,8 +289,14 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
             return NULL;
         }
     const Py_ssize_t S = (Py_ssize_t)v->num_envs * v->agents_per_env;
-    if (T < 1 || threads < 1 || threads > 256 || (first_step != 0 && first_step != 1)) {
-        PyErr_SetString(PyExc_ValueError, "vec_rollout: T >= 1, threads in [1, 256], first_step 0 or 1");
+    if (T < 1 || threads < 1 || threads > 256 || first_step < 0 || first_step > T) {
+        PyErr_SetString(PyExc_ValueError, "vec_rollout: T >= 1, threads in [1, 256], first_step in [0, T]");
+        return NULL;
+    }
+    if (last_step == INT_MIN) last_step = first_step == 0 ? 0 : T;
+    if (first_step == 0 ? last_step != 0 : (last_step < first_step || last_step > T)) {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: last_step %d out of range: it must be 0 with "
+                     "first_step 0, else in [first_step, T] = [%d, %d]", last_step, first_step, T);
         return NULL;
     }
     if (net->obs_dtype != shoal_obs_dtype_code() || net->obs_elems != v->obs_size) {
@@ -350,8 +362,8 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     if (first_step != 0 && shoal_take_actions(v, 0, v->num_envs)) goto done;
     job = (RolloutJob*)calloc(1, sizeof(RolloutJob));
     if (job == NULL) { PyErr_NoMemory(); goto done; }
-    *job = (RolloutJob){v, net, first_step, T, (float)gamma, b[0].view.buf, b[1].view.buf,
-                        b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
+    *job = (RolloutJob){v, net, first_step, last_step, T, (float)gamma, b[0].view.buf,
+                        b[1].view.buf, b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
                         b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0},

@@ -146,6 +146,11 @@ class TrainConfig:
                               "trains on this one (acting policy one update behind, the update "
                               "anchored at the learner's policy with the collector's actions "
                               "importance-weighted, docs/train.md; deterministic)")
+    overlap_chunks: int = _f(1, "overlap: collect the next batch in this many chunks of steps, "
+                                "chunk j acted by the learner's weights after j/chunks of the "
+                                "update's gradient steps (1 = the weights from the update's "
+                                "start throughout; fresher data but no faster per step on "
+                                "breakout; feedforward policies only, docs/train.md)", low=1)
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

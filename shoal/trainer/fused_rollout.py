@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .acting_refresh import ActingRefresh
 from .config import ConfigError
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 
@@ -113,6 +114,9 @@ class FusedRollout:
         self.spare = copy.deepcopy(trainer.storage) if self.overlap else None
         self._anchor_policy: torch.nn.Module | None = None   # overlap: _weights_before_update
         self._worker: ThreadPoolExecutor | None = None       # overlap: the rollout thread
+        # overlap: the acting weights refreshed chunk by chunk during collection
+        self.acting = (ActingRefresh(trainer.policy, trainer.env.observations.dtype)
+                       if self.overlap else None)
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
         # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
@@ -128,7 +132,11 @@ class FusedRollout:
         self._net = _net.Net(export_policy(tr.policy, tr.env.observations.dtype))
         return self._net.capsule()
 
-    def _call(self, first_step: int, storage: Any = None, capsule: Any = None) -> float:
+    def _call(self, first_step: int, storage: Any = None, capsule: Any = None,
+              last_step: int | None = None) -> float:
+        """Runs steps ``first_step..last_step`` (default T; ``first_step`` 0: acting into slot
+        0 only) of the segment in ``storage`` (default the trainer's) with the C policy
+        ``capsule`` (default the trainer's current weights)."""
         tr = self.trainer
         b, env = (tr.storage if storage is None else storage), tr.env
         state = tr.state
@@ -140,13 +148,14 @@ class FusedRollout:
         h0, c0 = (None, None) if b.state0 is None else b.state0
         h0n, c0n = (None, None) if b.state0_next is None else b.state0_next
         bootstrap = self.bootstrap if first_step else None
+        last = (tr.T if first_step else 0) if last_step is None else last_step
         env_seconds = env._c.vec_rollout(
             env._h, self._refresh() if capsule is None else capsule, first_step, tr.T, float(tr.config.train.gamma),
             self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
             arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
             arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks,
-            None if tr.env_action_masks is None else b.action_masks.numpy(), arr(bootstrap))
-        if bootstrap is not None:
+            None if tr.env_action_masks is None else b.action_masks.numpy(), arr(bootstrap), last)
+        if bootstrap is not None and last == tr.T:    # the whole segment is in
             self._scale_rewards(b, bootstrap)
         return env_seconds
 
@@ -177,10 +186,12 @@ class FusedRollout:
 
         The batch in ``trainer.storage`` (collected first, synchronously, at the start of a
         run) is trained on while a thread runs the fused rollout of the next batch into the
-        second storage, with the weights from before this update: the acting policy is always
-        one update behind, fixed by this schedule and not by timing, so a run is the same
-        under a seed whatever the threads do. The update is anchored at the learner's policy
-        and values (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
+        second storage, with the weights from before this update (or, ``train.overlap_chunks``
+        > 1, chunk by chunk with the weights after fixed numbers of its gradient steps:
+        :mod:`~shoal.trainer.acting_refresh`): which weights act which step is fixed by this
+        schedule and not by timing, so a run is the same under a seed whatever the threads
+        do. The update is anchored at the learner's policy and values
+        (:func:`~shoal.trainer.stale_batch.anchor_at_learner`). The next batch
         continues from this one's slot T (the carry :meth:`RolloutStorage.shift` does in the
         synchronous path); the storages are swapped at the end.
         """
@@ -207,14 +218,19 @@ class FusedRollout:
                                   precision)
                   if pipelined_anchoring(tr.config.train, current) else None)
         result: dict[str, Any] = {}
+        # the next batch's chunks are acted by the learner's weights after fixed numbers of the
+        # update's steps (acting_refresh.py); the anchoring goes first, to stay ahead of the
+        # learner, and the chunks then follow the learner's steps
+        acting = self.acting
+        acting.begin(tr.config.train, nxt)
 
         def collect() -> None:
             try:
                 if anchor is not None:
                     anchor.work_ahead()
-                result["env_seconds"] = self._call(1, nxt, capsule)
-                if anchor is not None:
                     anchor.work_rest()
+                result["env_seconds"] = acting.collect(
+                    lambda first, last, net: self._call(first, nxt, net, last), capsule)
             except BaseException as exc:  # re-raised on the training thread
                 if anchor is not None:
                     anchor.fail(exc)
@@ -228,11 +244,12 @@ class FusedRollout:
         try:
             if anchor is None:
                 anchor_at_learner(tr.policy, tr.distribution, current, precision)
-            losses = tr.update(stats, anchor)   # stats come back merged over ranks
+            losses = tr.update(stats, anchor, acting)   # stats come back merged over ranks
             stats = losses.pop("episodes")
         finally:
             if anchor is not None:
                 anchor.stop()
+            acting.stop()
             wait([worker])
         learn_time = time.perf_counter() - t1
         if "error" in result:

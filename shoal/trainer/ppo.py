@@ -90,6 +90,7 @@ from .obs_norm import observation_normalizer_for, update_from_observations
 from .optim import fused_adam
 from .process_state import ProcessState
 from .signals import deferred_stop
+from .acting_refresh import ActingRefresh
 from .stale_batch import PipelinedAnchor, collector_terms
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
@@ -660,12 +661,15 @@ class Trainer:
     # ---- update ----
 
     def update(self, episodes: dict[str, float] | None = None,
-               anchor: PipelinedAnchor | None = None) -> dict[str, float]:
+               anchor: PipelinedAnchor | None = None,
+               acting: ActingRefresh | None = None) -> dict[str, float]:
         """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected.
         ``episodes`` (this rank's episode statistics) come back under "episodes", merged over
         the ranks in the update's one closing collective. ``anchor`` (``train.overlap``: a
         :class:`~shoal.trainer.stale_batch.PipelinedAnchor`) anchors a stale batch minibatch by
-        minibatch, ahead of the learner."""
+        minibatch, ahead of the learner; ``acting`` (an
+        :class:`~shoal.trainer.acting_refresh.ActingRefresh`) hands the weights after some of
+        its gradient steps to the rollout thread, which acts the next batch with them."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
         progress = self.agent_steps / max(1, t.schedule_steps or t.total_steps)
@@ -685,6 +689,8 @@ class Trainer:
             passes = segment_passes(S, segments, t.update_epochs, self.sampler_generator,
                                     self.device)
         num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
+        if acting is not None:
+            acting.start(num_minibatches)
         totals: dict[str, torch.Tensor] = {}
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
@@ -772,8 +778,12 @@ class Trainer:
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([p.grad.detach().norm() for p in params]))
             self.optimizer.step()
+            if acting is not None:
+                acting.stepped(done)
             grad_norm_sum += grad_norm.detach()
             mb = following
+        if acting is not None:
+            acting.finish()
         if anchor is not None and ending is None:
             explained = anchored_explained()
         out = {k: float(v) / max(1, done) for k, v in totals.items()}

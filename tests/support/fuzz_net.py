@@ -187,8 +187,12 @@ def fused_rollouts(tmp):
                 "log.run_dir": f"{tmp}/r{i}-{threads}", **extra})
             trainer = Trainer(cfg)
             try:
-                for _ in range(2):
-                    trainer.rollout()
+                for epoch in range(2):
+                    if epoch:     # a segment in chunks (train.overlap_chunks)
+                        for first in range(1, trainer.T + 1, 4):
+                            trainer.fused._call(first, None, None, min(trainer.T, first + 3))
+                    else:
+                        trainer.rollout()
                     if trainer.obs_norm is not None:
                         trainer.update()      # statistics for the next rollout's C policy
                     trainer.storage.shift()
@@ -210,7 +214,11 @@ def fused_bad_calls(trainer):
     bad = [
         (net, 1, trainer.T + 1, 0.9, 1, args),                       # T larger than the storage
         (net, 1, trainer.T, 0.9, 0, args),                           # no threads
-        (net, 2, trainer.T, 0.9, 1, args),                           # first_step
+        (net, trainer.T + 1, trainer.T, 0.9, 1, args),               # first_step past T
+        (net, -1, trainer.T, 0.9, 1, args),                          # negative first_step
+        (net, 1, trainer.T, 0.9, 1, args + [None, None, trainer.T + 1]),   # last_step past T
+        (net, 3, trainer.T, 0.9, 1, args + [None, None, 2]),         # last before first
+        (net, 0, trainer.T, 0.9, 1, args + [None, None, 1]),         # slot 0 acts only
         (other, 1, trainer.T, 0.9, 1, args),                         # a policy of another env
         (net, 1, trainer.T, 0.9, 1, [args[0][:1]] + args[1:]),       # short obs
         (net, 1, trainer.T, 0.9, 1, args[:1] + [args[1].astype(np.float64)] + args[2:]),

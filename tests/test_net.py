@@ -3,6 +3,7 @@ observations for every policy and head, sampling that a torch reference reproduc
 checks, and the header compiled alone into a C program."""
 
 import os
+import platform
 import shutil
 import struct
 import subprocess
@@ -453,19 +454,36 @@ int main(int argc, char** argv) {
 """
 
 
+def _cpu_has(flags: list[str]) -> bool:
+    """Whether this CPU runs code built with these -m flags (from /proc/cpuinfo's flag list)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = {w for line in f if line.startswith("flags") for w in line.split(":")[1].split()}
+    except OSError:
+        return False
+    return all(f[2:] in cpu for f in flags if f.startswith("-m"))
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("freestanding", [False, True])
-def test_header_compiles_alone_and_matches_the_binding(tmp_path, freestanding):
+@pytest.mark.parametrize("flags", [[], ["-DSHOAL_NET_FREESTANDING"], ["-mavx2", "-mfma"],
+                                   ["-mavx512f", "-mavx512vl", "-mfma"]],
+                         ids=["portable", "freestanding", "avx2-fma", "avx512-fma"])
+def test_header_compiles_alone_and_matches_the_binding(tmp_path, flags):
     header = open(header_path()).read()
     includes = {line.split()[1] for line in header.splitlines() if line.startswith("#include")}
-    assert includes == {"<math.h>", "<stddef.h>", "<stdint.h>", "<string.h>"}
+    # <immintrin.h> (the compiler's, not a library) only where AVX and FMA are enabled
+    assert includes == {"<math.h>", "<stddef.h>", "<stdint.h>", "<string.h>", "<immintrin.h>"}
+    guard = header[:header.index("#include <immintrin.h>")].rsplit("#if", 1)[1].split("\n")[0]
+    assert "__AVX__" in guard and "__FMA__" in guard
+    x86 = any(f.startswith("-m") for f in flags)
+    if x86 and (platform.machine() not in ("x86_64", "AMD64") or not _cpu_has(flags)):
+        pytest.skip("needs an x86-64 CPU with " + " ".join(flags))
     src = tmp_path / "play.c"
     src.write_text(PROGRAM)
     exe = tmp_path / "play"
     build = subprocess.run(
         ["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
-         *(["-DSHOAL_NET_FREESTANDING"] if freestanding else []),
-         "-I", os.path.dirname(header_path()), str(src), "-o", str(exe), "-lm"],
+         *flags, "-I", os.path.dirname(header_path()), str(src), "-o", str(exe), "-lm"],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     policy = _policy("lstm-mlp-discrete")
@@ -485,8 +503,8 @@ def test_header_compiles_alone_and_matches_the_binding(tmp_path, freestanding):
         actions, logp = cp.sample(params, rng)
         expected += list(zip(actions[:, 0], logp, values))
     np.testing.assert_array_equal(rows[:, 0], np.array([e[0] for e in expected]))
-    # the program is built -O2 without -march=native, the binding -O3 -march=native: the same
-    # arithmetic, but the compilers may vectorise and round a few operations differently
+    # the program is built -O2 with other target flags than the binding's -O3 -march=native:
+    # with or without fused multiply-adds, the products round a little differently
     np.testing.assert_allclose(rows[:, 1:], np.array([e[1:] for e in expected], float),
                                rtol=1e-5, atol=1e-6)
     bad = tmp_path / "bad.bin"

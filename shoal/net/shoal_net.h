@@ -813,6 +813,10 @@ static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, in
             for (int64_t e = 0; e < elems; e++)
                 xr[e * net->levels + shoal__obs_index(net->obs_dtype, row, e, net->obs_offset,
                                                       net->levels)] = 1.0f;
+        } else if (net->obs_dtype == SHOAL_OBS_F32) {   /* the common case, vectorised */
+            SHOAL_MEMCPY(xr, row, sizeof(float) * (size_t)elems);
+            for (int64_t e = 0; e < elems; e++) xr[e] *= net->scale[e];
+            if (net->obs_norm) shoal__normalize(net, xr);
         } else {
             for (int64_t e = 0; e < elems; e++)
                 xr[e] = shoal__obs_value(net->obs_dtype, row, e) * net->scale[e];

@@ -12,7 +12,9 @@
  * the layout word by word. shoal_net_load() checks every field, the exact size and that every
  * weight is finite, and reports a problem as a message, never by faulting.
  *
- * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h>: no allocation, no I/O. Define
+ * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h> (and the compiler's <immintrin.h>
+ * where AVX and FMA are enabled, e.g. -march=native on x86; SHOAL_NET_NO_INTRINSICS turns that
+ * off): no allocation, no I/O. Define
  * SHOAL_NET_FREESTANDING to need neither <math.h> nor <string.h> (the header's own logf, cosf
  * and expf; the compiler's memcpy/memset builtins), e.g. for `zig cc -target
  * wasm32-freestanding`; sampling then differs from libm's in the last bits.

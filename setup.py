@@ -1,7 +1,8 @@
 """Builds one C extension per env folder: shoal/envs/<name>/binding.c -> shoal.envs.<name>._c.
 
 Flags: warnings on (-Wall -Wextra); -O3 -march=native unless SHOAL_PORTABLE=1.
-SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py).
+SHOAL_SANITIZE=1 builds with AddressSanitizer and UBSan instead (tests/test_sanitizers.py), with
+-march=native unless SHOAL_PORTABLE=1.
 SHOAL_ONLY=maze,tetris builds only those env extensions (the trainer kernels are always built).
 SHOAL_NO_OPENMP=1 builds the trainer kernels and the C policy binding without OpenMP
 (single-threaded).
@@ -16,8 +17,11 @@ ENV_DIR = os.path.join("shoal", "envs")
 
 warnings = ["-Wall", "-Wextra", "-Wno-unused-function", "-Wno-missing-field-initializers"]
 if os.environ.get("SHOAL_SANITIZE") == "1":
+    # the same target flags as the default build, so the code paths chosen for the target (the
+    # C policy's AVX/FMA kernels) are the ones checked; SHOAL_PORTABLE=1 checks the portable ones
     optimise = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                "-fno-sanitize-recover=undefined"]
+                "-fno-sanitize-recover=undefined",
+                *([] if os.environ.get("SHOAL_PORTABLE") == "1" else ["-march=native"])]
     link = ["-fsanitize=address,undefined"]
 elif os.environ.get("SHOAL_PORTABLE") == "1":
     optimise, link = ["-O3"], []

@@ -3,6 +3,7 @@ observations for every policy and head, sampling that a torch reference reproduc
 checks, and the header compiled alone into a C program."""
 
 import os
+import platform
 import shutil
 import struct
 import subprocess
@@ -453,26 +454,55 @@ int main(int argc, char** argv) {
 """
 
 
+# the portable kernels under AddressSanitizer and UBSan (the extension's sanitizer build,
+# tests/test_sanitizers.py, checks the kernels -march=native selects)
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-g"]
+
+
+def _cpu_has(flags: list[str]) -> bool:
+    """Whether this CPU runs code built with these -m flags (from /proc/cpuinfo's flag list)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = {w for line in f if line.startswith("flags") for w in line.split(":")[1].split()}
+    except OSError:
+        return False
+    return all(f[2:] in cpu for f in flags if f.startswith("-m"))
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
-@pytest.mark.parametrize("freestanding", [False, True])
-def test_header_compiles_alone_and_matches_the_binding(tmp_path, freestanding):
+@pytest.mark.parametrize("flags", [[], ["-DSHOAL_NET_FREESTANDING"], ["-mavx2", "-mfma"],
+                                   ["-mavx512f", "-mavx512vl", "-mfma"], SANITIZE],
+                         ids=["portable", "freestanding", "avx2-fma", "avx512-fma",
+                              "portable-asan-ubsan"])
+def test_header_compiles_alone_and_matches_the_binding(tmp_path, flags):
     header = open(header_path()).read()
     includes = {line.split()[1] for line in header.splitlines() if line.startswith("#include")}
-    assert includes == {"<math.h>", "<stddef.h>", "<stdint.h>", "<string.h>"}
+    # <immintrin.h> (the compiler's, not a library) only where AVX and FMA are enabled
+    assert includes == {"<math.h>", "<stddef.h>", "<stdint.h>", "<string.h>", "<immintrin.h>"}
+    guard = header[:header.index("#include <immintrin.h>")].rsplit("#if", 1)[1].split("\n")[0]
+    assert "__AVX__" in guard and "__FMA__" in guard
+    if flags == SANITIZE and (shutil.which("gcc") is None or subprocess.run(
+            ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True
+            ).stdout.strip() in ("", "libasan.so")):
+        pytest.skip("needs gcc with the AddressSanitizer runtime")
+    x86 = any(f.startswith("-m") for f in flags)
+    if x86 and (platform.machine() not in ("x86_64", "AMD64") or not _cpu_has(flags)):
+        pytest.skip("needs an x86-64 CPU with " + " ".join(flags))
     src = tmp_path / "play.c"
     src.write_text(PROGRAM)
     exe = tmp_path / "play"
     build = subprocess.run(
         ["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
-         *(["-DSHOAL_NET_FREESTANDING"] if freestanding else []),
-         "-I", os.path.dirname(header_path()), str(src), "-o", str(exe), "-lm"],
+         *flags, "-I", os.path.dirname(header_path()), str(src), "-o", str(exe), "-lm"],
         capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     policy = _policy("lstm-mlp-discrete")
     blob = export_policy(policy)
     (tmp_path / "w.bin").write_bytes(blob)
     B = 20
-    run = subprocess.run([str(exe), str(tmp_path / "w.bin"), str(B)], capture_output=True,
+    # the program frees nothing at exit (leaks are not what the sanitizer run is for)
+    run_env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+    run = subprocess.run([str(exe), str(tmp_path / "w.bin"), str(B)], capture_output=True, env=run_env,
                          text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     rows = np.array([line.split() for line in run.stdout.split("\n") if line], float)
@@ -485,13 +515,14 @@ def test_header_compiles_alone_and_matches_the_binding(tmp_path, freestanding):
         actions, logp = cp.sample(params, rng)
         expected += list(zip(actions[:, 0], logp, values))
     np.testing.assert_array_equal(rows[:, 0], np.array([e[0] for e in expected]))
-    # the program is built -O2 without -march=native, the binding -O3 -march=native: the same
-    # arithmetic, but the compilers may vectorise and round a few operations differently
+    # the program is built -O2 with other target flags than the binding's -O3 -march=native:
+    # with or without fused multiply-adds, the products round a little differently
     np.testing.assert_allclose(rows[:, 1:], np.array([e[1:] for e in expected], float),
                                rtol=1e-5, atol=1e-6)
     bad = tmp_path / "bad.bin"
     bad.write_bytes(blob[:-8])
-    run = subprocess.run([str(exe), str(bad), "2"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([str(exe), str(bad), "2"], capture_output=True, text=True, timeout=60,
+                         env=run_env)
     assert run.returncode == 2 and "size mismatch" in run.stdout
 
 

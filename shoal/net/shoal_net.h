@@ -12,7 +12,9 @@
  * the layout word by word. shoal_net_load() checks every field, the exact size and that every
  * weight is finite, and reports a problem as a message, never by faulting.
  *
- * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h>: no allocation, no I/O. Define
+ * Uses only <math.h>, <stdint.h>, <string.h> and <stddef.h> (and the compiler's <immintrin.h>
+ * where AVX and FMA are enabled, e.g. -march=native on x86; SHOAL_NET_NO_INTRINSICS turns that
+ * off): no allocation, no I/O. Define
  * SHOAL_NET_FREESTANDING to need neither <math.h> nor <string.h> (the header's own logf, cosf
  * and expf; the compiler's memcpy/memset builtins), e.g. for `zig cc -target
  * wasm32-freestanding`; sampling then differs from libm's in the last bits.
@@ -418,6 +420,19 @@ static inline int64_t shoal_net_scratch_floats(const shoal_net* net) {
  * Layers
  * ------------------------------------------------------------------------------------------- */
 
+/* One multiply-add a * b + c. Where the target has fused multiply-add (x86 FMA3, ARM) it is
+ * fused: one instruction and one rounding instead of two. Spelled out with the builtin because
+ * GCC in ISO C mode (-std=c11) does not contract a * b + c on its own (-ffp-contract=off). Every
+ * product of the linear layers goes through this macro, so all paths (register blocks of any row
+ * count, the column tail, the critic head) round alike within one build; so do the polynomials
+ * of exp and erf. Targets without FMA
+ * (baseline x86-64, wasm) keep the separate multiply and add. */
+#if defined(__GNUC__) && (defined(__FMA__) || defined(__ARM_FEATURE_FMA))
+#define SHOAL__MADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define SHOAL__MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
 /* exp(x) in a form the compiler vectorises (libm's expf is a call per element): x = n ln2 + r,
  * |r| <= ln2/2, e^r by a degree-6 polynomial (relative error ~2e-7, like expf's), 2^n written
  * into the exponent bits. The argument is clamped to the finite range; NaN stays NaN. n is read
@@ -426,17 +441,17 @@ static inline float shoal__exp(float x) {
     const float shift = 12582912.0f;
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.0f ? -87.0f : x;
-    const float t = x * 1.44269504088896341f + shift;
+    const float t = SHOAL__MADD(x, 1.44269504088896341f, shift);
     const float n = t - shift;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    float r = SHOAL__MADD(n, -0.693359375f, x);
+    r = SHOAL__MADD(n, 2.12194440e-4f, r);
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = SHOAL__MADD(p, r, 1.3981999507e-3f);
+    p = SHOAL__MADD(p, r, 8.3334519073e-3f);
+    p = SHOAL__MADD(p, r, 4.1665795894e-2f);
+    p = SHOAL__MADD(p, r, 1.6666665459e-1f);
+    p = SHOAL__MADD(p, r, 5.0000001201e-1f);
+    p = SHOAL__MADD(p * r, r, r) + 1.0f;
     uint32_t bits;
     SHOAL_MEMCPY(&bits, &t, 4);
     bits = (bits - 0x4B400000u + 127u) << 23;   /* n + 127 in the exponent field */
@@ -448,13 +463,13 @@ static inline float shoal__exp(float x) {
 /* erf(x) (Abramowitz & Stegun 7.1.26, absolute error <= 1.5e-7) with the vectorisable exp. */
 static inline float shoal__erf(float x) {
     const float a = x < 0.0f ? -x : x;
-    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    const float t = 1.0f / SHOAL__MADD(0.3275911f, a, 1.0f);
     float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
-    const float e = 1.0f - p * t * shoal__exp(-a * a);
+    p = SHOAL__MADD(p, t, -1.453152027f);
+    p = SHOAL__MADD(p, t, 1.421413741f);
+    p = SHOAL__MADD(p, t, -0.284496736f);
+    p = SHOAL__MADD(p, t, 0.254829592f);
+    const float e = SHOAL__MADD(-p * t, shoal__exp(-a * a), 1.0f);
     return x < 0.0f ? -e : e;
 }
 
@@ -540,20 +555,37 @@ static void shoal__activate(int kind, float* x, int64_t n) {
  * running float sum (measured: twice torch's float32 error without it). */
 #define SHOAL_NET_SUM_BLOCK 32
 
-/* Output columns and rows one register block of the product covers: 2 rows x 64 columns is 16
- * AVX2 registers of accumulators (8 with AVX-512), each weight vector loaded once for 2 rows
- * (measured on an MLP-128 forward, CPU time: 2.2 us per agent against 2.5 for 4 x 32 and 3.9
- * for the unblocked loop). */
-#define SHOAL_NET_BLOCK_COLS 64
-#define SHOAL_NET_BLOCK_ROWS 2
 
-/* y[r][o0:o0+64] += x[r] W[:, o0:o0+64] for 2 rows (K = 2) or 1 row (K = 1), summed per block of
+/* Output columns and rows one register block of the product covers: 4 rows, so each weight
+ * vector loaded feeds 4 rows' multiply-adds. With AVX and FMA (x86) the block is written with
+ * intrinsics over 8-float vectors: 4 rows x 32 columns is 16 accumulator registers of the 32
+ * that AVX-512VL gives, 4 x 16 is 8 of AVX2's 16. Elsewhere (baseline x86-64, ARM, wasm) the
+ * portable loop below, which the compiler vectorises, covers 4 x 32. The column blocking does
+ * not change any sum's order, only which outputs are computed together. Measured on an MLP-128
+ * forward (thread CPU time; BENCHMARKS.md "C policy kernel"). */
+#if defined(__GNUC__) && defined(__AVX__) && defined(__FMA__) && !defined(SHOAL_NET_NO_INTRINSICS)
+#include <immintrin.h>
+#define SHOAL__X86_BLOCK 1
+#if defined(__AVX512VL__)
+#define SHOAL__X86_VECS 4     /* 8-float vectors per row of a block */
+#else
+#define SHOAL__X86_VECS 2
+#endif
+#define SHOAL_NET_BLOCK_COLS (8 * SHOAL__X86_VECS)
+#else
+#define SHOAL__X86_BLOCK 0
+#define SHOAL_NET_BLOCK_COLS 32
+#endif
+#define SHOAL_NET_BLOCK_ROWS 4
+
+/* y[r][o0:o0+COLS] += x[r] W[:, o0:o0+COLS] for K rows (4, 2 or 1), summed per block of
  * SHOAL_NET_SUM_BLOCK inputs in registers and each block's sum added to y (the order every path
- * of shoal__linear uses, so a row's result never depends on which path or tile it took). Inputs
- * that are zero in all K rows are skipped. */
+ * of shoal__linear uses, so a row's result never depends on which path or tile it took). With
+ * skip, inputs that are zero in all K rows are skipped (one-hot inputs; adding 0 * w changes no
+ * sum). */
 #define SHOAL__BLOCK_KERNEL(K)                                                                   \
-    static void shoal__block##K(const float* weight, int32_t in, int32_t out, const float* x,     \
-                                float* y, int32_t o0) {                                          \
+    static inline void shoal__block##K(const float* weight, int32_t in, int32_t out, const float* x,     \
+                                float* y, int32_t o0, int skip) {                                \
         for (int32_t i0 = 0; i0 < in; i0 += SHOAL_NET_SUM_BLOCK) {                               \
             const int32_t i1 = in - i0 < SHOAL_NET_SUM_BLOCK ? in : i0 + SHOAL_NET_SUM_BLOCK;    \
             float acc[K][SHOAL_NET_BLOCK_COLS];                                                  \
@@ -566,51 +598,121 @@ static void shoal__activate(int kind, float* x, int64_t n) {
                     xs[k] = x[(int64_t)k * in + i];                                              \
                     any |= xs[k] != 0.0f;                                                        \
                 }                                                                                \
-                if (!any) continue;                                                              \
+                if (skip && !any) continue;                                                      \
                 const float* w = weight + (int64_t)i * out + o0;                                 \
                 for (int k = 0; k < K; k++)                                                      \
-                    for (int o = 0; o < SHOAL_NET_BLOCK_COLS; o++) acc[k][o] += xs[k] * w[o];    \
+                    for (int o = 0; o < SHOAL_NET_BLOCK_COLS; o++)                               \
+                        acc[k][o] = SHOAL__MADD(xs[k], w[o], acc[k][o]);                         \
             }                                                                                    \
             for (int k = 0; k < K; k++)                                                          \
                 for (int o = 0; o < SHOAL_NET_BLOCK_COLS; o++)                                   \
                     y[(int64_t)k * out + o0 + o] += acc[k][o];                                   \
         }                                                                                        \
     }
-SHOAL__BLOCK_KERNEL(2)
+SHOAL__BLOCK_KERNEL(4)
 SHOAL__BLOCK_KERNEL(1)
 #undef SHOAL__BLOCK_KERNEL
 
-/* y[r] = b + x[r] W for `rows` rows; x is [rows][in] (row stride in), y [rows][out]. Weights
- * are stored [in][out], so the inner loops run over contiguous outputs (vectorised). Columns
- * past the last full register block go through the plain loop below, which sums in the same
- * order. acc: rows * out floats of scratch. */
-static void shoal__linear(const shoal_layer* L, const float* x, float* y, int rows, float* acc) {
+#if SHOAL__X86_BLOCK
+/* shoal__block4 with AVX/FMA intrinsics: the same fused multiply-adds in the same order (one
+ * rounding each, as __builtin_fmaf), the accumulators held in registers explicitly. */
+static inline void shoal__block4_x86(const float* weight, int32_t in, int32_t out, const float* x,
+                              float* y, int32_t o0, int skip) {
+    const float* x0 = x;
+    const float* x1 = x + in;
+    const float* x2 = x + 2 * (int64_t)in;
+    const float* x3 = x + 3 * (int64_t)in;
+    for (int32_t i0 = 0; i0 < in; i0 += SHOAL_NET_SUM_BLOCK) {
+        const int32_t i1 = in - i0 < SHOAL_NET_SUM_BLOCK ? in : i0 + SHOAL_NET_SUM_BLOCK;
+        __m256 a0[SHOAL__X86_VECS], a1[SHOAL__X86_VECS], a2[SHOAL__X86_VECS], a3[SHOAL__X86_VECS];
+        for (int n = 0; n < SHOAL__X86_VECS; n++)
+            a0[n] = a1[n] = a2[n] = a3[n] = _mm256_setzero_ps();
+        for (int32_t i = i0; i < i1; i++) {
+            if (skip && x0[i] == 0.0f && x1[i] == 0.0f && x2[i] == 0.0f && x3[i] == 0.0f) continue;
+            const float* w = weight + (int64_t)i * out + o0;
+            const __m256 b0 = _mm256_broadcast_ss(x0 + i), b1 = _mm256_broadcast_ss(x1 + i);
+            const __m256 b2 = _mm256_broadcast_ss(x2 + i), b3 = _mm256_broadcast_ss(x3 + i);
+            for (int n = 0; n < SHOAL__X86_VECS; n++) {
+                const __m256 wv = _mm256_loadu_ps(w + 8 * n);
+                a0[n] = _mm256_fmadd_ps(b0, wv, a0[n]);
+                a1[n] = _mm256_fmadd_ps(b1, wv, a1[n]);
+                a2[n] = _mm256_fmadd_ps(b2, wv, a2[n]);
+                a3[n] = _mm256_fmadd_ps(b3, wv, a3[n]);
+            }
+        }
+        for (int n = 0; n < SHOAL__X86_VECS; n++) {
+            float* y0 = y + o0 + 8 * n;
+            _mm256_storeu_ps(y0, _mm256_add_ps(_mm256_loadu_ps(y0), a0[n]));
+            _mm256_storeu_ps(y0 + out, _mm256_add_ps(_mm256_loadu_ps(y0 + out), a1[n]));
+            _mm256_storeu_ps(y0 + 2 * (int64_t)out, _mm256_add_ps(_mm256_loadu_ps(y0 + 2 * (int64_t)out), a2[n]));
+            _mm256_storeu_ps(y0 + 3 * (int64_t)out, _mm256_add_ps(_mm256_loadu_ps(y0 + 3 * (int64_t)out), a3[n]));
+        }
+    }
+}
+#define SHOAL__BLOCK4 shoal__block4_x86
+#else
+#define SHOAL__BLOCK4 shoal__block4
+#endif
+
+/* y[r] = b + x[r] W for `rows` (<= SHOAL_NET_TILE) rows; x is [rows][in] (row stride in), y
+ * [rows][out]. Weights are stored [in][out], so the register blocks run over contiguous
+ * outputs. The zero-skipping kernels are used when at least a quarter of the inputs are zero
+ * (one-hot observations); dense inputs (scaled observations, hidden activations) go without
+ * the per-input test. Columns past the last full register block (the heads: a few logits, the
+ * value) are summed per column with the rows side by side (the x block transposed, so the row
+ * loop vectorises), in the same order. */
+static void shoal__linear(const shoal_layer* L, const float* x, float* y, int rows) {
     const int32_t in = L->in, out = L->out;
     for (int r = 0; r < rows; r++) SHOAL_MEMCPY(y + (int64_t)r * out, L->bias, sizeof(float) * (size_t)out);
     int32_t o0 = 0;
-    for (; o0 + SHOAL_NET_BLOCK_COLS <= out; o0 += SHOAL_NET_BLOCK_COLS) {
-        int r = 0;
-        for (; r + SHOAL_NET_BLOCK_ROWS <= rows; r += SHOAL_NET_BLOCK_ROWS)
-            shoal__block2(L->weight, in, out, x + (int64_t)r * in, y + (int64_t)r * out, o0);
-        for (; r < rows; r++)
-            shoal__block1(L->weight, in, out, x + (int64_t)r * in, y + (int64_t)r * out, o0);
+    if (out >= SHOAL_NET_BLOCK_COLS) {
+        int32_t zeros = 0;   /* rows * in <= 16 * 2^24 */
+        const int32_t n = rows * in;
+        for (int32_t e = 0; e < n; e++) zeros += x[e] == 0.0f;
+        const int skip = 4 * zeros >= n;
+        for (; o0 + SHOAL_NET_BLOCK_COLS <= out; o0 += SHOAL_NET_BLOCK_COLS) {
+            int r = 0;
+            /* skip as a constant in each call, so the kernel is compiled without the test */
+            if (skip)
+                for (; r + SHOAL_NET_BLOCK_ROWS <= rows; r += SHOAL_NET_BLOCK_ROWS)
+                    SHOAL__BLOCK4(L->weight, in, out, x + (int64_t)r * in, y + (int64_t)r * out,
+                                  o0, 1);
+            else
+                for (; r + SHOAL_NET_BLOCK_ROWS <= rows; r += SHOAL_NET_BLOCK_ROWS)
+                    SHOAL__BLOCK4(L->weight, in, out, x + (int64_t)r * in, y + (int64_t)r * out,
+                                  o0, 0);
+            for (; r < rows; r++)
+                shoal__block1(L->weight, in, out, x + (int64_t)r * in, y + (int64_t)r * out, o0,
+                              skip);
+        }
     }
     if (o0 == out) return;
-    const int32_t tail = out - o0;
+    float xt[SHOAL_NET_SUM_BLOCK][SHOAL_NET_TILE];
+    float sums[SHOAL_NET_TILE];
     for (int32_t i0 = 0; i0 < in; i0 += SHOAL_NET_SUM_BLOCK) {
         const int32_t i1 = in - i0 < SHOAL_NET_SUM_BLOCK ? in : i0 + SHOAL_NET_SUM_BLOCK;
-        SHOAL_MEMSET(acc, 0, sizeof(float) * (size_t)rows * (size_t)tail);
-        for (int32_t i = i0; i < i1; i++) {
-            const float* w = L->weight + (int64_t)i * out + o0;
-            for (int r = 0; r < rows; r++) {
-                const float xi = x[(int64_t)r * in + i];
-                if (xi == 0.0f) continue;
-                float* ar = acc + (int64_t)r * tail;
-                for (int32_t o = 0; o < tail; o++) ar[o] += xi * w[o];
+        for (int32_t i = i0; i < i1; i++)
+            for (int r = 0; r < SHOAL_NET_TILE; r++)
+                xt[i - i0][r] = r < rows ? x[(int64_t)r * in + i] : 0.0f;
+        for (int32_t o = o0; o < out; o++) {
+#if SHOAL__X86_BLOCK && SHOAL_NET_TILE == 16
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+            for (int32_t i = i0; i < i1; i++) {
+                const __m256 w = _mm256_broadcast_ss(L->weight + (int64_t)i * out + o);
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(xt[i - i0]), w, s0);
+                s1 = _mm256_fmadd_ps(_mm256_loadu_ps(xt[i - i0] + 8), w, s1);
             }
+            _mm256_storeu_ps(sums, s0);
+            _mm256_storeu_ps(sums + 8, s1);
+#else
+            for (int r = 0; r < SHOAL_NET_TILE; r++) sums[r] = 0.0f;
+            for (int32_t i = i0; i < i1; i++) {
+                const float w = L->weight[(int64_t)i * out + o];
+                for (int r = 0; r < SHOAL_NET_TILE; r++) sums[r] = SHOAL__MADD(xt[i - i0][r], w, sums[r]);
+            }
+#endif
+            for (int r = 0; r < rows; r++) y[(int64_t)r * out + o] += sums[r];
         }
-        for (int r = 0; r < rows; r++)
-            for (int32_t o = 0; o < tail; o++) y[(int64_t)r * out + o0 + o] += acc[(int64_t)r * tail + o];
     }
 }
 
@@ -713,6 +815,10 @@ static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, in
             for (int64_t e = 0; e < elems; e++)
                 xr[e * net->levels + shoal__obs_index(net->obs_dtype, row, e, net->obs_offset,
                                                       net->levels)] = 1.0f;
+        } else if (net->obs_dtype == SHOAL_OBS_F32) {   /* the common case, vectorised */
+            SHOAL_MEMCPY(xr, row, sizeof(float) * (size_t)elems);
+            for (int64_t e = 0; e < elems; e++) xr[e] *= net->scale[e];
+            if (net->obs_norm) shoal__normalize(net, xr);
         } else {
             for (int64_t e = 0; e < elems; e++)
                 xr[e] = shoal__obs_value(net->obs_dtype, row, e) * net->scale[e];
@@ -724,11 +830,11 @@ static void shoal__preprocess(const shoal_net* net, const unsigned char* obs, in
 /* MLP layers on x (in buffer a, rows packed at the input width), ping-ponging between a and
  * b; returns the buffer holding the last layer's output [rows][hidden]. */
 static float* shoal__mlp(const shoal_net* net, const shoal_layer* layers, int rows, float* a,
-                         float* b, float* acc) {
+                         float* b) {
     float* in = a;
     for (int32_t l = 0; l < net->mlp_layers; l++) {
         float* y = in == a ? b : a;
-        shoal__linear(&layers[l], in, y, rows, acc);
+        shoal__linear(&layers[l], in, y, rows);
         shoal__activate(net->activation, y, (int64_t)rows * layers[l].out);
         in = y;
     }
@@ -754,7 +860,6 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
     float* buf_a = scratch;
     float* buf_b = scratch + SHOAL_NET_TILE * W;
     float* feat = scratch + 2 * SHOAL_NET_TILE * W;
-    float* acc = scratch + 3 * SHOAL_NET_TILE * W;
     float* gates = scratch + 4 * SHOAL_NET_TILE * W;
     for (int64_t r0 = 0; r0 < batch; r0 += SHOAL_NET_TILE) {
         const int rows = (int)(batch - r0 < SHOAL_NET_TILE ? batch - r0 : SHOAL_NET_TILE);
@@ -762,7 +867,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
         /* encoder -> feat [rows][H] */
         if (net->encoder == SHOAL_ENC_MLP) {
             shoal__preprocess(net, o, rows, buf_a);
-            const float* out = shoal__mlp(net, net->mlp, rows, buf_a, buf_b, acc);
+            const float* out = shoal__mlp(net, net->mlp, rows, buf_a, buf_b);
             SHOAL_MEMCPY(feat, out, sizeof(float) * (size_t)(rows * H));
         } else {
             /* one row at a time through the convolutions (ping-pong in buf_b and feat), the
@@ -782,7 +887,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
                 }
                 SHOAL_MEMCPY(buf_a + (int64_t)r * flat, cur, sizeof(float) * (size_t)flat);
             }
-            shoal__linear(&net->project, buf_a, feat, rows, acc);
+            shoal__linear(&net->project, buf_a, feat, rows);
             shoal__activate(net->activation, feat, (int64_t)rows * H);
         }
         /* LSTM cell: state updated in place, new h copied to feat */
@@ -802,8 +907,8 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
             /* gates = (b_ih + x W_ih) + (b_hh + h W_hh), the two sums nn.LSTMCell adds */
             const shoal_layer ih = {net->w_ih, net->b_ih, (int32_t)H, (int32_t)G};
             const shoal_layer hh = {net->w_hh, net->b_hh, (int32_t)H, (int32_t)G};
-            shoal__linear(&ih, feat, gates, rows, acc);
-            shoal__linear(&hh, hr, buf_b, rows, acc);
+            shoal__linear(&ih, feat, gates, rows);
+            shoal__linear(&hh, hr, buf_b, rows);
             for (int r = 0; r < rows; r++) {
                 const float* g = gates + r * G;
                 const float* g2 = buf_b + r * G;
@@ -822,7 +927,7 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
             }
         }
         /* actor head -> params ([mean, log_std] for Box) */
-        shoal__linear(&net->actor, feat, buf_a, rows, acc);
+        shoal__linear(&net->actor, feat, buf_a, rows);
         const int32_t A = net->actor.out;
         for (int r = 0; r < rows; r++) {
             float* pr = params + (r0 + r) * net->num_params;
@@ -833,14 +938,11 @@ static void shoal_net_forward(const shoal_net* net, int64_t batch, const void* o
         const float* critic_in = feat;
         if (!net->shared) {
             shoal__preprocess(net, o, rows, buf_a);
-            critic_in = shoal__mlp(net, net->critic_mlp, rows, buf_a, buf_b, acc);
+            critic_in = shoal__mlp(net, net->critic_mlp, rows, buf_a, buf_b);
         }
-        for (int r = 0; r < rows; r++) {
-            const float* x = critic_in + (int64_t)r * H;
-            float v = 0.0f;
-            for (int64_t j = 0; j < H; j++) v += x[j] * net->critic.weight[j];
-            values[r0 + r] = v + net->critic.bias[0];
-        }
+        float v[SHOAL_NET_TILE];
+        shoal__linear(&net->critic, critic_in, v, rows);
+        for (int r = 0; r < rows; r++) values[r0 + r] = v[r];
     }
 }
 

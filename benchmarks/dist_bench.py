@@ -115,15 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                         "environment (e.g. SHOAL_DIST_SPIN_MS=0)")
     parser.add_argument("extra", nargs="*", help="more `shoal train` flags (after --)")
     args = parser.parse_args(argv)
-    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "shoal", "__init__.py")):
-        parser.error(f"--baseline {args.baseline}: no shoal/__init__.py there (give the root of "
-                     "a shoal checkout built with `python setup.py build_ext --inplace`)")
-    variant: dict[str, str] = {}
-    if args.variant:
-        name, sep, value = args.variant.partition("=")
-        if not sep or not name:
-            parser.error(f"--variant {args.variant}: expected VAR=VALUE")
-        variant[name] = value
+    variant = job_control.checked_baseline_and_variant(parser, args)
     results: dict[str, list[float]] = {"single": [], "pair": [], "ranks": [], "comm": [],
                                        "base": [], "base_comm": [], "variant": [],
                                        "variant_comm": []}

@@ -16,6 +16,7 @@ Imported by the scripts next to it (``python benchmarks/NAME.py`` puts this fold
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -101,3 +102,19 @@ def ending_jobs() -> Iterator[None]:
         finally:
             for s, handler in ignored.items():
                 signal.signal(s, previous.get(s, handler))
+
+
+def checked_baseline_and_variant(parser: argparse.ArgumentParser, args: argparse.Namespace
+                                 ) -> dict[str, str]:
+    """Validates ``--baseline SRC`` (a built shoal checkout) and parses ``--variant VAR=VALUE``
+    into the environment it adds; errors through ``parser``."""
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "shoal", "__init__.py")):
+        parser.error(f"--baseline {args.baseline}: no shoal/__init__.py there (give the root of "
+                     "a shoal checkout built with `python setup.py build_ext --inplace`)")
+    variant: dict[str, str] = {}
+    if args.variant:
+        name, sep, value = args.variant.partition("=")
+        if not sep or not name:
+            parser.error(f"--variant {args.variant}: expected VAR=VALUE")
+        variant[name] = value
+    return variant

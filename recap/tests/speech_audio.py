@@ -25,7 +25,9 @@ TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "Finally, the football match last night ended with a late goal for the home team.",
-        ("match", "goal", "night"),
+        # not "night": the base model hears "last night ended" or "last i tended" from run to
+        # run (one CI run of 2026-12-05), a near tie its int8 CPU kernels can tip either way
+        ("match", "goal", "late"),
     ),
 ]
 

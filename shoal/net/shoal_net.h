@@ -425,8 +425,8 @@ static inline int64_t shoal_net_scratch_floats(const shoal_net* net) {
  * GCC in ISO C mode (-std=c11) does not contract a * b + c on its own (-ffp-contract=off). Every
  * product of the linear layers goes through this macro, so all paths (register blocks of any row
  * count, the column tail, the critic head) round alike within one build; so do the polynomials
- * of exp and erf. Targets without FMA
- * (baseline x86-64, wasm) keep the separate multiply and add. */
+ * of exp and erf. Targets without FMA (baseline x86-64, wasm) keep the separate multiply and
+ * add. */
 #if defined(__GNUC__) && (defined(__FMA__) || defined(__ARM_FEATURE_FMA))
 #define SHOAL__MADD(a, b, c) __builtin_fmaf((a), (b), (c))
 #else

@@ -40,8 +40,8 @@ the batch's advantages (``minibatches = "passes"``, or draws with ``prio_alpha =
 ``target_kl = 0``) and the policy is feedforward (:func:`pipelined_anchoring`), the whole
 schedule is drawn first and the segments are anchored minibatch by minibatch: the learner
 anchors the first minibatch's, the rollout thread the others' ahead of the learner, then
-collects the next batch, then anchors the segments no minibatch drew (only the update's
-explained variance reads them). Every segment gets the forward pass of the same weights that
+the segments no minibatch drew (only the update's explained variance reads them), then
+collects the next batch. Every segment gets the forward pass of the same weights that
 :func:`anchor_at_learner` gives it (a copy of the learner's weights at the start of the
 update), up to float32 rounding; the work is split by the schedule, not by timing, and the
 learner waits for a minibatch's segments before it gathers them, so a run is the same under a
@@ -123,9 +123,11 @@ class PipelinedAnchor:
     """Anchors a stale batch minibatch by minibatch, ahead of the update (module docstring).
 
     ``policy`` holds the learner's weights at the start of the update (a copy the update does
-    not change); ``precision`` is the learner's (``train.precision``). The trainer calls :meth:`start` with the update's schedule, then
-    :meth:`minibatch_ready` before gathering each minibatch and :meth:`finish` at the end; a
-    second thread calls :meth:`work_ahead` (then collects the next batch) and :meth:`work_rest`.
+    not change); ``precision`` is the learner's (``train.precision``). The trainer calls
+    :meth:`start` with the update's schedule, then :meth:`minibatch_ready` before gathering each
+    minibatch and :meth:`finish` at the end; a second thread calls :meth:`work_ahead` and
+    :meth:`work_rest`, then collects the next batch (its chunks follow the learner's steps:
+    :mod:`~shoal.trainer.acting_refresh`).
     """
 
     def __init__(self, policy: torch.nn.Module, distribution: Any, storage: Any,
@@ -189,7 +191,7 @@ class PipelinedAnchor:
             self._guarded(k)
 
     def work_rest(self) -> None:
-        """Second thread, after collecting: anchors the segments no minibatch drew."""
+        """Second thread, after :meth:`work_ahead`: anchors the segments no minibatch drew."""
         if self._scheduled.is_set() and not self._stopped:
             self._guarded(len(self.chunks) - 1)
 

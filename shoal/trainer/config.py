@@ -163,8 +163,10 @@ class TrainConfig:
                                    "for rollout inference and the training forward/backward, "
                                    "the LSTM through its fused bfloat16 path on the CPU; "
                                    "weights, optimizer, advantages and losses stay float32; "
-                                   "the fused rollout's C policy acts in float32 either way)",
-                        choices=("float32", "bfloat16"))
+                                   "the fused rollout's C policy acts in float32 either way), "
+                                   "or auto (bfloat16 when training on a CPU with AMX-BF16 or "
+                                   "AVX512-BF16, else float32; the run records its choice)",
+                        choices=("float32", "bfloat16", "auto"))
 
 
 @dataclass
@@ -521,6 +523,8 @@ def finalise(cfg: Config) -> Config:
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     t = cfg.train
+    if t.rollout == "fused" and t.device.split(":")[0] not in ("auto", "cpu"):
+        raise ConfigError(fused_device_error(t.device))
     if cfg.env.num_envs % cfg.env.num_buffers:
         raise ConfigError(
             f"env.num_envs={cfg.env.num_envs} must be a multiple of env.num_buffers="
@@ -542,6 +546,14 @@ def finalise(cfg: Config) -> Config:
                 f"{cfg.env.num_envs} x {agents} x {t.horizon} = {batch}: {hint}, or leave "
                 f"batch_size at 0")
     return cfg
+
+
+def fused_device_error(device: Any) -> str:
+    """The error for ``train.rollout = "fused"`` with a learner off the CPU, naming the fixes."""
+    return (f"train.rollout='fused' runs the envs and the policy on the CPU and trains there, "
+            f"but train.device is {str(device)!r}: train on the CPU (--train.device cpu), or "
+            f"take the torch rollout for a {str(device).split(':')[0]} learner "
+            f"(--train.rollout torch --train.overlap false)")
 
 
 def _check_python_env(cfg: Config) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .acting_refresh import ActingRefresh
-from .config import ConfigError
+from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
@@ -80,7 +80,7 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
                 f"(got {type(trainer.env).__name__}); use train.rollout='torch' for Python envs "
                 "and the processes backend")
     if trainer.device.type != "cpu":
-        return f"train.rollout='fused' runs on the CPU; train.device is {trainer.device}"
+        return fused_device_error(trainer.device)
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:

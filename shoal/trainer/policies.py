@@ -56,7 +56,8 @@ from .lstm import lstm_sequence
 __all__ = [
     "ObservationPreprocessor", "make_preprocessor", "policy_observation_space", "MLPEncoder",
     "CNNEncoder", "ActorCriticHeads", "MLPPolicy", "CNNPolicy", "LSTMPolicy", "make_policy",
-    "Inference", "policy_initial_state", "orthogonal_init", "POLICIES",
+    "Inference", "policy_initial_state", "orthogonal_init", "POLICIES", "PRECISIONS",
+    "PRECISION_CHOICES", "cpu_bfloat16_units", "resolve_precision",
 ]
 
 State = tuple[torch.Tensor, ...] | None
@@ -508,6 +509,50 @@ def policy_initial_state(policy: nn.Module, batch: int, device: torch.device | s
 # ---------------------------------------------------------------------------------------------
 
 PRECISIONS = ("float32", "bfloat16")
+# what ``train.precision`` accepts: a precision, or "auto" (resolve_precision picks one)
+PRECISION_CHOICES = PRECISIONS + ("auto",)
+# the x86 features that give the CPU native bfloat16 products (torch's names, /proc/cpuinfo's)
+_BF16_FEATURES = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16"}
+
+
+def cpu_bfloat16_units() -> list[str]:
+    """The CPU's native bfloat16 units (``["AMX-BF16", "AVX512-BF16"]``, a subset, or ``[]``).
+
+    Asks torch (``torch.cpu.get_capabilities()``, where this torch has it); else reads the
+    ``flags`` of /proc/cpuinfo; ``[]`` when neither answers."""
+    flags: set[str] = set()
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if callable(get_capabilities):
+        caps = get_capabilities()
+        flags = {name for name in _BF16_FEATURES if caps.get(name)}
+    else:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split()) & set(_BF16_FEATURES)
+                        break
+        except OSError:
+            pass
+    return [label for name, label in _BF16_FEATURES.items() if name in flags]
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> tuple[str, str | None]:
+    """``(precision to run in, note)``: ``"auto"`` becomes ``"bfloat16"`` when ``device`` is
+    the CPU and the CPU has native bfloat16 units (AMX-BF16 or AVX512-BF16: without them
+    bfloat16 is slower than float32), ``"float32"`` otherwise (a GPU included: bfloat16 there is
+    untested). The note says what ``"auto"`` chose and why (None for an explicit precision,
+    which is returned as given)."""
+    if precision != "auto":
+        check_precision(precision)
+        return precision, None
+    device = torch.device(device)
+    if device.type != "cpu":
+        return "float32", f"precision auto -> float32 (train.device is {device})"
+    units = cpu_bfloat16_units()
+    if units:
+        return "bfloat16", f"precision auto -> bfloat16 (CPU has {'/'.join(units)})"
+    return "float32", "precision auto -> float32 (CPU has no AMX-BF16/AVX512-BF16)"
 
 
 def autocast(device: torch.device | str, precision: str = "float32"
@@ -523,6 +568,9 @@ def autocast(device: torch.device | str, precision: str = "float32"
 
 def check_precision(precision: str) -> None:
     """Raises ValueError naming the choices unless ``precision`` is one of PRECISIONS."""
+    if precision == "auto":
+        raise ValueError("precision 'auto' must be resolved first (resolve_precision: the "
+                         "Trainer does it when it is built)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 

@@ -84,7 +84,7 @@ from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMom
 from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
 from .learner_threads import make_learner
-from .policies import Inference, autocast, make_policy, policy_initial_state
+from .policies import Inference, autocast, make_policy, policy_initial_state, resolve_precision
 from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
 from .optim import fused_adam
@@ -346,10 +346,11 @@ def cosine_lr(base: float, progress: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; other names are checked."""
+def resolve_device(name: str, cpu_only: bool = False) -> torch.device:
+    """``auto`` -> cuda when available (and not ``cpu_only``: the fused rollout), else cpu;
+    other names are checked."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and not cpu_only else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -424,7 +425,10 @@ class Trainer:
         self.callback = callback
         t = config.train
         self.dist = connect()           # the ranks of a torchrun job; one process otherwise
-        self.device = self.dist.device(resolve_device(t.device))
+        self.device = self.dist.device(resolve_device(t.device, cpu_only=t.rollout == "fused"))
+        # "auto" becomes what this machine runs best; the run records (config.toml,
+        # checkpoints) and resumes with that choice
+        t.precision, self.precision_note = resolve_precision(t.precision, self.device)
         # torch's and numpy's global RNGs and torch's thread count are the trainer's only while
         # it works (building, training): the caller's are put back after (process_state.py)
         self.process_state = ProcessState(t.seed, t.torch_threads)
@@ -833,6 +837,8 @@ class Trainer:
         self._session_steps0 = self.agent_steps
         try:
             dash.start()
+            if self.precision_note:
+                dash.message(self.precision_note)
             if self.resumed_from:
                 dash.message(f"resumed from {self.resumed_from} at epoch {self.epoch}"
                              + ("" if self.exact_resume else

@@ -22,6 +22,9 @@ def _trainer(tmp_path, name, env, rollout, backend="serial", **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "env.backend": backend, "train.minibatch_size": 64, "log.dashboard": "off",
             "policy.hidden": 32, "train.rollout": rollout, "train.action_rng": "agent",
+            # synchronous and float32 unless a test asks otherwise (breakout ships overlap and
+            # precision auto)
+            "train.overlap": False, "train.precision": "float32",
             "log.run_dir": str(tmp_path / name)}
     if backend == "threads":
         over["env.num_workers"] = 2
@@ -204,8 +207,8 @@ def _scaler_restored(resumed):
 def test_fused_training_is_deterministic_and_resumes_exactly(tmp_path, norm_reward):
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
-            "policy.hidden": 16, "train.rollout": "fused", "env.max_steps": 11,
-            "train.norm_reward": norm_reward}
+            "policy.hidden": 16, "train.rollout": "fused", "train.overlap": False,
+            "train.precision": "float32", "env.max_steps": 11, "train.norm_reward": norm_reward}
     assert_repeats_and_resumes_exactly(tmp_path, "breakout", over, _scaler_restored)
     from shoal.trainer.checkpoint import CheckpointError
 

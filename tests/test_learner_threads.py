@@ -20,7 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _trainer(tmp_path, name, env="breakout", **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 96, "log.dashboard": "off", "policy.hidden": 32,
-            "env.max_steps": 9, "log.run_dir": str(tmp_path / name)}
+            "env.max_steps": 9, "log.run_dir": str(tmp_path / name),
+            # the synchronous float32 torch path unless a test asks otherwise (breakout ships
+            # the fused overlapped rollout with precision auto)
+            "train.rollout": "torch", "train.overlap": False, "train.precision": "float32"}
     over.update(overrides)
     return Trainer(build_config(env, overrides=over))
 
@@ -99,7 +102,7 @@ def test_learner_threads_are_deterministic_and_resume_exactly(tmp_path, rollout,
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 128, "log.dashboard": "off", "policy.name": "lstm",
             "policy.hidden": 16, "train.rollout": rollout, "train.overlap": overlap,
-            "train.learner_threads": 2, "env.max_steps": 11}
+            "train.precision": "float32", "train.learner_threads": 2, "env.max_steps": 11}
     assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
     # one learner thread trains on the same batches with the same schedule: the first epoch's
     # losses agree up to the rounding of the shards' separate sums

@@ -420,5 +420,6 @@ def test_bf16_lstm_training_is_deterministic_and_resumes_exactly(tmp_path):
 
     over = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.name": "lstm",
-            "policy.hidden": 16, "train.precision": "bfloat16", "env.max_steps": 11}
+            "policy.hidden": 16, "train.precision": "bfloat16", "env.max_steps": 11,
+            "train.rollout": "torch", "train.overlap": False}
     assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)

@@ -30,7 +30,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = {"train.total_steps": 6 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
          "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 16,
-         "train.norm_obs": True}
+         "train.norm_obs": True,
+         # the synchronous float32 torch path unless a test asks otherwise (breakout ships the
+         # fused overlapped rollout with precision auto)
+         "train.rollout": "torch", "train.overlap": False, "train.precision": "float32"}
 
 
 def _reference_transform(x, mean, var, eps, clip):

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _overlapped_trainer(tmp_path, **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
-            "train.rollout": "fused", "train.overlap": True, "env.max_steps": 9,
-            "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run")}
+            "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
+            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run")}
     over.update(overrides)
     return Trainer(build_config("breakout", overrides=over))
 
@@ -188,7 +188,7 @@ def test_pipelined_anchoring_trains_as_anchoring_up_front(tmp_path, minibatches)
     over = {"train.total_steps": 6 * 16 * 8, "env.num_envs": 16, "train.horizon": 8,
             "train.minibatch_size": 32, "train.update_epochs": 2, "log.dashboard": "off",
             "policy.hidden": 32, "train.rollout": "fused", "train.overlap": True,
-            "env.max_steps": 11, "train.minibatches": minibatches}
+            "train.precision": "float32", "env.max_steps": 11, "train.minibatches": minibatches}
     kinds = {}
     for name, extra in (("pipelined", {}), ("up_front", {"train.target_kl": 1e9})):
         cfg = build_config("breakout", overrides=dict(

@@ -77,8 +77,9 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
     t = trainer.config.train
     if not isinstance(trainer.env, NativeVecEnv):
         return ("train.rollout='fused' needs a shoal C env on the serial or threads backend "
-                f"(got {type(trainer.env).__name__}); use train.rollout='torch' for Python envs "
-                "and the processes backend")
+                f"(got {type(trainer.env).__name__}); use the torch rollout for Python envs "
+                "and the processes backend (--train.rollout torch"
+                + (" --train.overlap false)" if t.overlap else ")"))
     if trainer.device.type != "cpu":
         return fused_device_error(trainer.device)
     try:

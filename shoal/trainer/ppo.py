@@ -508,7 +508,8 @@ class Trainer:
         self.agent_rng = (AgentRng(self.S, rank_seed + 3)     # ranks: their own action noise
                           if t.action_rng == "agent" or t.rollout == "fused" else None)
         if t.overlap and t.rollout != "fused":
-            raise ConfigError("train.overlap=true needs train.rollout='fused'")
+            raise ConfigError("train.overlap=true needs train.rollout='fused': with the torch "
+                              "rollout pass --train.overlap false")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
         self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
@@ -1085,7 +1086,8 @@ class Trainer:
             # the fused rollout leaves the slot-T actions unstepped, the torch one steps them
             raise CheckpointError(
                 f"{ckpt.get('path')} was saved by train.rollout='{saved_rollout}': resume it "
-                f"with the same rollout path (not '{self.config.train.rollout}')")
+                f"with the same rollout path (--train.rollout {saved_rollout}, not "
+                f"'{self.config.train.rollout}'), or start a new run for the other path")
         mine = {"observation": repr(self.env.single_observation_space),
                 "action": repr(self.env.single_action_space), "num_agents": self.S,
                 "horizon": self.T}

@@ -17,6 +17,12 @@ later, and prints each process's threads by name in ms per epoch, then the media
 of the trainer thread's CPU (the main thread, ``trainer``), of the other threads' (gloo's), and
 of the trainer thread's run-queue wait (runnable while another thread had the CPU) and moves
 (migrations to another CPU and preemptions, from ``/proc/.../sched``). Linux only.
+
+breakout's shipped config is the fused rollout with overlap and ``train.precision = "auto"``
+(docs/train.md, "Shipped settings"); ``-- --train.rollout torch --train.overlap false
+--train.precision float32`` runs the synchronous torch path instead, which is also what a
+``--baseline`` checkout from before that change ships (pin the same path on both sides). With
+overlap the rollout thread (``python``) counts among the other threads.
 """
 
 from __future__ import annotations

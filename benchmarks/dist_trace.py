@@ -13,6 +13,10 @@ it; a rank's time before that is *waiting* (it was ahead), its time after is *tr
 
 Printed per call site, per epoch (the first ``--skip`` epochs left out, start-up): how many
 collectives, their bytes, and the ranks' mean waiting and transfer time in ms.
+
+breakout's shipped config is the fused rollout with overlap and ``train.precision = "auto"``
+(docs/train.md, "Shipped settings"); ``-- --train.rollout torch --train.overlap false
+--train.precision float32`` traces the synchronous torch path instead.
 """
 
 from __future__ import annotations

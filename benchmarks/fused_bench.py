@@ -1,10 +1,12 @@
 """The fused rollout, overlap and learner threads against the torch rollout, measured in one run.
 
-Sides (``--sides``, any of):
+Sides (``--sides``, any of). Each but ``shipped`` sets the rollout path, overlap and precision
+explicitly (float32 unless it says bfloat16), whatever the env's shipped file chooses:
 
-* ``torch``:   ``--train.rollout torch`` (the synchronous path; the shipped default)
-* ``fused``:   ``--train.rollout fused``
-* ``overlap``: ``--train.rollout fused --train.overlap true``
+* ``torch``:   ``--train.rollout torch --train.overlap false --train.precision float32`` (the
+  synchronous float32 torch path)
+* ``fused``:   ``--train.rollout fused --train.overlap false --train.precision float32``
+* ``overlap``: ``--train.rollout fused --train.overlap true --train.precision float32``
 * ``entropy``: ``overlap`` plus ``--train.ent-coef 0.02`` (twice the default entropy bonus)
 * ``chunks``:  ``overlap`` plus ``--train.overlap-chunks 8`` (the next batch collected in 8
   chunks, chunk j acted by the learner's weights after j/8 of the update's gradient steps)
@@ -14,13 +16,16 @@ Sides (``--sides``, any of):
   through its fused bfloat16 path)
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
+* ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the fused rollout with
+  overlap and ``train.precision = "auto"``, i.e. ``overlap-bf16`` on a CPU with bfloat16 units
+  and ``overlap`` elsewhere)
 
 Modes, each alternating the sides run after run and reporting medians:
 
-``--mode sps`` (default): ``shoal train breakout`` with the shipped settings; training steps/s
-over epochs ``--skip``.. of a run of ``--epochs`` epochs (a fresh run per side and round,
-seed = round), the inference share of an epoch ((rollout time - env stepping) / epoch time,
-from metrics.jsonl), the CPU use over the run (process user+sys time / wall), and the policy's
+``--mode sps`` (default): ``shoal train breakout`` with the shipped settings and each side's
+overrides; training steps/s over epochs ``--skip``.. of a run of ``--epochs`` epochs (a fresh
+run per side and round, seed = round), the inference share of an epoch ((rollout time - env
+stepping) / epoch time, from metrics.jsonl), the CPU use over the run (process user+sys time / wall), and the policy's
 forward + sample per agent-step, C net vs torch (one thread each)::
 
     python benchmarks/fused_bench.py --mode sps --rounds 3 --epochs 12
@@ -75,19 +80,25 @@ import torch
 from run_records import median_known, read_jsonl
 
 
+# Every side but "shipped" names its rollout path, overlap and precision, so it measures the
+# same thing whatever an env's shipped file chooses (breakout's ships the fused rollout with
+# overlap and precision "auto").
+_SYNC = {"train.overlap": False, "train.precision": "float32"}
+_OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32"}
 SIDES: dict[str, dict[str, Any]] = {
-    "torch": {"train.rollout": "torch"},
-    "fused": {"train.rollout": "fused"},
-    "overlap": {"train.rollout": "fused", "train.overlap": True},
+    "torch": {"train.rollout": "torch", **_SYNC},
+    "fused": {"train.rollout": "fused", **_SYNC},
+    "overlap": dict(_OVERLAP),
     # overlap with twice the default entropy bonus (the overlapped policy's entropy otherwise
-    # settles at about half the synchronous one's: BENCHMARKS.md)
-    "entropy": {"train.rollout": "fused", "train.overlap": True, "train.ent_coef": 0.02},
+    # settles at about half the synchronous one's: BENCHMARKS.md; breakout ships 0.02 now)
+    "entropy": {**_OVERLAP, "train.ent_coef": 0.02},
     # overlap with the next batch collected in 8 chunks, each acted by fresher weights
-    "chunks": {"train.rollout": "fused", "train.overlap": True, "train.overlap_chunks": 8},
-    "cores": {"train.rollout": "fused", "train.overlap": True, "train.learner_threads": 2},
-    "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
-    "overlap-bf16": {"train.rollout": "fused", "train.overlap": True,
-                     "train.precision": "bfloat16"},
+    "chunks": {**_OVERLAP, "train.overlap_chunks": 8},
+    "cores": {**_OVERLAP, "train.learner_threads": 2},
+    "bf16": {"train.rollout": "torch", "train.overlap": False, "train.precision": "bfloat16"},
+    "overlap-bf16": {**_OVERLAP, "train.precision": "bfloat16"},
+    # the env's config as shipped, no overrides (breakout: fused, overlap, precision auto)
+    "shipped": {},
 }
 
 

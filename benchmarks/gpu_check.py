@@ -14,7 +14,9 @@ Prints, in this order:
      the device ``nn.LSTMCell``). Reported as the largest absolute difference over the largest
      absolute value.
 2. Training steps/s on breakout with ``--train.device cuda``, each for ``--seconds`` of
-   training: the shipped config (MLP), and PufferLib's LSTM batch shape (LSTM-128, 8,192 envs x
+   training, on the synchronous float32 torch rollout (``--train.rollout torch --train.overlap
+   false --train.precision float32``: breakout ships the fused rollout, which runs on the CPU
+   only): the shipped config's other settings (MLP), and PufferLib's LSTM batch shape (LSTM-128, 8,192 envs x
    64 steps, minibatch 32,768, one pass). Median steps/s over the second half of the epochs and
    the time split of an epoch (env = stepping, inference = rollout policy steps including the
    host<->device copies of observations and actions, learn = advantages + minibatch updates,
@@ -47,6 +49,8 @@ from shoal.trainer.distributions import make_distribution
 from shoal.trainer.policies import make_policy, policy_initial_state
 from shoal.trainer.ppo import Minibatch, RolloutStorage, Trainer, ppo_loss
 
+# the synchronous float32 torch rollout: breakout ships the fused rollout, which is CPU-only
+TORCH_ROLLOUT = {"train.rollout": "torch", "train.overlap": False, "train.precision": "float32"}
 BREAKOUT_OBS = 118        # breakout's observation size (the parity batch uses random ones)
 PUFFER_SHAPE = {"policy.name": "lstm", "policy.hidden": 128, "env.num_envs": 8192,
                 "train.horizon": 64, "train.minibatch_size": 32768, "train.update_epochs": 1}
@@ -136,9 +140,10 @@ def policy_parity(device: torch.device, name: str, hidden: int, S: int, T: int
 
 def train_speed(device: torch.device, overrides: dict[str, Any], seconds: float,
                 max_epochs: int) -> dict[str, Any]:
-    """Trains breakout on ``device`` for ``seconds`` (or ``max_epochs``); median SPS and split."""
+    """Trains breakout on ``device`` for ``seconds`` (or ``max_epochs``) on the torch rollout
+    (the fused one runs on the CPU only); median SPS and split."""
     run_dir = tempfile.mkdtemp(prefix="shoal-gpu-check-")
-    over = {"train.device": str(device), "log.dashboard": "off",
+    over = {**TORCH_ROLLOUT, "train.device": str(device), "log.dashboard": "off",
             "log.checkpoint_interval": 1_000_000, "log.run_dir": run_dir,
             "train.total_steps": 10**12, **overrides}
     records: list[dict] = []
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = {"env.backend": args.env_backend}
     shipped = dict(backend, **({"env.num_envs": 64, "train.minibatch_size": 256,
                                 "train.horizon": 16} if dry else {}))
-    runs = [("shipped breakout config (MLP)", shipped),
+    runs = [("shipped breakout config on the torch rollout (MLP)", shipped),
             ("PufferLib batch shape (LSTM-128, 8192 envs x 64, minibatch 32768)",
              dict(backend, **(DRY_SHAPE if dry else PUFFER_SHAPE)))]
     print(f"\ntraining breakout on {device}, {args.seconds if not dry else 0:g} s each")

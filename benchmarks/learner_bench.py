@@ -41,7 +41,10 @@ def build(seed: int) -> Any:
     from shoal.trainer.ppo import Trainer
 
     cfg = build_config("breakout", overrides={
-        "train.rollout": "torch", "train.seed": seed, "log.dashboard": "off",
+        # the synchronous float32 torch path (breakout ships fused + overlap + precision auto);
+        # each variant sets its precision before its updates
+        "train.rollout": "torch", "train.overlap": False, "train.precision": "float32",
+        "train.seed": seed, "log.dashboard": "off",
         "log.run_dir": os.path.join(tempfile.mkdtemp(prefix="shoal-learner-bench-"), "run"),
         "log.checkpoint_interval": 10**6, "train.total_steps": 10**9})
     return Trainer(cfg)

@@ -34,7 +34,9 @@ from shoal.trainer.ppo import Trainer
 
 def _trainer(run_dir: str, norm_reward: bool, seed: int) -> Trainer:
     return Trainer(build_config("breakout", overrides={
-        "train.rollout": "fused", "train.norm_reward": norm_reward, "train.seed": seed,
+        # the synchronous fused rollout in float32 (breakout ships overlap and precision auto)
+        "train.rollout": "fused", "train.overlap": False, "train.precision": "float32",
+        "train.norm_reward": norm_reward, "train.seed": seed,
         "log.dashboard": "off", "log.run_dir": run_dir, "log.checkpoint_interval": 10**9}))
 
 

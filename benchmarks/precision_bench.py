@@ -7,6 +7,10 @@ not change for bfloat16 to be worth its speed.
 
     python benchmarks/precision_bench.py [--env breakout] [--steps 20e6] [--seeds 0,1,2] \\
         [--shoal-flags "--policy.name lstm --env.num-envs 8192 --train.minibatch-size 32768"]
+
+The runs take the env's shipped rollout path (breakout's: the fused rollout with overlap, where
+bfloat16 is the learner's only); add ``--shoal-flags "--train.rollout torch --train.overlap
+false"`` for the synchronous torch path, where rollout inference runs in bfloat16 too.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ import torch
 
 SHAPE = {"policy.name": "lstm", "policy.hidden": 128, "env.num_envs": 8192,
          "train.horizon": 64, "train.minibatch_size": 32768, "train.update_epochs": 1,
-         "train.torch_threads": 1}
+         "train.torch_threads": 1,
+         # the synchronous torch rollout (breakout ships the fused one with overlap)
+         "train.rollout": "torch", "train.overlap": False}
 PRECISIONS = ("float32", "bfloat16")
 
 

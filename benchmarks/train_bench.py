@@ -14,12 +14,15 @@ Two comparisons; in each the two trainers alternate, round after round, on the C
                  budget: the score curve against training time, the time to reach
                  ``--target`` and the score at the end.
 
-``--variant NAME=FLAGS`` (repeatable) runs several shoal configurations in the same rounds,
-each against the same PufferLib runs, e.g. the synchronous path and the fused rollout with
-overlap and two learner threads (docs/train.md, "Keeping both cores busy")::
+shoal runs the env's shipped config (breakout's: the fused rollout with overlap and
+``train.precision = "auto"``) plus the flags. ``--variant NAME=FLAGS`` (repeatable) runs
+several shoal configurations in the same rounds, each against the same PufferLib runs, e.g. the
+synchronous float32 torch path, the shipped path, and the fused rollout with overlap and two
+learner threads (docs/train.md, "Keeping both cores busy")::
 
     python benchmarks/train_bench.py --peer-python "$PY" --mode sps --seconds 40 --rounds 3 \\
-        --variant sync= \\
+        --variant sync="--train.rollout torch --train.overlap false --train.precision float32" \\
+        --variant shipped= \\
         --variant cores="--train.rollout fused --train.overlap true --train.learner-threads 2 \\
 --train.torch-threads 1"
 

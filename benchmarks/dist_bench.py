@@ -5,11 +5,11 @@
                                     [--variant VAR=VALUE] [-- EXTRA shoal train FLAGS]
 
 Three configurations alternate, round after round, each `shoal train breakout` with the
-shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread). breakout's shipped config is the fused rollout with overlap and ``train.precision = "auto"``
-(docs/train.md, "Shipped settings"); ``-- --train.rollout torch --train.overlap false
---train.precision float32`` runs the synchronous torch path instead, which is also what a
-``--baseline`` checkout from before that change ships (pin the same path on both sides).
-
+shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread; the fused
+rollout with overlap and ``train.precision = "auto"``, docs/train.md, "Shipped settings").
+``-- --train.rollout torch --train.overlap false --train.precision float32`` runs the
+synchronous torch path instead, which is also what a ``--baseline`` checkout from before that
+change ships (pin the same path on both sides):
 
 ``single``  one process alone;
 ``pair``    two independent single processes at the same time (no communication): their summed

@@ -98,3 +98,24 @@ def test_config_steps_ab_reports_a_third_config_and_the_score_at_points(tmp_path
     assert next(line for line in lines if line.startswith("steps/s, median")).endswith(", C " + str(
         round(statistics.median(result["steps_per_s"]["C"]))))
     assert ", B / C " in next(line for line in lines if line.startswith("score 0: median steps"))
+
+
+def test_fused_bench_sides_pin_their_path_whatever_breakout_ships(monkeypatch):
+    """Every side of benchmarks/fused_bench.py but ``shipped`` names its rollout path, overlap
+    and precision, so its figures keep their meaning when breakout's shipped file changes;
+    ``shipped`` is the file as shipped."""
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import fused_bench
+
+    for side, over in fused_bench.SIDES.items():
+        if side == "shipped":
+            assert over == {}
+            continue
+        assert {"train.rollout", "train.overlap", "train.precision"} <= set(over), side
+        t = build_config("breakout", overrides=over).train
+        assert (t.rollout, t.overlap, t.precision) == (
+            over["train.rollout"], over["train.overlap"], over["train.precision"]), side
+    t = build_config("breakout", overrides=fused_bench.SIDES["torch"]).train
+    assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
+    shipped = build_config("breakout", overrides=fused_bench.SIDES["shipped"])
+    assert shipped.to_dict() == build_config("breakout").to_dict()

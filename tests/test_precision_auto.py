@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from shoal.trainer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from shoal.trainer.config import ConfigError, build_config  # noqa: E402
+from shoal.trainer.config import ConfigError, build_config, config_file_path  # noqa: E402
 from shoal.trainer.policies import (PRECISIONS, autocast, cpu_bfloat16_units,  # noqa: E402
                                     resolve_precision)
 from shoal.trainer.ppo import Trainer  # noqa: E402
@@ -113,6 +113,9 @@ def test_breakout_ships_the_fused_overlapped_path_with_precision_auto():
     assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
     # what the shipped file does not set keeps the defaults' value
     assert build_config("bandit").train.precision == "float32"
+    # the named config on top of it keeps the path it was tuned on
+    t = build_config(None, [config_file_path("breakout_lstm")]).train
+    assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
 
 
 def test_the_fused_rollout_off_the_cpu_names_the_fix():

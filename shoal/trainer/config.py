@@ -129,7 +129,8 @@ class TrainConfig:
                                 "(0 = uniform)", low=0.0)
     prio_beta0: float = _f(0.4, "initial importance-weight exponent, annealed linearly to 1",
                            low=0.0, high=1.0)
-    device: str = _f("auto", "torch device: cpu, cuda, cuda:N or auto (cuda if available)")
+    device: str = _f("auto", "torch device: cpu, cuda, cuda:N or auto (cuda if available; the "
+                             "CPU with the fused rollout, which runs there)")
     seed: int = _f(0, "seed of torch, the sampler and (by default) the envs", low=0)
     torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0)
     compile: bool = _f(False, "torch.compile the policy for training (slow to start)")

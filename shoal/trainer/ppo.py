@@ -466,6 +466,9 @@ class Trainer:
         self.T = int(t.horizon)
         self.dist.check_same("agents x horizon per rank", (self.S, self.T),
                              "every rank needs the same env, env.num_envs and train.horizon")
+        if self.precision_note:     # "auto" may choose differently on different machines
+            self.dist.check_same("train.precision auto's choice", t.precision,
+                                 "pass --train.precision float32 (or bfloat16) to every rank")
         self.batch_size = self.S * self.T * self.dist.world_size    # the job's steps per epoch
         self.groups = list(env.agent_groups)
 

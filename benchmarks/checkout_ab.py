@@ -49,9 +49,9 @@ else:
     from shoal.trainer.ppo import Trainer
     with tempfile.TemporaryDirectory() as d:
         # synchronous and float32 on either path, whatever the env's shipped file chooses
-        tr = Trainer(build_config(env, overrides={"train.rollout": what, "train.overlap": False,
-                                                 "train.precision": "float32", "log.dashboard": "off",
-                                                 "log.run_dir": d + "/run", "train.total_steps": 10**9}))
+        tr = Trainer(build_config(env, overrides={
+            "train.rollout": what, "train.overlap": False, "train.precision": "float32",
+            "log.dashboard": "off", "log.run_dir": d + "/run", "train.total_steps": 10**9}))
         try:
             for _ in range(skip):
                 tr.run_epoch()

@@ -25,8 +25,8 @@ Modes, each alternating the sides run after run and reporting medians:
 ``--mode sps`` (default): ``shoal train breakout`` with the shipped settings and each side's
 overrides; training steps/s over epochs ``--skip``.. of a run of ``--epochs`` epochs (a fresh
 run per side and round, seed = round), the inference share of an epoch ((rollout time - env
-stepping) / epoch time, from metrics.jsonl), the CPU use over the run (process user+sys time / wall), and the policy's
-forward + sample per agent-step, C net vs torch (one thread each)::
+stepping) / epoch time, from metrics.jsonl), the CPU use over the run (process user+sys time /
+wall), and the policy's forward + sample per agent-step, C net vs torch (one thread each)::
 
     python benchmarks/fused_bench.py --mode sps --rounds 3 --epochs 12
 

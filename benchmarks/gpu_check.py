@@ -17,10 +17,10 @@ Prints, in this order:
    training, on the synchronous float32 torch rollout (``--train.rollout torch --train.overlap
    false --train.precision float32``: breakout ships the fused rollout, which runs on the CPU
    only): the shipped config's other settings (MLP), and PufferLib's LSTM batch shape
-   (LSTM-128, 8,192 envs x 64 steps, minibatch 32,768, one pass). Median steps/s over the second half of the epochs and
-   the time split of an epoch (env = stepping, inference = rollout policy steps including the
-   host<->device copies of observations and actions, learn = advantages + minibatch updates,
-   other = the rest). The "host<->device" line is the rollout's time outside env stepping: an
+   (LSTM-128, 8,192 envs x 64 steps, minibatch 32,768, one pass). Median steps/s over the
+   second half of the epochs and the time split of an epoch (env = stepping, inference =
+   rollout policy steps including the host<->device copies of observations and actions,
+   learn = advantages + minibatch updates, other = the rest). The "host<->device" line is the rollout's time outside env stepping: an
    upper bound on the transfer overhead (it also holds the policy's forward passes).
 
 Without CUDA (or with ``--dry-run``) everything runs on the CPU at tiny sizes: the device

@@ -14,6 +14,8 @@ Sides (``--sides``, any of):
   through its fused bfloat16 path)
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
+* ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
+  of gradient steps on two torch threads, once the rollout thread is done)
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -88,6 +90,11 @@ SIDES: dict[str, dict[str, Any]] = {
     "bf16": {"train.rollout": "torch", "train.precision": "bfloat16"},
     "overlap-bf16": {"train.rollout": "fused", "train.overlap": True,
                      "train.precision": "bfloat16"},
+    # overlap-bf16 with the update's last quarter of gradient steps on 2 torch threads, once
+    # the rollout thread is done (breakout ships torch_threads = 1)
+    "tail": {"train.rollout": "fused", "train.overlap": True, "train.precision": "bfloat16",
+             "train.torch_threads": 1, "train.overlap_tail_threads": 2,
+             "train.overlap_tail_start": 0.75},
 }
 
 
@@ -265,6 +272,7 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     """One overlapped breakout run with its phases timed (thread CPU time; wall time for the
     learner's waits): milliseconds per epoch after the first ``skip`` epochs."""
     import threading
+    from importlib import import_module, util as importlib_util
 
     from shoal.trainer import fused_rollout, stale_batch
     from shoal.trainer.ppo import Trainer
@@ -314,6 +322,10 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     timed(acting, "finish", "learner: copying its weights for the chunks, CPU")
     timed(acting, "collect", "rollout thread: collecting (chunks' waits included), wall",
           wall=True)
+    tail = getattr(import_module("shoal.trainer.tail_threads"), "TailThreads", None) \
+        if importlib_util.find_spec("shoal.trainer.tail_threads") else None
+    timed(tail, "_switch", "learner: waiting for the rollout thread before the tail threads, "
+          "wall", wall=True)
     epochs_seen = [0]
     inner_epoch = Trainer.run_epoch
 
@@ -321,11 +333,14 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
         if epochs_seen[0] == skip:
             totals.clear()
         epochs_seen[0] += 1
-        t0 = time.thread_time()
+        t0, p0 = time.thread_time(), time.process_time()
         try:
             return inner_epoch(self)
         finally:
             add("learner: whole epoch, CPU", time.thread_time() - t0)
+            # every thread: the learner's, the rollout thread's and torch's worker threads
+            # (idle OpenMP workers spin for a while before they sleep: their CPU counts here)
+            add("process: every thread, CPU", time.process_time() - p0)
 
     Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
     try:

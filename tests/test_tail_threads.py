@@ -97,3 +97,32 @@ def test_tail_threads_config_is_checked(tmp_path):
         build_config("breakout", overrides={"train.overlap_tail_start": 1.5})
     with pytest.raises(ConfigError, match="overlap_tail_threads"):
         build_config("breakout", overrides={"train.overlap_tail_threads": -1})
+
+
+def test_a_failure_in_the_tail_leaves_the_thread_count_as_it_was(tmp_path):
+    """A policy that raises in its third training pass of the first update (after the switch):
+    the error reaches the caller and the process's thread count is what it was."""
+    training_passes = [0]
+
+    def fail_after_switch(module, inputs):
+        if torch.is_grad_enabled():
+            training_passes[0] += 1
+            if training_passes[0] == 3:
+                assert torch.get_num_threads() == 2, "the tail runs on two threads"
+                raise RuntimeError("policy failed in the tail")
+
+    def failing_policy(obs_space, act_space):
+        policy = make_policy((obs_space, act_space), "mlp", hidden=64)
+        policy.register_forward_pre_hook(fail_after_switch)
+        return policy
+
+    cfg = build_config("breakout", overrides=dict(BASE, **{"log.run_dir": str(tmp_path / "f")}))
+    outer = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        tr = Trainer(cfg, policy=failing_policy)
+        with pytest.raises(RuntimeError, match="policy failed in the tail"):
+            tr.train()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(outer)

@@ -78,6 +78,8 @@ def test_tail_step_follows_the_fraction_and_takes_at_least_one_step():
     assert tail_step(t, 8) == 1
     t.overlap_tail_start = 0.7
     assert tail_step(t, 8) == 6
+    t.overlap_tail_start = 0.07     # 0.07 x 100 is 7.000000000000001 in floats
+    assert tail_step(t, 100) == 7
     t.overlap_tail_start = 1.0
     assert tail_step(t, 8) == 8
     t.overlap_tail_threads = 1

@@ -34,15 +34,16 @@ __all__ = ["tail_step", "TailThreads"]
 
 
 def tail_step(train: Any, num_steps: int) -> int | None:
-    """The gradient step of an update of ``num_steps`` steps after which the learner switches to
-    ``train.overlap_tail_threads`` torch threads (steps counted from 0: the switch follows that
-    many optimizer steps), or None when these settings (a
+    """How many of an update's ``num_steps`` optimizer steps the learner takes before it
+    switches to ``train.overlap_tail_threads`` torch threads (``overlap_tail_start`` of them,
+    rounded up, at least one), or None when these settings (a
     :class:`~shoal.trainer.config.TrainConfig`) never switch."""
     if not train.overlap or train.overlap_tail_threads <= 1:
         return None
     # at least one step first: the update hands the rollout thread its anchoring schedule at
     # its start, and the rollout thread cannot finish before it has it
-    return min(num_steps, max(1, math.ceil(train.overlap_tail_start * num_steps)))
+    # (less a hair: 0.07 x 100 is 7.000000000000001 in floats, and means 7 steps)
+    return min(num_steps, max(1, math.ceil(train.overlap_tail_start * num_steps - 1e-9)))
 
 
 class TailThreads:

@@ -16,6 +16,7 @@ Sides (``--sides``, any of):
   bfloat16; the C policy still acts in float32)
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
+* ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -95,6 +96,10 @@ SIDES: dict[str, dict[str, Any]] = {
     "tail": {"train.rollout": "fused", "train.overlap": True, "train.precision": "bfloat16",
              "train.torch_threads": 1, "train.overlap_tail_threads": 2,
              "train.overlap_tail_start": 0.75},
+    # the same with only the last of breakout's 8 steps on 2 threads (never waits as long)
+    "tail-late": {"train.rollout": "fused", "train.overlap": True, "train.precision": "bfloat16",
+                  "train.torch_threads": 1, "train.overlap_tail_threads": 2,
+                  "train.overlap_tail_start": 0.875},
 }
 
 

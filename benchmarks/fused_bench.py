@@ -19,6 +19,9 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the fused rollout with
   overlap and ``train.precision = "auto"``, i.e. ``overlap-bf16`` on a CPU with bfloat16 units
   and ``overlap`` elsewhere)
+* ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
+  of gradient steps on two torch threads, once the rollout thread is done)
+* ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -97,6 +100,13 @@ SIDES: dict[str, dict[str, Any]] = {
     "cores": {**_OVERLAP, "train.learner_threads": 2},
     "bf16": {"train.rollout": "torch", "train.overlap": False, "train.precision": "bfloat16"},
     "overlap-bf16": {**_OVERLAP, "train.precision": "bfloat16"},
+    # overlap-bf16 with the update's last quarter of gradient steps on 2 torch threads, once
+    # the rollout thread is done (breakout ships torch_threads = 1)
+    "tail": {**_OVERLAP, "train.precision": "bfloat16", "train.torch_threads": 1,
+             "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.75},
+    # the same with only the last of breakout's 8 steps on 2 threads (never waits as long)
+    "tail-late": {**_OVERLAP, "train.precision": "bfloat16", "train.torch_threads": 1,
+                  "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
     # the env's config as shipped, no overrides (breakout: fused, overlap, precision auto)
     "shipped": {},
 }
@@ -276,6 +286,7 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     """One overlapped breakout run with its phases timed (thread CPU time; wall time for the
     learner's waits): milliseconds per epoch after the first ``skip`` epochs."""
     import threading
+    from importlib import import_module, util as importlib_util
 
     from shoal.trainer import fused_rollout, stale_batch
     from shoal.trainer.ppo import Trainer
@@ -325,6 +336,10 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     timed(acting, "finish", "learner: copying its weights for the chunks, CPU")
     timed(acting, "collect", "rollout thread: collecting (chunks' waits included), wall",
           wall=True)
+    tail = getattr(import_module("shoal.trainer.tail_threads"), "TailThreads", None) \
+        if importlib_util.find_spec("shoal.trainer.tail_threads") else None
+    timed(tail, "_switch", "learner: waiting for the rollout thread before the tail threads, "
+          "wall", wall=True)
     epochs_seen = [0]
     inner_epoch = Trainer.run_epoch
 
@@ -332,11 +347,14 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
         if epochs_seen[0] == skip:
             totals.clear()
         epochs_seen[0] += 1
-        t0 = time.thread_time()
+        t0, p0 = time.thread_time(), time.process_time()
         try:
             return inner_epoch(self)
         finally:
             add("learner: whole epoch, CPU", time.thread_time() - t0)
+            # every thread: the learner's, the rollout thread's and torch's worker threads
+            # (idle OpenMP workers spin for a while before they sleep: their CPU counts here)
+            add("process: every thread, CPU", time.process_time() - p0)
 
     Trainer.run_epoch = run_epoch   # type: ignore[method-assign]
     try:

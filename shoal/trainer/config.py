@@ -152,6 +152,13 @@ class TrainConfig:
                                 "update's gradient steps (1 = the weights from the update's "
                                 "start throughout; fresher data but no faster per step on "
                                 "breakout; feedforward policies only, docs/train.md)", low=1)
+    overlap_tail_threads: int = _f(0, "overlap: torch threads of the update's gradient steps "
+                                      "from overlap_tail_start on, once the rollout thread has "
+                                      "finished its epoch (0 or 1 = off; a fixed schedule: "
+                                      "deterministic, docs/train.md)", low=0)
+    overlap_tail_start: float = _f(0.75, "overlap_tail_threads: the fraction of the update's "
+                                         "gradient steps run before the switch (the learner "
+                                         "waits there for the rollout thread)", low=0.0, high=1.0)
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

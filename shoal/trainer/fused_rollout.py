@@ -41,6 +41,7 @@ import torch
 from .acting_refresh import ActingRefresh
 from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
+from .tail_threads import TailThreads, tail_step
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
 
@@ -118,6 +119,9 @@ class FusedRollout:
         # overlap: the acting weights refreshed chunk by chunk during collection
         self.acting = (ActingRefresh(trainer.policy, trainer.env.observations.dtype)
                        if self.overlap else None)
+        # overlap_tail_threads: the update's last steps on more torch threads once the rollout
+        # thread is done (tail_threads.py)
+        self.tail = (TailThreads(t, self.acting) if tail_step(t, 1) is not None else None)
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
         # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
@@ -224,6 +228,9 @@ class FusedRollout:
         # learner, and the chunks then follow the learner's steps
         acting = self.acting
         acting.begin(tr.config.train, nxt)
+        tail = self.tail
+        if tail is not None:
+            tail.begin()
 
         def collect() -> None:
             try:
@@ -236,6 +243,9 @@ class FusedRollout:
                 if anchor is not None:
                     anchor.fail(exc)
                 result["error"] = exc
+            finally:        # its last torch op is done: the learner may change the thread count
+                if tail is not None:
+                    tail.rollout_done()
 
         if self._worker is None:    # one thread for the run: a new thread's first torch ops
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="shoal-fused-rollout")
@@ -245,13 +255,15 @@ class FusedRollout:
         try:
             if anchor is None:
                 anchor_at_learner(tr.policy, tr.distribution, current, precision)
-            losses = tr.update(stats, anchor, acting)   # stats come back merged over ranks
+            losses = tr.update(stats, anchor, acting, tail)  # stats come merged over ranks
             stats = losses.pop("episodes")
         finally:
             if anchor is not None:
                 anchor.stop()
             acting.stop()
             wait([worker])
+            if tail is not None:    # before the next epoch hands the rollout thread torch ops
+                tail.end()
         learn_time = time.perf_counter() - t1
         if "error" in result:
             raise result["error"]

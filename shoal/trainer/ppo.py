@@ -92,6 +92,7 @@ from .process_state import ProcessState
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
 from .stale_batch import PipelinedAnchor, collector_terms
+from .tail_threads import TailThreads
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
@@ -200,7 +201,7 @@ def replay(policy: nn.Module, distribution: Any, mb: Minibatch,
     episode starts: ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the stored actions,
     in float32 whatever ``precision`` the policy ran in."""
     with autocast(mb.obs.device, precision):
-        params, values, _ = (forward or policy)(mb.obs, mb.state0, mb.starts)
+        params, values, _ = (policy if forward is None else forward)(mb.obs, mb.state0, mb.starts)
     params = mask_logits(params.float(), mb.action_masks, distribution.nvec)
     logprobs, entropy = distribution.log_prob_and_entropy(params, mb.actions)
     return logprobs, entropy, values.float()
@@ -513,6 +514,11 @@ class Trainer:
         if t.overlap and t.rollout != "fused":
             raise ConfigError("train.overlap=true needs train.rollout='fused': with the torch "
                               "rollout pass --train.overlap false")
+        if t.overlap_tail_threads > 1 and (not t.overlap or t.learner_threads > 1):
+            raise ConfigError("train.overlap_tail_threads > 1 needs train.overlap=true and "
+                              "train.learner_threads=1 (it runs the update's last steps on more "
+                              "torch threads once the overlapped rollout thread is done); set "
+                              "train.overlap_tail_threads=0")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
         self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None
@@ -670,14 +676,17 @@ class Trainer:
 
     def update(self, episodes: dict[str, float] | None = None,
                anchor: PipelinedAnchor | None = None,
-               acting: ActingRefresh | None = None) -> dict[str, float]:
+               acting: ActingRefresh | None = None,
+               tail: TailThreads | None = None) -> dict[str, float]:
         """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected.
         ``episodes`` (this rank's episode statistics) come back under "episodes", merged over
         the ranks in the update's one closing collective. ``anchor`` (``train.overlap``: a
         :class:`~shoal.trainer.stale_batch.PipelinedAnchor`) anchors a stale batch minibatch by
         minibatch, ahead of the learner; ``acting`` (an
         :class:`~shoal.trainer.acting_refresh.ActingRefresh`) hands the weights after some of
-        its gradient steps to the rollout thread, which acts the next batch with them."""
+        its gradient steps to the rollout thread, which acts the next batch with them; ``tail``
+        (a :class:`~shoal.trainer.tail_threads.TailThreads`) runs its last steps on more torch
+        threads once the rollout thread is done."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
         progress = self.agent_steps / max(1, t.schedule_steps or t.total_steps)
@@ -699,6 +708,8 @@ class Trainer:
         num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
         if acting is not None:
             acting.start(num_minibatches)
+        if tail is not None:
+            tail.start(num_minibatches)
         totals: dict[str, torch.Tensor] = {}
         grad_norm_sum = torch.zeros((), device=self.device)
         self.policy.train()
@@ -788,6 +799,8 @@ class Trainer:
             self.optimizer.step()
             if acting is not None:
                 acting.stepped(done)
+            if tail is not None:
+                tail.stepped(done)
             grad_norm_sum += grad_norm.detach()
             mb = following
         if acting is not None:

@@ -623,3 +623,18 @@ def test_adam_runs_fused_and_takes_the_steps_of_the_default_adam():
     assert not saved["optimizers"][0]["param_groups"][0]["fused"]
     opt.load_state_dict(saved)
     assert all(g["fused"] for g in opt.param_groups)
+
+
+def test_compiled_policy_trains_and_matches_the_eager_run(tmp_path):
+    """train.compile = true: the compiled forward replays minibatches (a compiled module has no
+    truth value, so the replay must not test it for one) and, with every op the same, training
+    follows the eager run's losses."""
+    over = {"train.total_steps": 8 * 8 * 3, "policy.hidden": 16}
+    eager = make_trainer(tmp_path, name="eager", **over).train()
+    compiled = make_trainer(tmp_path, name="compiled", **over, **{"train.compile": True}).train()
+    assert eager["finished"] and compiled["finished"]
+    e, c = _metrics(tmp_path / "eager"), _metrics(tmp_path / "compiled")
+    assert len(e) == len(c) == 3
+    for a, b in zip(e, c):                       # (epoch, agent_steps, losses, ...)
+        assert b[:2] == a[:2]
+        assert b[2] == pytest.approx(a[2], rel=1e-3, abs=1e-5)

@@ -423,3 +423,23 @@ def test_bf16_lstm_training_is_deterministic_and_resumes_exactly(tmp_path):
             "policy.hidden": 16, "train.precision": "bfloat16", "env.max_steps": 11,
             "train.rollout": "torch", "train.overlap": False}
     assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
+
+
+@pytest.mark.parametrize("dtype", [None, BF16])
+def test_buffers_of_an_inference_mode_forward_are_not_handed_to_a_forward_outside_it(dtype):
+    """A rollout forward runs in inference mode and leaves its scratch buffers in the pool; the
+    overlapped rollout thread then anchors outside inference mode (no_grad), where torch refuses
+    in-place writes to inference tensors. The pool keeps the two kinds apart."""
+    cell, features, h0, c0, keep, _ = _case(24, 6, 10, 16, 0.3, seed=9)
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype else torch.autocast("cpu",
+                                                                               enabled=False)
+    args = (features.detach(), h0.detach(), c0.detach(), keep)
+    with autocast:
+        with torch.inference_mode():
+            inside = lstm_sequence(cell, *args)
+        with torch.no_grad():
+            outside = lstm_sequence(cell, *args)        # raised RuntimeError before
+        with torch.inference_mode():
+            again = lstm_sequence(cell, *args)
+    for a, b, c in zip(inside, outside, again):
+        assert torch.equal(a, b) and torch.equal(a, c)

@@ -96,18 +96,21 @@ class _Workspace:
     A buffer is handed out by :meth:`take` and comes back by :meth:`give` only after the
     backward that used it has finished, so a buffer is never in two graphs; when the pool is
     empty (two forwards before their backwards, or a forward whose backward never ran) a new
-    one is made.
+    one is made. Buffers made under ``torch.inference_mode`` (a rollout's forward) are pooled
+    apart: torch refuses in-place writes to them outside inference mode (the overlapped
+    rollout thread anchors outside it), so only a caller in inference mode gets one back.
     """
 
     def __init__(self, per_shape: int = 2):
         self.per_shape = per_shape
-        self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}     # (*shape, dtype)
+        # (*shape, dtype, made in inference mode)
+        self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}
         # the update may run forwards on several threads (train.learner_threads)
         self._lock = threading.Lock()
 
     def take(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         with self._lock:
-            free = self._free.get((*shape, dtype))
+            free = self._free.get((*shape, dtype, torch.is_inference_mode_enabled()))
             if free:
                 return free.pop()
         return torch.empty(shape, dtype=dtype)
@@ -115,7 +118,7 @@ class _Workspace:
     def give(self, *tensors: torch.Tensor) -> None:
         with self._lock:
             for t in tensors:
-                free = self._free.setdefault((*t.shape, t.dtype), [])
+                free = self._free.setdefault((*t.shape, t.dtype, t.is_inference()), [])
                 if len(free) < self.per_shape:
                     free.append(t)
 

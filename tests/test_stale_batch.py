@@ -64,12 +64,14 @@ def test_the_pending_batch_is_anchored_at_the_learner(tmp_path, policy, precisio
         tr.close()
 
 
-def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path):
+@pytest.mark.parametrize("weight_cap", [WEIGHT_CAP, 1.0])
+def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path, weight_cap):
     """The policy term of ppo_loss on an anchored batch, recomputed in numpy: V-trace
     advantages from the learner's values and ratio, each step weighted by min(ratio to the
-    collector, WEIGHT_CAP), the ratio clipped to ±clip_coef around the learner and within
-    ±COLLECTOR_CLIP x clip_coef of the collector."""
-    tr = _overlapped_trainer(tmp_path, **{"train.norm_adv": False})
+    collector, train.overlap_weight_cap), the ratio clipped to ±clip_coef around the learner
+    and within ±COLLECTOR_CLIP x clip_coef of the collector."""
+    tr = _overlapped_trainer(tmp_path, **{"train.norm_adv": False,
+                                          "train.overlap_weight_cap": weight_cap})
     t = tr.config.train
     try:
         with tr.process_state.active():
@@ -99,7 +101,8 @@ def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path):
                                    batch.dones.numpy(), ratio, t.gamma, t.gae_lambda,
                                    t.rho_clip, t.c_clip)
         behind = batch.collector_ratio.numpy().astype(np.float64)
-        weighted = adv * np.minimum(behind, WEIGHT_CAP)
+        assert (behind > weight_cap).any()                   # the truncation is exercised
+        weighted = adv * np.minimum(behind, weight_cap)
         low = np.maximum((1 - COLLECTOR_CLIP * t.clip_coef) / behind, 1 - t.clip_coef)
         high = np.minimum((1 + COLLECTOR_CLIP * t.clip_coef) / behind, 1 + t.clip_coef)
         clipped = np.minimum(np.maximum(ratio, low), high)

@@ -159,6 +159,10 @@ class TrainConfig:
     overlap_tail_start: float = _f(0.75, "overlap_tail_threads: the fraction of the update's "
                                          "gradient steps run before the switch (the learner "
                                          "waits there for the rollout thread)", low=0.0, high=1.0)
+    overlap_weight_cap: float = _f(2.0, "overlap: truncation of the importance weight "
+                                        "pi_learner / pi_collector of each step's policy term "
+                                        "(1 keeps the policy's entropy at the synchronous "
+                                        "level on breakout, docs/train.md)", above=0.0)
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

@@ -91,7 +91,7 @@ from .optim import fused_adam
 from .process_state import ProcessState
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
-from .stale_batch import PipelinedAnchor, collector_terms
+from .stale_batch import WEIGHT_CAP, PipelinedAnchor, collector_terms
 from .tail_threads import TailThreads
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
@@ -249,7 +249,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
         weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
         adv_w = adv_n * weights.unsqueeze(1)
         if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
-            weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef)
+            weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef,
+                                                getattr(t, "overlap_weight_cap", WEIGHT_CAP))
             adv_w = adv_w * weight
     pg1 = -adv_w * ratio
     if mb.collector_ratio is None:

@@ -63,6 +63,7 @@ __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "anchor_segments
            "collector_terms", "pipelined_anchoring", "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
+#: (the default of ``train.overlap_weight_cap``)
 WEIGHT_CAP = 2.0
 #: the clip window also stays within ±COLLECTOR_CLIP x clip_coef of the collector's policy
 COLLECTOR_CLIP = 2.0
@@ -215,13 +216,15 @@ class PipelinedAnchor:
         self._scheduled.set()
 
 
-def collector_terms(collector_ratio: torch.Tensor, clip_coef: float
+def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,
+                    weight_cap: float = WEIGHT_CAP
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(weight, low, high)`` for steps whose learner-to-collector ratio is
-    ``collector_ratio``: the truncated importance weight of the policy term, and the clip window
-    of the ratio to the learner (±``clip_coef``, narrowed to keep the ratio to the collector
-    within ±``COLLECTOR_CLIP`` x ``clip_coef``)."""
-    weight = collector_ratio.clamp(max=WEIGHT_CAP)
+    ``collector_ratio``: the importance weight of the policy term truncated at ``weight_cap``
+    (``train.overlap_weight_cap``), and the clip window of the ratio to the learner
+    (±``clip_coef``, narrowed to keep the ratio to the collector within ±``COLLECTOR_CLIP`` x
+    ``clip_coef``)."""
+    weight = collector_ratio.clamp(max=weight_cap)
     low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / collector_ratio, min=1.0 - clip_coef)
     high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / collector_ratio, max=1.0 + clip_coef)
     return weight, low, high

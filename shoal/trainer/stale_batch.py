@@ -23,9 +23,11 @@ The correction (a "decoupled" PPO objective) anchors the update at the learner i
    The learner-to-collector ratio ``π_learner / π_collector`` of every step is kept as
    ``storage.collector_ratio``.
 2. :func:`collector_terms`, in :func:`~shoal.trainer.ppo.ppo_loss`: each step's policy term is
-   weighted by that ratio truncated at :data:`WEIGHT_CAP` (importance sampling from the
-   collector's actions to the learner's policy; the truncation bounds the variance of rare
-   actions), and the clip window, ±``clip_coef`` around the learner's policy, is also kept within
+   weighted by that ratio truncated at ``train.overlap_weight_cap`` (:data:`WEIGHT_CAP` by
+   default; importance sampling from the collector's actions to the learner's policy; the
+   truncation bounds the variance of rare actions, and a cap of 1 keeps the weights from
+   pushing the actions the last update favoured further, which lowers the policy's entropy on
+   breakout: docs/train.md), and the clip window, ±``clip_coef`` around the learner's policy, is also kept within
    ±:data:`COLLECTOR_CLIP` × ``clip_coef`` of the collector's (so a step whose action the learner
    already moved far from the collector cannot move further on this stale sample; without it
    the LSTM sanity env ``recall`` falls back from 1.0 late in some runs).

@@ -87,7 +87,9 @@ from run_records import median_known, read_jsonl
 # same thing whatever an env's shipped file chooses (breakout's ships the fused rollout with
 # overlap and precision "auto").
 _SYNC = {"train.overlap": False, "train.precision": "float32"}
-_OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32"}
+# (and the stale batch's importance weights truncated at the default 2; breakout ships 1)
+_OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
+            "train.overlap_weight_cap": 2.0}
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch", **_SYNC},
     "fused": {"train.rollout": "fused", **_SYNC},

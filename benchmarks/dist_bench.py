@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     pair = statistics.median(results["pair"])
     ranks = statistics.median(results["ranks"])
     comm = statistics.median(results["comm"])
-    print(f"\nmedians over {args.rounds} rounds (breakout, shipped config per rank):")
+    flags = f" with {' '.join(args.extra)}" if args.extra else ""
+    print(f"\nmedians over {args.rounds} rounds (breakout, shipped config per rank{flags}):")
     print(f"  1 process                 {single:>10,.0f} steps/s")
     print(f"  2 independent processes   {pair:>10,.0f} steps/s  machine scaling "
           f"{pair / single:.2f}x")

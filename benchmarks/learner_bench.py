@@ -14,6 +14,7 @@ shared machine far better than steps/s; run both versions of the code back to ba
 
     python benchmarks/learner_bench.py --rounds 15
     python benchmarks/learner_bench.py --rounds 15 --profile   # + a torch profile per variant
+    python benchmarks/learner_bench.py --rounds 40 --batch fresh --variants bfloat16,bfloat16-2threads
 
 It also prints the first update's losses of each variant (same batch, same draws): the
 precisions should agree to a few parts in a thousand.
@@ -33,7 +34,11 @@ from typing import Any
 import torch
 
 VARIANTS = {"float32": {"train.precision": "float32"},
-            "bfloat16": {"train.precision": "bfloat16"}}
+            "bfloat16": {"train.precision": "bfloat16"},
+            # the update on two torch intra-op threads (what train.overlap_tail_threads = 2 does
+            # for the update's last steps): its learner thread CPU, and with --batch fresh its
+            # process CPU (every thread), against one thread
+            "bfloat16-2threads": {"train.precision": "bfloat16", "threads": 2}}
 
 
 def build(seed: int) -> Any:
@@ -85,7 +90,19 @@ def main() -> None:
             sampler = tr.sampler_generator.get_state()
             anchor_policy = copy.deepcopy(tr.policy).requires_grad_(False)
 
-            def one_update(variant: str) -> tuple[float, dict[str, Any]]:
+            def one_update(variant: str) -> tuple[float, float, dict[str, Any]]:
+                threads = VARIANTS[variant].get("threads")
+                if threads is None:
+                    return timed_update(variant)
+                before = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    return timed_update(variant)
+                finally:
+                    torch.set_num_threads(before)
+
+            def timed_update(variant: str) -> tuple[float, float, dict[str, Any]]:
+                """(learner thread CPU, process CPU, losses) of one update."""
                 t.precision = VARIANTS[variant]["train.precision"]
                 for k, v in batch.items():
                     getattr(b, k).copy_(v)
@@ -94,9 +111,9 @@ def main() -> None:
                 tr.optimizer.load_state_dict(copy.deepcopy(optimizer))
                 tr.sampler_generator.set_state(sampler)
                 if args.batch == "fresh":
-                    cpu0 = time.thread_time()
+                    cpu0, proc0 = time.thread_time(), time.process_time()
                     out = tr.update(dict(episodes))
-                    return time.thread_time() - cpu0, out
+                    return time.thread_time() - cpu0, time.process_time() - proc0, out
                 # as in an overlapped epoch: a second thread anchors the minibatches ahead of
                 # the learner with a copy of the weights (its CPU time is not counted), the
                 # learner anchors the first minibatch's segments itself (counted)
@@ -108,21 +125,23 @@ def main() -> None:
                                                           anchor.work_rest()))
                 second.start()
                 try:
-                    cpu0 = time.thread_time()
+                    cpu0, proc0 = time.thread_time(), time.process_time()
                     out = tr.update(dict(episodes), anchor)
-                    return time.thread_time() - cpu0, out
+                    return time.thread_time() - cpu0, time.process_time() - proc0, out
                 finally:
                     anchor.stop()
                     second.join()
 
             cpu: dict[str, list[float]] = {v: [] for v in variants}
+            process: dict[str, list[float]] = {v: [] for v in variants}
             first: dict[str, dict[str, Any]] = {}
             for r in range(args.rounds + 2):
                 for v in (variants if r % 2 == 0 else variants[::-1]):
-                    seconds, out = one_update(v)
+                    seconds, every_thread, out = one_update(v)
                     first.setdefault(v, out)
                     if r >= 2:
                         cpu[v].append(seconds)
+                        process[v].append(every_thread)
             if args.profile:
                 from torch.profiler import ProfilerActivity, profile
 
@@ -140,7 +159,9 @@ def main() -> None:
           f"(8 minibatches of 2,048 steps), median of {args.rounds} [min, max]")
     for v in variants:
         print(f"  {v}: {1000 * med(cpu[v]):.1f} ms [{1000 * min(cpu[v]):.1f}, "
-              f"{1000 * max(cpu[v]):.1f}], {med(cpu[base]) / med(cpu[v]):.2f}x {base}")
+              f"{1000 * max(cpu[v]):.1f}], {med(cpu[base]) / med(cpu[v]):.2f}x {base}; process "
+              f"CPU {1000 * med(process[v]):.1f} ms"
+              + (" (with the anchoring thread's)" if args.batch == "stale" else ""))
     print("first update's losses (same batch and draws):")
     for v in variants:
         o = first[v]

@@ -183,3 +183,18 @@ def test_importing_shoal_does_not_import_torch():
 def test_config_sections_are_dataclasses():
     cfg = Config()
     assert all(dataclasses.is_dataclass(getattr(cfg, s)) for s in SECTIONS)
+
+
+@pytest.mark.parametrize("key", ["train.torch_threads", "train.overlap_tail_threads",
+                                 "train.rollout_threads", "train.learner_threads",
+                                 "env.num_workers"])
+def test_a_config_file_cannot_ask_for_absurd_thread_counts(tmp_path, key):
+    """torch.set_num_threads(100000) segfaults in torch's first parallel product: a config file
+    asking for that many threads is refused, naming the key and its range."""
+    section, name = key.split(".")
+    path = tmp_path / "threads.toml"
+    path.write_text(f"[{section}]\n{name} = 100000\n")
+    with pytest.raises(ConfigError, match=rf"{key} must be in \[\d, 1024\]; got 100000"):
+        build_config("breakout", files=[str(path)])
+    assert getattr(getattr(build_config("breakout", overrides={key: 1024}), section),
+                   name) == 1024

@@ -56,6 +56,12 @@ def _f(default: Any, help: str, choices: tuple[Any, ...] | None = None, low: flo
     return field(default=default, metadata=meta)
 
 
+# the most threads any thread-count setting may ask for: far above any machine's cores, and
+# below what breaks a library (torch.set_num_threads(100000) then segfaults in the first
+# parallel product)
+MAX_THREADS = 1024
+
+
 @dataclass
 class EnvConfig:
     """Which env to train on and how to vectorise it; the env's own parameters sit here too."""
@@ -67,7 +73,7 @@ class EnvConfig:
     backend: str = _f("serial", "vectorisation backend",
                       choices=("serial", "threads", "processes"))
     num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core)",
-                          low=0)
+                          low=0, high=MAX_THREADS)
     num_buffers: int = _f(1, "env groups for double buffering (2 = step one while acting on "
                              "the other)", low=1, high=16)
     seed: int = _f(-1, "seed of the envs (-1 = use train.seed)", low=-1)
@@ -132,17 +138,20 @@ class TrainConfig:
     device: str = _f("auto", "torch device: cpu, cuda, cuda:N or auto (cuda if available; the "
                              "CPU with the fused rollout, which runs there)")
     seed: int = _f(0, "seed of torch, the sampler and (by default) the envs", low=0)
-    torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0)
+    torch_threads: int = _f(0, "torch CPU threads (0 = torch's default)", low=0,
+                            high=MAX_THREADS)
     compile: bool = _f(False, "torch.compile the policy for training (slow to start)")
     rollout: str = _f("torch", "rollout path: torch (the policy in torch, any env), or fused "
                                "(C envs: env steps and the C policy, shoal_net.h, run a whole "
                                "segment in one C call, no Python per step; docs/net.md)",
                       choices=("torch", "fused"))
     rollout_threads: int = _f(0, "threads of the fused rollout (0 = one per CPU core, or with "
-                                 "overlap the cores the learner's threads leave)", low=0)
+                                 "overlap the cores the learner's threads leave)", low=0,
+                             high=MAX_THREADS)
     learner_threads: int = _f(1, "threads the update splits each minibatch over (fixed "
                                  "shards, summed in order: deterministic; meant for "
-                                 "torch_threads = 1, docs/train.md)", low=1)
+                                 "torch_threads = 1, docs/train.md)", low=1,
+                             high=MAX_THREADS)
     overlap: bool = _f(False, "fused rollout only: collect the next batch while the learner "
                               "trains on this one (acting policy one update behind, the update "
                               "anchored at the learner's policy with the collector's actions "
@@ -155,7 +164,8 @@ class TrainConfig:
     overlap_tail_threads: int = _f(0, "overlap: torch threads of the update's gradient steps "
                                       "from overlap_tail_start on, once the rollout thread has "
                                       "finished its epoch (0 or 1 = off; a fixed schedule: "
-                                      "deterministic, docs/train.md)", low=0)
+                                      "deterministic, docs/train.md)", low=0,
+                                  high=MAX_THREADS)
     overlap_tail_start: float = _f(0.75, "overlap_tail_threads: the fraction of the update's "
                                          "gradient steps run before the switch (the learner "
                                          "waits there for the rollout thread)", low=0.0, high=1.0)

@@ -180,7 +180,8 @@ class SharedMemorySum:
             raise RuntimeError("a shared-memory gradient sum started while the previous one "
                                + ("failed" if self.failed else "is still pending"))
         out = flat.numpy()
-        _shm_sum.publish(self._segment, self.world_size, self.rank, self.sums, out)
+        _shm_sum.publish(self._segment, self.world_size, self.nbytes, self.rank, self.sums,
+                         out)
         self._pending, self._out = self.sums, out
         self._deadline = time.monotonic() + self.timeout
         self.sums += 1
@@ -213,7 +214,7 @@ class SharedMemorySum:
                             f"gradients to shared memory within {self.timeout:g}s")
                     check_at = now + PEER_CHECK_SECONDS
                 time.sleep(PAUSE_SECONDS)
-            _shm_sum.reduce(self._segment, self.world_size, seq, self._out)
+            _shm_sum.reduce(self._segment, self.world_size, self.nbytes, seq, self._out)
         except BaseException:
             self.failed = True      # the ranks' counters no longer agree: no later sum here
             raise

@@ -97,20 +97,28 @@ static PyObject* shm_segment_size(PyObject* self, PyObject* args) {
     return size < 0 ? NULL : PyLong_FromSsize_t(size);
 }
 
-/* publish(segment, world_size, rank, seq, data): data into rank's slot of area seq % 2, then
- * rank's counter = seq + 1 (release: a rank that reads the counter sees the data). */
+/* publish(segment, world_size, nbytes, rank, seq, data): data (nbytes) into rank's slot of
+ * area seq % 2, then rank's counter = seq + 1 (release: a rank that reads the counter sees
+ * the data). */
 static PyObject* shm_publish(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *seg_obj, *data_obj;
-    Py_ssize_t world_size, rank;
+    Py_ssize_t world_size, nbytes, rank;
     long long seq;
-    if (!PyArg_ParseTuple(args, "OnnLO:publish", &seg_obj, &world_size, &rank, &seq, &data_obj))
+    if (!PyArg_ParseTuple(args, "OnnnLO:publish", &seg_obj, &world_size, &nbytes, &rank, &seq,
+                          &data_obj))
         return NULL;
     if (check_rank_seq(world_size, rank, seq) < 0) return NULL;
     Py_buffer data, seg;
     if (PyObject_GetBuffer(data_obj, &data, PyBUF_C_CONTIGUOUS) != 0) return NULL;
+    if (data.len != nbytes) {
+        PyErr_Format(PyExc_ValueError, "shm_sum.publish: data has %zd bytes, the segment's "
+                     "buffers %zd", data.len, nbytes);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
     Py_ssize_t slot;
-    if (get_segment(seg_obj, world_size, data.len, &seg, &slot) < 0) {
+    if (get_segment(seg_obj, world_size, nbytes, &seg, &slot) < 0) {
         PyBuffer_Release(&data);
         return NULL;
     }
@@ -184,14 +192,15 @@ static int format_kind(const char* format) {
         }                                                                              \
     } while (0)
 
-/* reduce(segment, world_size, seq, out): out (float32 or float64) = the sum over ranks, in
- * rank order, of sum seq's slots; a RuntimeError when some rank has not published it. */
+/* reduce(segment, world_size, nbytes, seq, out): out (float32 or float64, nbytes) = the sum
+ * over ranks, in rank order, of sum seq's slots; a RuntimeError when some rank has not
+ * published it. */
 static PyObject* shm_reduce(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *seg_obj, *out_obj;
-    Py_ssize_t world_size;
+    Py_ssize_t world_size, nbytes;
     long long seq;
-    if (!PyArg_ParseTuple(args, "OnLO:reduce", &seg_obj, &world_size, &seq, &out_obj))
+    if (!PyArg_ParseTuple(args, "OnnLO:reduce", &seg_obj, &world_size, &nbytes, &seq, &out_obj))
         return NULL;
     if (check_rank_seq(world_size, 0, seq) < 0) return NULL;
     Py_buffer out, seg;
@@ -205,8 +214,14 @@ static PyObject* shm_reduce(PyObject* self, PyObject* args) {
         PyBuffer_Release(&out);
         return NULL;
     }
+    if (out.len != nbytes) {
+        PyErr_Format(PyExc_ValueError, "shm_sum.reduce: out has %zd bytes, the segment's "
+                     "buffers %zd", out.len, nbytes);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
     Py_ssize_t slot;
-    if (get_segment(seg_obj, world_size, out.len, &seg, &slot) < 0) {
+    if (get_segment(seg_obj, world_size, nbytes, &seg, &slot) < 0) {
         PyBuffer_Release(&out);
         return NULL;
     }
@@ -236,14 +251,14 @@ static PyMethodDef shm_methods[] = {
      "segment_size(world_size, nbytes) -> bytes of a segment for world_size ranks' buffers "
      "of nbytes each"},
     {"publish", shm_publish, METH_VARARGS,
-     "publish(segment, world_size, rank, seq, data): data into rank's slot of area seq % 2, "
-     "then rank's counter = seq + 1 (release store)"},
+     "publish(segment, world_size, nbytes, rank, seq, data): data into rank's slot of area "
+     "seq % 2, then rank's counter = seq + 1 (release store)"},
     {"waiting", shm_waiting, METH_VARARGS,
      "waiting(segment, world_size, nbytes, seq) -> the first rank that has not published sum "
      "seq, or -1 when all have (acquire loads)"},
     {"reduce", shm_reduce, METH_VARARGS,
-     "reduce(segment, world_size, seq, out): out = the ranks' slots of sum seq added in rank "
-     "order (float32 or float64)"},
+     "reduce(segment, world_size, nbytes, seq, out): out = the ranks' slots of sum seq added "
+     "in rank order (float32 or float64)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -38,8 +38,11 @@ SEGMENT_DIR = "/dev/shm"
 # how often a rank waiting for its peers checks that they are still alive
 PEER_CHECK_SECONDS = 0.02
 # after its spin (SHOAL_DIST_SPIN_MS), a waiting rank sleeps this long between looks: its core
-# is free for other threads, and a late peer costs at most this much more
+# is free for other threads, and a late peer costs at most this much more; after
+# LONG_WAIT_SECONDS (a peer writing a checkpoint) it looks every LONG_PAUSE_SECONDS
 PAUSE_SECONDS = 0.0002
+LONG_WAIT_SECONDS = 0.02
+LONG_PAUSE_SECONDS = 0.001
 
 
 def shared_memory_setting() -> bool:
@@ -200,7 +203,7 @@ class SharedMemorySum:
         if seq is None:
             return
         try:
-            check_at = time.monotonic()
+            began = check_at = time.monotonic()
             while True:
                 late = _shm_sum.waiting(self._segment, self.world_size, self.nbytes, seq)
                 if late < 0:
@@ -213,7 +216,8 @@ class SharedMemorySum:
                             f"rank {late} (pid {self.pids[late]}) did not publish its "
                             f"gradients to shared memory within {self.timeout:g}s")
                     check_at = now + PEER_CHECK_SECONDS
-                time.sleep(PAUSE_SECONDS)
+                time.sleep(PAUSE_SECONDS if now - began < LONG_WAIT_SECONDS
+                           else LONG_PAUSE_SECONDS)
             _shm_sum.reduce(self._segment, self.world_size, self.nbytes, seq, self._out)
         except BaseException:
             self.failed = True      # the ranks' counters no longer agree: no later sum here

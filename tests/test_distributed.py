@@ -2,11 +2,14 @@
 on loopback addresses only.
 
 - gradient parity: two ranks with half a batch each, after the all-reduce, hold the gradient of
-  one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation);
+  one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation),
+  the same bits on both ranks, summed through shared memory (the default on one host) and
+  through gloo (SHOAL_DIST_SHM=0);
 - a 2-rank job learns the bandit sanity env, rank 0 writing one run directory for the job;
 - its traced collectives: one per minibatch (the gradients, carrying the next minibatch's
   statistics, and at the epoch's end its statistics and stop votes) and one per epoch (the first
-  minibatch's statistics), the same on both ranks, none in the rollout;
+  minibatch's statistics), the same on both ranks, none in the rollout; the gradient sums in
+  shared memory, the rest on gloo;
 - SIGTERM to one rank of a job: every rank stops at the same epoch boundary and checkpoints;
 - stopped and resumed (``--resume``), and killed then restarted by torchrun (``--max-restarts``),
   a 2-rank job writes exactly the metrics of the uninterrupted one;

@@ -61,6 +61,17 @@ for kernel in ("advantage", "lstm_cell"):
             )
         )
 
+# The shared-memory gradient sum's counters and copies (shoal/trainer/distributed.py's
+# SharedMemorySum): shoal/trainer/shm_sum.c -> shoal.trainer._shm_sum, single-threaded.
+extensions.append(
+    Extension(
+        name="shoal.trainer._shm_sum",
+        sources=[os.path.join(TRAINER_DIR, "shm_sum.c")],
+        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
+        extra_link_args=[*link],
+    )
+)
+
 # The C policy (shoal/net/shoal_net.h) for Python: shoal/net/_net.c -> shoal.net._net.
 NET_DIR = os.path.join("shoal", "net")
 extensions.append(

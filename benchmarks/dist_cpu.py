@@ -8,9 +8,11 @@ process does not (valid on a loaded machine, unlike steps/s).
 Each round runs ``shoal train breakout`` (shipped config) in one process (``single``), as two
 independent processes at once (``pair``: the reference a rank compares with, since the two
 processes share the machine's caches and memory bandwidth as two ranks do), then as a 2-rank
-torchrun job with ``SHOAL_DIST_SPIN_MS=0`` (a rank waiting in a collective blocks, so waiting
-costs no CPU); ``--baseline SRC`` adds the 2-rank job of another built checkout, ``--variant
-VAR=VALUE`` this code's 2-rank job with that variable set. After 4 epochs of start-up it reads
+torchrun job with ``SHOAL_DIST_SPIN_MS=0`` (a rank waiting in a gloo collective blocks, and one
+waiting for a gradient sum in shared memory sleeps between looks, so waiting costs next to no
+CPU; ``--variant SHOAL_DIST_SHM=0`` compares the two ways of summing gradients);
+``--baseline SRC`` adds the 2-rank job of another built checkout, ``--variant VAR=VALUE`` this
+code's 2-rank job with that variable set. After 4 epochs of start-up it reads
 every thread's CPU time (``/proc/PID/task/TID/schedstat``: nanoseconds on a CPU and waiting
 runnable for one; ``stat``'s clock ticks where schedstat is missing), again ``--epochs`` epochs
 later, and prints each process's threads by name in ms per epoch, then the medians over rounds

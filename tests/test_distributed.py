@@ -2,11 +2,14 @@
 on loopback addresses only.
 
 - gradient parity: two ranks with half a batch each, after the all-reduce, hold the gradient of
-  one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation);
+  one process on the whole batch (fused LSTM policy, ragged masks, advantage normalisation),
+  the same bits on both ranks, summed through shared memory (the default on one host) and
+  through gloo (SHOAL_DIST_SHM=0);
 - a 2-rank job learns the bandit sanity env, rank 0 writing one run directory for the job;
 - its traced collectives: one per minibatch (the gradients, carrying the next minibatch's
   statistics, and at the epoch's end its statistics and stop votes) and one per epoch (the first
-  minibatch's statistics), the same on both ranks, none in the rollout;
+  minibatch's statistics), the same on both ranks, none in the rollout; the gradient sums in
+  shared memory, the rest on gloo;
 - SIGTERM to one rank of a job: every rank stops at the same epoch boundary and checkpoints;
 - stopped and resumed (``--resume``), and killed then restarted by torchrun (``--max-restarts``),
   a 2-rank job writes exactly the metrics of the uninterrupted one;
@@ -99,11 +102,18 @@ def whole_run(tmp_path_factory):
     return run_dir
 
 
-def test_gradient_parity_two_ranks_half_batch_each(tmp_path):
+@pytest.mark.parametrize("shm", ["1", "0"])
+def test_gradient_parity_two_ranks_half_batch_each(tmp_path, shm):
+    """Both ways of summing gradients: through shared memory (the default with every rank on
+    one host) and through gloo (SHOAL_DIST_SHM=0)."""
     out = tmp_path / "grad.json"
-    run(torchrun(WORKER, "grad", str(out)))
+    run(torchrun(WORKER, "grad", str(out)), SHOAL_DIST_SHM=shm)
     r = json.loads(out.read_text())
     assert r["world_size"] == 2
+    # the minibatch's sum and the next one in its kept buffer took the way asked
+    assert r["shared_memory_sums"] == (2 if shm == "1" else 0)
+    assert r["segments_left"] == []                      # unlinked once mapped
+    assert r["same_bits"]                                # every rank holds the same gradient
     assert r["max_abs"] > 1e-3                           # a real gradient, not all zeros
     assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["max_abs"])
     assert r["norm_summed"] == pytest.approx(r["norm_whole"], rel=1e-5)   # clipping: global norm
@@ -144,6 +154,11 @@ def test_collectives_per_epoch_one_per_minibatch(whole_run):
     ends = [i for i, kind in enumerate(kinds) if EPOCH_END_MARK in kind]
     assert len(ends) == BANDIT_EPOCHS
     assert {kinds[i] for i in ends} == {f"gradient all-reduce {EPOCH_END_MARK}"}
+    # both ranks on this host: every gradient sum went through shared memory, the rest gloo
+    ways = {(kind.split(" [")[0], c["via"]) for kind, c in zip(kinds, traces[0])}
+    assert ("gradient all-reduce", "shared memory") in ways
+    assert ("gradient all-reduce", "process group") not in ways
+    assert ("all-gather", "process group") in ways
     assert "_train" not in sites                 # no stop-flag collective after the epoch
     minibatches = 64 // (256 // 16)          # the bandit config: 64 segments, 16 per minibatch
     for a, b in zip(ends, ends[1:]):

@@ -1,6 +1,7 @@
 """Every C extension built with AddressSanitizer + UBSan (and -Werror) and fuzzed in a subprocess:
 the envs (support/fuzz_envs.py), their snapshot loader (support/fuzz_snapshots.py), the
-trainer's kernels (support/fuzz_kernels.py) and the C policy (support/fuzz_net.py).
+trainer's kernels (support/fuzz_kernels.py), the C policy (support/fuzz_net.py) and the
+shared-memory gradient sum (support/fuzz_shm_sum.py, across forked processes).
 
 The snapshot fuzzing here is CI-sized (300 random mutations per env after a sweep of every
 field); a longer run: SHOAL_FUZZ_SNAPSHOTS=20000 python -m pytest tests/test_sanitizers.py -k snapshot
@@ -79,3 +80,8 @@ def test_snapshot_loader_under_asan_and_ubsan(sanitized):
 @needs_asan
 def test_c_policy_under_asan_and_ubsan(sanitized):
     _run_fuzzer(sanitized, "fuzz_net.py")
+
+
+@needs_asan
+def test_shared_memory_sum_under_asan_and_ubsan(sanitized):
+    _run_fuzzer(sanitized, "fuzz_shm_sum.py", "1000")

@@ -46,6 +46,14 @@ One collective per minibatch and one more per epoch, none in the rollout (docs/d
   epoch callback (``shoal.train(callback=...)``, which sees the epoch's metrics) one scalar
   all-reduce after it decides whether all ranks stop.
 
+Ranks on one host: when torchrun started every rank of the job on this machine
+(``LOCAL_WORLD_SIZE == WORLD_SIZE``), the gradient sums of CPU training go through a
+shared-memory segment instead of gloo (:class:`~shoal.trainer.shared_sum.SharedMemorySum`: each
+rank copies its buffer into its own slot and publishes a counter, then every rank adds the slots
+in rank order; no threads, no sockets, the same bits on every rank). ``SHOAL_DIST_SHM=0`` keeps
+them on gloo; every other collective is on gloo either way. A trace (``SHOAL_DIST_TRACE``)
+says which way each collective went (``via``).
+
 Waiting: a rank that reaches a CPU collective first polls it for up to ``SHOAL_DIST_SPIN_MS``
 milliseconds (default :data:`DEFAULT_SPIN_MS`) before blocking (:func:`spin_seconds`). With
 ``SHOAL_DIST_PIN=1`` each rank keeps to its own share of the machine's CPUs (:func:`rank_cpus`);
@@ -54,7 +62,9 @@ with ``SHOAL_DIST_PIN=trainer`` only its trainer thread does.
 Failures: every collective has a timeout (``SHOAL_DIST_TIMEOUT`` seconds, default
 :data:`DEFAULT_TIMEOUT_SECONDS`); a rank whose peer died gets an error from the collective at
 once (gloo and nccl notice the closed connection) or at the latest after the timeout, and exits
-non-zero; torchrun then stops the remaining workers and reports the failed rank. torchrun's agent
+non-zero; torchrun then stops the remaining workers and reports the failed rank. A rank waiting
+for a gradient sum in shared memory checks every 20 ms that its peers' processes are alive and
+fails the same way, naming the rank that exited. torchrun's agent
 process itself killed (``kill -9``: it cannot stop its ranks, which run in sessions of their own)
 is noticed by every rank whose parent it was at the end of its epoch (:class:`AgentWatch`): that
 rank votes stop, so every rank checkpoints after the same epoch and exits.
@@ -74,6 +84,9 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import torch
 import torch.distributed as dist
 
+from . import shared_sum
+from .shared_sum import SHM_ENV, SharedMemorySum, shared_memory_setting
+
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
            "minibatch_moments", "JobMoments", "PendingMoments", "GatheredRows", "rank_share",
@@ -81,7 +94,8 @@ __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_T
            "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
            "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
            "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus",
-           "AgentWatch", "AGENT_EXITED", "torchrun_agent_pid"]
+           "AgentWatch", "AGENT_EXITED", "torchrun_agent_pid", "SHM_ENV",
+           "shared_memory_setting"]
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 TIMEOUT_ENV = "SHOAL_DIST_TIMEOUT"
@@ -131,8 +145,9 @@ class GradientSum:
         bucket, flat = self._bucket, self._bucket.flat
         what = "gradient all-reduce" if self._epoch_end is None else \
             f"gradient all-reduce {EPOCH_END_MARK}"
+        via = "shared memory" if isinstance(work, SharedMemorySum) else None
         try:
-            self._ranks._run(what, lambda flat: self._ranks._wait(work, flat), flat)
+            self._ranks._run(what, lambda flat: self._ranks._wait(work, flat), flat, via=via)
             if self._grads:     # one call for every tensor: no Python loop per parameter
                 torch._foreach_copy_(self._grads, bucket.grad_views)
             job = None
@@ -166,6 +181,8 @@ class _FlatBucket:
             self.grad_views.append(self.flat[offset:offset + n].view(shape))
             offset += n
         self.in_flight = False
+        # the segment its sums go through when every rank is on one host (None: gloo)
+        self.shared: SharedMemorySum | None = None
 
 
 class GatheredRows:
@@ -361,9 +378,13 @@ class Collective:
         self.previous_cpus: set[int] | None = None     # set when connect() pinned this rank
         self.trace_dir = (os.environ.get(TRACE_ENV) or None) if world_size > 1 else None
         self.spin_seconds = spin_seconds() if world_size > 1 else 0.0
-        self._trace: list[tuple[str, int, float, float]] = []
+        self._trace: list[tuple[str, int, float, float, str]] = []
         # sum_gradients' flat buffers, one per layout (gradient shapes, riding slots), kept
         self._buckets: dict[tuple, _FlatBucket] = {}
+        # gradient sums through shared memory (every rank on this host, SHOAL_DIST_SHM not 0)
+        self.shared_memory = world_size > 1 and shared_memory_setting() and \
+            shared_sum.one_host(world_size)
+        self.shared_memory_sums = 0     # how many went that way (the rest: the process group)
 
     # ---- identity ----
 
@@ -401,7 +422,8 @@ class Collective:
 
     # ---- tensor collectives ----
 
-    def _run(self, what: str, fn: Any, *args: Any, traced: bool = True, **kwargs: Any) -> Any:
+    def _run(self, what: str, fn: Any, *args: Any, traced: bool = True, via: str | None = None,
+             **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -419,7 +441,8 @@ class Collective:
                 sent = args[1] if what.startswith("all-gather") else args[0] if args else None
                 nbytes = sent.numel() * sent.element_size() if isinstance(sent, torch.Tensor) \
                     else len(sent) if isinstance(sent, bytes) else -1
-                self._trace.append((f"{what} @ {_caller()}", nbytes, start, end))
+                self._trace.append((f"{what} @ {_caller()}", nbytes, start, end,
+                                    via or "process group"))
 
     def _wait(self, work: Any, tensor: torch.Tensor) -> None:
         """Waits for ``work`` (an async collective on ``tensor``): on the CPU it polls first,
@@ -539,8 +562,12 @@ class Collective:
             flat[offset:].copy_(riding)
         bucket.in_flight = True
         try:
-            work = self._run("gradient all-reduce", dist.all_reduce, flat, op=dist.ReduceOp.SUM,
-                             async_op=True, traced=False)
+            if bucket.shared is not None:
+                work = self._run("gradient all-reduce", bucket.shared.start, flat, traced=False)
+                self.shared_memory_sums += 1
+            else:
+                work = self._run("gradient all-reduce", dist.all_reduce, flat,
+                                 op=dist.ReduceOp.SUM, async_op=True, traced=False)
         except BaseException:
             bucket.in_flight = False
             raise
@@ -559,10 +586,15 @@ class Collective:
         device = grads[0].device if grads else torch.device("cpu")
         key = (tuple(g.shape for g in grads), extra, dtype, device)
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.in_flight:
-            bucket = _FlatBucket([g.shape for g in grads], extra, dtype, device)
-            self._buckets.setdefault(key, bucket)
-        return bucket
+        if bucket is not None and not bucket.in_flight:
+            return bucket
+        fresh = _FlatBucket([g.shape for g in grads], extra, dtype, device)
+        if bucket is None:      # kept; every rank makes its buckets in the same order
+            self._buckets[key] = fresh
+            if self.shared_memory and shared_sum.usable(fresh.flat):
+                # once per layout: a broadcast and an all-gather over the process group
+                fresh.shared = SharedMemorySum.open(self, fresh.flat, timeout_seconds())
+        return fresh
 
     def weight_peak(self, draw: Any, num_segments: int, beta: float) -> torch.Tensor | None:
         """The largest raw prioritised-sampling weight ``(S·P)^-β`` of ``draw`` (a
@@ -640,10 +672,14 @@ class Collective:
             os.makedirs(self.trace_dir, exist_ok=True)
             with open(os.path.join(self.trace_dir, f"collectives.rank{self.rank}.jsonl"), "w",
                       encoding="utf-8") as fh:
-                for what, nbytes, start, end in self._trace:
+                for what, nbytes, start, end, via in self._trace:
                     fh.write(json.dumps({"what": what, "bytes": nbytes, "enter": start,
-                                         "exit": end}) + "\n")
+                                         "exit": end, "via": via}) + "\n")
             self._trace = []
+        for bucket in self._buckets.values():
+            if bucket.shared is not None:
+                bucket.shared.close()
+                bucket.shared = None
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
         self.owned = False

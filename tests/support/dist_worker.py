@@ -6,7 +6,8 @@
     SHOAL_DIST_PIN=1 torchrun --nproc-per-node 2 tests/support/dist_worker.py pin OUT.json
 
 ``grad``: every rank computes the PPO gradient of its half of a batch, the gradients are summed
-over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch.
+over ranks, and rank 0 writes how far that is from one process's gradient of the whole batch,
+whether every rank got the same bits and how many sums went through shared memory.
 ``train``: trains the bandit sanity env through :func:`shoal.train` (rank count from torchrun);
 ``--stop E`` stops after epoch E (a checkpoint is written), ``--crash E`` makes rank 1 die at
 the end of epoch E in the first attempt of the worker group (torchrun restarts it when run with
@@ -138,6 +139,11 @@ def grad_parity(out_path: str) -> None:
     all_w = torch.cat([p["w"] for p in parts])
     all_raw = torch.cat([p["raw"] for p in parts])
 
+    # every rank holds the same bits of the job's gradient; which way the sums went
+    summed_by_rank = coll.object_all_gather(summed)
+    same_bits = all(torch.equal(summed_by_rank[0], x) for x in summed_by_rank)
+    shared_memory_sums = coll.shared_memory_sums
+
     gathered = coll.gather_values({"rank": rank, "x": 0.1 + rank, "pad": "x" * (9000 * rank)})
     gathered_nan = coll.gather_values(float("nan"))
     epoch_end = epoch_end_parity(coll, b, T)
@@ -152,7 +158,12 @@ def grad_parity(out_path: str) -> None:
                        "weights_err": float((all_w - all_raw / all_raw.max()).abs().max()),
                        "gathered": gathered,
                        "gathered_nan": all(math.isnan(v) for v in gathered_nan),
-                       "moments": moments, "epoch_end": epoch_end, "reuse": reuse},
+                       "moments": moments, "epoch_end": epoch_end, "reuse": reuse,
+                       "same_bits": same_bits, "shared_memory_sums": shared_memory_sums,
+                       # rank 0 made the segments (named after its pid) and unlinked them
+                       "segments_left": sorted(f for f in os.listdir("/dev/shm")
+                                               if f.startswith(f"shoal-grad-{os.getpid()}-"))
+                       if os.path.isdir("/dev/shm") else []},
                       fh)
     coll.close()
 

@@ -1129,26 +1129,43 @@ class Trainer:
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
         if self.agent_rng is not None and rng.get("agents") is not None:
-            self.agent_rng.load(rng["agents"])
+            if rng["agents"].numel() == self.S:
+                self.agent_rng.load(rng["agents"])
+            else:   # another number of agents: fresh streams, seeded as the env's reset below
+                self.agent_rng = AgentRng(self.S, self.dist.seed(self.config.train.seed) + 3
+                                          + 1_000_003 * self.epoch)
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
         for mean, n in ckpt.get("returns", []):
             self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         if self.reward_scaler is not None and own.get("reward_scaler") is not None:
-            self.reward_scaler.load_state_dict(own["reward_scaler"])
+            scaler = own["reward_scaler"]
+            if scaler["returns"].shape == self.reward_scaler.returns.shape:
+                self.reward_scaler.load_state_dict(scaler)
+            else:   # another number of agents: their episodes restart, from a return of 0
+                self.reward_scaler.stats.load_state_dict(scaler["stats"])
         self.resumed_from = ckpt.get("path")
         if self.dist.is_main:
             _truncate_metrics(self.metrics_path, self.epoch)
             remove_stale_temp_files(self.run_dir)
 
         same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
+        b = self.storage
         load_state = getattr(self.env, "load_state", None)
         env_state = own.get("env_state")
-        if env_state is not None and callable(load_state) and same_batch:
+        saved_masks = own.get("carry", {}).get("action_masks")
+        if env_state is not None and callable(load_state) and same_batch and \
+                (0 if saved_masks is None else saved_masks.shape[-1]) != b.action_masks.shape[-1]:
+            # the saved batch's slot 0 (and an overlapped run's whole batch) was acted with
+            # action masks and this run reads none, or the other way round
+            self.resume_note = ("train.action_masks differs from the checkpoint's: the episodes "
+                                "restart from a reset (resume with the saved setting to "
+                                "continue them)")
+        elif env_state is not None and callable(load_state) and same_batch:
             self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
         if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
-            b, carry = self.storage, own["carry"]
+            carry = own["carry"]
             for name in RolloutStorage.CARRIED:
                 if name in carry:    # checkpoints from before action masks lack theirs
                     getattr(b, name)[:, 0].copy_(carry[name])

@@ -1,0 +1,64 @@
+"""Resuming a run of the fused rollout with settings changed from the checkpoint's: the batch
+shape (``env.num_envs``) and the action masks (``train.action_masks``). The run restarts its
+episodes from a seeded reset and trains on (not exact, and said so), the same way every time,
+instead of failing inside the restore."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from shoal.trainer.config import build_config
+from shoal.trainer.ppo import Trainer
+from support.training_runs import metric_rows
+
+BASE = {"train.total_steps": 5 * 16 * 16, "env.num_envs": 16, "train.horizon": 16,
+        "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 16,
+        "train.rollout": "fused", "train.precision": "float32"}
+
+
+def _stopped_run(tmp_path, env, overrides):
+    """A run of ``env`` stopped (and checkpointed) after epoch 2, in ``tmp_path / "a"``."""
+    cfg = build_config(env, overrides=dict(BASE, **overrides,
+                                           **{"log.run_dir": str(tmp_path / "a")}))
+    Trainer(cfg, callback=lambda tr, m: tr.epoch == 2).train()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    return tmp_path / "a", tmp_path / "b"
+
+
+@pytest.mark.parametrize("overlap,norm_reward", [(True, False), (True, True), (False, True)])
+def test_a_fused_run_resumes_with_another_number_of_envs(tmp_path, overlap, norm_reward):
+    """The per-agent action streams (and the reward scaler's per-agent returns) were sized for
+    the checkpoint's agents; with fewer envs they start afresh, seeded by the epoch, like the
+    env's reset, while the reward scaler keeps its statistics."""
+    first, second = _stopped_run(tmp_path, "breakout", {
+        "train.overlap": overlap, "train.norm_reward": norm_reward, "env.max_steps": 11})
+    summaries = []
+    for run in (first, second):
+        resumed = Trainer.resume(str(run), overrides={"env.num_envs": 8,
+                                                      "train.total_steps": 3 * 16 * 16})
+        assert resumed.S == 8 and resumed.epoch == 2
+        if norm_reward:     # the statistics of the two epochs before the stop are kept
+            assert float(resumed.reward_scaler.stats.count) >= 2 * 16 * 16
+        summaries.append(resumed.train())
+    assert summaries[0]["finished"] and summaries[0]["exact_resume"] is False
+    assert summaries[0]["agent_steps"] == 3 * 16 * 16
+    assert metric_rows(first) == metric_rows(second)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("saved,resumed", [("auto", "off"), ("off", "auto")])
+def test_a_run_resumes_with_action_masks_switched(tmp_path, overlap, saved, resumed):
+    """g2048 has action masks: a checkpoint's batch collected with them (or without) is not
+    continued by a run that reads none (or some); the episodes restart, with a note."""
+    first, second = _stopped_run(tmp_path, "g2048", {
+        "train.overlap": overlap, "train.action_masks": saved, "env.max_steps": 40})
+    for run in (first, second):
+        trainer = Trainer.resume(str(run), overrides={"train.action_masks": resumed})
+        assert trainer.exact_resume is False
+        assert "train.action_masks" in trainer.resume_note
+        assert (trainer.storage.action_masks.shape[-1] == 0) == (resumed == "off")
+        summary = trainer.train()
+        assert summary["finished"] and summary["agent_steps"] == BASE["train.total_steps"]
+    assert metric_rows(first) == metric_rows(second)

@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from shoal.trainer.config import build_config
+from shoal.trainer.config import ConfigError, build_config
+from shoal.trainer.policies import MLPPolicy
 from shoal.trainer.ppo import Trainer
 from support.training_runs import metric_rows
 
@@ -62,3 +63,22 @@ def test_a_run_resumes_with_action_masks_switched(tmp_path, overlap, saved, resu
         summary = trainer.train()
         assert summary["finished"] and summary["agent_steps"] == BASE["train.total_steps"]
     assert metric_rows(first) == metric_rows(second)
+
+
+class _SharpenedMLP(MLPPolicy):
+    """A user's policy: the built-in MLP with its logits sharpened in its own forward."""
+
+    def forward(self, obs, state=None, starts=None):
+        params, values, state = super().forward(obs, state, starts)
+        return params * 3.0, values, state
+
+
+def test_the_fused_rollout_refuses_a_policy_whose_forward_it_cannot_run(tmp_path):
+    """The shipped breakout config (fused, overlap) with a subclass of the built-in MLP that
+    computes something else: a ConfigError naming the override and the flags of the torch
+    rollout, not a C policy acting with the built-in MLP's computation."""
+    cfg = build_config("breakout", overrides=dict(BASE, **{
+        "train.overlap": True, "log.run_dir": str(tmp_path / "run")}))
+    with pytest.raises(ConfigError, match="_SharpenedMLP overrides MLPPolicy.forward.*"
+                                          "--train.rollout torch --train.overlap false"):
+        Trainer(cfg, policy=lambda obs, act: _SharpenedMLP(obs, act, hidden=16))

@@ -86,7 +86,9 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:
-        return f"train.rollout='fused' cannot run this policy in C: {exc}"
+        return (f"train.rollout='fused' cannot run this policy in C: {exc} (the torch "
+                "rollout: --train.rollout torch" + (" --train.overlap false)" if t.overlap
+                                                     else ")"))
     return None
 
 

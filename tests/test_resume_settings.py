@@ -5,7 +5,9 @@ instead of failing inside the restore."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 
 import pytest
 
@@ -82,3 +84,38 @@ def test_the_fused_rollout_refuses_a_policy_whose_forward_it_cannot_run(tmp_path
     with pytest.raises(ConfigError, match="_SharpenedMLP overrides MLPPolicy.forward.*"
                                           "--train.rollout torch --train.overlap false"):
         Trainer(cfg, policy=lambda obs, act: _SharpenedMLP(obs, act, hidden=16))
+
+
+class _InterruptedTwice(MLPPolicy):
+    """Ctrl-C pressed twice while a rollout is under way: this policy's forward sends the
+    process two SIGINTs at its ``at``-th rollout step (a fixed point of the run)."""
+
+    def __init__(self, obs_space, act_space, at: int):
+        super().__init__(obs_space, act_space, hidden=16)
+        self.rollout_calls, self.at = 0, at
+
+    def forward(self, obs, state=None, starts=None):
+        if obs.shape[1] == 1:
+            self.rollout_calls += 1
+            if self.rollout_calls in (self.at, self.at + 1):
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(obs, state, starts)
+
+
+def test_a_hard_interrupt_mid_epoch_saves_no_env_state_to_continue(tmp_path,
+                                                                   default_stop_signals):
+    """The second Ctrl-C stops a run inside an epoch: the env has stepped past the batch the
+    checkpoint's counters and carry describe, so the checkpoint written then holds no env
+    state and the resumed run restarts its episodes (and says so) instead of claiming an exact
+    resume and pairing the saved batch's first slot with an env several steps further on."""
+    over = dict(BASE, **{"train.rollout": "torch", "train.overlap": False, "env.max_steps": 11,
+                         "log.run_dir": str(tmp_path / "run")})
+    cfg = build_config("breakout", overrides=over)
+    trainer = Trainer(cfg, policy=lambda obs, act: _InterruptedTwice(obs, act, at=16 + 8))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.epoch == 1 and trainer.last_checkpoint.endswith("checkpoint_0000001.pt")
+    resumed = Trainer.resume(str(tmp_path / "run"),
+                             policy=lambda obs, act: MLPPolicy(obs, act, hidden=16))
+    assert resumed.epoch == 1 and resumed.exact_resume is False
+    assert resumed.train()["finished"]

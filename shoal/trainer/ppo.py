@@ -545,6 +545,8 @@ class Trainer:
         self.stop_requested: Callable[[], bool] = lambda: False
         self.job_epoch: JobEpoch | None = None
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
+        # inside run_epoch: the env and storage are past the state the counters describe
+        self.mid_epoch = False
 
         # ---- run directory (rank 0's: only rank 0 writes) ----
         main = self.dist.is_main
@@ -926,6 +928,7 @@ class Trainer:
     def run_epoch(self) -> dict[str, Any]:
         """Rollout + update + bookkeeping for one epoch; returns its metrics."""
         start = time.perf_counter()
+        self.mid_epoch = True
         self._env_time = 0.0
         self.dist.comm_seconds = 0.0
         if self.fused is not None and self.fused.overlap:
@@ -941,6 +944,7 @@ class Trainer:
             learn_time = time.perf_counter() - t1
         self.epoch += 1
         self.agent_steps += self.batch_size
+        self.mid_epoch = False
         if episodes.get("n", 0) > 0:
             self.scores.add(episodes.get("score", episodes.get("episode_return", 0.0)),
                             episodes["n"])
@@ -1046,7 +1050,9 @@ class Trainer:
         carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
         carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
         env_state = None
-        if self.no_snapshot is None:   # an env that could not snapshot once never can
+        # an env that could not snapshot once never can; one stopped inside an epoch (a hard
+        # interrupt) has stepped past the batch the carry describes: its episodes restart
+        if self.no_snapshot is None and not self.mid_epoch:
             env_state, self.no_snapshot = snapshot_env(self.env)
         return {
             "rng": {
@@ -1060,7 +1066,7 @@ class Trainer:
             },
             "carry": carry,
             "env_state": env_state,
-            "fused": None if self.fused is None else self.fused.state_dict(),
+            "fused": None if self.fused is None or self.mid_epoch else self.fused.state_dict(),
             "reward_scaler": (None if self.reward_scaler is None
                               else self.reward_scaler.state_dict()),
         }
@@ -1077,7 +1083,8 @@ class Trainer:
 
     def _emergency_save(self) -> None:
         """After an abrupt stop: keep the newest periodic checkpoint (saved at a boundary);
-        write one now only if there is none."""
+        write one now only if there is none (inside an epoch: without the env's state, so the
+        resumed run restarts its episodes)."""
         try:
             # ranks stop at different points: no collective (a checkpoint) can run now
             if getattr(self, "last_checkpoint", None) is None and not self.dist.distributed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 
 import pytest
 
@@ -119,3 +120,22 @@ def test_a_hard_interrupt_mid_epoch_saves_no_env_state_to_continue(tmp_path,
                              policy=lambda obs, act: MLPPolicy(obs, act, hidden=16))
     assert resumed.epoch == 1 and resumed.exact_resume is False
     assert resumed.train()["finished"]
+
+
+@pytest.mark.parametrize("rollout,overlap", [("fused", True), ("torch", False)])
+def test_a_finished_trainer_says_how_to_continue_instead_of_failing_in_its_closed_env(
+        tmp_path, rollout, overlap):
+    """train() closes the env (and the overlapped rollout's thread); a second train() on the
+    same trainer names Trainer.resume rather than failing inside the closed env (with overlap:
+    on the rollout thread, surfaced as a failed anchoring)."""
+    cfg = build_config("breakout", overrides=dict(BASE, **{
+        "train.rollout": rollout, "train.overlap": overlap, "train.total_steps": 2 * 16 * 16,
+        "log.run_dir": str(tmp_path / "run")}))
+    trainer = Trainer(cfg)
+    trainer.train()
+    trainer.config.train.total_steps = 4 * 16 * 16
+    with pytest.raises(RuntimeError, match=r"Trainer\.resume\(.*run'\)"):
+        trainer.train()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("shoal-")]
+    resumed = Trainer.resume(str(tmp_path / "run"), overrides={"train.total_steps": 4 * 16 * 16})
+    assert resumed.exact_resume and resumed.train()["epochs"] == 4

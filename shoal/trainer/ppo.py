@@ -842,7 +842,12 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Runs until ``train.total_steps`` agent steps; returns the run summary (also written to
-        ``summary.json``). Closes the env when done."""
+        ``summary.json``). Closes the env when done: a finished trainer cannot train again
+        (:meth:`resume` continues its run)."""
+        if getattr(self, "closed", False):
+            raise RuntimeError(f"this trainer has trained and closed its env: continue the run "
+                               f"with Trainer.resume({self.run_dir!r}) (shoal train --resume "
+                               f"{self.run_dir})")
         with self.process_state.active():
             return self._train()
 
@@ -1240,6 +1245,7 @@ class Trainer:
         if getattr(self, "fused", None) is not None:
             self.fused.close()
         self.dist.close()
+        self.closed = True
 
 
 # ---------------------------------------------------------------------------------------------

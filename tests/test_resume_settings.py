@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -139,3 +141,23 @@ def test_a_finished_trainer_says_how_to_continue_instead_of_failing_in_its_close
     assert not [t.name for t in threading.enumerate() if t.name.startswith("shoal-")]
     resumed = Trainer.resume(str(tmp_path / "run"), overrides={"train.total_steps": 4 * 16 * 16})
     assert resumed.exact_resume and resumed.train()["epochs"] == 4
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a CPU affinity mask of two cores or more")
+def test_the_fused_rollout_threads_fit_the_cores_a_pinned_process_may_use(tmp_path):
+    """``rollout_threads = 0`` means one per core the process may run on: a process pinned to
+    one core (``taskset -c 0``, a container's cpuset) takes one thread, not one per core of
+    the machine."""
+    code = ("from shoal.trainer.config import build_config\n"
+            "from shoal.trainer.ppo import Trainer\n"
+            f"cfg = build_config('breakout', overrides={{'train.overlap': False, "
+            f"'env.num_envs': 4, 'log.dashboard': 'off', 'log.run_dir': {str(tmp_path)!r}}})\n"
+            "trainer = Trainer(cfg)\n"
+            "print('threads', trainer.fused.threads)\n"
+            "trainer.close()\n")
+    one_core = {min(os.sched_getaffinity(0))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    assert out.returncode == 0, out.stderr
+    assert "threads 1" in out.stdout.splitlines()

@@ -43,7 +43,7 @@ from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 from .tail_threads import TailThreads, tail_step
 
-__all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
+__all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason", "usable_cores"]
 
 
 class AgentRng:
@@ -68,6 +68,19 @@ class AgentRng:
 
     def load(self, state: torch.Tensor) -> None:
         self.states[:] = state.numpy().view(np.uint64)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one (a
+    process pinned by ``taskset`` or a container's cpuset runs on fewer cores than the machine
+    has, and more rollout threads than those only contend), else the machine's count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return max(1, len(affinity(0)))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
 
 
 def fused_unavailable_reason(trainer: Any) -> str | None:
@@ -102,7 +115,7 @@ class FusedRollout:
         t = trainer.config.train
         self.trainer = trainer
         self.overlap = bool(t.overlap)
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         if t.rollout_threads:
             self.threads = t.rollout_threads
         elif self.overlap:   # the learner's threads (each with its torch threads) run meanwhile

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
 from shoal.trainer.config import ConfigError, build_config
@@ -161,3 +162,26 @@ def test_the_fused_rollout_threads_fit_the_cores_a_pinned_process_may_use(tmp_pa
                          timeout=120, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
     assert out.returncode == 0, out.stderr
     assert "threads 1" in out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_resumed_run_normalises_observations_with_the_clip_it_is_given(tmp_path, overlap):
+    """The normaliser's clip is part of the saved model; resuming with another
+    ``train.norm_obs_clip`` (recorded in the run's config.toml) clips with that one, in the
+    learner and in the C policy, not silently with the checkpoint's; without the override the
+    saved clip stays, and the resume is exact."""
+    first, _ = _stopped_run(tmp_path, "breakout", {
+        "train.overlap": overlap, "train.norm_obs": True, "env.max_steps": 11})
+    same = Trainer.resume(str(first))
+    assert float(same.obs_norm.clip) == 10.0 and same.exact_resume
+    same.close()
+    resumed = Trainer.resume(str(first), overrides={"train.norm_obs_clip": 0.5})
+    assert float(resumed.obs_norm.clip) == 0.5
+    from shoal.net.export import export_policy, read_header
+
+    blob = export_policy(resumed.policy, resumed.env.observations.dtype)
+    words = np.frombuffer(blob, "<f4")[read_header(blob)["header_words"]:]
+    size = int(np.prod(resumed.env.single_observation_space.shape))
+    assert words[3 * size] == 0.5       # after scale, mean and inv_std, each [size] (net.md)
+    assert resumed.train()["finished"]
+    assert "norm_obs_clip = 0.5" in (first / "config.toml").read_text()

@@ -1131,6 +1131,8 @@ class Trainer:
             raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
                                   f"({str(exc).splitlines()[0]}); was policy.name, "
                                   f"policy.hidden or train.norm_obs changed?") from None
+        if self.obs_norm is not None:   # saved with the model; the config's may be overridden
+            self.obs_norm.clip.fill_(self.config.train.norm_obs_clip)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch = int(ckpt["epoch"])
         self.agent_steps = int(ckpt["agent_steps"])

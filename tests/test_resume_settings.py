@@ -185,3 +185,22 @@ def test_a_resumed_run_normalises_observations_with_the_clip_it_is_given(tmp_pat
     assert words[3 * size] == 0.5       # after scale, mean and inv_std, each [size] (net.md)
     assert resumed.train()["finished"]
     assert "norm_obs_clip = 0.5" in (first / "config.toml").read_text()
+
+
+def test_a_resumed_run_steps_with_the_optimizer_settings_it_is_given(tmp_path):
+    """Adam's betas and epsilon (and Muon's momentum and weight decay) live in the optimizer
+    state a checkpoint holds; resuming with other values of them steps with those, not
+    silently with the saved ones. Without overrides the saved (equal) ones stay: exact."""
+    first, _ = _stopped_run(tmp_path, "breakout", {"train.overlap": True, "env.max_steps": 11,
+                                                   "train.optimizer": "muon"})
+    resumed = Trainer.resume(str(first), overrides={
+        "train.adam_beta1": 0.5, "train.adam_eps": 1e-5, "train.muon_momentum": 0.8,
+        "train.weight_decay": 0.01})
+    muon, adam = resumed.optimizer.optimizers
+    assert muon.param_groups[0]["momentum"] == 0.8 and muon.param_groups[0]["weight_decay"] == 0.01
+    assert adam.param_groups[0]["betas"][0] == 0.5 and adam.param_groups[0]["eps"] == 1e-5
+    assert muon.state and adam.state          # the moments themselves are the checkpoint's
+    resumed.close()
+    same = Trainer.resume(str(first))
+    assert same.optimizer.optimizers[1].param_groups[0]["eps"] == 1e-8 and same.exact_resume
+    same.close()

@@ -310,11 +310,12 @@ class _Optimizers:
                                   f"config builds {len(self.optimizers)}: was train.optimizer "
                                   f"changed?")
         for o, s in zip(self.optimizers, saved):
-            kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in o.param_groups]
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
             o.load_state_dict(s)
-            # a checkpoint's groups carry the kernel choice of the code that saved it: keep ours
-            for g, kernel in zip(o.param_groups, kernels):
-                g.update(kernel)
+            # a checkpoint's groups carry the settings (betas, eps, momentum, weight decay) and
+            # the kernel choice of the run and code that saved it: keep this config's
+            for g, own in zip(o.param_groups, settings):
+                g.update(own)
 
 
 def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:

@@ -204,3 +204,12 @@ def test_a_resumed_run_steps_with_the_optimizer_settings_it_is_given(tmp_path):
     same = Trainer.resume(str(first))
     assert same.optimizer.optimizers[1].param_groups[0]["eps"] == 1e-8 and same.exact_resume
     same.close()
+
+
+def test_more_rollout_threads_than_the_c_rollout_runs_is_a_config_error(tmp_path):
+    """vec_rollout runs at most 256 threads: more is refused when the trainer is built, naming
+    the setting, not by a ValueError from the C call about its arguments."""
+    cfg = build_config("breakout", overrides=dict(BASE, **{
+        "train.rollout_threads": 300, "log.run_dir": str(tmp_path / "run")}))
+    with pytest.raises(ConfigError, match="train.rollout_threads=300.*at most 256"):
+        Trainer(cfg)

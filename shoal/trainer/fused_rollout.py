@@ -70,6 +70,10 @@ class AgentRng:
         self.states[:] = state.numpy().view(np.uint64)
 
 
+#: the most threads one ``vec_rollout`` call runs (shoal/envs/vec_rollout.h's limit)
+MAX_ROLLOUT_THREADS = 256
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on: its affinity mask where the OS has one (a
     process pinned by ``taskset`` or a container's cpuset runs on fewer cores than the machine
@@ -115,7 +119,11 @@ class FusedRollout:
         t = trainer.config.train
         self.trainer = trainer
         self.overlap = bool(t.overlap)
-        cores = usable_cores()
+        cores = min(usable_cores(), MAX_ROLLOUT_THREADS)
+        if t.rollout_threads > MAX_ROLLOUT_THREADS:
+            raise ConfigError(f"train.rollout_threads={t.rollout_threads}: the fused rollout runs "
+                              f"at most {MAX_ROLLOUT_THREADS} threads; pass at most that, or 0 "
+                              f"(one per core)")
         if t.rollout_threads:
             self.threads = t.rollout_threads
         elif self.overlap:   # the learner's threads (each with its torch threads) run meanwhile

@@ -1,7 +1,9 @@
-"""Resuming a run of the fused rollout with settings changed from the checkpoint's: the batch
-shape (``env.num_envs``) and the action masks (``train.action_masks``). The run restarts its
-episodes from a seeded reset and trains on (not exact, and said so), the same way every time,
-instead of failing inside the restore."""
+"""Edges of a training run on the fused rollout (and the trainer around it): resuming with
+settings changed from the checkpoint's (the batch shape, the action masks, the observation
+clip, the optimizer's settings), a hard interrupt inside an epoch, a second train() on a
+finished trainer, policies the C policy cannot run, and the rollout's thread count. Each ends in
+a run that trains on with what it was given, or a clear error naming the fix, never a failure
+deep inside the restore or the C call."""
 
 from __future__ import annotations
 

@@ -215,3 +215,18 @@ def test_more_rollout_threads_than_the_c_rollout_runs_is_a_config_error(tmp_path
         "train.rollout_threads": 300, "log.run_dir": str(tmp_path / "run")}))
     with pytest.raises(ConfigError, match="train.rollout_threads=300.*at most 256"):
         Trainer(cfg)
+
+
+@pytest.mark.parametrize("overlap,policy", [(True, "mlp"), (False, "lstm")])
+def test_a_run_resumes_with_changed_env_parameters(tmp_path, overlap, policy):
+    """A C env refuses a snapshot taken with other parameters (``env.max_steps`` here); the
+    resumed run then restarts its episodes under the new parameters, with a note, as it does
+    for any other change, instead of failing in the restore."""
+    first, second = _stopped_run(tmp_path, "breakout", {
+        "train.overlap": overlap, "policy.name": policy, "env.max_steps": 11})
+    for run in (first, second):
+        trainer = Trainer.resume(str(run), overrides={"env.max_steps": 5})
+        assert trainer.exact_resume is False and "max_steps" in trainer.resume_note
+        assert trainer.env.params["max_steps"] == 5
+        assert trainer.train()["finished"]
+    assert metric_rows(first) == metric_rows(second)

@@ -230,3 +230,29 @@ def test_a_run_resumes_with_changed_env_parameters(tmp_path, overlap, policy):
         assert trainer.env.params["max_steps"] == 5
         assert trainer.train()["finished"]
     assert metric_rows(first) == metric_rows(second)
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lstm"])
+def test_an_overlapped_run_resumes_without_overlap_from_the_end_of_its_collected_batch(
+        tmp_path, policy):
+    """An overlapped checkpoint holds a batch collected ahead and not trained on, the env
+    stopped at its end. Resumed with ``train.overlap = false`` the run continues the env from
+    there (the batch's slot T becomes slot 0, as the synchronous path carries it) and trains
+    on, instead of refusing; that one collected batch is not trained on."""
+    first, second = _stopped_run(tmp_path, "breakout", {
+        "train.overlap": True, "policy.name": policy, "env.max_steps": 11})
+    import torch
+
+    from shoal.trainer.checkpoint import load_checkpoint
+
+    pending = load_checkpoint(str(first))["fused"]
+    for run in (first, second):
+        trainer = Trainer.resume(str(run), overrides={"train.overlap": False})
+        assert trainer.exact_resume and not trainer.fused.overlap
+        b = trainer.storage
+        for name in ("obs", "actions", "logprobs", "values", "starts", "masks"):
+            assert torch.equal(getattr(b, name)[:, 0], pending[name][:, b.T]), name
+        if policy == "lstm":
+            assert torch.equal(b.state0[0], pending["state0_next"][0])
+        assert trainer.train()["finished"]
+    assert metric_rows(first) == metric_rows(second)

@@ -326,9 +326,9 @@ class FusedRollout:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not self.overlap:
-            raise ConfigError("this checkpoint holds a batch collected with train.overlap=true: "
-                              "resume it with train.overlap=true")
+        """Restores :meth:`state_dict`'s batch. Without overlap (a run resumed with
+        ``train.overlap = false``) the batch is not trained on: the env stopped at its end, so
+        its slot T becomes slot 0, as the synchronous path carries a batch into the next."""
         b = self.trainer.storage
         for name, value in state.items():
             if name in ("state0", "state0_next"):
@@ -337,5 +337,8 @@ class FusedRollout:
                         dst.copy_(src)
             elif name != "stats":
                 getattr(b, name).copy_(value)
+        if not self.overlap:
+            b.shift()
+            return
         self.pending_stats = {k: float(v) for k, v in state["stats"].items()}
         self.pending = True

@@ -152,16 +152,17 @@ def test_the_fused_rollout_threads_fit_the_cores_a_pinned_process_may_use(tmp_pa
     """``rollout_threads = 0`` means one per core the process may run on: a process pinned to
     one core (``taskset -c 0``, a container's cpuset) takes one thread, not one per core of
     the machine."""
-    code = ("from shoal.trainer.config import build_config\n"
+    one_core = min(os.sched_getaffinity(0))
+    code = (f"import os; os.sched_setaffinity(0, {{{one_core}}})\n"   # as taskset -c would
+            "from shoal.trainer.config import build_config\n"
             "from shoal.trainer.ppo import Trainer\n"
             f"cfg = build_config('breakout', overrides={{'train.overlap': False, "
             f"'env.num_envs': 4, 'log.dashboard': 'off', 'log.run_dir': {str(tmp_path)!r}}})\n"
             "trainer = Trainer(cfg)\n"
             "print('threads', trainer.fused.threads)\n"
             "trainer.close()\n")
-    one_core = {min(os.sched_getaffinity(0))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert "threads 1" in out.stdout.splitlines()
 

@@ -257,3 +257,43 @@ def test_an_overlapped_run_resumes_without_overlap_from_the_end_of_its_collected
             assert torch.equal(b.state0[0], pending["state0_next"][0])
         assert trainer.train()["finished"]
     assert metric_rows(first) == metric_rows(second)
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_raises_keyboard_interrupt(tmp_path,
+                                                                         default_stop_signals):
+    """A Ctrl-C (KeyboardInterrupt) that lands while torch.save writes a checkpoint's records
+    made torch's zip writer fail in its cleanup ('RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos ...'), which replaced the interrupt: the trainer, which
+    saves what it can on KeyboardInterrupt, saw an unrelated error instead. The interrupt now
+    comes out as itself, the temporary file is removed and the newest checkpoint kept."""
+    import torch
+
+    from shoal.trainer.checkpoint import latest_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    older = save_checkpoint(str(run / "checkpoints" / "checkpoint_0000001.pt"), {"epoch": 1})
+    older_bytes = open(older, "rb").read()
+    payload = {"epoch": 2, "weights": [torch.ones(1 << 20) for _ in range(16)]}   # 64 MB
+    folder = run / "checkpoints"
+
+    def writing() -> bool:
+        try:
+            return any(p.name.startswith(".tmp-") and p.stat().st_size > (4 << 20)
+                       for p in folder.iterdir())
+        except OSError:     # renamed while looked at
+            return False
+
+    def interrupt_once_writing() -> None:
+        # a sixteenth of the write done, the rest to go: Ctrl-C (or give up once it ended)
+        while not (folder / "checkpoint_0000002.pt").exists():
+            if writing():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    sender = threading.Thread(target=interrupt_once_writing)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(str(folder / "checkpoint_0000002.pt"), payload)
+    sender.join()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    assert latest_checkpoint(str(run)) == older and open(older, "rb").read() == older_bytes

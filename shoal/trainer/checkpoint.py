@@ -135,8 +135,19 @@ def save_checkpoint(path: str, payload: dict[str, Any]) -> str:
     :class:`CheckpointError` naming the cause and the newest checkpoint, which is left as it was
     (the temporary file is removed)."""
     payload = dict(payload, format=FORMAT, kind=KIND)
+
+    def write(fh: Any) -> None:
+        try:
+            torch.save(payload, fh)
+        except RuntimeError as exc:
+            # a Ctrl-C inside a record's write makes torch's zip writer fail in its cleanup,
+            # and that error replaces the KeyboardInterrupt: the interrupt is what happened
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
+            raise
+
     try:
-        atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+        atomic_write_bytes(path, write)
     except OSError as exc:
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
         previous = latest_checkpoint(run_dir)

@@ -1240,13 +1240,14 @@ class Trainer:
     def close(self) -> None:
         """Closes the env (stops its workers) and ends the process group this trainer started;
         safe to call twice."""
+        # the overlapped rollout thread first: a hard interrupt can leave it stepping the envs
+        if getattr(self, "fused", None) is not None:
+            self.fused.close()
         env = getattr(self, "env", None)
         if env is not None:
             env.close()
         if getattr(self, "learner", None) is not None:
             self.learner.close()
-        if getattr(self, "fused", None) is not None:
-            self.fused.close()
         self.dist.close()
         self.closed = True
 

@@ -299,6 +299,8 @@ class FusedRollout:
     def close(self) -> None:
         """Ends the rollout thread (overlap); safe to call twice."""
         if self._worker is not None:
+            if self.acting is not None:     # no chunk waits for weights that will not come
+                self.acting.stop()
             self._worker.shutdown(wait=True)
             self._worker = None
 

@@ -17,7 +17,7 @@ from shoal.net import header_path
 from shoal.net.export import HEADER_FIELDS, export_checkpoint, export_policy, read_header
 from shoal.net.runtime import CPolicy, agent_rng, agent_uniforms, sample_from_uniforms
 from shoal.trainer.obs_norm import attach_observation_normalizer, preprocessed_features
-from shoal.trainer.policies import make_policy
+from shoal.trainer.policies import MLPPolicy, make_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -665,3 +665,52 @@ def test_action_masks_on_a_box_policy_are_refused():
     masks = np.ones((4, cpolicy.num_params), bool)
     with pytest.raises(ValueError, match="continuous \\(Box\\): pass no masks"):
         cpolicy.sample(params, agent_rng(4, seed=1), action_masks=masks)
+
+
+class _TemperedPolicy(MLPPolicy):
+    """A user's policy: the built-in MLP with its logits sharpened in its own forward."""
+
+    def forward(self, obs, state=None, starts=None):
+        params, values, state = super().forward(obs, state, starts)
+        return params * 3.0, values, state
+
+
+class _NoisyLinear(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x) + 0.1
+
+
+class _OtherHeads(torch.nn.Module):
+    """Heads with the built-in's attributes (actor, critic) but another computation."""
+
+    def __init__(self, heads):
+        super().__init__()
+        self.actor, self.critic, self.distribution = heads.actor, heads.critic, heads.distribution
+
+    def forward(self, features, critic_features=None):
+        return self.actor(features).tanh(), self.critic(features).squeeze(-1)
+
+
+def test_a_policy_computing_other_than_its_built_in_layout_is_refused():
+    """The C policy computes the built-in policies' own forward passes from their weights: a
+    subclass that overrides one (the policy's, a layer's) or a part swapped for another module
+    would be exported as the built-in one, a net that acts differently from the torch policy,
+    so it is refused with the part named."""
+    _, obs_space, act_space, kwargs = CASES["mlp-discrete"]
+    tempered = _TemperedPolicy(obs_space, act_space, **kwargs)
+    with pytest.raises(ValueError, match="_TemperedPolicy overrides MLPPolicy.forward"):
+        export_policy(tempered)
+    noisy = _policy("mlp-discrete")
+    old = noisy.encoder.net[0]
+    noisy.encoder.net[0] = _NoisyLinear(old.in_features, old.out_features)
+    with pytest.raises(ValueError, match=r"encoder\.net\.0: _NoisyLinear overrides Linear"):
+        export_policy(noisy)
+    swapped = _policy("mlp-discrete")
+    swapped.heads = _OtherHeads(swapped.heads)
+    with pytest.raises(ValueError, match="heads is a _OtherHeads, which the C policy cannot run"):
+        export_policy(swapped)
+    lstm = _policy("lstm-mlp-discrete")
+    lstm.cell = type("_PeepholeCell", (torch.nn.LSTMCell,), {"forward": lambda s, x, hc: hc})(
+        lstm.cell.input_size, lstm.cell.hidden_size)
+    with pytest.raises(ValueError, match="cell: _PeepholeCell overrides LSTMCell.forward"):
+        export_policy(lstm)

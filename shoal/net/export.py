@@ -29,8 +29,8 @@ from gymnasium import spaces
 from torch import nn
 
 from ..trainer.obs_norm import ObservationNormalizer
-from ..trainer.policies import (CNNEncoder, CNNPolicy, LSTMPolicy, MLPEncoder, MLPPolicy,
-                                ObservationPreprocessor)
+from ..trainer.policies import (ActorCriticHeads, CNNEncoder, CNNPolicy, LSTMPolicy,
+                                MLPEncoder, MLPPolicy, ObservationPreprocessor)
 
 __all__ = ["export_policy", "export_checkpoint", "policy_from_checkpoint", "read_header",
            "write_blob", "MAGIC", "VERSION", "OBS_DTYPES", "ACTIVATIONS", "HEADER_FIELDS"]
@@ -51,6 +51,32 @@ HEADER_FIELDS = ("magic", "version", "header_words", "num_floats", "encoder", "l
                  "activation", "hidden", "obs_dtype", "obs_ndim", "obs_shape0", "obs_shape1",
                  "obs_shape2", "levels", "obs_offset", "mlp_layers", "channels", "strided",
                  "head", "num_params", "action_dims", "action_offset", "obs_norm")
+
+
+#: the modules of shoal's built-in policies, each computed in C as its own forward computes it
+#: (a subclass may add methods, but one that overrides forward would act differently in C)
+_MODULES_RUN_IN_C: tuple[type, ...] = (
+    MLPPolicy, CNNPolicy, LSTMPolicy, MLPEncoder, CNNEncoder, ObservationPreprocessor,
+    ObservationNormalizer, ActorCriticHeads, nn.Sequential, nn.Linear, nn.Conv2d, nn.LSTMCell,
+    *ACTIVATIONS)
+
+
+def _check_modules(policy: nn.Module) -> None:
+    """ValueError naming the first part of ``policy`` that the C policy would not compute as
+    torch does: a module of another kind, or a subclass of a built-in one that overrides its
+    ``forward`` (or a policy's ``initial_state``)."""
+    for name, module in policy.named_modules():
+        kind, where = type(module), name or "the policy"
+        base = next((b for b in _MODULES_RUN_IN_C if isinstance(module, b)), None)
+        if base is None:
+            raise ValueError(f"{where} is a {kind.__name__}, which the C policy cannot run (it "
+                             f"runs shoal's MLPPolicy, CNNPolicy and LSTMPolicy as built): train "
+                             f"this policy with the torch rollout")
+        for method in ("forward", "initial_state"):
+            if getattr(kind, method, None) is not getattr(base, method, None):
+                raise ValueError(f"{where}: {kind.__name__} overrides {base.__name__}.{method}, "
+                                 f"which the C policy computes as {base.__name__} does: train "
+                                 f"this policy with the torch rollout")
 
 
 def _obs_dtype_code(dtype: Any) -> int:
@@ -184,6 +210,7 @@ def export_policy(policy: nn.Module, obs_dtype: Any = None) -> bytes:
     if not isinstance(policy, (MLPPolicy, CNNPolicy, LSTMPolicy)):
         raise ValueError(f"{type(policy).__name__} cannot be exported to C: only shoal's "
                          f"MLPPolicy, CNNPolicy and LSTMPolicy can")
+    _check_modules(policy)
     encoder = policy.encoder
     floats: list[np.ndarray] = []
     lstm = isinstance(policy, LSTMPolicy)

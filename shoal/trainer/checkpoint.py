@@ -49,7 +49,7 @@ def restore_env(env: Any, state: dict[str, Any], trust_pickled: bool = False) ->
     trust_pickled_env_state=True)``); without it the state is left alone and the reason is
     returned, and the caller restarts the episodes instead.
     """
-    from ..vector.base import PickledStateError
+    from ..vector.base import PickledStateError, SnapshotParamsError
 
     arrays = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
     try:
@@ -61,6 +61,8 @@ def restore_env(env: Any, state: dict[str, Any], trust_pickled: bool = False) ->
         return (f"the checkpoint's env state is pickled Python envs, which are loaded only with "
                 f"{TRUST_FLAG} (unpickling runs whatever code the file names: use it only for "
                 f"checkpoints you made or trust)")
+    except SnapshotParamsError as exc:   # the run was resumed with other env parameters
+        return f"{exc.args[0].split(';')[0]}: the episodes restart under this run's parameters"
     return None
 
 
@@ -133,8 +135,19 @@ def save_checkpoint(path: str, payload: dict[str, Any]) -> str:
     :class:`CheckpointError` naming the cause and the newest checkpoint, which is left as it was
     (the temporary file is removed)."""
     payload = dict(payload, format=FORMAT, kind=KIND)
+
+    def write(fh: Any) -> None:
+        try:
+            torch.save(payload, fh)
+        except RuntimeError as exc:
+            # a Ctrl-C inside a record's write makes torch's zip writer fail in its cleanup,
+            # and that error replaces the KeyboardInterrupt: the interrupt is what happened
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
+            raise
+
     try:
-        atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+        atomic_write_bytes(path, write)
     except OSError as exc:
         run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
         previous = latest_checkpoint(run_dir)

@@ -43,7 +43,7 @@ from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 from .tail_threads import TailThreads, tail_step
 
-__all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason"]
+__all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason", "usable_cores"]
 
 
 class AgentRng:
@@ -70,6 +70,23 @@ class AgentRng:
         self.states[:] = state.numpy().view(np.uint64)
 
 
+#: the most threads one ``vec_rollout`` call runs (shoal/envs/vec_rollout.h's limit)
+MAX_ROLLOUT_THREADS = 256
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one (a
+    process pinned by ``taskset`` or a container's cpuset runs on fewer cores than the machine
+    has, and more rollout threads than those only contend), else the machine's count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return max(1, len(affinity(0)))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
 def fused_unavailable_reason(trainer: Any) -> str | None:
     """Why the fused rollout cannot run for this trainer (None when it can)."""
     from ..net.export import export_policy
@@ -86,7 +103,9 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:
-        return f"train.rollout='fused' cannot run this policy in C: {exc}"
+        return (f"train.rollout='fused' cannot run this policy in C: {exc} (the torch "
+                "rollout: --train.rollout torch" + (" --train.overlap false)" if t.overlap
+                                                     else ")"))
     return None
 
 
@@ -100,7 +119,11 @@ class FusedRollout:
         t = trainer.config.train
         self.trainer = trainer
         self.overlap = bool(t.overlap)
-        cores = os.cpu_count() or 1
+        cores = min(usable_cores(), MAX_ROLLOUT_THREADS)
+        if t.rollout_threads > MAX_ROLLOUT_THREADS:
+            raise ConfigError(f"train.rollout_threads={t.rollout_threads}: the fused rollout runs "
+                              f"at most {MAX_ROLLOUT_THREADS} threads; pass at most that, or 0 "
+                              f"(one per core)")
         if t.rollout_threads:
             self.threads = t.rollout_threads
         elif self.overlap:   # the learner's threads (each with its torch threads) run meanwhile
@@ -276,6 +299,8 @@ class FusedRollout:
     def close(self) -> None:
         """Ends the rollout thread (overlap); safe to call twice."""
         if self._worker is not None:
+            if self.acting is not None:     # no chunk waits for weights that will not come
+                self.acting.stop()
             self._worker.shutdown(wait=True)
             self._worker = None
 
@@ -303,9 +328,9 @@ class FusedRollout:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not self.overlap:
-            raise ConfigError("this checkpoint holds a batch collected with train.overlap=true: "
-                              "resume it with train.overlap=true")
+        """Restores :meth:`state_dict`'s batch. Without overlap (a run resumed with
+        ``train.overlap = false``) the batch is not trained on: the env stopped at its end, so
+        its slot T becomes slot 0, as the synchronous path carries a batch into the next."""
         b = self.trainer.storage
         for name, value in state.items():
             if name in ("state0", "state0_next"):
@@ -314,5 +339,8 @@ class FusedRollout:
                         dst.copy_(src)
             elif name != "stats":
                 getattr(b, name).copy_(value)
+        if not self.overlap:
+            b.shift()
+            return
         self.pending_stats = {k: float(v) for k, v in state["stats"].items()}
         self.pending = True

@@ -310,11 +310,12 @@ class _Optimizers:
                                   f"config builds {len(self.optimizers)}: was train.optimizer "
                                   f"changed?")
         for o, s in zip(self.optimizers, saved):
-            kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in o.param_groups]
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
             o.load_state_dict(s)
-            # a checkpoint's groups carry the kernel choice of the code that saved it: keep ours
-            for g, kernel in zip(o.param_groups, kernels):
-                g.update(kernel)
+            # a checkpoint's groups carry the settings (betas, eps, momentum, weight decay) and
+            # the kernel choice of the run and code that saved it: keep this config's
+            for g, own in zip(o.param_groups, settings):
+                g.update(own)
 
 
 def make_optimizer(policy: nn.Module, t: Any) -> _Optimizers:
@@ -545,6 +546,8 @@ class Trainer:
         self.stop_requested: Callable[[], bool] = lambda: False
         self.job_epoch: JobEpoch | None = None
         self.no_snapshot: str | None = None   # why the env cannot snapshot, once a save found out
+        # inside run_epoch: the env and storage are past the state the counters describe
+        self.mid_epoch = False
 
         # ---- run directory (rank 0's: only rank 0 writes) ----
         main = self.dist.is_main
@@ -840,7 +843,12 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Runs until ``train.total_steps`` agent steps; returns the run summary (also written to
-        ``summary.json``). Closes the env when done."""
+        ``summary.json``). Closes the env when done: a finished trainer cannot train again
+        (:meth:`resume` continues its run)."""
+        if getattr(self, "closed", False):
+            raise RuntimeError(f"this trainer has trained and closed its env: continue the run "
+                               f"with Trainer.resume({self.run_dir!r}) (shoal train --resume "
+                               f"{self.run_dir})")
         with self.process_state.active():
             return self._train()
 
@@ -926,6 +934,7 @@ class Trainer:
     def run_epoch(self) -> dict[str, Any]:
         """Rollout + update + bookkeeping for one epoch; returns its metrics."""
         start = time.perf_counter()
+        self.mid_epoch = True
         self._env_time = 0.0
         self.dist.comm_seconds = 0.0
         if self.fused is not None and self.fused.overlap:
@@ -941,6 +950,7 @@ class Trainer:
             learn_time = time.perf_counter() - t1
         self.epoch += 1
         self.agent_steps += self.batch_size
+        self.mid_epoch = False
         if episodes.get("n", 0) > 0:
             self.scores.add(episodes.get("score", episodes.get("episode_return", 0.0)),
                             episodes["n"])
@@ -1046,7 +1056,9 @@ class Trainer:
         carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
         carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
         env_state = None
-        if self.no_snapshot is None:   # an env that could not snapshot once never can
+        # an env that could not snapshot once never can; one stopped inside an epoch (a hard
+        # interrupt) has stepped past the batch the carry describes: its episodes restart
+        if self.no_snapshot is None and not self.mid_epoch:
             env_state, self.no_snapshot = snapshot_env(self.env)
         return {
             "rng": {
@@ -1060,7 +1072,7 @@ class Trainer:
             },
             "carry": carry,
             "env_state": env_state,
-            "fused": None if self.fused is None else self.fused.state_dict(),
+            "fused": None if self.fused is None or self.mid_epoch else self.fused.state_dict(),
             "reward_scaler": (None if self.reward_scaler is None
                               else self.reward_scaler.state_dict()),
         }
@@ -1077,7 +1089,8 @@ class Trainer:
 
     def _emergency_save(self) -> None:
         """After an abrupt stop: keep the newest periodic checkpoint (saved at a boundary);
-        write one now only if there is none."""
+        write one now only if there is none (inside an epoch: without the env's state, so the
+        resumed run restarts its episodes)."""
         try:
             # ranks stop at different points: no collective (a checkpoint) can run now
             if getattr(self, "last_checkpoint", None) is None and not self.dist.distributed:
@@ -1119,6 +1132,8 @@ class Trainer:
             raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
                                   f"({str(exc).splitlines()[0]}); was policy.name, "
                                   f"policy.hidden or train.norm_obs changed?") from None
+        if self.obs_norm is not None:   # saved with the model; the config's may be overridden
+            self.obs_norm.clip.fill_(self.config.train.norm_obs_clip)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.epoch = int(ckpt["epoch"])
         self.agent_steps = int(ckpt["agent_steps"])
@@ -1129,26 +1144,43 @@ class Trainer:
         self.action_generator.set_state(rng["actions"])
         self.sampler_generator.set_state(rng["sampler"])
         if self.agent_rng is not None and rng.get("agents") is not None:
-            self.agent_rng.load(rng["agents"])
+            if rng["agents"].numel() == self.S:
+                self.agent_rng.load(rng["agents"])
+            else:   # another number of agents: fresh streams, seeded as the env's reset below
+                self.agent_rng = AgentRng(self.S, self.dist.seed(self.config.train.seed) + 3
+                                          + 1_000_003 * self.epoch)
         for mean, n in ckpt.get("scores", []):
             self.scores.add(mean, n)
         for mean, n in ckpt.get("returns", []):
             self.returns.add(mean, n)
         self.episodes_total = float(ckpt.get("episodes_total", 0.0))
         if self.reward_scaler is not None and own.get("reward_scaler") is not None:
-            self.reward_scaler.load_state_dict(own["reward_scaler"])
+            scaler = own["reward_scaler"]
+            if scaler["returns"].shape == self.reward_scaler.returns.shape:
+                self.reward_scaler.load_state_dict(scaler)
+            else:   # another number of agents: their episodes restart, from a return of 0
+                self.reward_scaler.stats.load_state_dict(scaler["stats"])
         self.resumed_from = ckpt.get("path")
         if self.dist.is_main:
             _truncate_metrics(self.metrics_path, self.epoch)
             remove_stale_temp_files(self.run_dir)
 
         same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
+        b = self.storage
         load_state = getattr(self.env, "load_state", None)
         env_state = own.get("env_state")
-        if env_state is not None and callable(load_state) and same_batch:
+        saved_masks = own.get("carry", {}).get("action_masks")
+        if env_state is not None and callable(load_state) and same_batch and \
+                (0 if saved_masks is None else saved_masks.shape[-1]) != b.action_masks.shape[-1]:
+            # the saved batch's slot 0 (and an overlapped run's whole batch) was acted with
+            # action masks and this run reads none, or the other way round
+            self.resume_note = ("train.action_masks differs from the checkpoint's: the episodes "
+                                "restart from a reset (resume with the saved setting to "
+                                "continue them)")
+        elif env_state is not None and callable(load_state) and same_batch:
             self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
         if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
-            b, carry = self.storage, own["carry"]
+            carry = own["carry"]
             for name in RolloutStorage.CARRIED:
                 if name in carry:    # checkpoints from before action masks lack theirs
                     getattr(b, name)[:, 0].copy_(carry[name])
@@ -1208,14 +1240,16 @@ class Trainer:
     def close(self) -> None:
         """Closes the env (stops its workers) and ends the process group this trainer started;
         safe to call twice."""
+        # the overlapped rollout thread first: a hard interrupt can leave it stepping the envs
+        if getattr(self, "fused", None) is not None:
+            self.fused.close()
         env = getattr(self, "env", None)
         if env is not None:
             env.close()
         if getattr(self, "learner", None) is not None:
             self.learner.close()
-        if getattr(self, "fused", None) is not None:
-            self.fused.close()
         self.dist.close()
+        self.closed = True
 
 
 # ---------------------------------------------------------------------------------------------

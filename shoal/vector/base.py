@@ -32,6 +32,11 @@ class PickledStateError(ValueError):
     unpickle them (unpickling runs whatever code the bytes name)."""
 
 
+class SnapshotParamsError(ValueError):
+    """An env snapshot was taken with other env parameters than this env's (raised before
+    anything changes): the snapshot cannot continue this env's episodes."""
+
+
 @dataclass
 class Buffers:
     """The arrays a vector env and its envs share: one row per agent."""

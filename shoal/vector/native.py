@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..envs.spec import EnvSpec
-from .base import Buffers, VecEnv, action_nvec, allocate_buffers, buffer_layout, check_memory
+from .base import (Buffers, SnapshotParamsError, VecEnv, action_nvec, allocate_buffers,
+                   buffer_layout, check_memory)
 
 
 def spec_mask_width(spec: EnvSpec, act_space: Any) -> int:
@@ -148,8 +149,9 @@ class NativeVecEnv(VecEnv):
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
                     if saved.get(k) != mine.get(k)}
-            raise ValueError(f"env snapshot was taken with other env parameters (saved, here): "
-                             f"{diff}; make the env with the saved parameters")
+            raise SnapshotParamsError(f"env snapshot was taken with other env parameters "
+                                      f"(saved, here): {diff}; make the env with the saved "
+                                      f"parameters")
         try:
             self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
         except ValueError as exc:

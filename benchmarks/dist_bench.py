@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  1 process                 {single:>10,.0f} steps/s")
     print(f"  2 independent processes   {pair:>10,.0f} steps/s  machine scaling "
           f"{pair / single:.2f}x")
-    print(f"  2 ranks (torchrun, gloo)  {ranks:>10,.0f} steps/s  job scaling "
+    print(f"  2 ranks (torchrun)        {ranks:>10,.0f} steps/s  job scaling "
           f"{ranks / single:.2f}x")
     print(f"  efficiency (2 ranks / 2 independent processes): {ranks / pair:.2f} (target >= 0.9)")
     print(f"  communication share of a 2-rank epoch: {100 * comm:.1f}%")

@@ -55,7 +55,8 @@ for kernel in ("advantage", "lstm_cell"):
             Extension(
                 name=f"shoal.trainer._{kernel}",
                 sources=[src],
-                depends=[os.path.join(TRAINER_DIR, "kernels.h")],
+                depends=[os.path.join(TRAINER_DIR, "kernels.h"),
+                         os.path.join(TRAINER_DIR, "buffer_format.h")],
                 extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
                 extra_link_args=["-lm", *openmp, *link],
             )
@@ -67,6 +68,7 @@ extensions.append(
     Extension(
         name="shoal.trainer._shm_sum",
         sources=[os.path.join(TRAINER_DIR, "shm_sum.c")],
+        depends=[os.path.join(TRAINER_DIR, "buffer_format.h")],
         extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
         extra_link_args=[*link],
     )
@@ -79,7 +81,8 @@ extensions.append(
         name="shoal.net._net",
         sources=[os.path.join(NET_DIR, "_net.c")],
         include_dirs=[NET_DIR, TRAINER_DIR],
-        depends=[os.path.join(NET_DIR, "shoal_net.h"), os.path.join(TRAINER_DIR, "kernels.h")],
+        depends=[os.path.join(NET_DIR, "shoal_net.h"), os.path.join(TRAINER_DIR, "kernels.h"),
+                 os.path.join(TRAINER_DIR, "buffer_format.h")],
         extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *openmp, *warnings, *optimise],
         extra_link_args=["-lm", *openmp, *link],
     )

@@ -1,5 +1,6 @@
 /* kernels.h: what the trainer's C kernels (advantage.c, lstm_cell.c) share: the float32
- * format check for buffers, and parallel_chunks to split independent rows over threads. */
+ * format check for buffers (buffer_format.h), and parallel_chunks to split independent rows
+ * over threads. */
 #ifndef SHOAL_TRAINER_KERNELS_H
 #define SHOAL_TRAINER_KERNELS_H
 
@@ -7,16 +8,7 @@
 
 #include <string.h>
 
-static inline int is_float32_format(const char* format) {
-    if (format == NULL) return 0;  /* PyBUF_FORMAT was requested, so NULL never happens */
-    if (format[0] == '@' || format[0] == '=') format++;
-#if PY_LITTLE_ENDIAN
-    else if (format[0] == '<') format++;
-#else
-    else if (format[0] == '>' || format[0] == '!') format++;
-#endif
-    return strcmp(format, "f") == 0;
-}
+#include "buffer_format.h"
 
 /* Runs items [lo, hi) of the caller's job. */
 typedef void (*range_fn)(void* job, Py_ssize_t lo, Py_ssize_t hi);

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "buffer_format.h"
+
 #define LINE 64
 /* a rank count far above any one host's, so sizes below cannot overflow */
 #define MAX_RANKS 4096
@@ -167,18 +169,6 @@ static PyObject* shm_waiting(PyObject* self, PyObject* args) {
     return PyLong_FromSsize_t(late);
 }
 
-static int format_kind(const char* format) {
-    if (format == NULL) return 0;
-    if (format[0] == '@' || format[0] == '=') format++;
-#if PY_LITTLE_ENDIAN
-    else if (format[0] == '<') format++;
-#else
-    else if (format[0] == '>' || format[0] == '!') format++;
-#endif
-    if (strcmp(format, "f") == 0) return 'f';
-    if (strcmp(format, "d") == 0) return 'd';
-    return 0;
-}
 
 /* out = slot 0 + slot 1 + ... in rank order (left to right), elementwise. */
 #define REDUCE(TYPE)                                                                   \
@@ -207,7 +197,7 @@ static PyObject* shm_reduce(PyObject* self, PyObject* args) {
     if (PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
         != 0)
         return NULL;
-    int kind = format_kind(out.format);
+    int kind = float_format(out.format);
     if (kind == 0 || out.itemsize != (kind == 'f' ? 4 : 8)) {
         PyErr_Format(PyExc_TypeError, "shm_sum.reduce: out must be float32 or float64, got "
                                       "buffer format '%s'", out.format ? out.format : "?");

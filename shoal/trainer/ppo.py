@@ -76,7 +76,7 @@ from torch import nn
 
 from . import run_state
 from .advantage import compute_advantages
-from .checkpoint import FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text
+from .checkpoint import FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, load_checkpoint
 from .config import Config, ConfigError, to_toml
 from .config import config_for_env as _config_for_env  # noqa: F401  (its name here before)
 from .dashboard import Dashboard
@@ -1028,7 +1028,7 @@ class Trainer:
         """Everything a checkpoint holds (tensors on the CPU, plain values otherwise). In a
         data-parallel job every rank must call it: rank 0's RNGs, carry and env state sit at the
         top level as in one process, the other ranks' under ``ranks`` (rank 1 first)."""
-        return run_state.trainer_state(self)
+        return run_state.state_dict(self)
 
     def save(self) -> str:
         """Writes a checkpoint for the current epoch boundary; returns its path."""
@@ -1045,7 +1045,10 @@ class Trainer:
         pickled and is loaded only with ``trust_pickled_env_state=True`` (unpickling runs code
         the file names: only for checkpoints you made or trust); without it the episodes
         restart."""
-        cfg, ckpt, run_dir = run_state.resume_config(path, env_name, files, overrides, env, origin)
+        coll = connect()
+        # rank 0 reads the file (the run directory may exist on its machine only)
+        ckpt = coll.object_broadcast(load_checkpoint(path) if coll.is_main else None)
+        cfg, run_dir = run_state.resume_config(ckpt, path, env_name, files, overrides, env, origin)
         return cls(cfg, env=env, policy=policy, callback=callback, checkpoint=ckpt,
                    run_dir=run_dir, trust_pickled_env_state=trust_pickled_env_state)
 

@@ -1,11 +1,11 @@
 """A trainer's run state: assembling a checkpoint from a :class:`~shoal.trainer.ppo.Trainer` and
 restoring a freshly built trainer from one.
 
-:func:`trainer_state` is what :meth:`Trainer.state_dict <shoal.trainer.ppo.Trainer.state_dict>`
+:func:`state_dict` is what :meth:`Trainer.state_dict <shoal.trainer.ppo.Trainer.state_dict>`
 returns (the model, optimizer, counters and score windows, with every rank's RNGs, slot-0 carry
 and env state from :func:`rank_state`); :func:`save` and :func:`emergency_save` write it;
-:func:`restore` loads one into a trainer and :func:`resume_config` reads the config a resumed run
-continues with. What "exact resume" covers is in :mod:`shoal.trainer.ppo`'s docstring; the file
+:func:`restore` loads one into a trainer and :func:`resume_config` gives the config a resumed
+run continues with. What "exact resume" covers is in :mod:`shoal.trainer.ppo`'s docstring; the file
 format (atomic writes, safe loading, env snapshots) is :mod:`shoal.trainer.checkpoint`.
 """
 
@@ -20,21 +20,19 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, load_checkpoint,
-                         prune_checkpoints, remove_stale_temp_files, restore_env, save_checkpoint,
-                         snapshot_env)
+from .checkpoint import (CheckpointError, atomic_write_text, checkpoint_path, prune_checkpoints,
+                         remove_stale_temp_files, restore_env, save_checkpoint, snapshot_env)
 from .config import (Config, ConfigError, apply_mapping, apply_overrides, default_config,
                      finalise, load_toml, section_fields)
-from .distributed import connect
 from .fused_rollout import AgentRng
 
 if TYPE_CHECKING:
     from .ppo import Trainer
 
-__all__ = ["trainer_state", "rank_state", "save", "emergency_save", "restore", "resume_config"]
+__all__ = ["state_dict", "rank_state", "save", "emergency_save", "restore", "resume_config"]
 
 
-def trainer_state(trainer: Trainer) -> dict[str, Any]:
+def state_dict(trainer: Trainer) -> dict[str, Any]:
     """Everything a checkpoint holds (tensors on the CPU, plain values otherwise). In a
     data-parallel job every rank must call it: rank 0's RNGs, carry and env state sit at the
     top level as in one process, the other ranks' under ``ranks`` (rank 1 first)."""
@@ -215,15 +213,12 @@ def restore(trainer: Trainer, ckpt: Mapping[str, Any]) -> None:
         trainer.exact_resume = False
 
 
-def resume_config(path: str, env_name: str | None, files: list[str] | tuple,
-                  overrides: Mapping[str, Any] | None, env: Any,
-                  origin: str) -> tuple[Config, dict[str, Any], str]:
-    """The checkpoint at ``path`` (a run directory: its newest checkpoint; or a checkpoint file),
-    the config its run continues with (the saved one, then ``files`` and ``overrides``) and the
-    run directory; the arguments are :meth:`Trainer.resume <shoal.trainer.ppo.Trainer.resume>`'s."""
-    coll = connect()
-    # rank 0 reads the file (the run directory may exist on its machine only)
-    ckpt = coll.object_broadcast(load_checkpoint(path) if coll.is_main else None)
+def resume_config(ckpt: Mapping[str, Any], path: str, env_name: str | None,
+                  files: list[str] | tuple, overrides: Mapping[str, Any] | None, env: Any,
+                  origin: str) -> tuple[Config, str]:
+    """The config the run of checkpoint ``ckpt`` (loaded from ``path``) continues with (the saved
+    one, then ``files`` and ``overrides``) and its run directory; the other arguments are
+    :meth:`Trainer.resume <shoal.trainer.ppo.Trainer.resume>`'s."""
     ckpt_path = ckpt["path"]
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
     cfg = default_config()
@@ -247,7 +242,7 @@ def resume_config(path: str, env_name: str | None, files: list[str] | tuple,
     cfg.log.run_dir = run_dir
     if env is None:
         finalise(cfg)
-    return cfg, ckpt, run_dir
+    return cfg, run_dir
 
 
 def _np_rng_state(state: tuple) -> list:

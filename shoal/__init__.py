@@ -68,8 +68,8 @@ def train(env: Any, **overrides: Any) -> dict:
     ``shoal.train("maze", env_size=15, train_total_steps=2_000_000, policy_name="lstm")`` is
     ``shoal train maze --env.size 15 --train.total-steps 2000000 --policy.name lstm``. Also
     ``config="file.toml"``, ``resume="runs/<run>"``, ``policy=<nn.Module or factory>`` and
-    ``callback=fn(trainer, metrics)``; see :func:`shoal.trainer.ppo.train`. Needs torch.
+    ``callback=fn(trainer, metrics)``; see :func:`shoal.trainer.launch.train`. Needs torch.
     """
-    from .trainer.ppo import train as _train
+    from .trainer.launch import train as _train
 
     return _train(env, **overrides)

@@ -20,7 +20,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Trainer": "ppo", "train": "ppo", "RolloutStorage": "ppo", "Minibatch": "ppo",
+    "Trainer": "ppo", "train": "launch", "RolloutStorage": "ppo", "Minibatch": "ppo",
     "ppo_loss": "ppo", "make_optimizer": "ppo",
     "Config": "config", "ConfigError": "config", "build_config": "config",
     "compute_advantages": "advantage",

@@ -22,6 +22,10 @@ key of their ``[env]`` table is a keyword argument of ``gymnasium.make`` / the P
 float or true/false when it looks like one, else as a string; a TOML file keeps its exact types.
 Their name is checked when the config is built (the id is registered, the module imports); the
 keyword arguments when the env is made.
+
+:func:`build_config` builds the config of an env named by the config; :func:`config_for_env` the
+config of an env object built beforehand (``shoal.train(env_object)``), whose env keys describe
+that object.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "Config", "ConfigError", "EnvConfig", "LogConfig", "PolicyConfig", "TrainConfig",
-    "SECTIONS", "build_config", "config_file_path", "default_config", "env_defaults_path",
+    "SECTIONS", "build_config", "config_file_path", "config_for_env", "default_config",
+    "env_defaults_path",
     "load_toml", "shipped_config_names", "to_toml",
 ]
 
@@ -640,6 +645,36 @@ def build_config(env_name: str | None = None, files: list[str] | tuple[str, ...]
         apply_mapping(cfg, load_toml(path), path)
     apply_overrides(cfg, overrides, origin)
     return finalise(cfg)
+
+
+def config_for_env(env: Any, files: list[str], overrides: Mapping[str, Any]) -> Config:
+    """A config for a prebuilt env object: defaults (+ that env's shipped file if it is a
+    registered env), then files and overrides; env keys describe the given env."""
+    cfg = default_config()
+    default_path = os.path.join(CONFIG_DIR, "default.toml")
+    if os.path.exists(default_path):
+        apply_mapping(cfg, load_toml(default_path), "configs/default.toml")
+    name = getattr(env, "name", "custom")
+    if os.path.exists(env_defaults_path(name)):
+        data = load_toml(env_defaults_path(name))
+        data = {k: v for k, v in data.items() if k != "env"}
+        apply_mapping(cfg, data, f"configs/{name}.toml")
+    for f in files:
+        apply_mapping(cfg, {k: v for k, v in load_toml(f).items() if k != "env"}, f)
+    env_keys = [k for k in overrides if str(k).replace(".", "_").startswith("env_")]
+    if env_keys:
+        raise ConfigError(f"{', '.join(env_keys)}: env settings come from the env object passed "
+                          f"in; set them when building it (shoal.make(...))")
+    apply_overrides(cfg, overrides)
+    cfg.env.name = name
+    cfg.env.num_envs = int(env.num_envs)
+    cfg.env.num_buffers = int(getattr(env, "num_buffers", 1))
+    cfg.env.params = dict(getattr(env, "params", {}) or {})
+    t = cfg.train
+    if t.minibatch_size % t.horizon:
+        raise ConfigError(f"train.minibatch_size={t.minibatch_size} must be a multiple of "
+                          f"train.horizon={t.horizon}")
+    return cfg
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:

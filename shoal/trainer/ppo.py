@@ -1,4 +1,9 @@
-"""The PPO trainer: rollout, advantages, update, logging and checkpoints, top to bottom.
+"""The PPO trainer: storage, loss, rollout, update and the epoch loop, top to bottom.
+
+The run's bookkeeping lives beside it: assembling a checkpoint from a :class:`Trainer` and
+restoring one in :mod:`shoal.trainer.run_state`, the extra loggers and the summary line in
+:mod:`shoal.trainer.run_log`, and the ``shoal.train`` entry point (:func:`train`, importable
+from here) in :mod:`shoal.trainer.launch`.
 
 One epoch is:
 
@@ -42,7 +47,7 @@ One epoch is:
 
 3. **Logging.** One JSON line per epoch in ``metrics.jsonl`` (steps, SPS, losses, episode
    stats, the time split env / inference / learn / other), the terminal dashboard, and every
-   ``log.checkpoint_interval`` epochs an atomic checkpoint.
+   ``log.checkpoint_interval`` epochs an atomic checkpoint (:mod:`shoal.trainer.run_state`).
 
 Exact resume. A checkpoint is written only at an epoch boundary and holds the model, optimizer,
 every RNG (torch's, the action sampler's, the segment sampler's), the step/epoch counters, the
@@ -61,9 +66,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
-import warnings
 from collections import deque
 from typing import Any, Callable, Mapping
 
@@ -71,24 +74,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import run_state
 from .advantage import compute_advantages
-from .checkpoint import (FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, checkpoint_path,
-                         load_checkpoint, prune_checkpoints, remove_stale_temp_files,
-                         restore_env, save_checkpoint, snapshot_env)
-from .config import Config, ConfigError, apply_mapping, apply_overrides, build_config, \
-    default_config, finalise, load_toml, section_fields, to_toml
+from .checkpoint import FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, load_checkpoint
+from .config import Config, ConfigError, to_toml
+from .config import config_for_env as _config_for_env  # noqa: F401  (its name here before)
 from .dashboard import Dashboard
 from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMoments, connect,
-                          elastic_resume_target, explained_from_parts, minibatch_moments,
-                          rank_share, variance_parts)
+                          explained_from_parts, minibatch_moments, rank_share, variance_parts)
 from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
+from .launch import train  # shoal.trainer.ppo.train, as before
 from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state, resolve_precision
 from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
 from .optim import fused_adam
 from .process_state import ProcessState
+from .run_log import extra_loggers, merge_log, run_dir_label, summary_line
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
 from .stale_batch import WEIGHT_CAP, PipelinedAnchor, collector_terms
@@ -559,7 +562,7 @@ class Trainer:
         self.metrics_path = os.path.join(self.run_dir, "metrics.jsonl")
 
         if checkpoint is not None:
-            self._restore(checkpoint)
+            run_state.restore(self, checkpoint)
         else:
             taken = main and os.path.exists(self.metrics_path) and \
                 os.path.getsize(self.metrics_path) > 0
@@ -672,7 +675,7 @@ class Trainer:
                 self._bootstrap_truncated(rows, t - 1)
                 if t == T:
                     # this group is not stepping now, so its episode stats can be read
-                    _merge_log(stats, env.log())
+                    merge_log(stats, env.log())
                 self._act(rows, t)
         return stats
 
@@ -857,7 +860,7 @@ class Trainer:
         dash = Dashboard(log.dashboard if main else "off", title=f"shoal train "
                          f"{self.config.env.name}  ({self.run_dir})",
                          print_interval=log.print_interval)
-        writers = _extra_loggers(self.config, self.run_dir) if main else []
+        writers = extra_loggers(self.config, self.run_dir) if main else []
         finished = False
         self._session_start = time.perf_counter()
         self._session_steps0 = self.agent_steps
@@ -917,7 +920,7 @@ class Trainer:
             # a second Ctrl-C (or one outside the main thread): the epoch in progress is lost,
             # the last boundary's model is kept only if the update had not started
             dash.stop()
-            self._emergency_save()
+            run_state.emergency_save(self)
             raise
         finally:
             dash.stop()
@@ -928,7 +931,7 @@ class Trainer:
                     close()
         summary = self.summary(finished)
         if main and dash.mode != "off":
-            print(_summary_line(summary), flush=True)
+            print(summary_line(summary), flush=True)
         return summary
 
     def run_epoch(self) -> dict[str, Any]:
@@ -1025,177 +1028,11 @@ class Trainer:
         """Everything a checkpoint holds (tensors on the CPU, plain values otherwise). In a
         data-parallel job every rank must call it: rank 0's RNGs, carry and env state sit at the
         top level as in one process, the other ranks' under ``ranks`` (rank 1 first)."""
-        own = self._rank_state()
-        ranks = self.dist.object_gather(own) or [own]
-        cls = type(self.policy)
-        return {
-            "config": self.config.to_dict(),
-            "model": {k: v.detach().to("cpu", copy=True)
-                      for k, v in self.policy.state_dict().items()},
-            "policy_class": f"{cls.__module__}.{cls.__qualname__}",
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "agent_steps": self.agent_steps,
-            "wall_seconds": self.wall_before + (time.perf_counter() - self._session_start),
-            **own,
-            "world_size": self.dist.world_size,
-            "ranks": ranks[1:],
-            "scores": [list(c) for c in self.scores.chunks],
-            "returns": [list(c) for c in self.returns.chunks],
-            "episodes_total": self.episodes_total,
-            "spaces": {"observation": repr(self.env.single_observation_space),
-                       "action": repr(self.env.single_action_space),
-                       "num_agents": self.S, "horizon": self.T},
-        }
-
-    def _rank_state(self) -> dict[str, Any]:
-        """This rank's own part of a checkpoint: RNGs, the slot-0 carry, the env state."""
-        b = self.storage
-        cpu = lambda x: x.detach().to("cpu", copy=True)  # noqa: E731
-        carry = {name: cpu(getattr(b, name)[:, 0]) for name in RolloutStorage.CARRIED}
-        carry["state0"] = None if b.state0 is None else [cpu(s) for s in b.state0]
-        carry["state"] = None if self.state is None else [cpu(s) for s in self.state]
-        env_state = None
-        # an env that could not snapshot once never can; one stopped inside an epoch (a hard
-        # interrupt) has stepped past the batch the carry describes: its episodes restart
-        if self.no_snapshot is None and not self.mid_epoch:
-            env_state, self.no_snapshot = snapshot_env(self.env)
-        return {
-            "rng": {
-                "torch": self.process_state.torch_rng_state(),
-                "actions": self.action_generator.get_state().cpu(),
-                "sampler": self.sampler_generator.get_state().cpu(),
-                "agents": None if self.agent_rng is None else self.agent_rng.state(),
-                "numpy": torch.from_numpy(np.frombuffer(json.dumps(
-                    _np_rng_state(self.process_state.numpy_rng_state())).encode(),
-                    dtype=np.uint8).copy()),
-            },
-            "carry": carry,
-            "env_state": env_state,
-            "fused": None if self.fused is None or self.mid_epoch else self.fused.state_dict(),
-            "reward_scaler": (None if self.reward_scaler is None
-                              else self.reward_scaler.state_dict()),
-        }
+        return run_state.state_dict(self)
 
     def save(self) -> str:
         """Writes a checkpoint for the current epoch boundary; returns its path."""
-        path = checkpoint_path(self.run_dir, self.epoch)
-        state = self.state_dict()
-        if self.dist.is_main:
-            save_checkpoint(path, state)
-            prune_checkpoints(self.run_dir, self.config.log.keep_checkpoints)
-        self.last_checkpoint = path
-        return path
-
-    def _emergency_save(self) -> None:
-        """After an abrupt stop: keep the newest periodic checkpoint (saved at a boundary);
-        write one now only if there is none (inside an epoch: without the env's state, so the
-        resumed run restarts its episodes)."""
-        try:
-            # ranks stop at different points: no collective (a checkpoint) can run now
-            if getattr(self, "last_checkpoint", None) is None and not self.dist.distributed:
-                self.save()
-            self.summary(finished=False)
-        except Exception as exc:  # never mask the interrupt
-            warnings.warn(f"could not save a checkpoint on interrupt: {exc}")
-
-    def _restore(self, ckpt: Mapping[str, Any]) -> None:
-        """Loads a checkpoint's state into this freshly built trainer."""
-        saved_ranks = int(ckpt.get("world_size", 1))
-        if saved_ranks != self.dist.world_size:
-            raise CheckpointError(
-                f"{ckpt.get('path')} was written by a job of {saved_ranks} rank(s) and this one "
-                f"has {self.dist.world_size}: resume it with " + (
-                    "one process (no torchrun)" if saved_ranks == 1 else
-                    f"{saved_ranks} processes in all (torchrun --nproc-per-node x --nnodes = "
-                    f"{saved_ranks})"))
-        own = ckpt if self.dist.rank == 0 else ckpt["ranks"][self.dist.rank - 1]
-        spaces = ckpt.get("spaces", {})
-        saved_rollout = dict(ckpt["config"]).get("train", {}).get("rollout", "torch")
-        if ckpt.get("env_state") is not None and saved_rollout != self.config.train.rollout:
-            # the fused rollout leaves the slot-T actions unstepped, the torch one steps them
-            raise CheckpointError(
-                f"{ckpt.get('path')} was saved by train.rollout='{saved_rollout}': resume it "
-                f"with the same rollout path (--train.rollout {saved_rollout}, not "
-                f"'{self.config.train.rollout}'), or start a new run for the other path")
-        mine = {"observation": repr(self.env.single_observation_space),
-                "action": repr(self.env.single_action_space), "num_agents": self.S,
-                "horizon": self.T}
-        for key in ("observation", "action"):
-            if spaces.get(key) != mine[key]:
-                raise CheckpointError(
-                    f"{ckpt.get('path')}: the checkpoint's {key} space is {spaces.get(key)} but "
-                    f"this env's is {mine[key]}: resume with the same env and env parameters")
-        try:
-            self.policy.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"{ckpt.get('path')}: the model does not fit this policy "
-                                  f"({str(exc).splitlines()[0]}); was policy.name, "
-                                  f"policy.hidden or train.norm_obs changed?") from None
-        if self.obs_norm is not None:   # saved with the model; the config's may be overridden
-            self.obs_norm.clip.fill_(self.config.train.norm_obs_clip)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.epoch = int(ckpt["epoch"])
-        self.agent_steps = int(ckpt["agent_steps"])
-        self.wall_before = float(ckpt.get("wall_seconds", 0.0))
-        rng = own["rng"]
-        self.process_state.set_rng_states(
-            rng["torch"], _np_rng_tuple(json.loads(bytes(rng["numpy"].numpy()).decode())))
-        self.action_generator.set_state(rng["actions"])
-        self.sampler_generator.set_state(rng["sampler"])
-        if self.agent_rng is not None and rng.get("agents") is not None:
-            if rng["agents"].numel() == self.S:
-                self.agent_rng.load(rng["agents"])
-            else:   # another number of agents: fresh streams, seeded as the env's reset below
-                self.agent_rng = AgentRng(self.S, self.dist.seed(self.config.train.seed) + 3
-                                          + 1_000_003 * self.epoch)
-        for mean, n in ckpt.get("scores", []):
-            self.scores.add(mean, n)
-        for mean, n in ckpt.get("returns", []):
-            self.returns.add(mean, n)
-        self.episodes_total = float(ckpt.get("episodes_total", 0.0))
-        if self.reward_scaler is not None and own.get("reward_scaler") is not None:
-            scaler = own["reward_scaler"]
-            if scaler["returns"].shape == self.reward_scaler.returns.shape:
-                self.reward_scaler.load_state_dict(scaler)
-            else:   # another number of agents: their episodes restart, from a return of 0
-                self.reward_scaler.stats.load_state_dict(scaler["stats"])
-        self.resumed_from = ckpt.get("path")
-        if self.dist.is_main:
-            _truncate_metrics(self.metrics_path, self.epoch)
-            remove_stale_temp_files(self.run_dir)
-
-        same_batch = spaces.get("num_agents") == self.S and spaces.get("horizon") == self.T
-        b = self.storage
-        load_state = getattr(self.env, "load_state", None)
-        env_state = own.get("env_state")
-        saved_masks = own.get("carry", {}).get("action_masks")
-        if env_state is not None and callable(load_state) and same_batch and \
-                (0 if saved_masks is None else saved_masks.shape[-1]) != b.action_masks.shape[-1]:
-            # the saved batch's slot 0 (and an overlapped run's whole batch) was acted with
-            # action masks and this run reads none, or the other way round
-            self.resume_note = ("train.action_masks differs from the checkpoint's: the episodes "
-                                "restart from a reset (resume with the saved setting to "
-                                "continue them)")
-        elif env_state is not None and callable(load_state) and same_batch:
-            self.resume_note = restore_env(self.env, env_state, self.trust_pickled_env_state)
-        if env_state is not None and callable(load_state) and same_batch and not self.resume_note:
-            carry = own["carry"]
-            for name in RolloutStorage.CARRIED:
-                if name in carry:    # checkpoints from before action masks lack theirs
-                    getattr(b, name)[:, 0].copy_(carry[name])
-            if b.state0 is not None:
-                for dst, src in zip(b.state0, carry["state0"]):
-                    dst.copy_(src)
-                for dst, src in zip(self.state, carry["state"]):
-                    dst.copy_(src)
-            if self.fused is not None and own.get("fused") is not None:
-                self.fused.load_state_dict(own["fused"])
-            self.exact_resume = True
-        else:
-            # No env snapshot: restart the episodes from a reset seeded by (seed, epoch).
-            self._reset_env(self.env_owned_seed + 1_000_003 * self.epoch)
-            self.exact_resume = False
+        return run_state.save(self)
 
     @classmethod
     def resume(cls, path: str, env_name: str | None = None, files: list[str] | tuple = (),
@@ -1211,29 +1048,7 @@ class Trainer:
         coll = connect()
         # rank 0 reads the file (the run directory may exist on its machine only)
         ckpt = coll.object_broadcast(load_checkpoint(path) if coll.is_main else None)
-        ckpt_path = ckpt["path"]
-        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
-        cfg = default_config()
-        saved = dict(ckpt["config"])
-        env_params: dict[str, Any] | None = None
-        if env is not None and isinstance(saved.get("env"), Mapping):
-            # The env object is given (an out-of-tree or custom env, maybe not registered):
-            # its saved parameters describe it and are not checked against the registry.
-            generic = set(section_fields("env"))
-            table = dict(saved["env"])
-            env_params = {k: v for k, v in table.items() if k not in generic}
-            saved["env"] = {k: v for k, v in table.items() if k in generic}
-        apply_mapping(cfg, saved, f"{ckpt_path} config")
-        if env_params is not None:
-            cfg.env.params = env_params
-        if env_name and env_name != cfg.env.name:
-            raise ConfigError(f"{path} is a run of env '{cfg.env.name}', not '{env_name}'")
-        for f in files:
-            apply_mapping(cfg, load_toml(f), f)
-        apply_overrides(cfg, dict(overrides or {}), origin)
-        cfg.log.run_dir = run_dir
-        if env is None:
-            finalise(cfg)
+        cfg, run_dir = run_state.resume_config(ckpt, path, env_name, files, overrides, env, origin)
         return cls(cfg, env=env, policy=policy, callback=callback, checkpoint=ckpt,
                    run_dir=run_dir, trust_pickled_env_state=trust_pickled_env_state)
 
@@ -1250,181 +1065,3 @@ class Trainer:
             self.learner.close()
         self.dist.close()
         self.closed = True
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-def run_dir_label(env_name: str) -> str:
-    """``env_name`` as one safe path component for ``runs/<label>-<timestamp>``.
-
-    C env names are kept as they are (``breakout``); in Python env names every run of characters
-    other than letters, digits, ``.``, ``_`` and ``-`` becomes one ``-``, so ``gym:ALE/Pong-v5``
-    gives ``gym-ALE-Pong-v5`` (no nested directories, no colons) and
-    ``pz:pettingzoo.butterfly.pistonball_v6`` gives ``pz-pettingzoo.butterfly.pistonball_v6``.
-    """
-    label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(env_name or "")).strip("-.")
-    return label or "env"
-
-
-def _merge_log(total: dict[str, float], stats: Mapping[str, float]) -> None:
-    """Adds ``env.log()`` means (with their count ``n``) into running means."""
-    n = float(stats.get("n", 0.0))
-    if n <= 0:
-        return
-    old = float(total.get("n", 0.0))
-    for key, value in stats.items():
-        if key == "n":
-            continue
-        total[key] = (total.get(key, 0.0) * old + float(value) * n) / (old + n)
-    total["n"] = old + n
-
-
-def _np_rng_state(state: tuple) -> list:
-    name, keys, pos, has_gauss, cached = state
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _np_rng_tuple(state: list) -> tuple:
-    name, keys, pos, has_gauss, cached = state
-    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
-
-
-def _truncate_metrics(path: str, epoch: int) -> None:
-    """Drops metric lines written after the checkpoint being resumed (a crash between
-    checkpoints leaves some), so the resumed run's file reads as one uninterrupted run."""
-    if not os.path.exists(path):
-        return
-    keep = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                if json.loads(line)["epoch"] <= epoch:
-                    keep.append(line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError):
-                continue
-    atomic_write_text(path, "".join(keep))
-
-
-def _summary_line(s: Mapping[str, Any]) -> str:
-    score = "n/a" if s.get("score") is None else f"{s['score']:.3f}"
-    state = "done" if s.get("finished") else "stopped"
-    note = f"\n  note: {s['resume_note']}" if s.get("resume_note") else ""
-    return (f"{state}: {s['env']}  {s['agent_steps']:,} steps in {s['wall_seconds']:.1f}s "
-            f"({s['sps']:,.0f} steps/s)  score {score} over the last 100 of {s['episodes']:,} "
-            f"episodes  -> {s['run_dir']}{note}")
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _flatten(f"{prefix}/{k}" if prefix else k, v, out)
-    elif isinstance(value, (int, float)) and value is not None:
-        out[prefix] = float(value)
-
-
-def _extra_loggers(config: Config, run_dir: str) -> list[Callable[[dict], None]]:
-    """TensorBoard and W&B writers when enabled (both off by default)."""
-    writers: list[Any] = []
-    if config.log.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("log.tensorboard=true needs the tensorboard package: "
-                              "pip install tensorboard") from None
-        tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
-
-        class _TB:
-            def __call__(self, m: dict) -> None:
-                flat: dict[str, float] = {}
-                _flatten("", m, flat)
-                for k, v in flat.items():
-                    tb.add_scalar(k, v, m["agent_steps"])
-
-            def close(self) -> None:
-                tb.close()
-
-        writers.append(_TB())
-    if config.log.wandb:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("log.wandb=true needs the wandb package: pip install wandb") from None
-        run = wandb.init(project=config.log.wandb_project, config=config.to_dict(),
-                         dir=run_dir, name=os.path.basename(run_dir))
-
-        class _WB:
-            def __call__(self, m: dict) -> None:
-                flat: dict[str, float] = {}
-                _flatten("", m, flat)
-                run.log(flat, step=m["agent_steps"])
-
-            def close(self) -> None:
-                run.finish()
-
-        writers.append(_WB())
-    return writers
-
-
-def train(env: Any, *, config: str | None = None, resume: str | None = None,
-          policy: Any = None, callback: Callable[[Trainer, dict], Any] | None = None,
-          trust_pickled_env_state: bool = False, **overrides: Any) -> dict[str, Any]:
-    """Trains on ``env`` (a registered env name, or a built vector env); returns the summary.
-
-    Overrides are flat ``section_key=value`` keywords mirroring the CLI flags:
-    ``train_learning_rate=0.01`` is ``--train.learning-rate 0.01``, ``env_num_envs=64`` is
-    ``--env.num-envs 64`` and env parameters are ``env_<param>`` (``env_size=15``).
-    ``config`` is a TOML file applied before them; ``resume`` a run directory (or checkpoint)
-    to continue; ``policy`` an ``nn.Module`` or a callable ``(obs_space, act_space) -> Module``.
-    ``trust_pickled_env_state`` lets ``resume`` unpickle a Python env's saved state (see
-    :meth:`Trainer.resume`: only for checkpoints you made or trust).
-    """
-    flat = {k: v for k, v in overrides.items()}
-    files = [config] if config else []
-    # a worker group torchrun restarted (--max-restarts) continues from the last checkpoint
-    resume = resume or elastic_resume_target(flat.get("log_run_dir") or flat.get("log.run_dir"))
-    if resume is not None:
-        name = env if isinstance(env, str) else None
-        trainer = Trainer.resume(resume, env_name=name, files=files, overrides=flat,
-                                 env=None if isinstance(env, str) else env, policy=policy,
-                                 callback=callback,
-                                 trust_pickled_env_state=trust_pickled_env_state)
-        return trainer.train()
-    if isinstance(env, str):
-        cfg = build_config(env, files, flat)
-        return Trainer(cfg, policy=policy, callback=callback).train()
-    cfg = _config_for_env(env, files, flat)
-    return Trainer(cfg, env=env, policy=policy, callback=callback).train()
-
-
-def _config_for_env(env: Any, files: list[str], overrides: Mapping[str, Any]) -> Config:
-    """A config for a prebuilt env object: defaults (+ that env's shipped file if it is a
-    registered env), then files and overrides; env keys describe the given env."""
-    cfg = default_config()
-    from .config import CONFIG_DIR, env_defaults_path
-
-    default_path = os.path.join(CONFIG_DIR, "default.toml")
-    if os.path.exists(default_path):
-        apply_mapping(cfg, load_toml(default_path), "configs/default.toml")
-    name = getattr(env, "name", "custom")
-    if os.path.exists(env_defaults_path(name)):
-        data = load_toml(env_defaults_path(name))
-        data = {k: v for k, v in data.items() if k != "env"}
-        apply_mapping(cfg, data, f"configs/{name}.toml")
-    for f in files:
-        apply_mapping(cfg, {k: v for k, v in load_toml(f).items() if k != "env"}, f)
-    env_keys = [k for k in overrides if str(k).replace(".", "_").startswith("env_")]
-    if env_keys:
-        raise ConfigError(f"{', '.join(env_keys)}: env settings come from the env object passed "
-                          f"in; set them when building it (shoal.make(...))")
-    apply_overrides(cfg, overrides)
-    cfg.env.name = name
-    cfg.env.num_envs = int(env.num_envs)
-    cfg.env.num_buffers = int(getattr(env, "num_buffers", 1))
-    cfg.env.params = dict(getattr(env, "params", {}) or {})
-    t = cfg.train
-    if t.minibatch_size % t.horizon:
-        raise ConfigError(f"train.minibatch_size={t.minibatch_size} must be a multiple of "
-                          f"train.horizon={t.horizon}")
-    return cfg

@@ -218,6 +218,16 @@ def test_more_rollout_threads_than_the_c_rollout_runs_is_a_config_error(tmp_path
         Trainer(cfg)
 
 
+def test_overlap_chunks_without_overlap_is_a_config_error(tmp_path):
+    """train.overlap_chunks only splits the batch an overlapped update collects: set without
+    overlap it would be silently ignored, so the trainer refuses it, naming both fixes."""
+    cfg = build_config("breakout", overrides=dict(BASE, **{
+        "train.overlap": False, "train.overlap_chunks": 4, "log.run_dir": str(tmp_path / "run")}))
+    with pytest.raises(ConfigError, match="overlap_chunks=4 needs train.overlap=true.*"
+                                          "overlap_chunks=1"):
+        Trainer(cfg)
+
+
 @pytest.mark.parametrize("overlap,policy", [(True, "mlp"), (False, "lstm")])
 def test_a_run_resumes_with_changed_env_parameters(tmp_path, overlap, policy):
     """A C env refuses a snapshot taken with other parameters (``env.max_steps`` here); the

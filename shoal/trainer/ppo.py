@@ -524,6 +524,10 @@ class Trainer:
                               "train.learner_threads=1 (it runs the update's last steps on more "
                               "torch threads once the overlapped rollout thread is done); set "
                               "train.overlap_tail_threads=0")
+        if t.overlap_chunks > 1 and not t.overlap:
+            raise ConfigError(f"train.overlap_chunks={t.overlap_chunks} needs train.overlap=true "
+                              f"(it splits the batch collected during an update); set "
+                              f"train.overlap_chunks=1 or train.overlap=true")
         self.fused = FusedRollout(self) if t.rollout == "fused" else None
         self.learner = make_learner(self) if t.learner_threads > 1 else None
         self.reward_scaler = ReturnScaler(self.S, t.gamma, self.device) if t.norm_reward else None

@@ -3,6 +3,7 @@ overlapped rollout thread is done (shoal/trainer/tail_threads.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -19,6 +20,27 @@ BASE = {"train.total_steps": 5 * 32 * 16, "env.num_envs": 32, "train.horizon": 1
         "train.rollout": "fused", "train.overlap": True, "env.max_steps": 11,
         "train.torch_threads": 1, "train.overlap_tail_threads": 2,
         "train.overlap_tail_start": 0.5}
+
+
+def _hooked_policy(hook):
+    """A ``policy=`` factory: the MLP with ``hook`` as a forward pre-hook (deep copies, such as
+    the anchoring one, keep it)."""
+    def factory(obs_space, act_space):
+        policy = make_policy((obs_space, act_space), "mlp", hidden=64)
+        policy.register_forward_pre_hook(hook)
+        return policy
+    return factory
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    """torch at ``n`` threads inside, the caller's count restored after."""
+    outer = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(outer)
 
 
 @pytest.mark.parametrize("policy,precision,chunks", [
@@ -44,20 +66,10 @@ def test_the_learner_switches_at_the_fixed_step_and_the_rollout_thread_never_doe
         seen.append((threading.current_thread().name, torch.is_grad_enabled(),
                      torch.get_num_threads()))
 
-    def recording_policy(obs_space, act_space):
-        policy = make_policy((obs_space, act_space), "mlp", hidden=64)
-        policy.register_forward_pre_hook(record)    # deep copies (the anchoring one) keep it
-        return policy
-
     cfg = build_config("breakout", overrides=dict(BASE, **{"log.run_dir": str(tmp_path / "r")}))
-    outer = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        tr = Trainer(cfg, policy=recording_policy)
-        tr.train()
+    with _torch_threads(3):
+        Trainer(cfg, policy=_hooked_policy(record)).train()
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(outer)
     steps = 512 // 128          # gradient steps per update
     at = tail_step(cfg.train, steps)
     assert at == 2
@@ -113,18 +125,9 @@ def test_a_failure_in_the_tail_leaves_the_thread_count_as_it_was(tmp_path):
                 assert torch.get_num_threads() == 2, "the tail runs on two threads"
                 raise RuntimeError("policy failed in the tail")
 
-    def failing_policy(obs_space, act_space):
-        policy = make_policy((obs_space, act_space), "mlp", hidden=64)
-        policy.register_forward_pre_hook(fail_after_switch)
-        return policy
-
     cfg = build_config("breakout", overrides=dict(BASE, **{"log.run_dir": str(tmp_path / "f")}))
-    outer = torch.get_num_threads()
-    torch.set_num_threads(3)
-    try:
-        tr = Trainer(cfg, policy=failing_policy)
+    with _torch_threads(3):
+        tr = Trainer(cfg, policy=_hooked_policy(fail_after_switch))
         with pytest.raises(RuntimeError, match="policy failed in the tail"):
             tr.train()
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(outer)

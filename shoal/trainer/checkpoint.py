@@ -62,7 +62,7 @@ def restore_env(env: Any, state: dict[str, Any], trust_pickled: bool = False) ->
                 f"{TRUST_FLAG} (unpickling runs whatever code the file names: use it only for "
                 f"checkpoints you made or trust)")
     except SnapshotParamsError as exc:   # the run was resumed with other env parameters
-        return f"{exc.args[0].split(';')[0]}: the episodes restart under this run's parameters"
+        return f"{exc.what}: the episodes restart under this run's parameters"
     return None
 
 

@@ -30,11 +30,6 @@
 /* a rank count far above any one host's, so sizes below cannot overflow */
 #define MAX_RANKS 4096
 
-static PyObject* layout_error(const char* what) {
-    PyErr_SetString(PyExc_ValueError, what);
-    return NULL;
-}
-
 /* The segment's size for world_size ranks of nbytes each; -1 (a Python error set) when the
  * arguments are out of range or the size would overflow. */
 static Py_ssize_t segment_bytes(Py_ssize_t world_size, Py_ssize_t nbytes, Py_ssize_t* slot) {

@@ -34,7 +34,13 @@ class PickledStateError(ValueError):
 
 class SnapshotParamsError(ValueError):
     """An env snapshot was taken with other env parameters than this env's (raised before
-    anything changes): the snapshot cannot continue this env's episodes."""
+    anything changes): the snapshot cannot continue this env's episodes. ``diff`` maps each
+    parameter that differs to (saved, here); ``what`` says so in words, without the fix."""
+
+    def __init__(self, diff: dict) -> None:
+        self.diff = diff
+        self.what = f"env snapshot was taken with other env parameters (saved, here): {diff}"
+        super().__init__(f"{self.what}; make the env with the saved parameters")
 
 
 @dataclass

@@ -149,9 +149,7 @@ class NativeVecEnv(VecEnv):
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in set(saved) | set(mine)
                     if saved.get(k) != mine.get(k)}
-            raise SnapshotParamsError(f"env snapshot was taken with other env parameters "
-                                      f"(saved, here): {diff}; make the env with the saved "
-                                      f"parameters")
+            raise SnapshotParamsError(diff)
         try:
             self._c.vec_load(self._h, np.ascontiguousarray(state["c_envs"], dtype=np.uint8))
         except ValueError as exc:

@@ -310,7 +310,11 @@ class FusedRollout:
         policy = self.trainer.policy
         if self._anchor_policy is None:
             self._anchor_policy = copy.deepcopy(policy).requires_grad_(False)
-        self._anchor_policy.load_state_dict(policy.state_dict())
+        # one copy per tensor (the learner's time: load_state_dict's bookkeeping costs more)
+        with torch.no_grad():
+            torch._foreach_copy_(
+                list(self._anchor_policy.parameters()) + list(self._anchor_policy.buffers()),
+                list(policy.parameters()) + list(policy.buffers()))
         return self._anchor_policy
 
     def state_dict(self) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ the truncated ratio between the two, and the clip window kept near the collector
 
 import copy
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -157,6 +158,70 @@ def test_pipelined_anchoring_gives_every_segment_the_whole_batch_anchor(tmp_path
         torch.testing.assert_close(getattr(pipelined, name), getattr(whole, name),
                                    atol=1e-6, rtol=1e-6, msg=name)
     assert float((whole.collector_ratio - 1).abs().max()) > 1e-3
+
+
+_GATHERED = ("obs", "actions", "logprobs", "values", "rewards", "dones", "starts", "masks",
+             "action_masks", "collector_ratio", "weights")
+
+
+def test_the_rollout_thread_gathers_each_minibatch_once_its_segments_are_anchored(tmp_path):
+    """With a gather function the second thread hands the learner minibatches 1.. already
+    gathered: each holds exactly the rows of the fully anchored storage, even when it draws
+    segments of the first minibatch, which the learner anchors (here only after the second
+    thread has had time to run ahead); the function given for the end runs once every segment
+    is anchored, on the second thread, and finish() returns what it gave."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            tr.run_epoch()
+            b = copy.deepcopy(tr.storage)
+            anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, b)
+            # minibatch 1 redraws segments of minibatch 0; segment 7 is never drawn
+            assert b.S == 8
+            schedule = [torch.tensor([0, 1, 2]), torch.tensor([3, 0, 4]),
+                        torch.tensor([5, 1]), torch.tensor([6, 2, 3])]
+            weights = [torch.rand(len(idx)) for idx in schedule]
+            second = threading.Thread(target=lambda: (anchor.work_ahead(), anchor.work_rest()))
+            second.start()
+            anchor.start(schedule, lambda k: Minibatch(b, schedule[k], weights[k],
+                                                       advantages=False),
+                         lambda: (b.values.clone(), threading.get_ident()))
+            time.sleep(0.3)                 # the second thread runs as far as it can
+            got = [anchor.minibatch_ready(k) for k in range(len(schedule))]
+            values_at_end, summarised_on = anchor.finish()
+            anchor.stop()
+            second.join()
+        assert got[0] is None                   # the learner gathers its first minibatch
+        for k in range(1, len(schedule)):
+            own = Minibatch(b, schedule[k], weights[k])
+            assert got[k].advantages is None and torch.equal(got[k].idx, schedule[k])
+            for name in _GATHERED:
+                assert torch.equal(getattr(got[k], name), getattr(own, name)), (k, name)
+        assert torch.equal(values_at_end, b.values)
+        assert summarised_on == second.ident != threading.get_ident()
+    finally:
+        tr.close()
+
+
+def test_a_learner_that_stops_before_its_first_minibatch_releases_the_gathering_thread(
+        tmp_path):
+    """The second thread gathers a minibatch only after the learner anchored the first one; an
+    update that ends before that (it failed) releases it instead of leaving it waiting."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        b = copy.deepcopy(tr.storage)
+        anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, b)
+        schedule = [torch.arange(2), torch.arange(2, 4), torch.arange(4, 6)]
+        second = threading.Thread(target=lambda: (anchor.work_ahead(), anchor.work_rest()))
+        second.start()
+        anchor.start(schedule, lambda k: Minibatch(b, schedule[k], torch.ones(2)))
+        time.sleep(0.2)
+        anchor.stop()
+        second.join(timeout=30)
+        assert not second.is_alive()
+    finally:
+        tr.close()
 
 
 def test_a_failing_rollout_thread_is_raised_on_the_learner_not_waited_for(tmp_path):

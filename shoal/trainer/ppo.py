@@ -810,6 +810,7 @@ class Trainer:
             following = None
             if anchor is not None and nxt is not None:   # gathered by the rollout thread
                 following = anchor.minibatch_ready(k + 1)
+            if following is not None:
                 following.advantages = b.advantages[following.idx]   # as this step left them
             elif nxt is not None:
                 following = Minibatch(b, *nxt)

@@ -742,7 +742,8 @@ class Trainer:
             return d.indices, d.weights, self.dist.weight_peak(d, S, beta)
 
         def anchored_explained() -> list[float]:
-            """The learner's values of every segment, once all are anchored."""
+            """Of the learner's values of every segment (the rollout thread calls it once all
+            are anchored)."""
             return variance_parts(b.values[:, :T], compute_advantages(
                 b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda, t.rho_clip, t.c_clip)
                 + b.values[:, :T], masks)
@@ -768,7 +769,7 @@ class Trainer:
                                        wait=False)
         # of the batch's estimates before the minibatches refresh them
         # (a pipelined anchor's: anchored_explained, once every segment is anchored)
-        explained = None if anchor is not None else \
+        explained: list[float] | None = None if anchor is not None else \
             variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
 
         for k in range(num_minibatches):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from shoal.trainer.acting_refresh import ActingRefresh, head_steps
 from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
@@ -375,5 +376,34 @@ def test_an_update_that_ends_early_leaves_the_rollout_thread_neither_waiting_nor
         second.join(timeout=30)
         assert not second.is_alive() and len(errors) == 1
         assert [c[:2] for c in collected] == [(2 * j + 1, 2 * j + 2) for j in range(8)]
+    finally:
+        tr.close()
+
+
+def test_the_first_steps_collected_before_the_update_stay_within_the_first_chunk(tmp_path):
+    """The rollout thread collects the next batch's first steps before the update draws its
+    schedule, with the weights from the start of the update: at most the first chunk, which
+    those weights act whatever the update's number of gradient steps; a collection told that
+    more steps were collected refuses."""
+    t = build_config("breakout").train
+    assert (t.overlap_chunks, t.horizon) == (1, 64)
+    assert head_steps(t, 64) == 8
+    t.overlap_chunks = 16             # chunks of 4 steps
+    assert head_steps(t, 64) == 4
+    t.overlap_chunks = 1
+    assert head_steps(t, 7) == 0      # too short a horizon: no head
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 4})
+    try:
+        acting = ActingRefresh(tr.policy, tr.env.observations.dtype)
+        acting.begin(tr.config.train, tr.storage)
+        acting.start(8)
+        acting.finish()                   # (the weights for every later chunk published)
+        calls = []
+        acting.collect(lambda first, last, net: calls.append((first, last, net)) or 0.0,
+                       "weights at the start", 3)
+        assert [c[:2] for c in calls] == [(4, 4), (5, 8), (9, 12), (13, 16)]
+        assert calls[0][2] == "weights at the start"
+        with pytest.raises(RuntimeError, match="first chunk ends at step 4"):
+            acting.collect(lambda first, last, net: 0.0, "weights at the start", 5)
     finally:
         tr.close()

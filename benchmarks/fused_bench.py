@@ -52,7 +52,8 @@ target, the learning tests' envs) with their shipped configs and budgets::
 settings, side ``overlap``, or each of ``--sides``, alternating run by run): on the learner's
 thread the anchoring of the stale batch, the rest of the update, its copies of its weights for
 the chunks (``train.overlap_chunks``) and the time it waits for the rollout thread; on the rollout
-thread the anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
+thread the anchoring it does ahead of the learner (since the minibatches' gathering moved there,
+that too, and the explained variance of the anchored values) and the collection. Thread CPU time, so it stays
 meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 

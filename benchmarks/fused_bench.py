@@ -442,7 +442,9 @@ def run_cpu_once(checkout: str, side: str, seed: int, steps: int | None) -> dict
     metrics = os.path.join(run_dir, "metrics.jsonl")
     marks: list[tuple[float, float, int]] = []   # (wall, process CPU, metrics bytes) per change
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # started outside any checkout: ``python -m`` puts the working directory first on sys.path
+    proc = subprocess.Popen(cmd, env=env, cwd=os.path.dirname(run_dir),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done = threading.Event()
 
     def watch() -> None:

@@ -61,14 +61,17 @@ import torch
 from .action_masks import mask_logits
 from .policies import autocast
 
-__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "anchor_segments",
-           "collector_terms", "pipelined_anchoring", "PipelinedAnchor"]
+__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",
+           "anchor_segments", "collector_terms", "stale_advantages", "pipelined_anchoring",
+           "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
 #: (the default of ``train.overlap_weight_cap``)
 WEIGHT_CAP = 2.0
 #: the clip window also stays within ±COLLECTOR_CLIP x clip_coef of the collector's policy
 COLLECTOR_CLIP = 2.0
+#: the values of ``train.overlap_advantages`` (:func:`stale_advantages`)
+ADVANTAGE_MODES = ("learner", "collector", "collector_later")
 
 
 def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any,
@@ -230,3 +233,51 @@ def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,
     low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / collector_ratio, min=1.0 - clip_coef)
     high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / collector_ratio, max=1.0 + clip_coef)
     return weight, low, high
+
+
+def stale_advantages(values: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+                     ratio: torch.Tensor, collector_ratio: torch.Tensor, mode: str,
+                     gamma: float, lam: float, rho_clip: float, c_clip: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, returns)`` ``[B, T]`` of a minibatch of a stale batch
+    (``train.overlap_advantages``): the advantages of its policy term and the value targets.
+
+    ``values`` ``[B, T+1]`` are the learner's (anchored), ``ratio`` is ``π_current / π_learner``
+    (the PPO ratio) and ``collector_ratio`` ``π_learner / π_collector``, so ``ratio x
+    collector_ratio`` is the current policy's ratio to the one that acted. ``mode``:
+
+    * ``"learner"``: V-trace (:func:`~shoal.trainer.advantage.compute_advantages`) with
+      ``ratio``, as if the learner had acted the batch; the returns are ``advantages +
+      values``. The synchronous formula.
+    * ``"collector"``: V-trace with ``ratio x collector_ratio`` in every step's TD term and trace
+      (``ρ_t = min(rho_clip, π_current / π_collector)``, ``c_t = min(c_clip, …)``): the
+      advantages and returns estimate the current policy's values from the collector's
+      trajectories (IMPALA's correction). A step's own TD term is then scaled by its ratio to
+      the collector as well as by its importance weight (:func:`collector_terms`).
+    * ``"collector_later"``: the value targets of ``"collector"``; the policy term's advantage
+      keeps the step's own factors of the synchronous formula and corrects only the steps after
+      it, ``A_t = ρ_t δ_t + γ λ c_t (1 - done_t) A^col_{t+1}`` with ``ρ_t, c_t`` from ``ratio``
+      and ``A^col`` the ``"collector"`` advantages: the estimate of the stored action's value
+      under the current policy (``r_t + γ v_{t+1}``, IMPALA's policy-gradient target), whose
+      action the importance weight already corrects. Equal to ``"learner"`` when the collector
+      is the learner.
+    """
+    from .advantage import compute_advantages   # the trainer's advantage path
+
+    if mode not in ADVANTAGE_MODES:
+        raise ValueError(f"train.overlap_advantages={mode!r}: use one of {ADVANTAGE_MODES}")
+    if mode == "learner":
+        adv = compute_advantages(values, rewards, dones, ratio, gamma, lam, rho_clip, c_clip)
+        return adv, adv + values[:, :-1]
+    behind = compute_advantages(values, rewards, dones, ratio * collector_ratio, gamma, lam,
+                                rho_clip, c_clip)
+    returns = behind + values[:, :-1]
+    if mode == "collector":
+        return behind, returns
+    nonterminal = 1.0 - dones.to(values.dtype)
+    delta = rewards + gamma * values[:, 1:] * nonterminal - values[:, :-1]
+    later = torch.zeros_like(behind)
+    later[:, :-1] = behind[:, 1:]
+    adv = (ratio.clamp(max=rho_clip) * delta
+           + (gamma * lam) * ratio.clamp(max=c_clip) * nonterminal * later)
+    return adv, returns

@@ -16,7 +16,8 @@ import torch
 from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
-from shoal.trainer.stale_batch import (COLLECTOR_CLIP, anchor_at_learner, stale_advantages)
+from shoal.trainer.stale_batch import (COLLECTOR_CLIP, anchor_at_learner, self_normalised,
+                                       stale_advantages)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -187,3 +188,77 @@ def test_the_synchronous_path_ignores_the_switch(tmp_path):
         weights[mode] = {k: v.clone() for k, v in tr.policy.state_dict().items()}
     for key, value in weights["learner"].items():
         assert torch.equal(value, weights["collector_later"][key]), key
+
+
+# ---- train.overlap_weight_norm ----
+
+def test_self_normalised_weights_average_one_over_the_unmasked_steps():
+    """The truncated weights divided by their mean over the unmasked steps: they average 1
+    there and keep their proportions; the masked steps do not enter the mean."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.exp(torch.empty(5, 9).uniform_(-1.0, 1.0, generator=g)).clamp(max=1.0)
+    masks = (torch.rand(5, 9, generator=g) > 0.3).float()
+    masks[0] = 1.0
+    normalised = self_normalised(weight, masks)
+    live = masks > 0
+    assert float(normalised[live].mean()) == pytest.approx(1.0, rel=1e-6)
+    assert float(weight[live].mean()) < 0.9     # the truncation had shrunk them
+    torch.testing.assert_close(normalised / normalised[0, 0], weight / weight[0, 0])
+    # a masked step's weight does not move the others
+    moved = weight.clone()
+    moved[~live] = 100.0
+    torch.testing.assert_close(self_normalised(moved, masks)[live], normalised[live])
+
+
+def test_the_loss_of_a_stale_batch_uses_the_normalised_weights(tmp_path):
+    """ppo_loss with train.overlap_weight_norm: the policy term recomputed in numpy with each
+    step's weight min(ratio to the collector, cap) divided by the weights' mean over the
+    unmasked steps."""
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_weight_norm": True,
+                                          "train.overlap_weight_cap": 1.0})
+    t = tr.config.train
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            batch = copy.deepcopy(tr.storage)
+            anchor_at_learner(tr.policy, tr.distribution, batch)
+            g = torch.Generator().manual_seed(1)
+            batch.collector_ratio = torch.exp(torch.empty(batch.S, batch.T).uniform_(-1.0, 1.0,
+                                                                                   generator=g))
+            with torch.no_grad():
+                for p in tr.policy.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
+            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            _, stats, _ = ppo_loss(tr.policy, tr.distribution, mb, t)
+            with torch.no_grad():
+                newlogp, _, _ = replay(tr.policy, tr.distribution, mb)
+        T = batch.T
+        f64 = lambda x: x.numpy().astype(np.float64)  # noqa: E731
+        ratio = np.exp(f64(newlogp) - f64(batch.logprobs[:, :T]))
+        behind = f64(batch.collector_ratio)
+        adv = advantages_reference(f64(batch.values), f64(batch.rewards), f64(batch.dones),
+                                   ratio, t.gamma, t.gae_lambda, t.rho_clip, t.c_clip)
+        masks = f64(batch.masks[:, :T]) > 0
+        weight = np.minimum(behind, 1.0)
+        weight = weight / weight[masks].mean()
+        weighted = adv * weight
+        low = np.maximum((1 - COLLECTOR_CLIP * t.clip_coef) / behind, 1 - t.clip_coef)
+        high = np.minimum((1 + COLLECTOR_CLIP * t.clip_coef) / behind, 1 + t.clip_coef)
+        clipped = np.minimum(np.maximum(ratio, low), high)
+        policy = np.maximum(-weighted * ratio, -weighted * clipped)[masks].mean()
+        assert float(stats["policy"]) == pytest.approx(policy, rel=1e-4, abs=1e-7)
+    finally:
+        tr.close()
+
+
+def test_normalised_weights_on_split_minibatches_are_refused(tmp_path):
+    """The mean needs the whole minibatch: learner threads (shards of it) are refused by name."""
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_weight_norm": True,
+                                          "train.learner_threads": 2})
+    try:
+        with pytest.raises(ValueError, match="overlap_weight_norm.*learner_threads = 1"):
+            with tr.process_state.active():
+                tr.run_epoch()
+                tr.run_epoch()
+    finally:
+        tr.close()

@@ -186,6 +186,12 @@ class TrainConfig:
                                             "the policy term's advantage corrects only the "
                                             "steps after its own; docs/train.md)",
                                  choices=("learner", "collector", "collector_later"))
+    overlap_weight_norm: bool = _f(False, "overlap: divide the stale batch's truncated "
+                                          "importance weights by their mean over the "
+                                          "minibatch's steps (they re-weight the steps but do "
+                                          "not shrink the policy term against the entropy and "
+                                          "value terms; one process, learner_threads = 1; "
+                                          "docs/train.md)")
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

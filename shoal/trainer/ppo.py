@@ -94,7 +94,8 @@ from .process_state import ProcessState
 from .run_log import extra_loggers, merge_log, run_dir_label, summary_line
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
-from .stale_batch import WEIGHT_CAP, PipelinedAnchor, collector_terms, stale_advantages
+from .stale_batch import (WEIGHT_CAP, PipelinedAnchor, collector_terms, self_normalised,
+                          stale_advantages)
 from .tail_threads import TailThreads
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
@@ -260,6 +261,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
         if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
             weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef,
                                                 getattr(t, "overlap_weight_cap", WEIGHT_CAP))
+            if getattr(t, "overlap_weight_norm", False):
+                weight = self_normalised(weight, masks, ranks)
             adv_w = adv_w * weight
     pg1 = -adv_w * ratio
     if mb.collector_ratio is None:

@@ -62,7 +62,7 @@ from .action_masks import mask_logits
 from .policies import autocast
 
 __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",
-           "anchor_segments", "collector_terms", "stale_advantages", "pipelined_anchoring",
+           "anchor_segments", "collector_terms", "self_normalised", "stale_advantages", "pipelined_anchoring",
            "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
@@ -233,6 +233,23 @@ def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,
     low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / collector_ratio, min=1.0 - clip_coef)
     high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / collector_ratio, max=1.0 + clip_coef)
     return weight, low, high
+
+
+def self_normalised(weight: torch.Tensor, masks: torch.Tensor, ranks: Any = None
+                    ) -> torch.Tensor:
+    """``weight`` divided by its mean over the unmasked steps (``masks > 0``) of the minibatch
+    (``train.overlap_weight_norm``): the truncated importance weights then only re-weight the
+    steps against each other and average 1, so the truncation does not shrink the policy term
+    against the entropy and value terms (a common scale of the whole loss Adam would undo; a
+    scale of one term it does not). Needs the whole minibatch: ``ranks`` (the loss's
+    data-parallel or learner-thread hook) must not split it."""
+    if ranks is not None and ranks.distributed:
+        raise ValueError("train.overlap_weight_norm needs the whole minibatch in one process: "
+                         "use train.learner_threads = 1 and one process, or "
+                         "train.overlap_weight_norm = false")
+    live = masks > 0
+    mean = torch.where(live, weight, torch.zeros_like(weight)).sum() / live.sum().clamp_min(1)
+    return weight / mean.clamp_min(torch.finfo(weight.dtype).tiny)
 
 
 def stale_advantages(values: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,

@@ -1,5 +1,6 @@
 """The stale batch's advantages corrected to the collector (train.overlap_advantages;
-stale_batch.stale_advantages).
+stale_batch.stale_advantages) and its self-normalised importance weights
+(train.overlap_weight_norm; stale_batch.self_normalised).
 
 An overlapped run's batch was acted by the weights one update behind the learner. By default its
 V-trace advantages use the ratio of the current policy to the learner's anchor, as if the learner

@@ -32,8 +32,14 @@ The correction (a "decoupled" PPO objective) anchors the update at the learner i
    already moved far from the collector cannot move further on this stale sample; without it
    the LSTM sanity env ``recall`` falls back from 1.0 late in some runs).
 
+Two options, off by default: ``train.overlap_advantages`` (:func:`stale_advantages`) corrects
+the stale batch's V-trace advantages and value targets to the collector's actions (by default
+they use the ratio to the learner's anchor, as if the learner had acted the batch), and
+``train.overlap_weight_norm`` (:func:`self_normalised`) divides the truncated weights by their
+minibatch mean. Measurements: BENCHMARKS.md, "Per-step lag of the overlapped path".
+
 When the collector is the learner (the synchronous paths) ``collector_ratio`` is None and the
-loss is the plain PPO loss, unchanged.
+loss is the plain PPO loss, unchanged (neither option applies).
 
 Off the learner's critical path (:class:`PipelinedAnchor`). A minibatch's loss reads only its
 own segments' anchored log-probs and values (a stale batch normalises by the minibatch's

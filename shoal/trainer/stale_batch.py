@@ -68,8 +68,8 @@ from .action_masks import mask_logits
 from .policies import autocast
 
 __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",
-           "anchor_segments", "collector_terms", "self_normalised", "stale_advantages", "pipelined_anchoring",
-           "PipelinedAnchor"]
+           "anchor_segments", "collector_terms", "self_normalised", "stale_advantages",
+           "pipelined_anchoring", "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
 #: (the default of ``train.overlap_weight_cap``)

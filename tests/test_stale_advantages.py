@@ -113,7 +113,8 @@ def _overlapped_trainer(tmp_path, **overrides):
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
             "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
             "env.max_steps": 9, "train.learning_rate": 0.01, "train.norm_adv": False,
-            "log.run_dir": str(tmp_path / "run")}
+            # the default advantages, whatever breakout's file ships; a test sets its own
+            "train.overlap_advantages": "learner", "log.run_dir": str(tmp_path / "run")}
     over.update(overrides)
     return Trainer(build_config("breakout", overrides=over))
 

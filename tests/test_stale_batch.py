@@ -27,7 +27,10 @@ def _overlapped_trainer(tmp_path, **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
             "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run")}
+            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run"),
+            # the default advantages (the hand-computed references below), whatever breakout's
+            # file ships
+            "train.overlap_advantages": "learner"}
     over.update(overrides)
     return Trainer(build_config("breakout", overrides=over))
 

@@ -167,8 +167,8 @@ def _adapt_vector_env(vector_env: Any, num_envs: int, *, seed: int | None, backe
 
 
 def default_num_workers(num_envs: int, num_buffers: int) -> int:
-    """The most worker processes up to the usable core count (:func:`~shoal.vector.cores.usable_cores`)
-    that split ``num_envs`` evenly."""
+    """The most worker processes, up to the cores this process may use
+    (:func:`~shoal.vector.cores.usable_cores`), that split ``num_envs`` evenly."""
     cores = usable_cores()
     for w in range(min(cores, num_envs), 0, -1):
         if num_envs % w == 0 and w % num_buffers == 0:

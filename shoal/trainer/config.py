@@ -77,8 +77,8 @@ class EnvConfig:
                        low=1)
     backend: str = _f("serial", "vectorisation backend",
                       choices=("serial", "threads", "processes"))
-    num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core)",
-                          low=0, high=MAX_THREADS)
+    num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core the "
+                             "process may use)", low=0, high=MAX_THREADS)
     num_buffers: int = _f(1, "env groups for double buffering (2 = step one while acting on "
                              "the other)", low=1, high=16)
     seed: int = _f(-1, "seed of the envs (-1 = use train.seed)", low=-1)

@@ -17,7 +17,7 @@ from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
 from shoal.trainer.stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor,
-                                       anchor_at_learner, pipelined_anchoring)
+                                       anchor_at_learner, collector_terms, pipelined_anchoring)
 from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -315,3 +315,16 @@ def test_an_update_that_ends_early_leaves_the_rollout_thread_neither_waiting_nor
         assert [c[:2] for c in collected] == [(2 * j + 1, 2 * j + 2) for j in range(8)]
     finally:
         tr.close()
+
+
+@pytest.mark.parametrize("clip_coef", [0.2, 1.0 / COLLECTOR_CLIP, 0.8])
+def test_collector_terms_stay_finite_for_a_ratio_that_underflowed(clip_coef):
+    """A learner-to-collector ratio of exactly 0 (exp of a log-ratio below float32's range)
+    gives weight 0 and finite window edges, not NaN (at clip_coef = 1 / COLLECTOR_CLIP the
+    lower edge was 0/0; there it is now the learner's own 1 - clip_coef)."""
+    ratio = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    weight, low, high = collector_terms(ratio, clip_coef, 1.0)
+    assert torch.isfinite(torch.stack([weight, low, high])).all()
+    assert weight[0] == 0.0 and high[0] == pytest.approx(1.0 + clip_coef)
+    if clip_coef >= 1.0 / COLLECTOR_CLIP:
+        assert low[0] == pytest.approx(1.0 - clip_coef)

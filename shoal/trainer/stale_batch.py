@@ -236,8 +236,10 @@ def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,
     (±``clip_coef``, narrowed to keep the ratio to the collector within ±``COLLECTOR_CLIP`` x
     ``clip_coef``)."""
     weight = collector_ratio.clamp(max=weight_cap)
-    low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / collector_ratio, min=1.0 - clip_coef)
-    high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / collector_ratio, max=1.0 + clip_coef)
+    # a ratio that underflowed to 0 would give 0/0 = NaN at clip_coef = 1 / COLLECTOR_CLIP
+    ratio = collector_ratio.clamp(min=torch.finfo(collector_ratio.dtype).tiny)
+    low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / ratio, min=1.0 - clip_coef)
+    high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / ratio, max=1.0 + clip_coef)
     return weight, low, high
 
 

@@ -243,6 +243,30 @@ def test_a_run_resumes_with_changed_env_parameters(tmp_path, overlap, policy):
     assert metric_rows(first) == metric_rows(second)
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_restarted_episodes_restart_their_discounted_returns(tmp_path, overlap):
+    """When a resume restarts the episodes (here: changed env parameters), the reward scaler's
+    per-agent discounted returns start again from 0 with them, as at a reset; its running
+    statistics are kept. An exact resume keeps the returns of the episodes it continues."""
+    import torch
+
+    from shoal.trainer.checkpoint import load_checkpoint
+
+    # drone: a shaped reward every step, so the returns at the stop are not 0
+    first, second = _stopped_run(tmp_path, "drone", {
+        "train.overlap": overlap, "train.norm_reward": True, "env.max_steps": 400})
+    saved = load_checkpoint(str(first))["reward_scaler"]
+    assert saved["returns"].abs().sum() > 0   # episodes were in progress at the stop
+    exact = Trainer.resume(str(first))
+    assert exact.exact_resume and torch.equal(exact.reward_scaler.returns, saved["returns"])
+    exact.close()
+    restarted = Trainer.resume(str(second), overrides={"env.max_steps": 300})
+    assert restarted.exact_resume is False
+    assert not restarted.reward_scaler.returns.any()
+    assert float(restarted.reward_scaler.stats.count) == float(saved["stats"]["count"])
+    restarted.close()
+
+
 @pytest.mark.parametrize("policy", ["mlp", "lstm"])
 def test_an_overlapped_run_resumes_without_overlap_from_the_end_of_its_collected_batch(
         tmp_path, policy):

@@ -19,7 +19,7 @@ from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
 from shoal.trainer.stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor,
-                                       anchor_at_learner, pipelined_anchoring)
+                                       anchor_at_learner, collector_terms, pipelined_anchoring)
 from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -29,7 +29,10 @@ def _overlapped_trainer(tmp_path, **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
             "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run")}
+            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run"),
+            # the default advantages (the hand-computed references below), whatever breakout's
+            # file ships
+            "train.overlap_advantages": "learner"}
     over.update(overrides)
     return Trainer(build_config("breakout", overrides=over))
 
@@ -407,3 +410,16 @@ def test_the_first_steps_collected_before_the_update_stay_within_the_first_chunk
             acting.collect(lambda first, last, net: 0.0, "weights at the start", 5)
     finally:
         tr.close()
+
+
+@pytest.mark.parametrize("clip_coef", [0.2, 1.0 / COLLECTOR_CLIP, 0.8])
+def test_collector_terms_stay_finite_for_a_ratio_that_underflowed(clip_coef):
+    """A learner-to-collector ratio of exactly 0 (exp of a log-ratio below float32's range)
+    gives weight 0 and finite window edges, not NaN (at clip_coef = 1 / COLLECTOR_CLIP the
+    lower edge was 0/0; there it is now the learner's own 1 - clip_coef)."""
+    ratio = torch.tensor([0.0, 0.5, 1.0, 3.0])
+    weight, low, high = collector_terms(ratio, clip_coef, 1.0)
+    assert torch.isfinite(torch.stack([weight, low, high])).all()
+    assert weight[0] == 0.0 and high[0] == pytest.approx(1.0 + clip_coef)
+    if clip_coef >= 1.0 / COLLECTOR_CLIP:
+        assert low[0] == pytest.approx(1.0 - clip_coef)

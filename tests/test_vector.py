@@ -474,3 +474,30 @@ def test_shard_factory_is_described_without_envs():
     assert np.dtype(act_dtype) == np.int32
     import pickle
     assert pickle.loads(pickle.dumps(factory)).params == factory.params
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a CPU affinity mask of two cores or more")
+def test_default_worker_counts_fit_the_cores_a_pinned_process_may_use():
+    """The backends' default worker counts start from the cores the process may run on: one
+    pinned to one core (``taskset -c 0``, a container's cpuset) gets one worker thread or
+    process, not one per core of the machine; unpinned, one per usable core."""
+    cores = len(os.sched_getaffinity(0))
+    one_core = min(os.sched_getaffinity(0))
+    code = ("import os, sys, shoal\n"
+            "from shoal.emulation import default_num_workers, make\n"
+            "if sys.argv[1] == 'pinned':\n"
+            f"    os.sched_setaffinity(0, {{{one_core}}})   # as taskset -c would\n"
+            "native = shoal.make('template', 8, backend='threads')\n"
+            "python = make('gym:CartPole-v1', 8, backend='threads')\n"
+            "print(native.num_threads, python.num_threads, default_num_workers(8, 1))\n"
+            "native.close(); python.close()\n")
+    counts = {}
+    for how in ("pinned", "free"):
+        out = subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        counts[how] = [int(v) for v in out.stdout.split()]
+    assert counts["pinned"] == [1, 1, 1]
+    workers = max(w for w in range(1, min(cores, 8) + 1) if 8 % w == 0)
+    assert counts["free"] == [min(cores, 8), min(cores, 8), workers]

@@ -35,10 +35,10 @@ The result is a :class:`shoal.vector.base.VecEnv` like a C env's: the same buffe
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from ..vector.base import VecEnv
+from ..vector.cores import usable_cores
 from .base import EnvError, PythonVecEnv
 from .factory import GYMNASIUM, PETTINGZOO, PythonEnvFactory, check_gym_id, resolve_pettingzoo
 from .spaces import (ActionLayout, ObservationLayout, action_layout, flatten, flatten_action,
@@ -167,8 +167,9 @@ def _adapt_vector_env(vector_env: Any, num_envs: int, *, seed: int | None, backe
 
 
 def default_num_workers(num_envs: int, num_buffers: int) -> int:
-    """The most worker processes up to the core count that split ``num_envs`` evenly."""
-    cores = os.cpu_count() or 1
+    """The most worker processes, up to the cores this process may use
+    (:func:`~shoal.vector.cores.usable_cores`), that split ``num_envs`` evenly."""
+    cores = usable_cores()
     for w in range(min(cores, num_envs), 0, -1):
         if num_envs % w == 0 and w % num_buffers == 0:
             return w
@@ -200,5 +201,5 @@ def vectorize(factory: PythonEnvFactory, num_envs: int, *, seed: int | None = No
         return env
     num_threads = 0
     if backend == "threads":
-        num_threads = num_workers or min(os.cpu_count() or 1, num_envs)
+        num_threads = num_workers or min(usable_cores(), num_envs)
     return factory.build(num_envs, seed=seed, num_buffers=num_buffers, num_threads=num_threads)

@@ -77,8 +77,8 @@ class EnvConfig:
                        low=1)
     backend: str = _f("serial", "vectorisation backend",
                       choices=("serial", "threads", "processes"))
-    num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core)",
-                          low=0, high=MAX_THREADS)
+    num_workers: int = _f(0, "worker threads/processes for the backend (0 = one per core the "
+                             "process may use)", low=0, high=MAX_THREADS)
     num_buffers: int = _f(1, "env groups for double buffering (2 = step one while acting on "
                              "the other)", low=1, high=16)
     seed: int = _f(-1, "seed of the envs (-1 = use train.seed)", low=-1)
@@ -178,6 +178,20 @@ class TrainConfig:
                                         "pi_learner / pi_collector of each step's policy term "
                                         "(1 keeps the policy's entropy at the synchronous "
                                         "level on breakout, docs/train.md)", above=0.0)
+    overlap_advantages: str = _f("learner", "overlap: the ratios in the stale batch's V-trace "
+                                            "advantages: learner (pi_current / pi_learner, as "
+                                            "if the learner had acted), collector (pi_current / "
+                                            "pi_collector in every step: IMPALA's correction), "
+                                            "or collector_later (the value targets of collector; "
+                                            "the policy term's advantage corrects only the "
+                                            "steps after its own; docs/train.md)",
+                                 choices=("learner", "collector", "collector_later"))
+    overlap_weight_norm: bool = _f(False, "overlap: divide the stale batch's truncated "
+                                          "importance weights by their mean over the "
+                                          "minibatch's steps (they re-weight the steps but do "
+                                          "not shrink the policy term against the entropy and "
+                                          "value terms; one process, learner_threads = 1; "
+                                          "docs/train.md)")
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

@@ -30,7 +30,6 @@ rollout's bit for bit.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..vector.cores import usable_cores
 from .acting_refresh import ActingRefresh, head_steps
 from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
@@ -72,19 +72,6 @@ class AgentRng:
 
 #: the most threads one ``vec_rollout`` call runs (shoal/envs/vec_rollout.h's limit)
 MAX_ROLLOUT_THREADS = 256
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on: its affinity mask where the OS has one (a
-    process pinned by ``taskset`` or a container's cpuset runs on fewer cores than the machine
-    has, and more rollout threads than those only contend), else the machine's count."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    if affinity is not None:
-        try:
-            return max(1, len(affinity(0)))
-        except OSError:
-            pass
-    return os.cpu_count() or 1
 
 
 def fused_unavailable_reason(trainer: Any) -> str | None:

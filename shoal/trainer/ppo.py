@@ -94,7 +94,8 @@ from .process_state import ProcessState
 from .run_log import extra_loggers, merge_log, run_dir_label, summary_line
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
-from .stale_batch import WEIGHT_CAP, PipelinedAnchor, collector_terms
+from .stale_batch import (WEIGHT_CAP, PipelinedAnchor, collector_terms, self_normalised,
+                          stale_advantages)
 from .tail_threads import TailThreads
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
@@ -243,9 +244,15 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     logratio = newlogp - mb.logprobs
     ratio = logratio.exp()
     with torch.no_grad():
-        adv = compute_advantages(mb.values, mb.rewards, mb.dones, ratio.detach(), t.gamma,
-                                 t.gae_lambda, t.rho_clip, t.c_clip)
-        returns = adv + mb.values[:, :-1]
+        mode = getattr(t, "overlap_advantages", "learner")
+        if mb.collector_ratio is None or mode == "learner":
+            adv = compute_advantages(mb.values, mb.rewards, mb.dones, ratio.detach(), t.gamma,
+                                     t.gae_lambda, t.rho_clip, t.c_clip)
+            returns = adv + mb.values[:, :-1]
+        else:   # a stale batch's advantages corrected to the collector (stale_batch.py)
+            adv, returns = stale_advantages(mb.values, mb.rewards, mb.dones, ratio.detach(),
+                                            mb.collector_ratio, mode, t.gamma, t.gae_lambda,
+                                            t.rho_clip, t.c_clip)
         masks = mb.masks
         # a stale batch (train.overlap) normalises by the recomputed advantages' own moments:
         # with the drawn estimates' moments the LSTM sanity env stops learning on some seeds
@@ -259,6 +266,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
         if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
             weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef,
                                                 getattr(t, "overlap_weight_cap", WEIGHT_CAP))
+            if getattr(t, "overlap_weight_norm", False):
+                weight = self_normalised(weight, masks, ranks)
             adv_w = adv_w * weight
     pg1 = -adv_w * ratio
     if mb.collector_ratio is None:

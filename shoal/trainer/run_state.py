@@ -208,8 +208,11 @@ def restore(trainer: Trainer, ckpt: Mapping[str, Any]) -> None:
             trainer.fused.load_state_dict(own["fused"])
         trainer.exact_resume = True
     else:
-        # No env snapshot: restart the episodes from a reset seeded by (seed, epoch).
+        # No env snapshot: restart the episodes from a reset seeded by (seed, epoch), and
+        # their discounted returns from 0 (the scaler's statistics are kept).
         trainer._reset_env(trainer.env_owned_seed + 1_000_003 * trainer.epoch)
+        if trainer.reward_scaler is not None:
+            trainer.reward_scaler.returns.zero_()
         trainer.exact_resume = False
 
 

@@ -32,8 +32,14 @@ The correction (a "decoupled" PPO objective) anchors the update at the learner i
    already moved far from the collector cannot move further on this stale sample; without it
    the LSTM sanity env ``recall`` falls back from 1.0 late in some runs).
 
+Two options, off by default: ``train.overlap_advantages`` (:func:`stale_advantages`) corrects
+the stale batch's V-trace advantages and value targets to the collector's actions (by default
+they use the ratio to the learner's anchor, as if the learner had acted the batch), and
+``train.overlap_weight_norm`` (:func:`self_normalised`) divides the truncated weights by their
+minibatch mean. Measurements: BENCHMARKS.md, "Per-step lag of the overlapped path".
+
 When the collector is the learner (the synchronous paths) ``collector_ratio`` is None and the
-loss is the plain PPO loss, unchanged.
+loss is the plain PPO loss, unchanged (neither option applies).
 
 Off the learner's critical path (:class:`PipelinedAnchor`). A minibatch's loss reads only its
 own segments' anchored log-probs and values (a stale batch normalises by the minibatch's
@@ -61,14 +67,17 @@ import torch
 from .action_masks import mask_logits
 from .policies import autocast
 
-__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "anchor_at_learner", "anchor_segments",
-           "collector_terms", "pipelined_anchoring", "PipelinedAnchor"]
+__all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",
+           "anchor_segments", "collector_terms", "self_normalised", "stale_advantages",
+           "pipelined_anchoring", "PipelinedAnchor"]
 
 #: truncation of the importance weight ``π_learner / π_collector`` of a step's policy term
 #: (the default of ``train.overlap_weight_cap``)
 WEIGHT_CAP = 2.0
 #: the clip window also stays within ±COLLECTOR_CLIP x clip_coef of the collector's policy
 COLLECTOR_CLIP = 2.0
+#: the values of ``train.overlap_advantages`` (:func:`stale_advantages`)
+ADVANTAGE_MODES = ("learner", "collector", "collector_later")
 
 
 def anchor_at_learner(policy: torch.nn.Module, distribution: Any, storage: Any,
@@ -268,6 +277,73 @@ def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,
     (±``clip_coef``, narrowed to keep the ratio to the collector within ±``COLLECTOR_CLIP`` x
     ``clip_coef``)."""
     weight = collector_ratio.clamp(max=weight_cap)
-    low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / collector_ratio, min=1.0 - clip_coef)
-    high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / collector_ratio, max=1.0 + clip_coef)
+    # a ratio that underflowed to 0 would give 0/0 = NaN at clip_coef = 1 / COLLECTOR_CLIP
+    ratio = collector_ratio.clamp(min=torch.finfo(collector_ratio.dtype).tiny)
+    low = torch.clamp((1.0 - COLLECTOR_CLIP * clip_coef) / ratio, min=1.0 - clip_coef)
+    high = torch.clamp((1.0 + COLLECTOR_CLIP * clip_coef) / ratio, max=1.0 + clip_coef)
     return weight, low, high
+
+
+def self_normalised(weight: torch.Tensor, masks: torch.Tensor, ranks: Any = None
+                    ) -> torch.Tensor:
+    """``weight`` divided by its mean over the unmasked steps (``masks > 0``) of the minibatch
+    (``train.overlap_weight_norm``): the truncated importance weights then only re-weight the
+    steps against each other and average 1, so the truncation does not shrink the policy term
+    against the entropy and value terms (a common scale of the whole loss Adam would undo; a
+    scale of one term it does not). Needs the whole minibatch: ``ranks`` (the loss's
+    data-parallel or learner-thread hook) must not split it."""
+    if ranks is not None and ranks.distributed:
+        raise ValueError("train.overlap_weight_norm needs the whole minibatch in one process: "
+                         "use train.learner_threads = 1 and one process, or "
+                         "train.overlap_weight_norm = false")
+    live = masks > 0
+    mean = torch.where(live, weight, torch.zeros_like(weight)).sum() / live.sum().clamp_min(1)
+    return weight / mean.clamp_min(torch.finfo(weight.dtype).tiny)
+
+
+def stale_advantages(values: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+                     ratio: torch.Tensor, collector_ratio: torch.Tensor, mode: str,
+                     gamma: float, lam: float, rho_clip: float, c_clip: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, returns)`` ``[B, T]`` of a minibatch of a stale batch
+    (``train.overlap_advantages``): the advantages of its policy term and the value targets.
+
+    ``values`` ``[B, T+1]`` are the learner's (anchored), ``ratio`` is ``π_current / π_learner``
+    (the PPO ratio) and ``collector_ratio`` ``π_learner / π_collector``, so ``ratio x
+    collector_ratio`` is the current policy's ratio to the one that acted. ``mode``:
+
+    * ``"learner"``: V-trace (:func:`~shoal.trainer.advantage.compute_advantages`) with
+      ``ratio``, as if the learner had acted the batch; the returns are ``advantages +
+      values``. The synchronous formula.
+    * ``"collector"``: V-trace with ``ratio x collector_ratio`` in every step's TD term and trace
+      (``ρ_t = min(rho_clip, π_current / π_collector)``, ``c_t = min(c_clip, …)``): the
+      advantages and returns estimate the current policy's values from the collector's
+      trajectories (IMPALA's correction). A step's own TD term is then scaled by its ratio to
+      the collector as well as by its importance weight (:func:`collector_terms`).
+    * ``"collector_later"``: the value targets of ``"collector"``; the policy term's advantage
+      keeps the step's own factors of the synchronous formula and corrects only the steps after
+      it, ``A_t = ρ_t δ_t + γ λ c_t (1 - done_t) A^col_{t+1}`` with ``ρ_t, c_t`` from ``ratio``
+      and ``A^col`` the ``"collector"`` advantages: the estimate of the stored action's value
+      under the current policy (``r_t + γ v_{t+1}``, IMPALA's policy-gradient target), whose
+      action the importance weight already corrects. Equal to ``"learner"`` when the collector
+      is the learner.
+    """
+    from .advantage import compute_advantages   # the trainer's advantage path
+
+    if mode not in ADVANTAGE_MODES:
+        raise ValueError(f"train.overlap_advantages={mode!r}: use one of {ADVANTAGE_MODES}")
+    if mode == "learner":
+        adv = compute_advantages(values, rewards, dones, ratio, gamma, lam, rho_clip, c_clip)
+        return adv, adv + values[:, :-1]
+    behind = compute_advantages(values, rewards, dones, ratio * collector_ratio, gamma, lam,
+                                rho_clip, c_clip)
+    returns = behind + values[:, :-1]
+    if mode == "collector":
+        return behind, returns
+    nonterminal = 1.0 - dones.to(values.dtype)
+    delta = rewards + gamma * values[:, 1:] * nonterminal - values[:, :-1]
+    later = torch.zeros_like(behind)
+    later[:, :-1] = behind[:, 1:]
+    adv = (ratio.clamp(max=rho_clip) * delta
+           + (gamma * lam) * ratio.clamp(max=c_clip) * nonterminal * later)
+    return adv, returns

@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .base import Buffers, VecEnv
+from .cores import usable_cores
 
 BACKENDS = ("serial", "threads", "processes")
 
@@ -48,7 +48,7 @@ def make(name: str, num_envs: int = 1, *, seed: int | None = None, backend: str 
     if not isinstance(num_buffers, int) or num_buffers < 1:
         raise ValueError(f"num_buffers must be a positive integer, got {num_buffers!r}")
     if num_workers is None:
-        cores = max(1, min(os.cpu_count() or 1, num_envs))
+        cores = max(1, min(usable_cores(), num_envs))
         if backend == "serial":
             num_workers = 1
         elif backend == "threads":

@@ -52,13 +52,28 @@ target, the learning tests' envs) with their shipped configs and budgets::
 settings, side ``overlap``, or each of ``--sides``, alternating run by run): on the learner's
 thread the anchoring of the stale batch, the rest of the update, its copies of its weights for
 the chunks (``train.overlap_chunks``) and the time it waits for the rollout thread; on the rollout
-thread the anchoring it does ahead of the learner and the collection. Thread CPU time, so it stays
+thread the anchoring it does ahead of the learner (since the minibatches' gathering moved there,
+that too, and the explained variance of the anchored values) and the collection. Thread CPU time, so it stays
 meaningful on a busy machine (medians over ``--rounds`` runs of ``--epochs`` epochs). Run it
 against another checkout of shoal (``PYTHONPATH=../other``) to compare two versions::
 
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12
     python benchmarks/fused_bench.py --mode profile --rounds 3 --epochs 12 --sides overlap,overlap-bf16
     python benchmarks/fused_bench.py --mode profile --sides overlap,chunks --rounds 2 --epochs 12
+
+``--mode run-cpu``: the CPU use of ``shoal train breakout`` as a user starts it (a fresh
+``python -m shoal train breakout --run-dir DIR`` process per run, with each side's overrides as
+command-line flags and ``--train.seed`` = round): process user+sys time / wall time over the
+whole run (start-up, checkpoints and exit included; from ``wait4``), and over its epochs only
+(from the moment the first epoch's metrics line appears to the moment the last one does;
+``/proc/PID/stat`` polled every 2 ms), with the run's steps/s over the same span. ``--checkouts``
+lists shoal checkouts to run (each with ``PYTHONPATH`` set to it; default this one), crossed
+with ``--sides`` (default ``shipped``), alternating run by run; medians over ``--rounds``, and
+each side's ratio to the first. ``--steps`` (default the shipped 20M) sets each run's length.
+On a quiet machine (CPU use is meaningless while other processes compete for the cores)::
+
+    git worktree add /tmp/base main    # (and python setup.py build_ext --inplace there)
+    python benchmarks/fused_bench.py --mode run-cpu --checkouts /tmp/base,. --rounds 3
 
 ``--sides overlap,overlap-bf16`` in ``--mode sps`` gives the steps/s of a bfloat16 learner against
 a float32 one (and the torch side as the baseline when listed first).
@@ -72,7 +87,9 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any
@@ -390,6 +407,109 @@ def mode_profile(args: argparse.Namespace, sides: list[str]) -> None:
                   f"[{', '.join(f'{v:.1f}' for v in vals)}]")
 
 
+def _cli_flags(overrides: dict[str, Any]) -> list[str]:
+    """A side's overrides as ``shoal train`` flags (``--train.overlap-weight-cap 2.0``)."""
+    flags: list[str] = []
+    for key, value in overrides.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        flags += [f"--{key.replace('_', '-')}", text]
+    return flags
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User+sys CPU seconds of process ``pid`` so far (all its threads), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    # fields after the command: state is [0], utime [11], stime [12] (proc(5): 14 and 15)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_cpu_once(checkout: str, side: str, seed: int, steps: int | None) -> dict[str, float]:
+    """One ``python -m shoal train breakout`` process from ``checkout``: its CPU use over the
+    whole run and over its epochs (module docstring), and the steps/s over its epochs."""
+    import subprocess
+    import threading
+
+    run_dir = os.path.join(tempfile.mkdtemp(prefix="shoal-run-cpu-"), "run")
+    cmd = [sys.executable, "-m", "shoal", "train", "breakout", "--run-dir", run_dir,
+           "--train.seed", str(seed), *_cli_flags(SIDES[side])]
+    if steps is not None:
+        cmd += ["--train.total-steps", str(steps)]
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout))
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    marks: list[tuple[float, float, int]] = []   # (wall, process CPU, metrics bytes) per change
+    start = time.perf_counter()
+    # started outside any checkout: ``python -m`` puts the working directory first on sys.path
+    proc = subprocess.Popen(cmd, env=env, cwd=os.path.dirname(run_dir),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def watch() -> None:
+        size = 0
+        while not done.is_set():
+            try:
+                now = os.path.getsize(metrics)
+            except OSError:
+                now = 0
+            if now != size:
+                cpu = _process_cpu_seconds(proc.pid)
+                if cpu is not None:
+                    marks.append((time.perf_counter(), cpu, now))
+                size = now
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
+    rows = read_jsonl(metrics)
+    shutil.rmtree(os.path.dirname(run_dir), ignore_errors=True)
+    if len(marks) < 2 or len(rows) < 3:
+        raise SystemExit("the run was too short to time its epochs: pass more --steps")
+    (w0, c0, _), (w1, c1, _) = marks[0], marks[-1]
+    epoch_steps = rows[-1]["agent_steps"] - rows[0]["agent_steps"]
+    return {"run": (usage.ru_utime + usage.ru_stime) / wall, "epochs": (c1 - c0) / (w1 - w0),
+            "wall": wall, "sps": epoch_steps / (w1 - w0)}
+
+
+def mode_run_cpu(args: argparse.Namespace, sides: list[str]) -> None:
+    checkouts = args.checkouts.split(",") if args.checkouts else \
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    combos = [(c, s) for c in checkouts for s in sides]
+    label = {combo: (f"{combo[0]}" if len(sides) == 1 else f"{combo[0]} {combo[1]}")
+             if len(checkouts) > 1 else combo[1] for combo in combos}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {combo: [] for combo in combos}
+    for r in range(args.rounds):
+        for combo in (combos if r % 2 == 0 else combos[::-1]):
+            out = run_cpu_once(combo[0], combo[1], r, args.steps)
+            results[combo].append(out)
+            print(f"round {r} {label[combo]}: whole run {100 * out['run']:.1f}% of one core "
+                  f"({out['wall']:.1f} s), epochs {100 * out['epochs']:.1f}%, "
+                  f"{out['sps']:.0f} steps/s", flush=True)
+    med = statistics.median
+    base = combos[0]
+    print(f"\nshoal train breakout, CPU use (process user+sys / wall; 100% = one core), medians "
+          f"of {args.rounds} runs")
+    for combo in combos:
+        runs = results[combo]
+        line = (f"  {label[combo]}: whole run {100 * med(r['run'] for r in runs):.1f}%, epochs "
+                f"{100 * med(r['epochs'] for r in runs):.1f}%, {med(r['sps'] for r in runs):.0f} "
+                f"steps/s over the epochs, {med(r['wall'] for r in runs):.1f} s per run")
+        if combo != base:
+            ratio = med(r["sps"] for r in runs) / med(r["sps"] for r in results[base])
+            line += f"; steps/s {ratio:.3f}x {label[base]}"
+        print(line)
+
+
 def mode_score(args: argparse.Namespace, sides: list[str]) -> None:
     steps = args.steps
     for i, seed in enumerate(args.seeds):
@@ -446,7 +566,11 @@ def mode_sanity(args: argparse.Namespace, sides: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("sps", "score", "sanity", "profile"), default="sps")
+    ap.add_argument("--mode", choices=("sps", "score", "sanity", "profile", "run-cpu"),
+                    default="sps")
+    ap.add_argument("--checkouts", default=None,
+                    help="run-cpu: comma-separated shoal checkouts to compare (PYTHONPATH each; "
+                         "default this one)")
     ap.add_argument("--sides", default=None,
                     help=f"comma-separated, first = baseline (any of {', '.join(SIDES)}; "
                          f"default: all for sps, torch,cores otherwise)")
@@ -457,7 +581,8 @@ def main() -> None:
                     help="sps: seconds per side of the policy forward timing (0 = skip it)")
     ap.add_argument("--seeds", default="0,1,2", help="score/sanity: seeds")
     ap.add_argument("--steps", type=float, default=None,
-                    help="score/sanity: agent steps per run (default: the shipped config's)")
+                    help="score/sanity/run-cpu: agent steps per run (default: the shipped "
+                         "config's)")
     ap.add_argument("--target", type=float, default=100.0, help="score: the score to time")
     ap.add_argument("--points", type=int, default=10,
                     help="score/sanity: milestones of the per-step comparison")
@@ -468,7 +593,8 @@ def main() -> None:
     args = ap.parse_args()
     sides = (args.sides.split(",") if args.sides else
              [s for s in SIDES if s not in ("bf16", "overlap-bf16", "chunks", "entropy")] if args.mode == "sps" else
-             ["overlap"] if args.mode == "profile" else ["torch", "cores"])
+             ["overlap"] if args.mode == "profile" else
+             ["shipped"] if args.mode == "run-cpu" else ["torch", "cores"])
     unknown = [s for s in sides if s not in SIDES]
     if unknown:
         ap.error(f"unknown side(s) {unknown}: choose from {', '.join(SIDES)}")
@@ -477,7 +603,7 @@ def main() -> None:
     if args.steps is not None:
         args.steps = int(args.steps)
     {"sps": mode_sps, "score": mode_score, "sanity": mode_sanity,
-     "profile": mode_profile}[args.mode](args, sides)
+     "profile": mode_profile, "run-cpu": mode_run_cpu}[args.mode](args, sides)
 
 
 if __name__ == "__main__":

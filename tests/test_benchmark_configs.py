@@ -119,3 +119,20 @@ def test_fused_bench_sides_pin_their_path_whatever_breakout_ships(monkeypatch):
     assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
     shipped = build_config("breakout", overrides=fused_bench.SIDES["shipped"])
     assert shipped.to_dict() == build_config("breakout").to_dict()
+
+
+def test_fused_bench_run_cpu_passes_each_side_as_the_command_line_flags_of_its_overrides(
+        monkeypatch):
+    """``fused_bench.py --mode run-cpu`` starts ``shoal train breakout`` with each side's
+    overrides as flags: parsed as the CLI parses them, they give the config the side's
+    overrides give."""
+    from shoal.trainer.cli import parse_args
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    import fused_bench
+
+    for side, over in fused_bench.SIDES.items():
+        parsed = parse_args(["breakout", *fused_bench._cli_flags(over)])
+        assert parsed["env"] == "breakout" and not parsed["files"], side
+        assert build_config("breakout", overrides=parsed["overrides"]).to_dict() == \
+            build_config("breakout", overrides=over).to_dict(), side

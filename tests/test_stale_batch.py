@@ -8,11 +8,13 @@ the truncated ratio between the two, and the clip window kept near the collector
 
 import copy
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from shoal.trainer.acting_refresh import ActingRefresh, head_steps
 from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
@@ -160,6 +162,70 @@ def test_pipelined_anchoring_gives_every_segment_the_whole_batch_anchor(tmp_path
         torch.testing.assert_close(getattr(pipelined, name), getattr(whole, name),
                                    atol=1e-6, rtol=1e-6, msg=name)
     assert float((whole.collector_ratio - 1).abs().max()) > 1e-3
+
+
+_GATHERED = ("obs", "actions", "logprobs", "values", "rewards", "dones", "starts", "masks",
+             "action_masks", "collector_ratio", "weights")
+
+
+def test_the_rollout_thread_gathers_each_minibatch_once_its_segments_are_anchored(tmp_path):
+    """With a gather function the second thread hands the learner minibatches 1.. already
+    gathered: each holds exactly the rows of the fully anchored storage, even when it draws
+    segments of the first minibatch, which the learner anchors (here only after the second
+    thread has had time to run ahead); the function given for the end runs once every segment
+    is anchored, on the second thread, and finish() returns what it gave."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            tr.run_epoch()
+            b = copy.deepcopy(tr.storage)
+            anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, b)
+            # minibatch 1 redraws segments of minibatch 0; segment 7 is never drawn
+            assert b.S == 8
+            schedule = [torch.tensor([0, 1, 2]), torch.tensor([3, 0, 4]),
+                        torch.tensor([5, 1]), torch.tensor([6, 2, 3])]
+            weights = [torch.rand(len(idx)) for idx in schedule]
+            second = threading.Thread(target=lambda: (anchor.work_ahead(), anchor.work_rest()))
+            second.start()
+            anchor.start(schedule, lambda k: Minibatch(b, schedule[k], weights[k],
+                                                       advantages=False),
+                         lambda: (b.values.clone(), threading.get_ident()))
+            time.sleep(0.3)                 # the second thread runs as far as it can
+            got = [anchor.minibatch_ready(k) for k in range(len(schedule))]
+            values_at_end, summarised_on = anchor.finish()
+            anchor.stop()
+            second.join()
+        assert got[0] is None                   # the learner gathers its first minibatch
+        for k in range(1, len(schedule)):
+            own = Minibatch(b, schedule[k], weights[k])
+            assert got[k].advantages is None and torch.equal(got[k].idx, schedule[k])
+            for name in _GATHERED:
+                assert torch.equal(getattr(got[k], name), getattr(own, name)), (k, name)
+        assert torch.equal(values_at_end, b.values)
+        assert summarised_on == second.ident != threading.get_ident()
+    finally:
+        tr.close()
+
+
+def test_a_learner_that_stops_before_its_first_minibatch_releases_the_gathering_thread(
+        tmp_path):
+    """The second thread gathers a minibatch only after the learner anchored the first one; an
+    update that ends before that (it failed) releases it instead of leaving it waiting."""
+    tr = _overlapped_trainer(tmp_path)
+    try:
+        b = copy.deepcopy(tr.storage)
+        anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, b)
+        schedule = [torch.arange(2), torch.arange(2, 4), torch.arange(4, 6)]
+        second = threading.Thread(target=lambda: (anchor.work_ahead(), anchor.work_rest()))
+        second.start()
+        anchor.start(schedule, lambda k: Minibatch(b, schedule[k], torch.ones(2)))
+        time.sleep(0.2)
+        anchor.stop()
+        second.join(timeout=30)
+        assert not second.is_alive()
+    finally:
+        tr.close()
 
 
 def test_a_failing_rollout_thread_is_raised_on_the_learner_not_waited_for(tmp_path):
@@ -313,6 +379,35 @@ def test_an_update_that_ends_early_leaves_the_rollout_thread_neither_waiting_nor
         second.join(timeout=30)
         assert not second.is_alive() and len(errors) == 1
         assert [c[:2] for c in collected] == [(2 * j + 1, 2 * j + 2) for j in range(8)]
+    finally:
+        tr.close()
+
+
+def test_the_first_steps_collected_before_the_update_stay_within_the_first_chunk(tmp_path):
+    """The rollout thread collects the next batch's first steps before the update draws its
+    schedule, with the weights from the start of the update: at most the first chunk, which
+    those weights act whatever the update's number of gradient steps; a collection told that
+    more steps were collected refuses."""
+    t = build_config("breakout").train
+    assert (t.overlap_chunks, t.horizon) == (1, 64)
+    assert head_steps(t, 64) == 8
+    t.overlap_chunks = 16             # chunks of 4 steps
+    assert head_steps(t, 64) == 4
+    t.overlap_chunks = 1
+    assert head_steps(t, 7) == 0      # too short a horizon: no head
+    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 4})
+    try:
+        acting = ActingRefresh(tr.policy, tr.env.observations.dtype)
+        acting.begin(tr.config.train, tr.storage)
+        acting.start(8)
+        acting.finish()                   # (the weights for every later chunk published)
+        calls = []
+        acting.collect(lambda first, last, net: calls.append((first, last, net)) or 0.0,
+                       "weights at the start", 3)
+        assert [c[:2] for c in calls] == [(4, 4), (5, 8), (9, 12), (13, 16)]
+        assert calls[0][2] == "weights at the start"
+        with pytest.raises(RuntimeError, match="first chunk ends at step 4"):
+            acting.collect(lambda first, last, net: 0.0, "weights at the start", 5)
     finally:
         tr.close()
 

@@ -40,7 +40,24 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["refresh_chunks", "ActingRefresh"]
+__all__ = ["refresh_chunks", "head_steps", "ActingRefresh", "HEAD_SHARE"]
+
+
+#: the share of the horizon the rollout thread collects before the update draws its schedule
+#: (:func:`head_steps`)
+HEAD_SHARE = 8
+
+
+def head_steps(train: Any, horizon: int) -> int:
+    """How many of the next batch's first steps the rollout thread collects before the update
+    has drawn its schedule (:class:`~shoal.trainer.fused_rollout.FusedRollout`): it would
+    otherwise wait for the schedule, idle, while the learner prepares the update. The first
+    ``horizon // HEAD_SHARE`` steps (8 of breakout's 64: ~3 ms of collection, about what the
+    learner spends before its first minibatch), kept within the first chunk, which the
+    weights from the start of the update act whatever the update's number of steps. A segment
+    collected in two calls is the segment one call collects, so this changes no number."""
+    chunks = max(1, min(int(train.overlap_chunks), horizon))
+    return min(horizon // HEAD_SHARE, horizon // chunks)
 
 
 def refresh_chunks(train: Any, storage: Any, num_steps: int) -> int:
@@ -132,19 +149,28 @@ class ActingRefresh:
         for event in self._ready:
             event.set()
 
-    def collect(self, call: Callable[[int, int, Any], float], first_capsule: Any) -> float:
+    def collect(self, call: Callable[[int, int, Any], float], first_capsule: Any,
+                collected: int = 0) -> float:
         """Rollout thread: collects the batch chunk by chunk, ``call(first_step, last_step,
         capsule)`` running the C rollout of steps ``first_step..last_step`` with a C policy;
-        ``first_capsule`` is the C policy of the weights from the start of the update. Returns
-        the seconds spent stepping envs."""
+        ``first_capsule`` is the C policy of the weights from the start of the update. Steps
+        ``1..collected`` (within the first chunk: :func:`head_steps`) were already collected
+        with it. Returns the seconds spent stepping envs."""
         self._planned.wait()
         if not self._ready:     # stopped before start()
             raise RuntimeError("the update ended before the next batch's collection was planned")
         from ..net import _net
         from ..net.export import export_policy
 
+        if collected > self.bounds[0][1]:
+            raise RuntimeError(f"steps 1..{collected} were collected before the update, but "
+                               f"the first chunk ends at step {self.bounds[0][1]}")
         env_seconds = 0.0
         for j, (first, last) in enumerate(self.bounds):
+            if j == 0:
+                first = collected + 1
+                if first > last:
+                    continue
             self._ready[j].wait()
             if not self._published[j]:
                 raise RuntimeError(f"the update ended before gradient step {self.steps[j]}, "

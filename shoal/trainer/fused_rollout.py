@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..vector.cores import usable_cores
-from .acting_refresh import ActingRefresh
+from .acting_refresh import ActingRefresh, head_steps
 from .config import ConfigError, fused_device_error
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 from .tail_threads import TailThreads, tail_step
@@ -242,13 +242,18 @@ class FusedRollout:
         if tail is not None:
             tail.begin()
 
+        # the first steps are collected before the update's schedule is drawn (that would
+        # leave this thread idle while the learner prepares the update)
+        head = head_steps(tr.config.train, tr.T)
+
         def collect() -> None:
             try:
+                env_seconds = self._call(1, nxt, capsule, head) if head else 0.0
                 if anchor is not None:
                     anchor.work_ahead()
                     anchor.work_rest()
-                result["env_seconds"] = acting.collect(
-                    lambda first, last, net: self._call(first, nxt, net, last), capsule)
+                result["env_seconds"] = env_seconds + acting.collect(
+                    lambda first, last, net: self._call(first, nxt, net, last), capsule, head)
             except BaseException as exc:  # re-raised on the training thread
                 if anchor is not None:
                     anchor.fail(exc)
@@ -297,7 +302,11 @@ class FusedRollout:
         policy = self.trainer.policy
         if self._anchor_policy is None:
             self._anchor_policy = copy.deepcopy(policy).requires_grad_(False)
-        self._anchor_policy.load_state_dict(policy.state_dict())
+        # one copy per tensor (the learner's time: load_state_dict's bookkeeping costs more)
+        with torch.no_grad():
+            torch._foreach_copy_(
+                list(self._anchor_policy.parameters()) + list(self._anchor_policy.buffers()),
+                list(policy.parameters()) + list(policy.buffers()))
         return self._anchor_policy
 
     def state_dict(self) -> dict[str, Any] | None:

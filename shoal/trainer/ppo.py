@@ -166,11 +166,16 @@ class RolloutStorage:
 
 
 class Minibatch:
-    """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step."""
+    """Segments ``idx`` of a :class:`RolloutStorage`, gathered for one gradient step.
+
+    ``advantages=False`` leaves ``self.advantages`` None, for the caller to gather once the
+    update has refreshed them (a minibatch gathered ahead of the learner:
+    :class:`~shoal.trainer.stale_batch.PipelinedAnchor`)."""
 
     def __init__(self, storage: RolloutStorage, idx: torch.Tensor, weights: torch.Tensor,
                  weight_peak: torch.Tensor | None = None,
-                 job: JobMoments | PendingMoments | None = None) -> None:
+                 job: JobMoments | PendingMoments | None = None, advantages: bool = True
+                 ) -> None:
         T = storage.T
         self.idx = idx
         self.obs = storage.obs[idx, :T]
@@ -182,7 +187,7 @@ class Minibatch:
         self.starts = storage.starts[idx, :T]
         self.masks = storage.masks[idx, :T]
         # the advantage estimates as drawn: their moments normalise the recomputed ones
-        self.advantages = storage.advantages[idx]
+        self.advantages = storage.advantages[idx] if advantages else None
         self.action_masks = storage.action_masks[idx, :T]
         self.collector_ratio = (None if storage.collector_ratio is None
                                 else storage.collector_ratio[idx])
@@ -745,12 +750,23 @@ class Trainer:
                                 self.sampler_generator, priorities=priorities)
             return d.indices, d.weights, self.dist.weight_peak(d, S, beta)
 
+        def anchored_explained() -> list[float]:
+            """Of the learner's values of every segment (the rollout thread calls it once all
+            are anchored)."""
+            return variance_parts(b.values[:, :T], compute_advantages(
+                b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda, t.rho_clip, t.c_clip)
+                + b.values[:, :T], masks)
+
         take = draw
         # a stale batch anchored minibatch by minibatch: the whole schedule first, so the
-        # anchoring works ahead of it (its draws do not read the advantages above)
+        # anchoring works ahead of it (its draws do not read the advantages above); the rollout
+        # thread also gathers minibatches 1.. once their segments are anchored, and ends with
+        # the anchored values' explained variance (anchor.finish() returns it)
         if anchor is not None:
             schedule = [draw(k) for k in range(num_minibatches)]
-            anchor.start([d[0] for d in schedule])
+            anchor.start([d[0] for d in schedule],
+                         lambda k: Minibatch(b, *schedule[k], advantages=False),
+                         anchored_explained)
             anchor.minibatch_ready(0)
             take = schedule.__getitem__
         mb = Minibatch(b, *take(0))
@@ -761,14 +777,9 @@ class Trainer:
             mb.job = minibatch_moments(mb.advantages, mb.masks, mb.weight_peak, self.dist,
                                        wait=False)
         # of the batch's estimates before the minibatches refresh them
-        explained = variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
-
-        def anchored_explained() -> list[float]:
-            """The learner's values of every segment, once all are anchored."""
-            anchor.finish()
-            return variance_parts(b.values[:, :T], compute_advantages(
-                b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda, t.rho_clip, t.c_clip)
-                + b.values[:, :T], masks)
+        # (a pipelined anchor's: anchored_explained, once every segment is anchored)
+        explained: list[float] | None = None if anchor is not None else \
+            variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
 
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
@@ -790,7 +801,8 @@ class Trainer:
             params = [p for p in self.policy.parameters() if p.grad is not None]
             # the freshest advantage estimates feed the next draws' priorities
             adv[mb.idx] = mb_adv
-            priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
+            if take is draw:    # (a schedule drawn up front reads them no more)
+                priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
             nxt = take(k + 1) if k + 1 < num_minibatches else None
             # data-parallel: the next minibatch's share of the job's statistics rides in this
             # gradient sum (one meeting point per minibatch); its tensors are gathered while
@@ -801,13 +813,17 @@ class Trainer:
                 totals[key] = totals.get(key, 0.0) + value
             if nxt is None and self.dist.distributed:   # and so does the end of the epoch
                 if anchor is not None:  # which carries the anchored values' explained variance
-                    explained = anchored_explained()
+                    explained = anchor.finish()
                 ending = self._epoch_end(totals, done, explained, episodes)
             summing = self.dist.sum_gradients(params, wait=False, next_share=share,
                                               epoch_end=ending)
-            if anchor is not None and nxt is not None:
-                anchor.minibatch_ready(k + 1)
-            following = None if nxt is None else Minibatch(b, *nxt)
+            following = None
+            if anchor is not None and nxt is not None:   # gathered by the rollout thread
+                following = anchor.minibatch_ready(k + 1)
+            if following is not None:
+                following.advantages = b.advantages[following.idx]   # as this step left them
+            elif nxt is not None:
+                following = Minibatch(b, *nxt)
             job = summing.wait()                # the job's gradient on every rank
             if following is not None and ahead:
                 following.job = job
@@ -826,7 +842,7 @@ class Trainer:
         if acting is not None:
             acting.finish()
         if anchor is not None and ending is None:
-            explained = anchored_explained()
+            explained = anchor.finish()
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
         if self.dist.distributed:   # each rank's terms are its share of the job's means
             if ending is None:      # stopped early (target_kl): no gradient sum carried it

@@ -60,7 +60,7 @@ seed whatever the threads do. Otherwise the learner anchors the whole batch firs
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -140,6 +140,13 @@ class PipelinedAnchor:
     minibatch and :meth:`finish` at the end; a second thread calls :meth:`work_ahead` and
     :meth:`work_rest`, then collects the next batch (its chunks follow the learner's steps:
     :mod:`~shoal.trainer.acting_refresh`).
+
+    With a ``gather`` function (:meth:`start`) the second thread also gathers minibatches 1..
+    (their rows copied out of the storage: ~5% of the update's CPU time on breakout) right
+    after anchoring their segments, and :meth:`minibatch_ready` hands them to the learner. A
+    minibatch's rows are final once its segments are anchored (the learner writes only the
+    storage's advantages during the update, and gathers those itself), so it holds the numbers
+    the learner would have gathered, whichever thread runs first.
     """
 
     def __init__(self, policy: torch.nn.Module, distribution: Any, storage: Any,
@@ -149,14 +156,29 @@ class PipelinedAnchor:
         self.chunks: list[torch.Tensor] = []
         self._done: list[threading.Event] = []
         self._scheduled = threading.Event()
+        self._gather: Callable[[int], Any] | None = None
+        self._gathered: list[Any] = []
+        self._summarise: Callable[[], Any] | None = None
+        self._summary: Any = None
+        # set once the learner anchored the first chunk (or stopped): minibatches that draw
+        # its segments are gathered after it
+        self._first_anchored = threading.Event()
         self._stopped = False
         self._error: BaseException | None = None
 
-    def start(self, schedule: Sequence[torch.Tensor]) -> None:
+    def start(self, schedule: Sequence[torch.Tensor],
+              gather: Callable[[int], Any] | None = None,
+              summarise: Callable[[], Any] | None = None) -> None:
         """Learner, before the first minibatch: ``schedule`` lists every minibatch's segments
         in order. Chunk k is the segments of minibatch k that no earlier one has; the last chunk
-        holds the segments no minibatch drew."""
+        holds the segments no minibatch drew. ``gather(k)``, if given, returns minibatch k
+        gathered from the storage; the second thread calls it for k = 1.. once the minibatch's
+        segments are anchored, and :meth:`minibatch_ready` returns what it gave.
+        ``summarise()``, if given, reads the whole anchored storage; the second thread calls it
+        once every segment is anchored, and :meth:`finish` returns what it gave."""
         b = self.storage
+        self._gather, self._summarise, self._summary = gather, summarise, None
+        self._gathered = [None] * len(schedule)
         seen = torch.zeros(b.S, dtype=torch.bool)
         for idx in schedule:
             idx = idx.cpu()
@@ -172,6 +194,19 @@ class PipelinedAnchor:
         if len(self.chunks[k]):
             anchor_segments(self.policy, self.distribution, self.storage,
                             self.chunks[k].to(self.storage.logprobs.device), self.precision)
+        if k == 0:
+            self._first_anchored.set()
+        elif self._gather is not None and k < len(self._gathered):
+            # its segments are in chunks 0..k: this thread anchored 1..k, the learner 0
+            self._first_anchored.wait()
+            if self._stopped:
+                return
+            self._gathered[k] = self._gather(k)
+        if k == len(self.chunks) - 1 and self._summarise is not None:
+            self._first_anchored.wait()     # (and this thread anchored the others)
+            if self._stopped:
+                return
+            self._summary = self._summarise()
         self._done[k].set()
 
     def _wait(self, k: int) -> None:
@@ -180,18 +215,23 @@ class PipelinedAnchor:
             raise RuntimeError("the rollout thread failed while the update waited for it to "
                                "anchor the batch") from self._error
 
-    def minibatch_ready(self, k: int) -> None:
+    def minibatch_ready(self, k: int) -> Any:
         """Learner: returns once minibatch ``k``'s segments are anchored (the first minibatch's
-        are anchored here, on the learner's thread)."""
+        are anchored here, on the learner's thread), with what ``gather(k)`` gave for ``k`` > 0
+        (None for 0 or without ``gather``)."""
         if k == 0:
             self._anchor(0)
-        else:
-            self._wait(k)
+            return None
+        self._wait(k)
+        gathered, self._gathered[k] = self._gathered[k], None   # (the learner's from now on)
+        return gathered
 
-    def finish(self) -> None:
-        """Learner, at the end of the update: returns once every segment is anchored."""
+    def finish(self) -> Any:
+        """Learner, at the end of the update: returns once every segment is anchored, with
+        what ``summarise()`` gave (None without it)."""
         for k in range(len(self._done)):
             self._wait(k)
+        return self._summary
 
     def work_ahead(self) -> None:
         """Second thread: anchors the new segments of every minibatch but the first, in the
@@ -225,6 +265,7 @@ class PipelinedAnchor:
         no longer waits for a schedule."""
         self._stopped = True
         self._scheduled.set()
+        self._first_anchored.set()
 
 
 def collector_terms(collector_ratio: torch.Tensor, clip_coef: float,

@@ -16,9 +16,9 @@ import torch
 
 from shoal.trainer.advantage import advantages_reference
 from shoal.trainer.config import ConfigError, build_config
-from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
-from shoal.trainer.stale_batch import (COLLECTOR_CLIP, anchor_at_learner, self_normalised,
-                                       stale_advantages)
+from shoal.trainer.ppo import Trainer, ppo_loss, replay
+from shoal.trainer.stale_batch import COLLECTOR_CLIP, self_normalised, stale_advantages
+from support.stale_batches import overlapped_trainer, stale_minibatch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -108,37 +108,17 @@ def test_an_unknown_mode_is_refused_by_name():
         build_config("breakout", overrides={"train.overlap_advantages": "vtrace"})
 
 
-def _overlapped_trainer(tmp_path, **overrides):
-    over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
-            "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
-            "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "env.max_steps": 9, "train.learning_rate": 0.01, "train.norm_adv": False,
-            # the default advantages, whatever breakout's file ships; a test sets its own
-            "train.overlap_advantages": "learner", "log.run_dir": str(tmp_path / "run")}
-    over.update(overrides)
-    return Trainer(build_config("breakout", overrides=over))
-
-
 @pytest.mark.parametrize("mode", ["collector", "collector_later"])
 def test_the_loss_of_a_stale_batch_uses_the_corrected_advantages_and_returns(tmp_path, mode):
     """ppo_loss on an anchored stale batch with train.overlap_advantages set: its policy term
     and value loss, recomputed in numpy from the corrected advantages and returns, with the
     weights and clip window of the stale batch; and both differ from the default's."""
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_advantages": mode,
-                                          "train.vf_clip_coef": 0.0})
+    tr = overlapped_trainer(tmp_path, **{"train.norm_adv": False, "train.vf_clip_coef": 0.0,
+                                         "train.overlap_advantages": mode})
     t = tr.config.train
     try:
         with tr.process_state.active():
-            tr.run_epoch()
-            batch = copy.deepcopy(tr.storage)
-            anchor_at_learner(tr.policy, tr.distribution, batch)
-            g = torch.Generator().manual_seed(0)
-            batch.collector_ratio = torch.exp(torch.empty(batch.S, batch.T).uniform_(-1.0, 1.0,
-                                                                                   generator=g))
-            with torch.no_grad():
-                for p in tr.policy.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
-            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            batch, mb = stale_minibatch(tr, seed=0, spread=1.0)
             _, stats, _ = ppo_loss(tr.policy, tr.distribution, mb, t)
             default = copy.copy(t)
             default.overlap_advantages = "learner"
@@ -216,21 +196,12 @@ def test_the_loss_of_a_stale_batch_uses_the_normalised_weights(tmp_path):
     """ppo_loss with train.overlap_weight_norm: the policy term recomputed in numpy with each
     step's weight min(ratio to the collector, cap) divided by the weights' mean over the
     unmasked steps."""
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_weight_norm": True,
-                                          "train.overlap_weight_cap": 1.0})
+    tr = overlapped_trainer(tmp_path, **{"train.norm_adv": False, "train.overlap_weight_cap": 1.0,
+                                         "train.overlap_weight_norm": True})
     t = tr.config.train
     try:
         with tr.process_state.active():
-            tr.run_epoch()
-            batch = copy.deepcopy(tr.storage)
-            anchor_at_learner(tr.policy, tr.distribution, batch)
-            g = torch.Generator().manual_seed(1)
-            batch.collector_ratio = torch.exp(torch.empty(batch.S, batch.T).uniform_(-1.0, 1.0,
-                                                                                   generator=g))
-            with torch.no_grad():
-                for p in tr.policy.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
-            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            batch, mb = stale_minibatch(tr, seed=1, spread=1.0)
             _, stats, _ = ppo_loss(tr.policy, tr.distribution, mb, t)
             with torch.no_grad():
                 newlogp, _, _ = replay(tr.policy, tr.distribution, mb)
@@ -255,8 +226,8 @@ def test_the_loss_of_a_stale_batch_uses_the_normalised_weights(tmp_path):
 
 def test_normalised_weights_on_split_minibatches_are_refused(tmp_path):
     """The mean needs the whole minibatch: learner threads (shards of it) are refused by name."""
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_weight_norm": True,
-                                          "train.learner_threads": 2})
+    tr = overlapped_trainer(tmp_path, **{"train.norm_adv": False, "train.learner_threads": 2,
+                                         "train.overlap_weight_norm": True})
     try:
         with pytest.raises(ValueError, match="overlap_weight_norm.*learner_threads = 1"):
             with tr.process_state.active():

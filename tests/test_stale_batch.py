@@ -20,21 +20,10 @@ from shoal.trainer.config import build_config
 from shoal.trainer.ppo import Minibatch, Trainer, ppo_loss, replay
 from shoal.trainer.stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor,
                                        anchor_at_learner, collector_terms, pipelined_anchoring)
+from support.stale_batches import overlapped_trainer, stale_minibatch
 from support.training_runs import metric_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _overlapped_trainer(tmp_path, **overrides):
-    over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
-            "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
-            "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run"),
-            # the default advantages (the hand-computed references below), whatever breakout's
-            # file ships
-            "train.overlap_advantages": "learner"}
-    over.update(overrides)
-    return Trainer(build_config("breakout", overrides=over))
 
 
 @pytest.mark.parametrize("policy,precision", [("mlp", "float32"), ("lstm", "float32"),
@@ -44,7 +33,7 @@ def test_the_pending_batch_is_anchored_at_the_learner(tmp_path, policy, precisio
     than the learner's: anchoring replaces its log-probs and values by the learner's replay (in
     the learner's precision; the C policy that collected it runs float32) and keeps the
     learner-to-collector ratio of every step."""
-    tr = _overlapped_trainer(tmp_path, **{"policy.name": policy, "train.precision": precision})
+    tr = overlapped_trainer(tmp_path, **{"policy.name": policy, "train.precision": precision})
     try:
         with tr.process_state.active():
             tr.run_epoch()
@@ -75,23 +64,13 @@ def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path, weight
     advantages from the learner's values and ratio, each step weighted by min(ratio to the
     collector, train.overlap_weight_cap), the ratio clipped to ±clip_coef around the learner
     and within ±COLLECTOR_CLIP x clip_coef of the collector."""
-    tr = _overlapped_trainer(tmp_path, **{"train.norm_adv": False,
+    tr = overlapped_trainer(tmp_path, **{"train.norm_adv": False,
                                           "train.overlap_weight_cap": weight_cap})
     t = tr.config.train
     try:
         with tr.process_state.active():
-            tr.run_epoch()
-            batch = copy.deepcopy(tr.storage)
-            anchor_at_learner(tr.policy, tr.distribution, batch)
             # learner-to-collector ratios across the truncation and both window edges
-            g = torch.Generator().manual_seed(0)
-            batch.collector_ratio = torch.exp(torch.empty(batch.S, batch.T).uniform_(-1.5, 1.5,
-                                                                                   generator=g))
-            # the learner moves on from the anchor, as it does after the first minibatch
-            with torch.no_grad():
-                for p in tr.policy.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
-            mb = Minibatch(batch, torch.arange(batch.S), torch.ones(batch.S))
+            batch, mb = stale_minibatch(tr, seed=0, spread=1.5)
             _, stats, _ = ppo_loss(tr.policy, tr.distribution, mb, t)
             with torch.no_grad():
                 newlogp, _, _ = replay(tr.policy, tr.distribution, mb)
@@ -124,7 +103,7 @@ def test_loss_on_a_stale_batch_equals_a_hand_computed_reference(tmp_path, weight
 def _anchored_both_ways(tmp_path, schedule_of):
     """The pending batch of an overlapped MLP run, anchored by the whole-batch pass and by the
     pipeline (the learner's side here, the rollout thread's side on a real second thread)."""
-    tr = _overlapped_trainer(tmp_path)
+    tr = overlapped_trainer(tmp_path)
     try:
         with tr.process_state.active():
             tr.run_epoch()
@@ -174,7 +153,7 @@ def test_the_rollout_thread_gathers_each_minibatch_once_its_segments_are_anchore
     segments of the first minibatch, which the learner anchors (here only after the second
     thread has had time to run ahead); the function given for the end runs once every segment
     is anchored, on the second thread, and finish() returns what it gave."""
-    tr = _overlapped_trainer(tmp_path)
+    tr = overlapped_trainer(tmp_path)
     try:
         with tr.process_state.active():
             tr.run_epoch()
@@ -212,7 +191,7 @@ def test_a_learner_that_stops_before_its_first_minibatch_releases_the_gathering_
         tmp_path):
     """The second thread gathers a minibatch only after the learner anchored the first one; an
     update that ends before that (it failed) releases it instead of leaving it waiting."""
-    tr = _overlapped_trainer(tmp_path)
+    tr = overlapped_trainer(tmp_path)
     try:
         b = copy.deepcopy(tr.storage)
         anchor = PipelinedAnchor(copy.deepcopy(tr.policy), tr.distribution, b)
@@ -232,7 +211,7 @@ def test_a_failing_rollout_thread_is_raised_on_the_learner_not_waited_for(tmp_pa
     """If the second thread fails (here: it is told so before it anchors anything), the learner
     waiting for a minibatch's segments gets the error; a learner that never starts the
     schedule lets the second thread return instead of waiting for it."""
-    tr = _overlapped_trainer(tmp_path)
+    tr = overlapped_trainer(tmp_path)
     try:
         anchor = PipelinedAnchor(tr.policy, tr.distribution, copy.deepcopy(tr.storage))
         anchor.start([torch.arange(2), torch.arange(2, 4)])
@@ -282,7 +261,7 @@ def test_overlap_acts_each_chunk_with_the_learners_weights_after_its_steps(tmp_p
     steps, chunk j acted by the learner's weights after j * n // C of the update's n gradient
     steps (chunk 0 by the weights before it): each chunk's stored log-probs are those weights'
     log-probs of the stored actions, and the later chunks' are not the first weights'."""
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 3, "train.update_epochs": 2})
+    tr = overlapped_trainer(tmp_path, **{"train.overlap_chunks": 3, "train.update_epochs": 2})
     try:
         weights = [copy.deepcopy(tr.policy.state_dict())]      # after 0, 1, 2, ... steps
         last = getattr(tr.optimizer, "optimizers", [tr.optimizer])[-1]   # (Muon + Adam)
@@ -317,7 +296,7 @@ def test_overlap_chunks_of_one_act_the_whole_batch_with_the_weights_before_the_u
     """train.overlap_chunks = 1 (and every recurrent policy): the batch collected during
     update 1 is a rollout by the initial weights, as before chunks existed."""
     for name, extra in (("one", {"train.overlap_chunks": 1}), ("lstm", {"policy.name": "lstm"})):
-        tr = _overlapped_trainer(tmp_path / name, **extra)
+        tr = overlapped_trainer(tmp_path / name, **extra)
         try:
             initial = copy.deepcopy(tr.policy.state_dict())
             with tr.process_state.active():
@@ -340,7 +319,7 @@ def test_an_update_that_ends_early_leaves_the_rollout_thread_neither_waiting_nor
     stops early on target_kl hands the chunks of later steps the weights it ended with."""
     from shoal.trainer.acting_refresh import ActingRefresh
 
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 8})
+    tr = overlapped_trainer(tmp_path, **{"train.overlap_chunks": 8})
     try:
         acting = ActingRefresh(tr.policy, tr.env.observations.dtype)
         collected: list[tuple[int, int, object]] = []
@@ -395,7 +374,7 @@ def test_the_first_steps_collected_before_the_update_stay_within_the_first_chunk
     assert head_steps(t, 64) == 4
     t.overlap_chunks = 1
     assert head_steps(t, 7) == 0      # too short a horizon: no head
-    tr = _overlapped_trainer(tmp_path, **{"train.overlap_chunks": 4})
+    tr = overlapped_trainer(tmp_path, **{"train.overlap_chunks": 4})
     try:
         acting = ActingRefresh(tr.policy, tr.env.observations.dtype)
         acting.begin(tr.config.train, tr.storage)

@@ -65,6 +65,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .action_masks import mask_logits
+from .advantage import compute_advantages
 from .policies import autocast
 
 __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",
@@ -328,8 +329,6 @@ def stale_advantages(values: torch.Tensor, rewards: torch.Tensor, dones: torch.T
       action the importance weight already corrects. Equal to ``"learner"`` when the collector
       is the learner.
     """
-    from .advantage import compute_advantages   # the trainer's advantage path
-
     if mode not in ADVANTAGE_MODES:
         raise ValueError(f"train.overlap_advantages={mode!r}: use one of {ADVANTAGE_MODES}")
     if mode == "learner":

@@ -62,6 +62,18 @@ for kernel in ("advantage", "lstm_cell"):
             )
         )
 
+# The PPO loss from a categorical policy's logits on, with its gradient (shoal/trainer/
+# loss_head.py): shoal/trainer/ppo_head.c -> shoal.trainer._ppo_head, single-threaded.
+extensions.append(
+    Extension(
+        name="shoal.trainer._ppo_head",
+        sources=[os.path.join(TRAINER_DIR, "ppo_head.c")],
+        depends=[os.path.join(TRAINER_DIR, "buffer_format.h")],
+        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
+        extra_link_args=["-lm", *link],
+    )
+)
+
 # The shared-memory gradient sum's counters and copies (shoal/trainer/distributed.py's
 # SharedMemorySum): shoal/trainer/shm_sum.c -> shoal.trainer._shm_sum, single-threaded.
 extensions.append(

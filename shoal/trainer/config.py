@@ -192,6 +192,10 @@ class TrainConfig:
                                           "not shrink the policy term against the entropy and "
                                           "value terms; one process, learner_threads = 1; "
                                           "docs/train.md)")
+    loss_head: str = _f("auto", "the PPO loss from the logits and values on: auto (one C pass "
+                                "with its gradient for Discrete and even MultiDiscrete actions "
+                                "on the CPU, torch ops otherwise) or torch (always torch ops; "
+                                "shoal/trainer/loss_head.py)", choices=("auto", "torch"))
     action_rng: str = _f("torch", "rollout action sampling: torch (torch's generator), or agent "
                                   "(one stream per agent, as the fused rollout draws: the torch "
                                   "rollout then takes the fused one's actions)",

@@ -85,6 +85,8 @@ from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMom
 from .action_masks import env_action_masks, mask_logits
 from .fused_rollout import AgentRng, FusedRollout
 from .launch import train  # shoal.trainer.ppo.train, as before
+from . import loss_head
+from .loss_head import use_c_head
 from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state, resolve_precision
 from .normalize import ReturnScaler
@@ -94,7 +96,7 @@ from .process_state import ProcessState
 from .run_log import extra_loggers, merge_log, run_dir_label, summary_line
 from .signals import deferred_stop
 from .acting_refresh import ActingRefresh
-from .stale_batch import (WEIGHT_CAP, PipelinedAnchor, collector_terms, self_normalised,
+from .stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor, collector_terms, self_normalised,
                           stale_advantages)
 from .tail_threads import TailThreads
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
@@ -203,17 +205,25 @@ class Minibatch:
 # Loss
 # ---------------------------------------------------------------------------------------------
 
+def replay_outputs(policy: nn.Module, distribution: Any, mb: Minibatch,
+                   forward: Callable[..., Any] | None = None, precision: str = "float32"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs the policy over whole segments from their stored start state, with the stored
+    episode starts: ``(action_params [B, T, P], values [B, T])`` in float32 whatever
+    ``precision`` the policy ran in, invalid actions' logits masked."""
+    with autocast(mb.obs.device, precision):
+        params, values, _ = (policy if forward is None else forward)(mb.obs, mb.state0, mb.starts)
+    return mask_logits(params.float(), mb.action_masks, distribution.nvec), values.float()
+
+
 def replay(policy: nn.Module, distribution: Any, mb: Minibatch,
            forward: Callable[..., Any] | None = None, precision: str = "float32"
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Runs the policy over whole segments from their stored start state, with the stored
-    episode starts: ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the stored actions,
-    in float32 whatever ``precision`` the policy ran in."""
-    with autocast(mb.obs.device, precision):
-        params, values, _ = (policy if forward is None else forward)(mb.obs, mb.state0, mb.starts)
-    params = mask_logits(params.float(), mb.action_masks, distribution.nvec)
+    """:func:`replay_outputs` as ``(logprobs [B, T], entropy [B, T], values [B, T])`` of the
+    stored actions."""
+    params, values = replay_outputs(policy, distribution, mb, forward, precision)
     logprobs, entropy = distribution.log_prob_and_entropy(params, mb.actions)
-    return logprobs, entropy, values.float()
+    return logprobs, entropy, values
 
 
 def _masked_mean(x: torch.Tensor, masks: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -239,10 +249,15 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
     :func:`~shoal.trainer.distributed.minibatch_moments`), and each term is this rank's part of
     the job's mean, so the ranks' losses (and gradients) add up to the one-process loss.
     """
-    newlogp, entropy, newvalues = replay(policy, distribution, mb, forward,
-                                        getattr(t, "precision", "float32"))
-    logratio = newlogp - mb.logprobs
-    ratio = logratio.exp()
+    params, newvalues = replay_outputs(policy, distribution, mb, forward,
+                                       getattr(t, "precision", "float32"))
+    in_c = use_c_head(distribution, params, t)    # the rest of the loss in C (loss_head.py)
+    if in_c:
+        logratio, ratio, entropy = loss_head.ratios(distribution, params, mb.actions, mb.logprobs)
+    else:
+        newlogp, entropy = distribution.log_prob_and_entropy(params, mb.actions)
+        logratio = newlogp - mb.logprobs
+        ratio = logratio.exp()
     with torch.no_grad():
         mode = getattr(t, "overlap_advantages", "learner")
         if mb.collector_ratio is None or mode == "learner":
@@ -260,15 +275,21 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
         job = mb.job if mb.job is not None else minibatch_moments(
             drawn, masks, mb.weight_peak, ranks, moments=t.norm_adv)
         count = job.count
-        adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
         weights = mb.weights if job.weight_scale is None else mb.weights * job.weight_scale
-        adv_w = adv_n * weights.unsqueeze(1)
-        if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
-            weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef,
-                                                getattr(t, "overlap_weight_cap", WEIGHT_CAP))
-            if getattr(t, "overlap_weight_norm", False):
-                weight = self_normalised(weight, masks, ranks)
-            adv_w = adv_w * weight
+        weight_cap = getattr(t, "overlap_weight_cap", WEIGHT_CAP)
+        if not in_c:
+            adv_n = (adv - job.mean) / (job.var.sqrt() + 1e-8) if t.norm_adv else adv
+            adv_w = adv_n * weights.unsqueeze(1)
+            if mb.collector_ratio is not None:   # an older policy collected it (stale_batch.py)
+                weight, low, high = collector_terms(mb.collector_ratio, t.clip_coef, weight_cap)
+                if getattr(t, "overlap_weight_norm", False):
+                    weight = self_normalised(weight, masks, ranks)
+                adv_w = adv_w * weight
+    if in_c:    # the same terms and their gradients in one C pass
+        loss, stats = loss_head.loss_and_stats(distribution, params, newvalues, logratio, ratio,
+                                               entropy, mb, adv, returns, job, weights, t,
+                                               weight_cap, COLLECTOR_CLIP)
+        return loss, stats, adv
     pg1 = -adv_w * ratio
     if mb.collector_ratio is None:
         pg2 = -adv_w * ratio.clamp(1.0 - t.clip_coef, 1.0 + t.clip_coef)

@@ -19,6 +19,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "buffer_format.h"
@@ -269,11 +270,12 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
     }
     if (!(count > 0.0f) || !(adv_scale > 0.0f) || !(clip_coef >= 0.0)
         || !(weight_cap >= 0.0f) || !(collector_clip >= 0.0)) {
-        PyErr_Format(PyExc_ValueError,
-                     "ppo_head: count=%g and adv_scale=%g must be > 0, clip_coef=%g, "
-                     "weight_cap=%g and collector_clip=%g >= 0", (double)count,
-                     (double)adv_scale, (double)clip_coef, (double)weight_cap,
-                     (double)collector_clip);
+        char message[240];   /* (PyErr_Format has no %g) */
+        snprintf(message, sizeof message,
+                 "ppo_head: count=%g and adv_scale=%g must be > 0, clip_coef=%g, weight_cap=%g "
+                 "and collector_clip=%g >= 0", (double)count, (double)adv_scale, clip_coef,
+                 (double)weight_cap, collector_clip);
+        PyErr_SetString(PyExc_ValueError, message);
         return NULL;
     }
     /* N from the ratio's length, the choices per group from the logits' */
@@ -379,9 +381,10 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
             const int64_t a = action_of(actions, i * groups + g, offset, choices, i, &bad);
             for (int j = 0; j < choices; j++) {
                 const float l = z[j] - lse, p = expf(l);
-                dz[j] = -g_logp * p + g_ent * p * (l + hg);
+                /* the chosen action's 1 - p as -expm1(l): exact where p is near 1 */
+                const float slope = j == a ? -expm1f(l) : -p;
+                dz[j] = g_logp * slope + g_ent * p * (l + hg);
             }
-            dz[a] += g_logp;
         }
         /* the value term */
         const float v = new_v[i], ret = returns[i];

@@ -206,7 +206,7 @@ def _arrays(n: int = 6, groups: int = 1, choices: int = 3) -> dict[str, np.ndarr
 def test_an_action_outside_the_space_is_named():
     a = _arrays()
     a["actions"][4, 0] = 3
-    outs = [np.empty(6, np.float32) for _ in range(3)]
+    outs = [np.empty(6, np.float32) for _ in range(3)] + [np.empty(6, np.float32)]
     with pytest.raises(ValueError, match="row 4 holds action 3, outside"):
         c_ratios(a["logits"], a["actions"], a["old"], 1, 0, *outs)
     a["actions"][4, 0] = -1
@@ -216,7 +216,7 @@ def test_an_action_outside_the_space_is_named():
 
 def test_wrong_sizes_and_types_are_refused():
     a = _arrays()
-    outs = [np.empty(6, np.float32) for _ in range(3)]
+    outs = [np.empty(6, np.float32) for _ in range(3)] + [np.empty(6, np.float32)]
     with pytest.raises(ValueError, match="'actions' has 5 values but must have 6"):
         c_ratios(a["logits"], a["actions"][:5], a["old"], 1, 0, *outs)
     with pytest.raises(TypeError, match="'actions' must have dtype int64"):
@@ -226,24 +226,25 @@ def test_wrong_sizes_and_types_are_refused():
     with pytest.raises(TypeError, match="writable"):
         ro = np.empty(6, np.float32)
         ro.flags.writeable = False
-        c_ratios(a["logits"], a["actions"], a["old"], 1, 0, ro, outs[1], outs[2])
+        c_ratios(a["logits"], a["actions"], a["old"], 1, 0, ro, *outs[1:])
     with pytest.raises(TypeError, match="C-contiguous"):
         c_ratios(a["logits"], a["actions"], a["old"][::2], 1, 0, *outs)
     n, T = 6, 3
     f = lambda k: np.ones(k, np.float32)  # noqa: E731
-    args = [a["logits"], a["actions"], 1, 0, f(n), f(n), f(n), f(n), f(2 * (T + 1)), T, f(n),
+    args = [a["logits"], a["actions"], 1, 0, f(n), f(n), f(n), f(n), f(n), f(2 * (T + 1)), T,
+            f(n),
             f(n), f(n), f(2), None, 0.0, 1.0, 6.0, 0.2, 2.0, 2.0, 0.2, 0.5, 0.01,
             np.empty((n, 3), np.float32), np.empty(n, np.float32)]
     assert len(c_loss(*args)) == 6
     bad = list(args)
-    bad[8] = f(2 * T)       # old values without their bootstrap column
+    bad[9] = f(2 * T)       # old values without their bootstrap column
     with pytest.raises(ValueError, match="'old_values' has 6 values but must have 8"):
         c_loss(*bad)
     bad = list(args)
-    bad[9] = 4              # not whole segments
+    bad[10] = 4             # not whole segments
     with pytest.raises(ValueError, match="whole segments"):
         c_loss(*bad)
     bad = list(args)
-    bad[17] = 0.0           # a count of 0
+    bad[18] = 0.0           # a count of 0
     with pytest.raises(ValueError, match="count=0"):
         c_loss(*bad)

@@ -27,7 +27,7 @@ choices, on CPU float32 logits, and not with ``train.overlap_weight_norm``; anyt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -36,11 +36,7 @@ try:
 except ImportError:  # not built: ppo_loss keeps the torch ops
     _ppo_head = None
 
-__all__ = ["LOSS_HEADS", "c_head_available", "use_c_head", "ratios", "loss_and_stats"]
-
-# train.loss_head: auto (the C head where it applies, else torch ops) or torch (always)
-LOSS_HEADS = ("auto", "torch")
-
+__all__ = ["Ratios", "c_head_available", "use_c_head", "ratios", "loss_and_stats"]
 
 def c_head_available() -> bool:
     """True when the C loss head (``shoal.trainer._ppo_head``) is built."""
@@ -61,22 +57,39 @@ def _groups(distribution: Any) -> tuple[int, int]:
     return len(distribution.nvec), int(offset)
 
 
-def _flat(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return x.detach().to(dtype).contiguous()
+def _array(x: torch.Tensor, dtype: torch.dtype) -> Any:
+    """A contiguous numpy view of ``x`` in ``dtype`` (a copy only when needed). (Each torch call
+    here is paid on every minibatch, while the rollout thread competes for the interpreter.)"""
+    if x.requires_grad:
+        x = x.detach()
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    return x.numpy()
+
+
+class Ratios(NamedTuple):
+    """:func:`ratios`' results, shaped like the stored log-probs (``[B, T]``); ``lse`` is each
+    softmax group's log-sum-exp (``[B, T, groups]``, for :func:`loss_and_stats`)."""
+    logratio: torch.Tensor
+    ratio: torch.Tensor
+    entropy: torch.Tensor
+    lse: torch.Tensor
 
 
 def ratios(distribution: Any, params: torch.Tensor, actions: torch.Tensor,
-           old_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(logratio, ratio, entropy)`` of the stored actions, each shaped like ``old_logp``
-    (``[B, T]``), without gradients: ``logratio`` = their log-probability under ``params``
-    (logits ``[B, T, sum(nvec)]``) minus ``old_logp``."""
+           old_logp: torch.Tensor) -> Ratios:
+    """The stored actions' ``logratio`` (their log-probability under ``params``, logits ``[B,
+    T, sum(nvec)]``, minus ``old_logp``), ``ratio = exp(logratio)`` and the entropy, without
+    gradients."""
     groups, offset = _groups(distribution)
     shape = old_logp.shape
-    logratio, ratio, entropy = (torch.empty(shape, dtype=torch.float32) for _ in range(3))
-    _ppo_head.ratios(_flat(params, torch.float32).numpy(),
-                     _flat(actions, torch.int64).numpy(), _flat(old_logp, torch.float32).numpy(),
-                     groups, offset, logratio.numpy(), ratio.numpy(), entropy.numpy())
-    return logratio, ratio, entropy
+    out = Ratios(*(torch.empty(shape, dtype=torch.float32) for _ in range(3)),
+                 torch.empty((*shape, groups), dtype=torch.float32))
+    _ppo_head.ratios(_array(params, torch.float32), _array(actions, torch.int64),
+                     _array(old_logp, torch.float32), groups, offset, *(x.numpy() for x in out))
+    return out
 
 
 class _WithGradients(torch.autograd.Function):
@@ -96,36 +109,34 @@ class _WithGradients(torch.autograd.Function):
 
 
 def loss_and_stats(distribution: Any, params: torch.Tensor, new_values: torch.Tensor,
-                   logratio: torch.Tensor, ratio: torch.Tensor, entropy: torch.Tensor, mb: Any,
+                   head: Ratios, mb: Any,
                    advantages: torch.Tensor, returns: torch.Tensor, job: Any,
                    weights: torch.Tensor, t: Any, weight_cap: float, collector_clip: float
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(loss, stats)`` as :func:`~shoal.trainer.ppo.ppo_loss` defines them, for the logits
     ``params`` ``[B, T, sum(nvec)]`` and values ``new_values`` ``[B, T]`` (both with
-    gradients), ``ratios``' outputs, the minibatch's advantages and returns ``[B, T]``, the
+    gradients), :func:`ratios`' ``head``, the minibatch's advantages and returns ``[B, T]``, the
     job's moments and the segments' importance weights ``[B]`` (their scale applied)."""
     groups, offset = _groups(distribution)
     T = advantages.shape[1]
-    logits = _flat(params, torch.float32)
-    grad_logits = torch.empty_like(logits)
+    grad_logits = torch.empty(params.shape, dtype=torch.float32)
     grad_values = torch.empty(new_values.shape, dtype=torch.float32)
     if t.norm_adv:   # (a - mean) / scale with the scale rounded as ppo_loss's torch ops round it
         mean, scale = float(job.mean), float(job.var.sqrt() + 1e-8)
     else:
         mean, scale = 0.0, 1.0
-    collector = None if mb.collector_ratio is None else _flat(mb.collector_ratio, torch.float32)
+    collector = None if mb.collector_ratio is None else _array(mb.collector_ratio, torch.float32)
     policy, value, ent, kl, clipfrac, ratio_mean = _ppo_head.loss(
-        logits.numpy(), _flat(mb.actions, torch.int64).numpy(), groups, offset,
-        ratio.numpy(), logratio.numpy(), entropy.numpy(), _flat(new_values, torch.float32).numpy(),
-        _flat(mb.values, torch.float32).numpy(), T, returns.contiguous().numpy(),
-        advantages.contiguous().numpy(), _flat(mb.masks, torch.float32).numpy(),
-        _flat(weights, torch.float32).numpy(), None if collector is None else collector.numpy(),
-        mean, scale, float(job.count), float(t.clip_coef), float(weight_cap),
-        float(collector_clip), float(t.vf_clip_coef), float(t.vf_coef), float(t.ent_coef),
-        grad_logits.numpy(), grad_values.numpy())
+        _array(params, torch.float32), _array(mb.actions, torch.int64), groups, offset,
+        head.ratio.numpy(), head.logratio.numpy(), head.entropy.numpy(), head.lse.numpy(),
+        _array(new_values, torch.float32), _array(mb.values, torch.float32), T,
+        _array(returns, torch.float32), _array(advantages, torch.float32),
+        _array(mb.masks, torch.float32), _array(weights, torch.float32), collector, mean, scale,
+        float(job.count), float(t.clip_coef), float(weight_cap), float(collector_clip),
+        float(t.vf_clip_coef), float(t.vf_coef), float(t.ent_coef), grad_logits.numpy(),
+        grad_values.numpy())
     total = policy + t.vf_coef * value - t.ent_coef * ent
-    loss = _WithGradients.apply(params, new_values, total, grad_logits.view(params.shape),
-                                grad_values)
+    loss = _WithGradients.apply(params, new_values, total, grad_logits, grad_values)
     names = ("policy", "value", "entropy", "approx_kl", "clipfrac", "ratio")
     values = torch.tensor((policy, value, ent, kl, clipfrac, ratio_mean), dtype=torch.float32)
     return loss, dict(zip(names, values.unbind()))

@@ -91,7 +91,7 @@ from .learner_threads import make_learner
 from .policies import Inference, autocast, make_policy, policy_initial_state, resolve_precision
 from .normalize import ReturnScaler
 from .obs_norm import observation_normalizer_for, update_from_observations
-from .optim import fused_adam
+from .optim import clip_grad_norm, fused_adam
 from .process_state import ProcessState
 from .run_log import extra_loggers, merge_log, run_dir_label, summary_line
 from .signals import deferred_stop
@@ -253,7 +253,8 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                                        getattr(t, "precision", "float32"))
     in_c = use_c_head(distribution, params, t)    # the rest of the loss in C (loss_head.py)
     if in_c:
-        logratio, ratio, entropy = loss_head.ratios(distribution, params, mb.actions, mb.logprobs)
+        head = loss_head.ratios(distribution, params, mb.actions, mb.logprobs)
+        ratio = head.ratio
     else:
         newlogp, entropy = distribution.log_prob_and_entropy(params, mb.actions)
         logratio = newlogp - mb.logprobs
@@ -286,9 +287,9 @@ def ppo_loss(policy: nn.Module, distribution: Any, mb: Minibatch, t: Any,
                     weight = self_normalised(weight, masks, ranks)
                 adv_w = adv_w * weight
     if in_c:    # the same terms and their gradients in one C pass
-        loss, stats = loss_head.loss_and_stats(distribution, params, newvalues, logratio, ratio,
-                                               entropy, mb, adv, returns, job, weights, t,
-                                               weight_cap, COLLECTOR_CLIP)
+        loss, stats = loss_head.loss_and_stats(distribution, params, newvalues, head, mb, adv,
+                                               returns, job, weights, t, weight_cap,
+                                               COLLECTOR_CLIP)
         return loss, stats, adv
     pg1 = -adv_w * ratio
     if mb.collector_ratio is None:
@@ -331,8 +332,14 @@ class _Optimizers:
         return [g for o in self.optimizers for g in o.param_groups]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
+        if not set_to_none:
+            for o in self.optimizers:
+                o.zero_grad(set_to_none=False)
+            return
+        # what Optimizer.zero_grad(set_to_none=True) does, without its profiling wrapper
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
 
     def step(self) -> None:
         for o in self.optimizers:
@@ -849,7 +856,7 @@ class Trainer:
             if following is not None and ahead:
                 following.job = job
             if t.max_grad_norm > 0:
-                grad_norm = nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+                grad_norm = clip_grad_norm(params, t.max_grad_norm)
             else:
                 grad_norm = torch.linalg.vector_norm(
                     torch.stack([p.grad.detach().norm() for p in params]))

@@ -103,13 +103,22 @@ static Py_ssize_t buffer_items(PyObject* obj, const char* name) {
 
 /* ---- one row's softmax groups ---- */
 
-/* The log-sum-exp of z[0..n). */
-static inline float log_sum_exp(const float* z, int n) {
+/* One softmax group z[0..n): writes its log-sum-exp to *lse and returns its entropy. With
+ * d_j = z_j - max z and s = sum exp(d_j): lse = max z + log s, and the entropy -sum p_j log p_j
+ * = log s - sum exp(d_j) d_j / s, which keeps its digits when the group is near-certain (s and
+ * both terms near 1 and 0). */
+static inline float softmax_group(const float* z, int n, float* lse) {
     float m = z[0];
     for (int j = 1; j < n; j++) m = z[j] > m ? z[j] : m;
-    float s = 0.0f;
-    for (int j = 0; j < n; j++) s += expf(z[j] - m);
-    return m + logf(s);
+    float s = 0.0f, sd = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float d = z[j] - m, e = expf(d);
+        s += e;
+        sd += e * d;
+    }
+    const float log_s = logf(s);
+    *lse = m + log_s;
+    return log_s - sd / s;
 }
 
 /* Sets *bad (the first bad row + 1) when an action is outside [0, n). */
@@ -144,20 +153,23 @@ static int report_bad_action(Py_ssize_t bad, const int64_t* actions, int groups,
 /* ---- ratios() ---- */
 
 PyDoc_STRVAR(ratios_doc,
-"ratios(logits, actions, old_logp, groups, offset, logratio_out, ratio_out, entropy_out)\n\n"
+"ratios(logits, actions, old_logp, groups, offset, logratio_out, ratio_out, entropy_out,\n"
+"       lse_out)\n\n"
 "For N rows of `groups` softmax groups of equally many choices: logits float32 [N, groups *\n"
 "choices], actions int64 [N, groups] (offset subtracted: Discrete's start), old_logp float32\n"
 "[N]. Writes logratio = sum of the chosen log-probabilities - old_logp, ratio = exp(logratio)\n"
-"and the entropy summed over the groups, each float32 [N]. Raises ValueError for an action\n"
+"and the entropy summed over the groups, each float32 [N], and each group's log-sum-exp of\n"
+"the logits, float32 [N, groups] (for loss()). Raises ValueError for an action\n"
 "outside [offset, offset + choices).");
 
 static PyObject* ppo_head_ratios(PyObject* self, PyObject* args) {
     (void)self;
-    PyObject *logits_obj, *actions_obj, *old_obj, *logratio_obj, *ratio_obj, *entropy_obj;
+    PyObject *logits_obj, *actions_obj, *old_obj, *logratio_obj, *ratio_obj, *entropy_obj,
+        *lse_obj;
     int groups;
     long long offset_ll;
-    if (!PyArg_ParseTuple(args, "OOOiLOOO:ratios", &logits_obj, &actions_obj, &old_obj, &groups,
-                          &offset_ll, &logratio_obj, &ratio_obj, &entropy_obj)) {
+    if (!PyArg_ParseTuple(args, "OOOiLOOOO:ratios", &logits_obj, &actions_obj, &old_obj, &groups,
+                          &offset_ll, &logratio_obj, &ratio_obj, &entropy_obj, &lse_obj)) {
         return NULL;
     }
     if (groups < 1) {
@@ -186,13 +198,14 @@ static PyObject* ppo_head_ratios(PyObject* self, PyObject* args) {
         int choices = (int)(values / (n * groups));
         const float *logits, *old;
         const int64_t* actions;
-        float *logratio, *ratio, *entropy;
+        float *logratio, *ratio, *entropy, *lse_all;
         if (hold(&h, logits_obj, "logits", 'f', 0, n * groups * choices, (void**)&logits)
             || hold(&h, actions_obj, "actions", 'i', 0, n * groups, (void**)&actions)
             || hold(&h, old_obj, "old_logp", 'f', 0, n, (void**)&old)
             || hold(&h, logratio_obj, "logratio_out", 'f', 1, n, (void**)&logratio)
             || hold(&h, ratio_obj, "ratio_out", 'f', 1, n, (void**)&ratio)
-            || hold(&h, entropy_obj, "entropy_out", 'f', 1, n, (void**)&entropy)) {
+            || hold(&h, entropy_obj, "entropy_out", 'f', 1, n, (void**)&entropy)
+            || hold(&h, lse_obj, "lse_out", 'f', 1, n * groups, (void**)&lse_all)) {
             goto done;
         }
         const int64_t offset = (int64_t)offset_ll;
@@ -204,14 +217,9 @@ static PyObject* ppo_head_ratios(PyObject* self, PyObject* args) {
             float logp = 0.0f, h_row = 0.0f;
             for (int g = 0; g < groups; g++) {
                 const float* z = zi + g * choices;
-                float lse = log_sum_exp(z, choices);
-                float hg = 0.0f;
-                for (int j = 0; j < choices; j++) {
-                    float l = z[j] - lse;
-                    hg -= expf(l) * l;
-                }
-                h_row += hg;
-                logp += z[action_of(actions, i * groups + g, offset, choices, i, &bad)] - lse;
+                float* lse = lse_all + i * groups + g;
+                h_row += softmax_group(z, choices, lse);
+                logp += z[action_of(actions, i * groups + g, offset, choices, i, &bad)] - *lse;
             }
             logratio[i] = logp - old[i];
             ratio[i] = expf(logratio[i]);
@@ -228,17 +236,21 @@ done:
 
 /* ---- loss() ---- */
 
+/* probabilities a row's group keeps between its two passes (more choices: computed twice) */
+#define PROBS_KEPT 32
+
 /* d maximum(a, b) / d a, as torch's maximum backward splits ties. */
 static inline float max_grad(float a, float b) { return a > b ? 1.0f : (a == b ? 0.5f : 0.0f); }
 
 PyDoc_STRVAR(loss_doc,
-"loss(logits, actions, groups, offset, ratio, logratio, entropy, new_values, old_values,\n"
+"loss(logits, actions, groups, offset, ratio, logratio, entropy, lse, new_values, old_values,\n"
 "     horizon, returns, advantages, masks, segment_weights, collector_ratio, adv_mean,\n"
 "     adv_scale, count, clip_coef, weight_cap, collector_clip, vf_clip_coef, vf_coef,\n"
 "     ent_coef, grad_logits_out, grad_values_out)\n"
 "  -> (policy, value, entropy, approx_kl, clipfrac, ratio)\n\n"
 "The PPO loss terms of N = segments x horizon rows (shoal.trainer.ppo.ppo_loss's formula) and\n"
 "the gradient of policy + vf_coef * value - ent_coef * entropy with respect to the logits\n"
+"(lse: each group's log-sum-exp, from ratios())\n"
 "[N, groups * choices] and the new values [N]. old_values is float32 [segments, horizon + 1]\n"
 "(the bootstrap column is skipped); segment_weights float32 [segments]; collector_ratio None\n"
 "or float32 [N] (a stale batch: its weights and clip window, shoal.trainer.stale_batch).\n"
@@ -247,7 +259,7 @@ PyDoc_STRVAR(loss_doc,
 
 static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
     (void)self;
-    PyObject *logits_obj, *actions_obj, *ratio_obj, *logratio_obj, *entropy_obj, *new_v_obj,
+    PyObject *logits_obj, *actions_obj, *ratio_obj, *logratio_obj, *entropy_obj, *lse_obj, *new_v_obj,
         *old_v_obj, *returns_obj, *adv_obj, *masks_obj, *seg_w_obj, *collector_obj,
         *grad_logits_obj, *grad_values_obj;
     int groups;
@@ -255,8 +267,8 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
     Py_ssize_t horizon;
     float adv_mean, adv_scale, count, weight_cap, vf_clip_coef, vf_coef, ent_coef;
     double clip_coef, collector_clip;  /* Python floats, rounded below as torch rounds them */
-    if (!PyArg_ParseTuple(args, "OOiLOOOOOnOOOOOfffdfdfffOO:loss", &logits_obj, &actions_obj,
-                          &groups, &offset_ll, &ratio_obj, &logratio_obj, &entropy_obj,
+    if (!PyArg_ParseTuple(args, "OOiLOOOOOOnOOOOOfffdfdfffOO:loss", &logits_obj, &actions_obj,
+                          &groups, &offset_ll, &ratio_obj, &logratio_obj, &entropy_obj, &lse_obj,
                           &new_v_obj, &old_v_obj, &horizon, &returns_obj, &adv_obj, &masks_obj,
                           &seg_w_obj, &collector_obj, &adv_mean, &adv_scale, &count, &clip_coef,
                           &weight_cap, &collector_clip, &vf_clip_coef, &vf_coef, &ent_coef,
@@ -304,7 +316,7 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
 
     Held h = {.held = 0};
     PyObject* result = NULL;
-    const float *logits, *ratio, *logratio, *entropy, *new_v, *old_v, *returns, *adv, *masks,
+    const float *logits, *ratio, *logratio, *entropy, *lse_all, *new_v, *old_v, *returns, *adv, *masks,
         *seg_w, *collector = NULL;
     const int64_t* actions;
     float *grad_logits, *grad_values;
@@ -313,6 +325,7 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
         || hold(&h, ratio_obj, "ratio", 'f', 0, n, (void**)&ratio)
         || hold(&h, logratio_obj, "logratio", 'f', 0, n, (void**)&logratio)
         || hold(&h, entropy_obj, "entropy", 'f', 0, n, (void**)&entropy)
+        || hold(&h, lse_obj, "lse", 'f', 0, n * groups, (void**)&lse_all)
         || hold(&h, new_v_obj, "new_values", 'f', 0, n, (void**)&new_v)
         || hold(&h, old_v_obj, "old_values", 'f', 0, segments * (horizon + 1), (void**)&old_v)
         || hold(&h, returns_obj, "returns", 'f', 0, n, (void**)&returns)
@@ -336,14 +349,18 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
     const float stale_lo = (float)(1.0 - collector_clip * clip_coef);
     const float stale_hi = (float)(1.0 + collector_clip * clip_coef);
     const float tiny = 1.17549435e-38f;
+    Py_ssize_t seg = 0, t = -1;   /* row i is step t of segment seg */
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (++t == horizon) {
+            t = 0;
+            seg++;
+        }
         float* gz = grad_logits + i * width;
         if (!(masks[i] > 0.0f)) {
             memset(gz, 0, sizeof(float) * (size_t)width);
             grad_values[i] = 0.0f;
             continue;
         }
-        const Py_ssize_t seg = i / horizon, t = i - seg * horizon;
         const float r = ratio[i];
         /* the policy term: weighted advantage, the clipped surrogate, its slope in r */
         float aw = ((adv[i] - adv_mean) / adv_scale) * seg_w[seg];
@@ -372,15 +389,18 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
         for (int g = 0; g < groups; g++) {
             const float* z = logits + i * width + g * choices;
             float* dz = gz + g * choices;
-            const float lse = log_sum_exp(z, choices);
+            const float lse = lse_all[i * groups + g];
+            /* the group's probabilities (kept for the second pass when few) and entropy */
+            float kept[PROBS_KEPT];
             float hg = 0.0f;
             for (int j = 0; j < choices; j++) {
-                float l = z[j] - lse;
-                hg -= expf(l) * l;
+                const float p = expf(z[j] - lse);
+                if (j < PROBS_KEPT) kept[j] = p;
+                hg -= p * (z[j] - lse);
             }
             const int64_t a = action_of(actions, i * groups + g, offset, choices, i, &bad);
             for (int j = 0; j < choices; j++) {
-                const float l = z[j] - lse, p = expf(l);
+                const float l = z[j] - lse, p = j < PROBS_KEPT ? kept[j] : expf(l);
                 /* the chosen action's 1 - p as -expm1(l): exact where p is near 1 */
                 const float slope = j == a ? -expm1f(l) : -p;
                 dz[j] = g_logp * slope + g_ent * p * (l + hg);

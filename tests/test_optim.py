@@ -44,16 +44,17 @@ def test_the_direct_kernel_step_is_torchs_fused_adam_bit_for_bit():
             assert torch.equal(a.state[p][key], b.state[q][key])
 
 
-def test_step_hooks_run_once_and_a_missing_gradient_takes_torchs_step():
+def test_step_hooks_run_once_per_step_and_a_missing_gradient_takes_torchs_step():
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])   # torch now hooks Adam.step too
     params = _params(1)
     opt = FusedAdam(params, lr=1e-2, fused=True)
-    _grads(params, 0)
-    opt.step()
     calls = []
     handle = opt.register_step_post_hook(lambda *_: calls.append(1))
+    _grads(params, 0)
+    opt.step()                           # the first step: through Adam's own
     _grads(params, 1)
-    opt.step()                           # the direct kernel step, inside torch's hook wrapper
-    assert calls == [1]
+    opt.step()                           # the direct kernel step
+    assert calls == [1, 1]
     handle.remove()
     params[1].grad = None
     before = params[1].detach().clone()

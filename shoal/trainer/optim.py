@@ -41,7 +41,12 @@ class FusedAdam(torch.optim.Adam):
                         torch.empty_like(p).copy_(g)
         if closure is None and self._kernel_step():
             return None
-        return super().step(closure)
+        # Adam's step without the step-hook wrapper torch puts on it once any plain Adam
+        # exists: this class's own step is wrapped already, and its hooks must run once
+        adam_step = torch.optim.Adam.step
+        if getattr(adam_step, "hooked", False):
+            adam_step = adam_step.__wrapped__
+        return adam_step(self, closure)
 
     def _kernel_step(self) -> bool:
         """The step ``torch.optim.Adam(fused=True)`` takes, as its two tensor calls, when every

@@ -5,6 +5,8 @@ terminations, truncations (bootstrapped), recurrent state across segment boundar
 actions, with and without reward scaling (train.norm_reward); it is deterministic, resumes
 exactly, and refuses what it cannot run."""
 
+import math
+
 import pytest
 import torch
 
@@ -348,3 +350,30 @@ def test_a_bfloat16_learner_beside_the_float32_c_policy_solves_target(tmp_path, 
         "log.run_dir": str(tmp_path / "target")})
     summary = Trainer(cfg).train()
     assert summary["score"] is not None and summary["score"] >= 0.90, summary
+
+
+def test_the_policy_exported_at_the_end_of_an_update_acts_only_unchanged_weights(tmp_path):
+    """With overlap the next batch's C policy is exported while the rollout thread finishes
+    (FusedRollout._export_ahead); weights written after that (here: the actor head zeroed, a
+    uniform policy) are exported again, so the next batch is acted by them."""
+    from support.stale_batches import overlapped_trainer
+
+    tr = overlapped_trainer(tmp_path, **{"train.overlap_chunks": 1})
+    try:
+        with tr.process_state.active():
+            tr.run_epoch()
+            ahead = tr.fused._next_net
+            assert ahead is not None
+            tr.run_epoch()                        # nothing wrote the weights: exported ahead
+            assert tr.fused._net is ahead[1]
+            with torch.no_grad():
+                tr.policy.heads.actor.weight.zero_()
+                tr.policy.heads.actor.bias.zero_()
+            ahead = tr.fused._next_net
+            tr.run_epoch()                        # collects its batch with the zeroed head
+            assert tr.fused._net is not ahead[1]
+        uniform = -math.log(tr.distribution.num_params)
+        acted = tr.storage.logprobs[:, 1:]        # (slot 0 was acted in the epoch before)
+        torch.testing.assert_close(acted, torch.full_like(acted, uniform), atol=1e-5, rtol=0)
+    finally:
+        tr.close()

@@ -119,6 +119,9 @@ class FusedRollout:
         else:
             self.threads = cores
         self._net: Any = None
+        # overlap: the C policy of the weights an update ended with, exported while the rollout
+        # thread finishes its batch, and the weights' identity then (_weights_key)
+        self._next_net: tuple[tuple[tuple[int, int], ...], Any] | None = None
         # overlap: a batch collected into trainer.storage and not trained on yet, its episode
         # stats, and the second storage the next batch is collected into
         self.pending = False
@@ -137,15 +140,36 @@ class FusedRollout:
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)
                           if t.norm_reward else None)
 
-    def _refresh(self) -> Any:
-        """The C policy of the trainer's current weights (exported again every rollout: the
-        update changed them)."""
+    def _export(self) -> Any:
         from ..net import _net
         from ..net.export import export_policy
 
         tr = self.trainer
-        self._net = _net.Net(export_policy(tr.policy, tr.env.observations.dtype))
+        return _net.Net(export_policy(tr.policy, tr.env.observations.dtype))
+
+    def _weights_key(self) -> tuple[tuple[int, int], ...]:
+        """Which tensors the policy holds and how often each was written in place: equal keys,
+        equal weights."""
+        policy = self.trainer.policy
+        return tuple((id(x), x._version)
+                     for x in (*policy.parameters(), *policy.buffers()))
+
+    def _refresh(self) -> Any:
+        """The C policy of the trainer's current weights (exported again every rollout: the
+        update changed them; with overlap, already at the end of the update when nothing wrote
+        the weights since)."""
+        ahead, self._next_net = self._next_net, None
+        if ahead is not None and ahead[0] == self._weights_key():
+            self._net = ahead[1]
+        else:
+            self._net = self._export()
         return self._net.capsule()
+
+    def _export_ahead(self) -> None:
+        """Overlap, at the end of an update, while the rollout thread finishes its batch: the
+        next epoch's C policy (the export holds the interpreter, but the rollout thread is in
+        C by then, and the epoch's serial part between batches gets ~0.7 ms shorter)."""
+        self._next_net = (self._weights_key(), self._export())
 
     def _call(self, first_step: int, storage: Any = None, capsule: Any = None,
               last_step: int | None = None) -> float:
@@ -272,6 +296,7 @@ class FusedRollout:
                 anchor_at_learner(tr.policy, tr.distribution, current, precision)
             losses = tr.update(stats, anchor, acting, tail)  # stats come merged over ranks
             stats = losses.pop("episodes")
+            self._export_ahead()    # (the batch being collected keeps its own C policy)
         finally:
             if anchor is not None:
                 anchor.stop()

@@ -1,11 +1,11 @@
-"""Exercises the trainer's C kernels (advantage, LSTM cell) with numpy buffers only: odd sizes,
+"""Exercises the trainer's C kernels (advantage, LSTM cell, PPO loss head) with numpy buffers only: odd sizes,
 one and several threads, large and non-finite values, and bad arguments. Run by
 tests/test_sanitizers.py against an AddressSanitizer/UBSan build; exits non-zero (or the
 sanitizer aborts) on any fault."""
 
 import numpy as np
 
-from shoal.trainer import _advantage, _lstm_cell
+from shoal.trainer import _advantage, _lstm_cell, _ppo_head
 
 
 def lstm_cell(rng):
@@ -128,6 +128,49 @@ def advantage(rng):
                                num_threads=threads)
 
 
+def ppo_head(rng):
+    """Odd row counts, groups and choices, extreme and non-finite logits and ratios, masked
+    rows, with and without a collector ratio; then bad arguments (errors, never a fault)."""
+    f32 = np.float32
+    for segments, horizon, groups, choices in ((1, 1, 1, 1), (3, 7, 2, 5), (40, 64, 1, 3),
+                                               (5, 3, 3, 40)):
+        n = segments * horizon
+        logits = rng.normal(0, 30, (n, groups * choices)).astype(f32)
+        logits[0, 0] = np.inf if n > 1 else 0.0
+        logits[-1, -1] = np.nan
+        actions = rng.integers(0, choices, (n, groups)).astype(np.int64)
+        old = rng.normal(-2, 3, n).astype(f32)
+        logratio, ratio, entropy = (np.empty(n, f32) for _ in range(3))
+        lse = np.empty((n, groups), f32)
+        _ppo_head.ratios(logits, actions, old, groups, 0, logratio, ratio, entropy, lse)
+        masks = (rng.random(n) > 0.3).astype(f32)
+        for collector in (None, np.exp(rng.normal(0, 3, n)).astype(f32)):
+            grad_logits, grad_values = np.empty_like(logits), np.empty(n, f32)
+            _ppo_head.loss(logits, actions, groups, 0, ratio, logratio, entropy, lse,
+                           rng.normal(size=n).astype(f32),
+                           rng.normal(size=(segments, horizon + 1)).astype(f32), horizon,
+                           rng.normal(size=n).astype(f32), rng.normal(size=n).astype(f32), masks,
+                           rng.random(segments).astype(f32), collector, 0.1, 2.0, 5.0, 0.2, 1.0,
+                           2.0, 0.2, 0.5, 0.01, grad_logits, grad_values)
+    # bad arguments
+    actions = np.full((4, 1), 7, np.int64)              # outside 3 choices
+    outs = [np.empty(4, f32) for _ in range(4)]
+    for call in (lambda: _ppo_head.ratios(np.zeros((4, 3), f32), actions, np.zeros(4, f32), 1,
+                                          0, *outs),
+                 lambda: _ppo_head.ratios(np.zeros((4, 3), f32), actions[:2], np.zeros(4, f32),
+                                          1, 0, *outs),
+                 lambda: _ppo_head.ratios(np.zeros((4, 3), f32), actions, np.zeros(4, f32), 0,
+                                          0, *outs),
+                 lambda: _ppo_head.ratios(np.zeros(5, f32), actions, np.zeros(4, f32), 1, 0,
+                                          *outs)):
+        try:
+            call()
+        except (ValueError, TypeError):
+            pass
+        else:
+            raise AssertionError("a bad argument was accepted")
+
+
 def main():
     rng = np.random.default_rng(0)
     lstm_cell(rng)
@@ -136,6 +179,8 @@ def main():
     print("fuzzed lstm cell (bfloat16 products)", flush=True)
     advantage(rng)
     print("fuzzed advantage", flush=True)
+    ppo_head(rng)
+    print("fuzzed ppo head", flush=True)
     print("fuzz ok")
 
 

@@ -15,6 +15,7 @@ shared machine far better than steps/s; run both versions of the code back to ba
     python benchmarks/learner_bench.py --rounds 15
     python benchmarks/learner_bench.py --rounds 15 --profile   # + a torch profile per variant
     python benchmarks/learner_bench.py --rounds 40 --batch fresh --variants bfloat16,bfloat16-2threads
+    python benchmarks/learner_bench.py --rounds 15 --variants bfloat16-torch-head,bfloat16
 
 It also prints the first update's losses of each variant (same batch, same draws): the
 precisions should agree to a few parts in a thousand.
@@ -38,7 +39,10 @@ VARIANTS = {"float32": {"train.precision": "float32"},
             # the update on two torch intra-op threads (what train.overlap_tail_threads = 2 does
             # for the update's last steps): its learner thread CPU, and with --batch fresh its
             # process CPU (every thread), against one thread
-            "bfloat16-2threads": {"train.precision": "bfloat16", "threads": 2}}
+            "bfloat16-2threads": {"train.precision": "bfloat16", "threads": 2},
+            # the loss from the logits on as torch ops, not the C head (train.loss_head)
+            "bfloat16-torch-head": {"train.precision": "bfloat16", "train.loss_head": "torch"},
+            "float32-torch-head": {"train.precision": "float32", "train.loss_head": "torch"}}
 
 
 def build(seed: int) -> Any:
@@ -104,6 +108,7 @@ def main() -> None:
             def timed_update(variant: str) -> tuple[float, float, dict[str, Any]]:
                 """(learner thread CPU, process CPU, losses) of one update."""
                 t.precision = VARIANTS[variant]["train.precision"]
+                t.loss_head = VARIANTS[variant].get("train.loss_head", "auto")
                 for k, v in batch.items():
                     getattr(b, k).copy_(v)
                 b.collector_ratio = None

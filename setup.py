@@ -62,29 +62,20 @@ for kernel in ("advantage", "lstm_cell"):
             )
         )
 
-# The PPO loss from a categorical policy's logits on, with its gradient (shoal/trainer/
-# loss_head.py): shoal/trainer/ppo_head.c -> shoal.trainer._ppo_head, single-threaded.
-extensions.append(
-    Extension(
-        name="shoal.trainer._ppo_head",
-        sources=[os.path.join(TRAINER_DIR, "ppo_head.c")],
-        depends=[os.path.join(TRAINER_DIR, "buffer_format.h")],
-        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
-        extra_link_args=["-lm", *link],
+# Single-threaded trainer helpers: the PPO loss from a categorical policy's logits on, with its
+# gradient (shoal/trainer/loss_head.py), and the shared-memory gradient sum's counters and
+# copies (shoal/trainer/distributed.py's SharedMemorySum): shoal/trainer/<name>.c ->
+# shoal.trainer._<name>.
+for kernel in ("ppo_head", "shm_sum"):
+    extensions.append(
+        Extension(
+            name=f"shoal.trainer._{kernel}",
+            sources=[os.path.join(TRAINER_DIR, f"{kernel}.c")],
+            depends=[os.path.join(TRAINER_DIR, "buffer_format.h")],
+            extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
+            extra_link_args=["-lm", *link],
+        )
     )
-)
-
-# The shared-memory gradient sum's counters and copies (shoal/trainer/distributed.py's
-# SharedMemorySum): shoal/trainer/shm_sum.c -> shoal.trainer._shm_sum, single-threaded.
-extensions.append(
-    Extension(
-        name="shoal.trainer._shm_sum",
-        sources=[os.path.join(TRAINER_DIR, "shm_sum.c")],
-        depends=[os.path.join(TRAINER_DIR, "buffer_format.h")],
-        extra_compile_args=["-std=c11", "-D_GNU_SOURCE", *warnings, *optimise],
-        extra_link_args=[*link],
-    )
-)
 
 # The C policy (shoal/net/shoal_net.h) for Python: shoal/net/_net.c -> shoal.net._net.
 NET_DIR = os.path.join("shoal", "net")

@@ -26,18 +26,6 @@
 
 /* ---- argument checks ---- */
 
-static int is_int64_format(const Py_buffer* view) {
-    const char* f = view->format;
-    if (f == NULL || view->itemsize != 8) return 0;
-    if (f[0] == '@' || f[0] == '=') f++;
-#if PY_LITTLE_ENDIAN
-    else if (f[0] == '<') f++;
-#else
-    else if (f[0] == '>' || f[0] == '!') f++;
-#endif
-    return strcmp(f, "l") == 0 || strcmp(f, "q") == 0;
-}
-
 /* A C-contiguous buffer of `items` float32 (kind 'f') or int64 (kind 'i') values, any shape.
  * On failure: a Python error naming the argument and the fix, view released. */
 static int get_array(PyObject* obj, const char* name, char kind, int writable, Py_ssize_t items,
@@ -53,7 +41,7 @@ static int get_array(PyObject* obj, const char* name, char kind, int writable, P
         return -1;
     }
     int ok = kind == 'f' ? (is_float32_format(view->format) && view->itemsize == 4)
-                         : is_int64_format(view);
+                         : is_int64_format(view->format, view->itemsize);
     if (!ok) {
         PyErr_Format(PyExc_TypeError, "ppo_head: '%s' must have dtype %s, got buffer format '%s'",
                      name, type, view->format);
@@ -99,6 +87,23 @@ static Py_ssize_t buffer_items(PyObject* obj, const char* name) {
     Py_ssize_t items = view.itemsize > 0 ? view.len / view.itemsize : 0;
     PyBuffer_Release(&view);
     return items;
+}
+
+/* The choices per softmax group of logits holding `values` floats for n rows of `groups`
+ * groups, or -1 with a Python error when that is not a whole number from 1 to 65536. */
+static int choices_per_group(Py_ssize_t values, Py_ssize_t n, int groups) {
+    if (n == 0 || values % (n * groups) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "ppo_head: logits hold %zd values, not a whole number (>= 1) of choices "
+                     "for %zd rows of %d groups", values, n, groups);
+        return -1;
+    }
+    if (values / (n * groups) > 65536) {
+        PyErr_Format(PyExc_ValueError, "ppo_head: %zd choices per group is more than 65536",
+                     values / (n * groups));
+        return -1;
+    }
+    return (int)(values / (n * groups));
 }
 
 /* ---- one row's softmax groups ---- */
@@ -184,18 +189,8 @@ static PyObject* ppo_head_ratios(PyObject* self, PyObject* args) {
         Py_ssize_t values = n < 0 ? -1 : buffer_items(logits_obj, "logits");
         if (values < 0) return NULL;
         if (n == 0 && values == 0) return Py_NewRef(Py_None);
-        if (n == 0 || values % (n * groups) != 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "ppo_head: logits hold %zd values, not a whole number (>= 1) of "
-                         "choices for %zd rows of %d groups", values, n, groups);
-            return NULL;
-        }
-        if (values / (n * groups) > 65536) {
-            PyErr_Format(PyExc_ValueError, "ppo_head: %zd choices per group is more than 65536",
-                         values / (n * groups));
-            return NULL;
-        }
-        int choices = (int)(values / (n * groups));
+        const int choices = choices_per_group(values, n, groups);
+        if (choices < 0) return NULL;
         const float *logits, *old;
         const int64_t* actions;
         float *logratio, *ratio, *entropy, *lse_all;
@@ -300,18 +295,8 @@ static PyObject* ppo_head_loss(PyObject* self, PyObject* args) {
         return NULL;
     }
     const Py_ssize_t segments = n / horizon;
-    if (n == 0 || logit_values % (n * groups) != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "ppo_head: logits hold %zd values, not a whole number (>= 1) of choices "
-                     "for %zd rows of %d groups", logit_values, n, groups);
-        return NULL;
-    }
-    if (logit_values / (n * groups) > 65536) {
-        PyErr_Format(PyExc_ValueError, "ppo_head: %zd choices per group is more than 65536",
-                     logit_values / (n * groups));
-        return NULL;
-    }
-    const int choices = (int)(logit_values / (n * groups));
+    const int choices = choices_per_group(logit_values, n, groups);
+    if (choices < 0) return NULL;
     const int width = groups * choices;
 
     Held h = {.held = 0};

@@ -92,8 +92,9 @@ def test_a_fresh_batch_of_the_synchronous_path_gives_the_torch_loss(tmp_path):
         out = both_heads(tr, mb)
         assert out["torch"][1]["clipfrac"] > 0
         # the moved policy is near-certain of some actions (p ~ 1 - 1e-4): the torch ops'
-        # log_softmax backward forms their 1 - p as a difference and keeps ~3 digits of it
-        # (the C head's expm1 keeps them all), which shows in the gradients at ~1e-4
+        # log_softmax backward forms their 1 - p as a difference of p from 1, the C head as
+        # -expm1(log p); both carry log p's float32 rounding, and the two differ in the third
+        # digit of such a 1 - p, which shows in the gradients at ~1e-4
         assert_heads_agree(out, rtol=1e-3)
     tr.close()
 
@@ -248,3 +249,4 @@ def test_wrong_sizes_and_types_are_refused():
     bad[18] = 0.0           # a count of 0
     with pytest.raises(ValueError, match="count=0"):
         c_loss(*bad)
+

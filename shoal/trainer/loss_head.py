@@ -2,8 +2,8 @@
 
 :func:`~shoal.trainer.ppo.ppo_loss` turns the policy's logits and values into the loss in ~100
 small torch ops, and autograd's backward through them is as many again. For a small policy
-that is about as much of the learner's CPU as the network itself (BENCHMARKS.md, "The loss
-head in C"). Here the same terms come from two C passes over the minibatch's rows
+that is a fifth of the learner's update (BENCHMARKS.md, "The learner's Python: the loss head
+in C"). Here the same terms come from two C passes over the minibatch's rows
 (``shoal/trainer/ppo_head.c``), and the gradient with respect to the logits and values is
 computed in the second pass, in closed form:
 

@@ -348,6 +348,8 @@ def profile_run(seed: int, epochs: int, skip: int, side: str = "overlap") -> dic
     timed(pipelined, "work_ahead", "rollout thread: anchoring, CPU")
     timed(pipelined, "work_rest", "rollout thread: anchoring, CPU")
     timed(fused_rollout.FusedRollout, "_call", "rollout thread: collecting, CPU")
+    timed(fused_rollout.FusedRollout, "_help_collect",
+          "learner: collecting the rest of the next batch, CPU")
     timed(fused_rollout, "wait",
           "learner: waiting for the rollout thread at the end of the update, wall", wall=True)
     acting = getattr(fused_rollout, "ActingRefresh", None)

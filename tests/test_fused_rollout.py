@@ -12,6 +12,7 @@ import torch
 
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.ppo import Trainer
+from support.helped_rollout import collect_with_helper
 from support.training_runs import assert_repeats_and_resumes_exactly
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -147,6 +148,45 @@ def test_fused_rollout_does_not_depend_on_threads_or_backend(tmp_path):
     finally:
         for tr in runs:
             tr.close()
+
+
+@pytest.mark.parametrize("policy,overrides", [
+    ("mlp", {"env.max_steps": 5, "train.norm_reward": True}),   # truncation bootstrap, scaling
+    ("lstm", {"env.max_steps": 9}),                              # recurrent state
+])
+def test_a_thread_joining_the_call_midway_leaves_the_storage_unchanged(tmp_path, policy,
+                                                                       overrides):
+    """With overlap the learner, its update done, runs the blocks of envs the rollout thread's
+    vec_rollout call has not taken yet (FusedRollout._help_collect): the storage, the carried
+    state and the episode stats must be those of the call alone, bit for bit, whichever thread
+    ran which block."""
+    over = {"policy.name": policy, "env.num_envs": 64, "train.horizon": 64,
+            "train.rollout_threads": 1, **overrides}
+    alone = _trainer(tmp_path, "alone", "breakout", "fused", **over)
+    helped = _trainer(tmp_path, "helped", "breakout", "fused", **over)
+    try:
+        blocks = 0
+        for epoch in range(4):
+            alone.fused._call(1)
+            blocks += collect_with_helper(helped)
+            for name in FIELDS:
+                assert torch.equal(getattr(alone.storage, name),
+                                   getattr(helped.storage, name)), f"epoch {epoch}: {name}"
+            if alone.state is not None:
+                for x, y in zip(alone.state + alone.storage.state0 + alone.storage.state0_next,
+                                helped.state + helped.storage.state0 + helped.storage.state0_next):
+                    assert torch.equal(x, y), f"epoch {epoch}: recurrent state"
+            assert alone.env.log() == helped.env.log(), f"epoch {epoch}: episode stats"
+            alone.storage.shift()
+            helped.storage.shift()
+        # the helper must have run blocks for the test to mean anything (eight per call here,
+        # each a few milliseconds: it joins while the call is under way)
+        assert blocks > 0
+        assert float(alone.storage.dones.sum()) > 0
+        assert helped.fused._help_collect() == 0      # no call in progress: nothing to join
+    finally:
+        alone.close()
+        helped.close()
 
 
 CHUNK_CASES = [

@@ -86,6 +86,11 @@ struct ShoalVec {
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
     int pending[SHOAL_MAX_GROUPS];
+    /* the vec_rollout call in progress (vec_rollout.h's RolloutJob), which vec_rollout_help joins;
+     * NULL when none. Guarded by rollout_mu; rollout_cv signals its last helper leaving. */
+    void* rollout_job;
+    pthread_mutex_t rollout_mu;
+    pthread_cond_t rollout_cv;
     int closed;
     Py_buffer bufs[BUF_COUNT];
     int held[BUF_COUNT];
@@ -295,6 +300,8 @@ static void shoal_close(ShoalVec* v) {
         }
     pthread_mutex_destroy(&v->done_mu);
     pthread_cond_destroy(&v->done_cv);
+    pthread_mutex_destroy(&v->rollout_mu);
+    pthread_cond_destroy(&v->rollout_cv);
 }
 
 static void shoal_capsule_free(PyObject* capsule) {
@@ -326,6 +333,8 @@ static PyObject* py_vec_init(PyObject* self, PyObject* args) {
     if (!v) return PyErr_NoMemory();
     pthread_mutex_init(&v->done_mu, NULL);
     pthread_cond_init(&v->done_cv, NULL);
+    pthread_mutex_init(&v->rollout_mu, NULL);
+    pthread_cond_init(&v->rollout_cv, NULL);
     v->num_envs = num_envs;
     v->agents_per_env = agents_per_env;
     v->obs_size = obs_size;
@@ -917,6 +926,8 @@ static PyMethodDef shoal_methods[] = {
     {"vec_load", py_vec_load, METH_VARARGS, "vec_load(h, snapshot): restore a vec_save snapshot."},
     {"vec_rollout", py_vec_rollout, METH_VARARGS,
      "vec_rollout(h, net, ...): T steps of env step + policy into rollout storage (vec_rollout.h)."},
+    {"vec_rollout_help", py_vec_rollout_help, METH_VARARGS,
+     "vec_rollout_help(h) -> int: run untaken blocks of a vec_rollout in progress (vec_rollout.h)."},
     {"vec_close", py_vec_close, METH_VARARGS, "vec_close(h): stop threads, free envs."},
     {NULL, NULL, 0, NULL},
 };

@@ -10,9 +10,13 @@
  * only acts into slot 0 (after a reset). It writes exactly what shoal/trainer/ppo.py's
  * Trainer.rollout/_act/_bootstrap_truncated write, per agent row.
  *
- * Envs are split into `threads` contiguous shards, each run for all T steps by one thread (the
- * caller runs the first): agents are independent, sampling uses each row's own RNG state and the
- * net evaluates rows independently, so the result does not depend on the thread count.
+ * Envs are split into contiguous blocks, each run for all T steps by one thread: agents are
+ * independent, sampling uses each row's own RNG state and the net evaluates rows independently,
+ * so the result does not depend on which thread runs a block, or on how many do. The call's
+ * `threads` threads (the caller one of them) take blocks in order from a shared counter, several
+ * per thread, so a thread slowed by the other work on its core leaves its next block to the
+ * others, and another thread can join the call midway (vec_rollout_help: with train.overlap the
+ * learner, once its update is done, helps finish the next batch instead of waiting for it).
  */
 #ifndef SHOAL_VEC_ROLLOUT_H
 #define SHOAL_VEC_ROLLOUT_H
@@ -23,6 +27,11 @@
 #include "../net/shoal_net.h"
 
 #define SHOAL_NET_CAPSULE "shoal.net.shoal_net.v1"
+
+/* Blocks per thread of a call: enough that a thread which finishes early (or joins late) finds
+ * blocks left to take, few enough that each block's forward passes still batch rows. */
+#define SHOAL_ROLLOUT_BLOCKS_PER_THREAD 8
+#define SHOAL_ROLLOUT_MAX_BLOCKS 256
 
 static int shoal_obs_dtype_code(void) {
     if (sizeof(OBS_TYPE) == 4 && (OBS_TYPE)0.5 != 0) return SHOAL_OBS_F32;
@@ -42,9 +51,11 @@ typedef struct {
     uint64_t* rng;
     const uint8_t* env_masks;
     int threads;
-    double env_seconds[256];
-    int bad_actions[256];
-    int failed[256];
+    /* blocks of envs: taken in order from next_block by the call's threads and by helpers */
+    int num_blocks, next_block, helpers;
+    double env_seconds[SHOAL_ROLLOUT_MAX_BLOCKS];
+    int bad_actions[SHOAL_ROLLOUT_MAX_BLOCKS];
+    int failed[SHOAL_ROLLOUT_MAX_BLOCKS];
     uint8_t* amask_store;      /* bool [S, T+1, mask_size]: each slot's action mask; NULL: unmasked */
     float* boot_store;         /* [S, T]: gamma * V(final obs) of truncated steps, -0 elsewhere,
                                 * rewards stored raw; NULL: the term goes into the reward */
@@ -202,15 +213,20 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
     free(mem);
 }
 
-typedef struct {
-    RolloutJob* job;
-    int shard, lo, hi;
-    pthread_t thread;
-} RolloutThread;
+/* Runs blocks of `j` until none is left to take; returns how many it ran. */
+static int shoal_rollout_take_blocks(RolloutJob* j) {
+    int ran = 0;
+    for (;;) {
+        const int k = __atomic_fetch_add(&j->next_block, 1, __ATOMIC_ACQ_REL);
+        if (k >= j->num_blocks) return ran;
+        const long long n = j->v->num_envs;
+        shoal_rollout_shard(j, k, (int)(n * k / j->num_blocks), (int)(n * (k + 1) / j->num_blocks));
+        ran++;
+    }
+}
 
 static void* shoal_rollout_thread(void* arg) {
-    RolloutThread* t = (RolloutThread*)arg;
-    shoal_rollout_shard(t->job, t->shard, t->lo, t->hi);
+    shoal_rollout_take_blocks((RolloutJob*)arg);
     return NULL;
 }
 
@@ -251,7 +267,7 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 /* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
  *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks
  *             [, action_masks[, bootstrap[, last_step]]])
- *     -> env seconds (mean over threads)
+ *     -> env seconds (the blocks' env stepping time over `threads`)
  * first_step 0 acts into slot 0 only; first_step in 1..T runs steps first_step..last_step
  * (last_step in first_step..T, default T) of the segment whose storage holds T steps: a segment
  * collected in several calls (chunks, each its own policy) continues from the previous call's
@@ -366,30 +382,38 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
                         b[1].view.buf, b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
-                        b[14].view.buf, b[15].view.buf, 0, {0}, {0}, {0},
+                        b[14].view.buf, b[15].view.buf, 0, 0, 0, 0, {0}, {0}, {0},
                         amask.held ? (uint8_t*)amask.view.buf : NULL,
                         boot.held ? (float*)boot.view.buf : NULL};
     if (threads > v->num_envs) threads = v->num_envs;
     job->threads = threads;
-    RolloutThread workers[256];
-    Py_BEGIN_ALLOW_THREADS
-    for (int t = 0; t < threads; t++) {
-        workers[t] = (RolloutThread){job, t, (int)((long long)v->num_envs * t / threads),
-                                     (int)((long long)v->num_envs * (t + 1) / threads), 0};
+    {
+        long long blocks = (long long)threads * SHOAL_ROLLOUT_BLOCKS_PER_THREAD;
+        if (blocks > SHOAL_ROLLOUT_MAX_BLOCKS) blocks = SHOAL_ROLLOUT_MAX_BLOCKS;
+        if (blocks > v->num_envs) blocks = v->num_envs;
+        job->num_blocks = (int)blocks;
     }
+    pthread_t workers[256];
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&v->rollout_mu);     /* helpers may join from here on */
+    v->rollout_job = job;
+    pthread_mutex_unlock(&v->rollout_mu);
     int started[256] = {0};
     for (int t = 1; t < threads; t++)
-        started[t] = pthread_create(&workers[t].thread, NULL, shoal_rollout_thread, &workers[t]) == 0;
-    shoal_rollout_shard(job, 0, workers[0].lo, workers[0].hi);
-    for (int t = 1; t < threads; t++) {
-        if (started[t]) pthread_join(workers[t].thread, NULL);
-        else shoal_rollout_shard(job, t, workers[t].lo, workers[t].hi);   /* run it here */
-    }
+        started[t] = pthread_create(&workers[t], NULL, shoal_rollout_thread, job) == 0;
+    shoal_rollout_take_blocks(job);   /* (a thread that did not start leaves its blocks here) */
+    for (int t = 1; t < threads; t++)
+        if (started[t]) pthread_join(workers[t], NULL);
+    /* every block is taken: no helper joins now; wait for those still running one */
+    pthread_mutex_lock(&v->rollout_mu);
+    v->rollout_job = NULL;
+    while (job->helpers > 0) pthread_cond_wait(&v->rollout_cv, &v->rollout_mu);
+    pthread_mutex_unlock(&v->rollout_mu);
     Py_END_ALLOW_THREADS
-    for (int t = 0; t < threads; t++) {
-        env_seconds += job->env_seconds[t] / threads;
-        bad |= job->bad_actions[t];
-        failed |= job->failed[t];
+    for (int k = 0; k < job->num_blocks; k++) {
+        env_seconds += job->env_seconds[k] / threads;
+        bad |= job->bad_actions[k];
+        failed |= job->failed[k];
     }
     if (failed) PyErr_NoMemory();
     else if (bad)
@@ -403,6 +427,32 @@ done:
     if (boot.held) PyBuffer_Release(&boot.view);
     if (PyErr_Occurred()) return NULL;
     return PyFloat_FromDouble(env_seconds);
+}
+
+/* vec_rollout_help(h) -> blocks run: if a vec_rollout call on this env is in progress (on another
+ * thread), runs blocks of it that no thread has taken yet, GIL released, and returns once none is
+ * left to take; 0 if no call is in progress. The storage ends the same whichever threads ran
+ * which blocks (the header comment). */
+static PyObject* py_vec_rollout_help(PyObject* self, PyObject* args) {
+    (void)self;
+    PyObject* capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    ShoalVec* v = shoal_get(capsule);
+    if (!v) return NULL;
+    int ran = 0;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&v->rollout_mu);
+    RolloutJob* job = (RolloutJob*)v->rollout_job;
+    if (job != NULL) job->helpers++;
+    pthread_mutex_unlock(&v->rollout_mu);
+    if (job != NULL) {
+        ran = shoal_rollout_take_blocks(job);
+        pthread_mutex_lock(&v->rollout_mu);
+        if (--job->helpers == 0) pthread_cond_broadcast(&v->rollout_cv);
+        pthread_mutex_unlock(&v->rollout_mu);
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(ran);
 }
 
 #endif /* SHOAL_VEC_ROLLOUT_H */

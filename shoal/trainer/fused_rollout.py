@@ -296,6 +296,7 @@ class FusedRollout:
                 anchor_at_learner(tr.policy, tr.distribution, current, precision)
             losses = tr.update(stats, anchor, acting, tail)  # stats come merged over ranks
             stats = losses.pop("episodes")
+            self._help_collect()
             self._export_ahead()    # (the batch being collected keeps its own C policy)
         finally:
             if anchor is not None:
@@ -312,6 +313,15 @@ class FusedRollout:
         tr.storage, self.spare = nxt, current
         self.pending = True
         return stats, losses, rollout_time, learn_time
+
+    def _help_collect(self) -> int:
+        """Learner, its update done: if the rollout thread is still collecting the next batch,
+        runs the blocks of envs its call has not taken yet (``vec_rollout_help``,
+        shoal/envs/vec_rollout.h) instead of waiting for them, and returns how many it ran. The
+        storage ends the same whichever thread steps which block, so this changes when the
+        batch is in, never what it holds."""
+        env = self.trainer.env
+        return env._c.vec_rollout_help(env._h)
 
     def close(self) -> None:
         """Ends the rollout thread (overlap); safe to call twice."""

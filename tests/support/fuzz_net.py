@@ -13,6 +13,7 @@ from gymnasium import spaces
 from shoal.net import _net
 from shoal.net.export import HEADER_FIELDS, export_policy
 from shoal.trainer.policies import make_policy
+from helped_rollout import collect_with_helper
 
 CASES = [
     ("mlp", spaces.Box(-1.0, 1.0, (9,), np.float32), spaces.Discrete(3), {}),
@@ -187,8 +188,10 @@ def fused_rollouts(tmp):
                 "log.run_dir": f"{tmp}/r{i}-{threads}", **extra})
             trainer = Trainer(cfg)
             try:
-                for epoch in range(2):
-                    if epoch:     # a segment in chunks (train.overlap_chunks)
+                for epoch in range(3):
+                    if epoch == 2:      # another thread joins the call (overlap's learner)
+                        collect_with_helper(trainer)
+                    elif epoch:     # a segment in chunks (train.overlap_chunks)
                         for first in range(1, trainer.T + 1, 4):
                             trainer.fused._call(first, None, None, min(trainer.T, first + 3))
                     else:

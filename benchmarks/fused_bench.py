@@ -128,6 +128,10 @@ SIDES: dict[str, dict[str, Any]] = {
                   "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
     # the env's config as shipped, no overrides (breakout: fused, overlap, precision auto)
     "shipped": {},
+    # breakout's shipped fast path on any env (the sanity envs ship the synchronous one)
+    "breakout-path": {"train.rollout": "fused", "train.overlap": True, "train.precision": "auto",
+                      "train.overlap_weight_cap": 1.0,
+                      "train.overlap_advantages": "collector_later"},
 }
 
 

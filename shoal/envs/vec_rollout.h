@@ -50,7 +50,6 @@ typedef struct {
     float *h, *c, *h0, *c0, *h0n, *c0n;
     uint64_t* rng;
     const uint8_t* env_masks;
-    int threads;
     /* blocks of envs: taken in order from next_block by the call's threads and by helpers */
     int num_blocks, next_block, helpers;
     double env_seconds[SHOAL_ROLLOUT_MAX_BLOCKS];
@@ -91,7 +90,7 @@ static void shoal_rollout_mask(RolloutJob* j, RolloutBuffers* b, int64_t r0, int
 
 /* The policy acts on rows [r0, r1) into slot t. */
 static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int64_t r1, int t,
-                              int shard) {
+                              int block) {
     ShoalVec* v = j->v;
     const shoal_net* net = j->net;
     const int64_t n = r1 - r0, slots = j->T + 1, obs = v->obs_size, H = net->hidden;
@@ -140,10 +139,11 @@ static void shoal_rollout_act(RolloutJob* j, RolloutBuffers* b, int64_t r0, int6
             }
         }
     }
-    j->bad_actions[shard] |= bad;
+    j->bad_actions[block] |= bad;
 }
 
-static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
+/* Block `block` of the call: envs [lo, hi), all of its steps. */
+static void shoal_rollout_block(RolloutJob* j, int block, int lo, int hi) {
     ShoalVec* v = j->v;
     const shoal_net* net = j->net;
     const int64_t ape = v->agents_per_env, r0 = lo * ape, r1 = hi * ape, n = r1 - r0;
@@ -152,7 +152,7 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
     RolloutBuffers b;
     const int64_t floats = shoal_net_scratch_floats(net) + n * P + 3 * n + 2 * n * A + 2 * H + P + 1;
     float* mem = (float*)malloc(sizeof(float) * (size_t)floats + sizeof(int32_t) * (size_t)(n * A));
-    if (mem == NULL) { j->failed[shard] = 1; return; }
+    if (mem == NULL) { j->failed[block] = 1; return; }
     b.scratch = mem;
     b.params = b.scratch + shoal_net_scratch_floats(net);
     b.values = b.params + n * P;
@@ -165,7 +165,7 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
     float* boot_params = b.cb + H;
     double env_time = 0.0;
     if (j->first_step == 0) {
-        shoal_rollout_act(j, &b, r0, r1, 0, shard);
+        shoal_rollout_act(j, &b, r0, r1, 0, block);
     } else {
         const int64_t slots = j->T + 1;
         const OBS_TYPE* final_obs = (const OBS_TYPE*)v->bufs[BUF_FINAL].buf;
@@ -206,10 +206,10 @@ static void shoal_rollout_shard(RolloutJob* j, int shard, int lo, int hi) {
                 j->done_store[k] = ended;
                 j->starts_store[s * slots + t] = ended;
             }
-            shoal_rollout_act(j, &b, r0, r1, t, shard);
+            shoal_rollout_act(j, &b, r0, r1, t, block);
         }
     }
-    j->env_seconds[shard] = env_time;
+    j->env_seconds[block] = env_time;
     free(mem);
 }
 
@@ -220,7 +220,7 @@ static int shoal_rollout_take_blocks(RolloutJob* j) {
         const int k = __atomic_fetch_add(&j->next_block, 1, __ATOMIC_ACQ_REL);
         if (k >= j->num_blocks) return ran;
         const long long n = j->v->num_envs;
-        shoal_rollout_shard(j, k, (int)(n * k / j->num_blocks), (int)(n * (k + 1) / j->num_blocks));
+        shoal_rollout_block(j, k, (int)(n * k / j->num_blocks), (int)(n * (k + 1) / j->num_blocks));
         ran++;
     }
 }
@@ -382,11 +382,10 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
                         b[1].view.buf, b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
-                        b[14].view.buf, b[15].view.buf, 0, 0, 0, 0, {0}, {0}, {0},
+                        b[14].view.buf, b[15].view.buf, 0, 0, 0, {0}, {0}, {0},
                         amask.held ? (uint8_t*)amask.view.buf : NULL,
                         boot.held ? (float*)boot.view.buf : NULL};
     if (threads > v->num_envs) threads = v->num_envs;
-    job->threads = threads;
     {
         long long blocks = (long long)threads * SHOAL_ROLLOUT_BLOCKS_PER_THREAD;
         if (blocks > SHOAL_ROLLOUT_MAX_BLOCKS) blocks = SHOAL_ROLLOUT_MAX_BLOCKS;

@@ -38,6 +38,7 @@ except ImportError:  # not built: ppo_loss keeps the torch ops
 
 __all__ = ["Ratios", "c_head_available", "use_c_head", "ratios", "loss_and_stats"]
 
+
 def c_head_available() -> bool:
     """True when the C loss head (``shoal.trainer._ppo_head``) is built."""
     return _ppo_head is not None

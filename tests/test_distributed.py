@@ -238,6 +238,20 @@ def test_two_ranks_overlapped_fused_rollout_is_deterministic_and_resumes_exactly
     assert not torch.equal(ckpt["fused"]["obs"], ckpt["ranks"][0]["fused"]["obs"])
 
 
+def test_normalised_weights_are_refused_across_ranks_before_the_run_starts(tmp_path):
+    """train.overlap_weight_norm needs the whole minibatch: a 2-rank job (each rank half of
+    it) stops at set-up with an error naming the setting and the fix, writing no run."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(train_cmd(run_dir, "--train.rollout", "fused", "--train.overlap",
+                                    "true", "--train.overlap-weight-norm", "true"),
+                          cwd=REPO, env=environment(), capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "overlap_weight_norm" in out and "a job of 2 ranks" in out, out[-3000:]
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
 def test_two_nodes_meet_at_a_loopback_rendezvous(tmp_path):
     port = free_port()
     run_dir = tmp_path / "nodes"

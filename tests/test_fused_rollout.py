@@ -274,6 +274,15 @@ def test_fused_rollout_refuses_what_it_cannot_run(tmp_path):
         "log.run_dir": str(tmp_path / "custom")})
     with pytest.raises(ConfigError, match="cannot run this policy in C.*approximate"):
         Trainer(cfg, policy=approximate_gelu)
+
+    def hooked(obs_space, act_space):   # a hook the C policy would skip: acting would differ
+        policy = make_policy((obs_space, act_space), "mlp", hidden=8)
+        policy.heads.actor.register_forward_hook(lambda m, args, out: out / 2)
+        return policy
+
+    with pytest.raises(ConfigError, match=r"cannot run this policy in C: heads\.actor has a "
+                                          r"forward hook.*--train.rollout torch"):
+        Trainer(cfg, policy=hooked)
     with pytest.raises(ConfigError, match="C env"):
         _python_env_trainer(tmp_path)
 

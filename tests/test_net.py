@@ -714,3 +714,29 @@ def test_a_policy_computing_other_than_its_built_in_layout_is_refused():
         lstm.cell.input_size, lstm.cell.hidden_size)
     with pytest.raises(ValueError, match="cell: _PeepholeCell overrides LSTMCell.forward"):
         export_policy(lstm)
+
+
+def test_a_policy_with_forward_hooks_is_refused():
+    """A forward hook (or pre-hook, or a forward set on the instance) changes what the torch
+    policy computes, and the C policy would not run it: export names it, and once the hook is
+    removed the same policy exports again."""
+    policy = _policy("mlp-discrete")
+    handle = policy.encoder.net[0].register_forward_hook(lambda m, args, out: out * 2)
+    with pytest.raises(ValueError, match=r"encoder\.net\.0 has a forward hook.*handle\.remove"):
+        export_policy(policy)
+    handle.remove()
+    handle = policy.heads.register_forward_pre_hook(lambda m, args: args)
+    with pytest.raises(ValueError, match="heads has a forward pre-hook"):
+        export_policy(policy)
+    handle.remove()
+    policy.heads.actor.forward = lambda x: torch.zeros(x.shape[0], 4)
+    with pytest.raises(ValueError, match=r"heads\.actor: Linear overrides Linear\.forward"):
+        export_policy(policy)
+    del policy.heads.actor.forward
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: out)
+    try:
+        with pytest.raises(ValueError, match="a global forward hook is registered"):
+            export_policy(policy)
+    finally:
+        handle.remove()
+    assert read_header(export_policy(policy))["encoder"] == 0

@@ -570,6 +570,8 @@ def finalise(cfg: Config) -> Config:
     t = cfg.train
     if t.rollout == "fused" and t.device.split(":")[0] not in ("auto", "cpu"):
         raise ConfigError(fused_device_error(t.device))
+    if t.overlap_weight_norm and t.learner_threads > 1:
+        raise ConfigError(weight_norm_split_error(f"train.learner_threads={t.learner_threads}"))
     if cfg.env.num_envs % cfg.env.num_buffers:
         raise ConfigError(
             f"env.num_envs={cfg.env.num_envs} must be a multiple of env.num_buffers="
@@ -591,6 +593,14 @@ def finalise(cfg: Config) -> Config:
                 f"{cfg.env.num_envs} x {agents} x {t.horizon} = {batch}: {hint}, or leave "
                 f"batch_size at 0")
     return cfg
+
+
+def weight_norm_split_error(split: str) -> str:
+    """The error for ``train.overlap_weight_norm`` with a minibatch split over threads or ranks
+    (the weights' mean needs the whole minibatch), naming the fixes."""
+    return (f"train.overlap_weight_norm divides by the weights' mean over the whole minibatch, "
+            f"but {split} splits each minibatch: use train.learner_threads = 1 and one "
+            f"process, or train.overlap_weight_norm = false")
 
 
 def fused_device_error(device: Any) -> str:

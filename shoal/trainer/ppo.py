@@ -77,7 +77,7 @@ from torch import nn
 from . import run_state
 from .advantage import compute_advantages
 from .checkpoint import FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, load_checkpoint
-from .config import Config, ConfigError, to_toml
+from .config import Config, ConfigError, to_toml, weight_norm_split_error
 from .config import config_for_env as _config_for_env  # noqa: F401  (its name here before)
 from .dashboard import Dashboard
 from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMoments, connect,
@@ -517,6 +517,8 @@ class Trainer:
         if self.precision_note:     # "auto" may choose differently on different machines
             self.dist.check_same("train.precision auto's choice", t.precision,
                                  "pass --train.precision float32 (or bfloat16) to every rank")
+        if t.overlap_weight_norm and self.dist.world_size > 1:
+            raise ConfigError(weight_norm_split_error(f"a job of {self.dist.world_size} ranks"))
         self.batch_size = self.S * self.T * self.dist.world_size    # the job's steps per epoch
         self.groups = list(env.agent_groups)
 

@@ -65,6 +65,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .action_masks import mask_logits
+from .config import weight_norm_split_error
 from .advantage import compute_advantages
 from .policies import autocast
 
@@ -294,9 +295,8 @@ def self_normalised(weight: torch.Tensor, masks: torch.Tensor, ranks: Any = None
     scale of one term it does not). Needs the whole minibatch: ``ranks`` (the loss's
     data-parallel or learner-thread hook) must not split it."""
     if ranks is not None and ranks.distributed:
-        raise ValueError("train.overlap_weight_norm needs the whole minibatch in one process: "
-                         "use train.learner_threads = 1 and one process, or "
-                         "train.overlap_weight_norm = false")
+        # (refused when the run is built; this guards other callers of the loss)
+        raise ValueError(weight_norm_split_error("the loss's rank hook"))
     live = masks > 0
     mean = torch.where(live, weight, torch.zeros_like(weight)).sum() / live.sum().clamp_min(1)
     return weight / mean.clamp_min(torch.finfo(weight.dtype).tiny)

@@ -100,13 +100,14 @@ import torch
 from run_records import median_known, read_jsonl
 
 
-# Every side but "shipped" names its rollout path, overlap and precision, so it measures the
-# same thing whatever an env's shipped file chooses (breakout's ships the fused rollout with
-# overlap and precision "auto").
-_SYNC = {"train.overlap": False, "train.precision": "float32"}
-# (and the stale batch's importance weights truncated at the default 2; breakout ships 1)
+# Every side but "shipped" names its rollout path, overlap, precision and torch threads, so it
+# measures the same thing whatever an env's shipped file chooses (breakout's ships the fused
+# rollout with overlap, precision "auto" and one torch thread).
+_SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1}
+# (and the stale batch's importance weights truncated at the default 2; breakout's overlapped
+# path used 1)
 _OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "train.overlap_weight_cap": 2.0}
+            "train.torch_threads": 1, "train.overlap_weight_cap": 2.0}
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch", **_SYNC},
     "fused": {"train.rollout": "fused", **_SYNC},
@@ -117,7 +118,8 @@ SIDES: dict[str, dict[str, Any]] = {
     # overlap with the next batch collected in 8 chunks, each acted by fresher weights
     "chunks": {**_OVERLAP, "train.overlap_chunks": 8},
     "cores": {**_OVERLAP, "train.learner_threads": 2},
-    "bf16": {"train.rollout": "torch", "train.overlap": False, "train.precision": "bfloat16"},
+    "bf16": {"train.rollout": "torch", "train.overlap": False, "train.precision": "bfloat16",
+             "train.torch_threads": 1},
     "overlap-bf16": {**_OVERLAP, "train.precision": "bfloat16"},
     # overlap-bf16 with the update's last quarter of gradient steps on 2 torch threads, once
     # the rollout thread is done (breakout ships torch_threads = 1)
@@ -128,9 +130,18 @@ SIDES: dict[str, dict[str, Any]] = {
                   "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
     # the env's config as shipped, no overrides (breakout: fused, overlap, precision auto)
     "shipped": {},
-    # breakout's shipped fast path on any env (the sanity envs ship the synchronous one)
+    # both cores busy with no stale batch: the synchronous fused rollout (the envs over both
+    # cores) and the learner on two torch threads (BENCHMARKS.md, "Both cores without a stale
+    # batch"; run it with GOMP_SPINCOUNT=1000 when other runs share the cores)
+    "sync-cores": {"train.rollout": "fused", "train.overlap": False, "train.precision": "auto",
+                   "train.torch_threads": 2},
+    # the same with the learner on one torch thread: what the second one gives
+    "sync-one-thread": {"train.rollout": "fused", "train.overlap": False,
+                        "train.precision": "auto", "train.torch_threads": 1},
+    # breakout's shipped overlapped path on any env (the sanity envs ship the synchronous torch
+    # path)
     "breakout-path": {"train.rollout": "fused", "train.overlap": True, "train.precision": "auto",
-                      "train.overlap_weight_cap": 1.0,
+                      "train.torch_threads": 1, "train.overlap_weight_cap": 1.0,
                       "train.overlap_advantages": "collector_later"},
 }
 

@@ -275,14 +275,15 @@ def test_fused_rollout_refuses_what_it_cannot_run(tmp_path):
     with pytest.raises(ConfigError, match="cannot run this policy in C.*approximate"):
         Trainer(cfg, policy=approximate_gelu)
 
-    def hooked(obs_space, act_space):   # a hook the C policy would skip: acting would differ
+    def replaced_forward(obs_space, act_space):   # the C policy would run the built-in layer
         policy = make_policy((obs_space, act_space), "mlp", hidden=8)
-        policy.heads.actor.register_forward_hook(lambda m, args, out: out / 2)
+        actor = policy.heads.actor
+        actor.forward = lambda x: torch.nn.functional.linear(x, actor.weight, actor.bias) / 2
         return policy
 
-    with pytest.raises(ConfigError, match=r"cannot run this policy in C: heads\.actor has a "
-                                          r"forward hook.*--train.rollout torch"):
-        Trainer(cfg, policy=hooked)
+    with pytest.raises(ConfigError, match=r"cannot run this policy in C: heads\.actor: Linear "
+                                          r"overrides Linear\.forward.*--train.rollout torch"):
+        Trainer(cfg, policy=replaced_forward)
     with pytest.raises(ConfigError, match="C env"):
         _python_env_trainer(tmp_path)
 

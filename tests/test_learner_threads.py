@@ -21,9 +21,11 @@ def _trainer(tmp_path, name, env="breakout", **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 8, "train.horizon": 16,
             "train.minibatch_size": 96, "log.dashboard": "off", "policy.hidden": 32,
             "env.max_steps": 9, "log.run_dir": str(tmp_path / name),
-            # the synchronous float32 torch path unless a test asks otherwise (breakout ships
-            # the fused overlapped rollout with precision auto)
-            "train.rollout": "torch", "train.overlap": False, "train.precision": "float32"}
+            # the synchronous float32 torch path on one torch thread (learner threads' own
+            # setting) unless a test asks otherwise (breakout ships the fused overlapped
+            # rollout with precision auto)
+            "train.rollout": "torch", "train.overlap": False, "train.precision": "float32",
+            "train.torch_threads": 1}
     over.update(overrides)
     return Trainer(build_config(env, overrides=over))
 

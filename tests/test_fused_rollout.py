@@ -240,6 +240,17 @@ def test_vec_rollout_refuses_a_bad_step_range(tmp_path):
         tr.close()
 
 
+def test_the_synchronous_path_on_both_cores_is_deterministic_and_resumes_exactly(tmp_path):
+    """docs/train.md's "synchronously on both cores" (the fused rollout over two threads, then
+    the learner on two torch threads): two runs log the same and a resumed run logs what the
+    uninterrupted one does."""
+    over = {"train.total_steps": 5 * 32 * 16, "env.num_envs": 32, "train.horizon": 16,
+            "train.minibatch_size": 256, "log.dashboard": "off", "policy.hidden": 64,
+            "train.rollout": "fused", "train.overlap": False, "train.precision": "auto",
+            "train.torch_threads": 2, "train.rollout_threads": 2, "env.max_steps": 11}
+    assert_repeats_and_resumes_exactly(tmp_path, "breakout", over)
+
+
 def _scaler_restored(resumed):
     if resumed.config.train.norm_reward:    # statistics of the two epochs before the stop
         assert float(resumed.reward_scaler.stats.count) >= 2 * resumed.S * resumed.T

@@ -76,11 +76,12 @@ def _check_modules(policy: nn.Module) -> None:
                              f"runs shoal's MLPPolicy, CNNPolicy and LSTMPolicy as built): train "
                              f"this policy with the torch rollout")
         for method in ("forward", "initial_state"):
-            if getattr(kind, method, None) is not getattr(base, method, None) \
-                    or method in vars(module):   # also a forward assigned to this instance
-                raise ValueError(f"{where}: {kind.__name__} overrides {base.__name__}.{method}, "
-                                 f"which the C policy computes as {base.__name__} does: train "
-                                 f"this policy with the torch rollout")
+            on_instance = method in vars(module)     # e.g. module.forward = some_function
+            if on_instance or getattr(kind, method, None) is not getattr(base, method, None):
+                how = " (set on this instance)" if on_instance else ""
+                raise ValueError(f"{where}: {kind.__name__} overrides {base.__name__}.{method}"
+                                 f"{how}, which the C policy computes as {base.__name__} does: "
+                                 f"train this policy with the torch rollout")
 
 
 def _obs_dtype_code(dtype: Any) -> int:

@@ -570,7 +570,8 @@ def finalise(cfg: Config) -> Config:
     t = cfg.train
     if t.rollout == "fused" and t.device.split(":")[0] not in ("auto", "cpu"):
         raise ConfigError(fused_device_error(t.device))
-    if t.overlap_weight_norm and t.learner_threads > 1:
+    # (only an overlapped run's stale batch has the weights overlap_weight_norm normalises)
+    if t.overlap and t.overlap_weight_norm and t.learner_threads > 1:
         raise ConfigError(weight_norm_split_error(f"train.learner_threads={t.learner_threads}"))
     if cfg.env.num_envs % cfg.env.num_buffers:
         raise ConfigError(

@@ -517,7 +517,7 @@ class Trainer:
         if self.precision_note:     # "auto" may choose differently on different machines
             self.dist.check_same("train.precision auto's choice", t.precision,
                                  "pass --train.precision float32 (or bfloat16) to every rank")
-        if t.overlap_weight_norm and self.dist.world_size > 1:
+        if t.overlap and t.overlap_weight_norm and self.dist.world_size > 1:
             raise ConfigError(weight_norm_split_error(f"a job of {self.dist.world_size} ranks"))
         self.batch_size = self.S * self.T * self.dist.world_size    # the job's steps per epoch
         self.groups = list(env.agent_groups)

@@ -65,8 +65,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .action_masks import mask_logits
-from .config import weight_norm_split_error
 from .advantage import compute_advantages
+from .config import weight_norm_split_error
 from .policies import autocast
 
 __all__ = ["WEIGHT_CAP", "COLLECTOR_CLIP", "ADVANTAGE_MODES", "anchor_at_learner",

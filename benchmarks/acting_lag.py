@@ -48,7 +48,8 @@ def main() -> None:
 
     run_dir = tempfile.mkdtemp(prefix="shoal-acting-lag-")
     cfg = build_config(args.env, overrides={
-        "train.rollout": "fused", "train.overlap": True, "train.seed": args.seed,
+        "train.rollout": "fused", "train.overlap": True, "train.minibatches": "draws",
+        "train.seed": args.seed,
         "train.total_steps": int(args.steps), "train.schedule_steps": int(args.schedule_steps),
         "log.dashboard": "off", "log.run_dir": os.path.join(run_dir, "run"),
         "log.checkpoint_interval": 10**6})

@@ -8,9 +8,9 @@ For each seed, A and B run in alternation (the first one alternates between seed
 last 100 episodes first reached each target, and the score at the end; then per target the
 median time of A and of B and their ratio (B / A, < 1 = B faster). For choosing shipped
 settings: shoal runs are deterministic under a seed, so seeds are the spread that matters.
-Both sides start from the env's shipped config (breakout's: the fused rollout with overlap and
-``train.precision = "auto"``; ``--train.rollout torch --train.overlap false --train.precision
-float32`` in both flag sets for the synchronous torch path).
+Both sides start from the env's shipped config (breakout's: the pipelined fused rollout with
+minibatches in row ranges and ``train.precision = "auto"``; ``--train.rollout torch
+--train.precision float32`` in both flag sets for the synchronous torch path).
 """
 
 from __future__ import annotations

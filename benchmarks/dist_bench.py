@@ -5,8 +5,10 @@
                                     [--variant VAR=VALUE] [-- EXTRA shoal train FLAGS]
 
 Three configurations alternate, round after round, each `shoal train breakout` with the
-shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread; the fused
-rollout with overlap and ``train.precision = "auto"``, docs/train.md, "Shipped settings").
+shipped config (per rank: 256 envs x 64 steps, minibatch 2048, one torch thread; the pipelined
+fused rollout and ``train.precision = "auto"``, docs/train.md, "Shipped settings"; the figures
+in BENCHMARKS.md before it were of the overlapped path: ``-- --train.overlap true
+--train.minibatches draws``).
 ``-- --train.rollout torch --train.overlap false --train.precision float32`` runs the
 synchronous torch path instead, which is also what a ``--baseline`` checkout from before that
 change ships (pin the same path on both sides):

@@ -22,6 +22,13 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
 * ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
+* ``sync-cores``, ``sync-one-thread``: the synchronous fused rollout, precision "auto", the
+  learner on two (one) torch threads
+* ``pipeline``: ``--train.rollout fused --train.overlap false --train.pipeline true
+  --train.minibatches ranges --train.precision auto``, one torch thread (synchronous PPO, the
+  learner training on each minibatch's envs as soon as they are collected)
+* ``ranges``: ``torch`` with ``--train.minibatches ranges`` (pipeline's minibatch schedule)
+* ``breakout-path``: breakout's shipped overlapped settings, on any env
 
 Modes, each alternating the sides run after run and reporting medians:
 
@@ -103,11 +110,15 @@ from run_records import median_known, read_jsonl
 # Every side but "shipped" names its rollout path, overlap, precision and torch threads, so it
 # measures the same thing whatever an env's shipped file chooses (breakout's ships the fused
 # rollout with overlap, precision "auto" and one torch thread).
-_SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1}
+# (and minibatches drawn as the default "draws": the sides measured before breakout shipped
+# train.pipeline, whose "ranges" schedule only the pipeline sides and "ranges" use)
+_SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1,
+         "train.pipeline": False, "train.minibatches": "draws"}
 # (and the stale batch's importance weights truncated at the default 2; breakout's overlapped
 # path used 1)
 _OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
-            "train.torch_threads": 1, "train.overlap_weight_cap": 2.0}
+            "train.torch_threads": 1, "train.overlap_weight_cap": 2.0, "train.pipeline": False,
+            "train.minibatches": "draws"}
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch", **_SYNC},
     "fused": {"train.rollout": "fused", **_SYNC},
@@ -118,8 +129,7 @@ SIDES: dict[str, dict[str, Any]] = {
     # overlap with the next batch collected in 8 chunks, each acted by fresher weights
     "chunks": {**_OVERLAP, "train.overlap_chunks": 8},
     "cores": {**_OVERLAP, "train.learner_threads": 2},
-    "bf16": {"train.rollout": "torch", "train.overlap": False, "train.precision": "bfloat16",
-             "train.torch_threads": 1},
+    "bf16": {"train.rollout": "torch", **_SYNC, "train.precision": "bfloat16"},
     "overlap-bf16": {**_OVERLAP, "train.precision": "bfloat16"},
     # overlap-bf16 with the update's last quarter of gradient steps on 2 torch threads, once
     # the rollout thread is done (breakout ships torch_threads = 1)
@@ -134,15 +144,36 @@ SIDES: dict[str, dict[str, Any]] = {
     # cores) and the learner on two torch threads (BENCHMARKS.md, "Both cores without a stale
     # batch"; run it with GOMP_SPINCOUNT=1000 when other runs share the cores)
     "sync-cores": {"train.rollout": "fused", "train.overlap": False, "train.precision": "auto",
-                   "train.torch_threads": 2},
+                   "train.torch_threads": 2, "train.pipeline": False,
+                   "train.minibatches": "draws"},
     # the same with the learner on one torch thread: what the second one gives
     "sync-one-thread": {"train.rollout": "fused", "train.overlap": False,
-                        "train.precision": "auto", "train.torch_threads": 1},
+                        "train.precision": "auto", "train.torch_threads": 1,
+                        "train.pipeline": False, "train.minibatches": "draws"},
+    # synchronous PPO on both cores by pipelining: the learner trains on each minibatch's envs
+    # as soon as they are collected, the rollout thread collecting the rest with the same
+    # weights (train.pipeline; minibatches in storage order, "ranges")
+    "pipeline": {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
+                 "train.minibatches": "ranges", "train.precision": "auto",
+                 "train.torch_threads": 1},
+    # pipeline with the update's last quarter (eighth) of gradient steps on two torch threads,
+    # once the rollout thread has collected the batch
+    "pipeline-tail": {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
+                      "train.minibatches": "ranges", "train.precision": "auto",
+                      "train.torch_threads": 1, "train.overlap_tail_threads": 2,
+                      "train.overlap_tail_start": 0.75},
+    "pipeline-tail-late": {"train.rollout": "fused", "train.overlap": False,
+                           "train.pipeline": True, "train.minibatches": "ranges",
+                           "train.precision": "auto", "train.torch_threads": 1,
+                           "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
+    # the synchronous torch path with pipeline's minibatch schedule (its per-step control)
+    "ranges": {"train.rollout": "torch", **_SYNC, "train.minibatches": "ranges"},
     # breakout's shipped overlapped path on any env (the sanity envs ship the synchronous torch
     # path)
     "breakout-path": {"train.rollout": "fused", "train.overlap": True, "train.precision": "auto",
                       "train.torch_threads": 1, "train.overlap_weight_cap": 1.0,
-                      "train.overlap_advantages": "collector_later"},
+                      "train.overlap_advantages": "collector_later", "train.pipeline": False,
+                      "train.minibatches": "draws"},
 }
 
 

@@ -14,8 +14,9 @@ Two comparisons; in each the two trainers alternate, round after round, on the C
                  budget: the score curve against training time, the time to reach
                  ``--target`` and the score at the end.
 
-shoal runs the env's shipped config (breakout's: the fused rollout with overlap and
-``train.precision = "auto"``) plus the flags. ``--variant NAME=FLAGS`` (repeatable) runs
+shoal runs the env's shipped config (breakout's: the pipelined fused rollout, minibatches in
+row ranges and ``train.precision = "auto"``; before, the fused rollout with overlap) plus the
+flags. ``--variant NAME=FLAGS`` (repeatable) runs
 several shoal configurations in the same rounds, each against the same PufferLib runs, e.g. the
 synchronous float32 torch path, the shipped path, and the fused rollout with overlap and two
 learner threads (docs/train.md, "Keeping both cores busy")::

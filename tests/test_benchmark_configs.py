@@ -102,8 +102,8 @@ def test_config_steps_ab_reports_a_third_config_and_the_score_at_points(tmp_path
 
 def test_fused_bench_sides_pin_their_path_whatever_breakout_ships(monkeypatch):
     """Every side of benchmarks/fused_bench.py but ``shipped`` names its rollout path, overlap,
-    precision and torch threads, so its figures keep their meaning when breakout's shipped file
-    changes; ``shipped`` is the file as shipped."""
+    pipeline, minibatch schedule, precision and torch threads, so its figures keep their meaning
+    when breakout's shipped file changes; ``shipped`` is the file as shipped."""
     monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
     import fused_bench
 
@@ -111,11 +111,12 @@ def test_fused_bench_sides_pin_their_path_whatever_breakout_ships(monkeypatch):
         if side == "shipped":
             assert over == {}
             continue
-        pinned = ("train.rollout", "train.overlap", "train.precision", "train.torch_threads")
+        pinned = ("train.rollout", "train.overlap", "train.pipeline", "train.minibatches",
+                  "train.precision", "train.torch_threads")
         assert set(pinned) <= set(over), side
         t = build_config("breakout", overrides=over).train
-        assert (t.rollout, t.overlap, t.precision, t.torch_threads) == tuple(
-            over[k] for k in pinned), side
+        assert (t.rollout, t.overlap, t.pipeline, t.minibatches, t.precision,
+                t.torch_threads) == tuple(over[k] for k in pinned), side
     t = build_config("breakout", overrides=fused_bench.SIDES["torch"]).train
     assert (t.rollout, t.overlap, t.precision, t.torch_threads) == ("torch", False, "float32", 1)
     shipped = build_config("breakout", overrides=fused_bench.SIDES["shipped"])

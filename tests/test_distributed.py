@@ -238,6 +238,21 @@ def test_two_ranks_overlapped_fused_rollout_is_deterministic_and_resumes_exactly
     assert not torch.equal(ckpt["fused"]["obs"], ckpt["ranks"][0]["fused"]["obs"])
 
 
+def test_two_ranks_pipelined_log_what_two_synchronous_ranks_log(tmp_path):
+    """train.pipeline under torchrun: each rank trains on its first envs while its rollout
+    thread collects the rest (the update's collectives stay on the training thread, the
+    episodes of both ranks merged once every range is in). The job logs what the same job on
+    the synchronous fused path with the same minibatches logs: losses, episodes, explained
+    variance, epoch by epoch."""
+    flags = ("--train.rollout", "fused", "--train.overlap", "false", "--train.minibatches",
+             "ranges", "--train.total-steps", str(4 * 2 * 64 * 16))
+    sync, piped = tmp_path / "sync", tmp_path / "piped"
+    run(train_cmd(sync, *flags))
+    run(train_cmd(piped, *flags, "--train.pipeline", "true"))
+    assert metrics(piped) == metrics(sync) and len(metrics(sync)) == 4
+    assert metrics(sync)[-1][3]["n"] > 64 * 16 / 5       # both ranks' episodes
+
+
 def test_normalised_weights_are_refused_across_ranks_before_the_run_starts(tmp_path):
     """train.overlap_weight_norm needs the whole minibatch: a 2-rank job (each rank half of
     it) stops at set-up with an error naming the setting and the fix, writing no run."""

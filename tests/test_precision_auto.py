@@ -104,10 +104,11 @@ def test_a_resumed_run_keeps_a_precision_auto_would_not_choose(tmp_path):
         resumed.close()
 
 
-def test_breakout_ships_the_fused_overlapped_path_with_precision_auto():
+def test_breakout_ships_the_pipelined_fused_path_with_precision_auto():
     cfg = build_config("breakout")
     t = cfg.train
-    assert (t.rollout, t.overlap, t.precision) == ("fused", True, "auto")
+    assert (t.rollout, t.overlap, t.pipeline, t.minibatches, t.precision) == (
+        "fused", False, True, "ranges", "auto")
     # the synchronous path is one switch away
     t = build_config("breakout", overrides=TORCH_PATH).train
     assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
@@ -120,8 +121,10 @@ def test_breakout_ships_the_fused_overlapped_path_with_precision_auto():
 
 def test_the_fused_rollout_off_the_cpu_names_the_fix():
     with pytest.raises(ConfigError, match=r"train.device is 'cuda'.*--train.device cpu.*"
-                                          r"--train.rollout torch --train.overlap false"):
+                                          r"\(--train.rollout torch\)"):
         build_config("breakout", overrides={"train.device": "cuda"})
+    with pytest.raises(ConfigError, match=r"--train.rollout torch --train.overlap false"):
+        build_config("breakout", overrides={"train.device": "cuda", "train.overlap": True})
     with pytest.raises(ConfigError, match="train.device is 'cuda:1'"):
         build_config("breakout", overrides={"train.device": "cuda:1"})
     # the torch path takes a cuda learner as before (the Trainer checks CUDA is there)
@@ -129,13 +132,26 @@ def test_the_fused_rollout_off_the_cpu_names_the_fix():
 
 
 def test_leaving_the_shipped_path_names_every_switch(tmp_path):
-    with pytest.raises(ConfigError, match="--train.rollout torch --train.overlap false"):
+    with pytest.raises(ConfigError, match=r"\(--train.rollout torch\)"):
         Trainer(build_config("breakout", overrides={
             **SMALL, "env.backend": "processes", "env.num_workers": 2,
             "log.run_dir": str(tmp_path / "p")}))
+    with pytest.raises(ConfigError, match="--train.rollout torch --train.overlap false"):
+        Trainer(build_config("breakout", overrides={
+            **SMALL, "env.backend": "processes", "env.num_workers": 2, "train.overlap": True,
+            "log.run_dir": str(tmp_path / "q")}))
     with pytest.raises(ConfigError, match="with the torch rollout pass --train.overlap false"):
         Trainer(build_config("breakout", overrides={
-            **SMALL, "train.rollout": "torch", "log.run_dir": str(tmp_path / "o")}))
+            **SMALL, "train.rollout": "torch", "train.overlap": True,
+            "log.run_dir": str(tmp_path / "o")}))
+    # the shipped pipeline is how the fused path runs, not another path: the torch rollout is
+    # one switch away, and the run says it is not pipelined
+    tr = Trainer(build_config("breakout", overrides={
+        **SMALL, "train.rollout": "torch", "log.run_dir": str(tmp_path / "t")}))
+    try:
+        assert tr.fused is None and "train.rollout is torch" in tr.pipeline_note
+    finally:
+        tr.close()
 
 
 def test_a_torch_path_checkpoint_resumes_on_its_own_path(tmp_path):

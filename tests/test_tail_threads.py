@@ -103,8 +103,11 @@ def test_tail_threads_config_is_checked(tmp_path):
         return Trainer(build_config("breakout", overrides=dict(
             BASE, **over, **{"log.run_dir": str(tmp_path / "c")})))
 
-    with pytest.raises(ConfigError, match="overlap_tail_threads.*train.overlap=true"):
-        trainer(**{"train.overlap": False})
+    with pytest.raises(ConfigError, match="overlap_tail_threads.*train.overlap=true.*"
+                                          "train.pipeline=true"):
+        trainer(**{"train.overlap": False, "train.pipeline": False})
+    # the pipelined synchronous path (breakout's shipped one) runs a tail too
+    trainer(**{"train.overlap": False, "train.pipeline": True}).close()
     with pytest.raises(ConfigError, match="learner_threads=1"):
         trainer(**{"train.learner_threads": 2})
     with pytest.raises(ConfigError, match="overlap_tail_start"):

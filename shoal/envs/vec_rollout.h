@@ -32,6 +32,10 @@
  * blocks left to take, few enough that each block's forward passes still batch rows. */
 #define SHOAL_ROLLOUT_BLOCKS_PER_THREAD 8
 #define SHOAL_ROLLOUT_MAX_BLOCKS 256
+/* ... and at least this many envs a block where the call has them: a block's forward passes run
+ * its rows together, four at a time (shoal_net.h), so a call over a few envs (train.pipeline's
+ * env ranges) on several threads would otherwise run them two rows at a time. */
+#define SHOAL_ROLLOUT_MIN_BLOCK_ENVS 8
 
 static int shoal_obs_dtype_code(void) {
     if (sizeof(OBS_TYPE) == 4 && (OBS_TYPE)0.5 != 0) return SHOAL_OBS_F32;
@@ -43,6 +47,7 @@ typedef struct {
     ShoalVec* v;
     const shoal_net* net;
     int first_step, last_step, T;   /* steps first_step..last_step of the T-step segment */
+    int env_lo, env_hi;             /* the envs [env_lo, env_hi) this call runs */
     float gamma;
     OBS_TYPE* obs_store;
     void* act_store;           /* int64 (discrete heads) or float (Box) [S, T+1, A] */
@@ -219,8 +224,9 @@ static int shoal_rollout_take_blocks(RolloutJob* j) {
     for (;;) {
         const int k = __atomic_fetch_add(&j->next_block, 1, __ATOMIC_ACQ_REL);
         if (k >= j->num_blocks) return ran;
-        const long long n = j->v->num_envs;
-        shoal_rollout_block(j, k, (int)(n * k / j->num_blocks), (int)(n * (k + 1) / j->num_blocks));
+        const long long lo = j->env_lo, n = j->env_hi - j->env_lo;
+        shoal_rollout_block(j, k, (int)(lo + n * k / j->num_blocks),
+                            (int)(lo + n * (k + 1) / j->num_blocks));
         ran++;
     }
 }
@@ -266,7 +272,7 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
 
 /* vec_rollout(h, net, first_step, T, gamma, threads, obs, actions, logprobs, values, starts,
  *             masks, rewards, dones, h, c, h0, c0, h0_next, c0_next, rng, env_masks
- *             [, action_masks[, bootstrap[, last_step]]])
+ *             [, action_masks[, bootstrap[, last_step[, env_lo, env_hi]]]])
  *     -> env seconds (the blocks' env stepping time over `threads`)
  * first_step 0 acts into slot 0 only; first_step in 1..T runs steps first_step..last_step
  * (last_step in first_step..T, default T) of the segment whose storage holds T steps: a segment
@@ -281,19 +287,23 @@ static int shoal_rollout_buffer(PyObject* obj, RolloutBuf* b, const char* name, 
  * each slot's action mask is stored there and the policy samples from the masked logits;
  * bootstrap: None (a truncated step's gamma * V(final observation) is added to its reward) or
  * float32 [S, T]: rewards are stored raw and that term (-0.0 where there is none) goes here, for
- * the caller to add after scaling the rewards (the trainer's train.norm_reward). */
+ * the caller to add after scaling the rewards (the trainer's train.norm_reward). env_lo, env_hi
+ * (default 0, num_envs): only envs [env_lo, env_hi) run, and only their rows are written; envs are
+ * independent, so calls over ranges that cover the envs fill the storage as one call does
+ * (train.pipeline: the learner trains on a range's rows while the next range is collected). */
 static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     (void)self;
     PyObject *capsule, *net_capsule;
     int first_step, T, threads, last_step = INT_MIN;   /* INT_MIN: not given */
+    int env_lo = 0, env_hi = INT_MIN;                   /* INT_MIN: not given (all envs) */
     double gamma;
     PyObject* o[16];
     PyObject* o_amask = Py_None;
     PyObject* o_boot = Py_None;
-    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|OOi", &capsule, &net_capsule, &first_step,
-                          &T, &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                          &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14], &o[15],
-                          &o_amask, &o_boot, &last_step))
+    if (!PyArg_ParseTuple(args, "OOiidiOOOOOOOOOOOOOOOO|OOiii", &capsule, &net_capsule,
+                          &first_step, &T, &gamma, &threads, &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13],
+                          &o[14], &o[15], &o_amask, &o_boot, &last_step, &env_lo, &env_hi))
         return NULL;
     ShoalVec* v = shoal_get(capsule);
     if (!v) return NULL;
@@ -310,6 +320,12 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
         return NULL;
     }
     if (last_step == INT_MIN) last_step = first_step == 0 ? 0 : T;
+    if (env_hi == INT_MIN) env_hi = v->num_envs;
+    if (env_lo < 0 || env_lo >= env_hi || env_hi > v->num_envs) {
+        PyErr_Format(PyExc_ValueError, "vec_rollout: envs [%d, %d) out of range: it must be a "
+                     "non-empty range within [0, %d)", env_lo, env_hi, v->num_envs);
+        return NULL;
+    }
     if (first_step == 0 ? last_step != 0 : (last_step < first_step || last_step > T)) {
         PyErr_Format(PyExc_ValueError, "vec_rollout: last_step %d out of range: it must be 0 with "
                      "first_step 0, else in [first_step, T] = [%d, %d]", last_step, first_step, T);
@@ -375,21 +391,24 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
     /* The first step of a continuing segment steps the actions already in the env's action buffer
      * (the previous call's slot T, or what a resume put back from a checkpoint): bring them into
      * the checked copy the envs read, refusing out-of-range ones, as send() does. */
-    if (first_step != 0 && shoal_take_actions(v, 0, v->num_envs)) goto done;
+    if (first_step != 0 && shoal_take_actions(v, env_lo, env_hi)) goto done;
     job = (RolloutJob*)calloc(1, sizeof(RolloutJob));
     if (job == NULL) { PyErr_NoMemory(); goto done; }
-    *job = (RolloutJob){v, net, first_step, last_step, T, (float)gamma, b[0].view.buf,
+    *job = (RolloutJob){v, net, first_step, last_step, T, env_lo, env_hi, (float)gamma, b[0].view.buf,
                         b[1].view.buf, b[2].view.buf, b[3].view.buf, b[4].view.buf, b[5].view.buf,
                         b[6].view.buf, b[7].view.buf, b[8].view.buf, b[9].view.buf,
                         b[10].view.buf, b[11].view.buf, b[12].view.buf, b[13].view.buf,
                         b[14].view.buf, b[15].view.buf, 0, 0, 0, {0}, {0}, {0},
                         amask.held ? (uint8_t*)amask.view.buf : NULL,
                         boot.held ? (float*)boot.view.buf : NULL};
-    if (threads > v->num_envs) threads = v->num_envs;
+    if (threads > env_hi - env_lo) threads = env_hi - env_lo;
     {
         long long blocks = (long long)threads * SHOAL_ROLLOUT_BLOCKS_PER_THREAD;
         if (blocks > SHOAL_ROLLOUT_MAX_BLOCKS) blocks = SHOAL_ROLLOUT_MAX_BLOCKS;
-        if (blocks > v->num_envs) blocks = v->num_envs;
+        long long most = (env_hi - env_lo) / SHOAL_ROLLOUT_MIN_BLOCK_ENVS;
+        if (most < threads) most = threads;     /* (one block a thread at least) */
+        if (blocks > most) blocks = most;
+        if (blocks > env_hi - env_lo) blocks = env_hi - env_lo;
         job->num_blocks = (int)blocks;
     }
     pthread_t workers[256];

@@ -100,8 +100,11 @@ class TrainConfig:
     update_epochs: int = _f(4, "passes over each batch", low=1)
     minibatches: str = _f("draws", "passes: each pass a random permutation of the batch's "
                                     "segments, every segment used once; draws: independent "
-                                    "prioritised draws (prio_alpha)",
-                          choices=("passes", "draws"))
+                                    "prioritised draws (prio_alpha); ranges: each pass the "
+                                    "segments in storage order, minibatch k the k-th run of "
+                                    "minibatch_size/horizon rows (what train.pipeline trains "
+                                    "on as it is collected)",
+                          choices=("passes", "draws", "ranges"))
     target_kl: float = _f(0.0, "stop an update's remaining minibatches once a minibatch's "
                                "approx KL to the rollout policy exceeds this (0 = off)", low=0.0)
     norm_reward: bool = _f(True, "scale rewards by the running root mean square of the "
@@ -161,6 +164,13 @@ class TrainConfig:
                               "trains on this one (acting policy one update behind, the update "
                               "anchored at the learner's policy with the collector's actions "
                               "importance-weighted, docs/train.md; deterministic)")
+    pipeline: bool = _f(False, "the synchronous fused rollout: the learner trains on each "
+                                "minibatch's envs as soon as they are collected, while the "
+                                "rollout thread collects the others with the same weights "
+                                "(synchronous PPO, nothing stale, two cores busy; the same "
+                                "run, faster; applies with rollout = fused, overlap = false, "
+                                "minibatches = ranges, norm_reward = false, and the run says "
+                                "so where it does not; docs/train.md)")
     overlap_chunks: int = _f(1, "overlap: collect the next batch in this many chunks of steps, "
                                 "chunk j acted by the learner's weights after j/chunks of the "
                                 "update's gradient steps (1 = the weights from the update's "
@@ -569,7 +579,7 @@ def finalise(cfg: Config) -> Config:
             raise ConfigError(str(exc)) from None
     t = cfg.train
     if t.rollout == "fused" and t.device.split(":")[0] not in ("auto", "cpu"):
-        raise ConfigError(fused_device_error(t.device))
+        raise ConfigError(fused_device_error(t.device, t))
     # (only an overlapped run's stale batch has the weights overlap_weight_norm normalises)
     if t.overlap and t.overlap_weight_norm and t.learner_threads > 1:
         raise ConfigError(weight_norm_split_error(f"train.learner_threads={t.learner_threads}"))
@@ -596,6 +606,29 @@ def finalise(cfg: Config) -> Config:
     return cfg
 
 
+def pipeline_unavailable(t: TrainConfig) -> str | None:
+    """Why ``train.pipeline`` does not apply to settings ``t`` (None when it does, or is off).
+
+    The pipeline only changes when the learner reads each part of the batch, never what the run
+    computes (it is the synchronous fused path, bit for bit), so where it cannot run the run
+    takes that path unpipelined and says why (``Trainer.pipeline_note``): breakout ships it on,
+    and ``--train.rollout torch`` or ``--train.overlap true`` then work as they read."""
+    if not t.pipeline:
+        return None
+    if t.rollout != "fused":
+        return "it pipelines the fused C rollout, and train.rollout is torch"
+    if t.overlap:
+        return ("train.overlap collects the next batch during the update instead (the one-"
+                "update-stale path)")
+    if t.minibatches != "ranges":
+        return (f"it needs train.minibatches = ranges (minibatch k the k-th run of rows, the "
+                f"envs collected k-th), not {t.minibatches}")
+    if t.norm_reward:
+        return ("train.norm_reward scales the rewards over the whole batch in step order "
+                "(set train.norm_reward = false to pipeline)")
+    return None
+
+
 def weight_norm_split_error(split: str) -> str:
     """The error for ``train.overlap_weight_norm`` with a minibatch split over threads or ranks
     (the weights' mean needs the whole minibatch), naming the fixes."""
@@ -604,12 +637,18 @@ def weight_norm_split_error(split: str) -> str:
             f"process, or train.overlap_weight_norm = false")
 
 
-def fused_device_error(device: Any) -> str:
+def torch_path_flags(t: TrainConfig) -> str:
+    """The flags that take the torch rollout from settings ``t`` (with overlap, which needs the
+    fused rollout, turned off)."""
+    return "--train.rollout torch" + (" --train.overlap false" if t.overlap else "")
+
+
+def fused_device_error(device: Any, t: TrainConfig) -> str:
     """The error for ``train.rollout = "fused"`` with a learner off the CPU, naming the fixes."""
     return (f"train.rollout='fused' runs the envs and the policy on the CPU and trains there, "
             f"but train.device is {str(device)!r}: train on the CPU (--train.device cpu), or "
             f"take the torch rollout for a {str(device).split(':')[0]} learner "
-            f"(--train.rollout torch --train.overlap false)")
+            f"({torch_path_flags(t)})")
 
 
 def _check_python_env(cfg: Config) -> None:

@@ -90,7 +90,7 @@ from .shared_sum import SHM_ENV, SharedMemorySum, shared_memory_setting
 __all__ = ["Collective", "CollectiveError", "GradientSum", "connect", "DEFAULT_TIMEOUT_SECONDS",
            "TIMEOUT_ENV", "launched_by_torchrun", "elastic_resume_target", "merge_means",
            "minibatch_moments", "JobMoments", "PendingMoments", "GatheredRows", "rank_share",
-           "job_moments", "variance_parts",
+           "job_moments", "variance_parts", "combine_parts",
            "explained_from_parts", "epoch_statistics", "EpochEnd", "JobEpoch",
            "EPOCH_END_MARK", "EPOCH_END_CAPACITY", "RANK_SEED_STRIDE", "TRACE_ENV",
            "SPIN_ENV", "DEFAULT_SPIN_MS", "spin_seconds", "PIN_ENV", "pin_setting", "rank_cpus",
@@ -950,14 +950,22 @@ def explained_from_parts(parts: Sequence[Sequence[float]]) -> float:
     """``1 - Var(returns - values) / Var(returns)`` over every rank's unmasked steps, from the
     ranks' :func:`variance_parts` (combined as in :func:`minibatch_moments`); nan when there are
     no steps or the returns are constant."""
-    n = sum(p[0] for p in parts)
+    n, _, m2_y, _, m2_e = combine_parts(parts)
     if not n > 0:
         return float("nan")
+    return float("nan") if m2_y == 0 else 1.0 - m2_e / m2_y
+
+
+def combine_parts(parts: Sequence[Sequence[float]]) -> list[float]:
+    """Several :func:`variance_parts` combined into the parts of all their steps together."""
+    n = sum(p[0] for p in parts)
+    if not n > 0:
+        return [0.0, 0.0, 0.0, 0.0, 0.0]
     mean_y = sum(p[0] * p[1] for p in parts) / n
     mean_e = sum(p[0] * p[3] for p in parts) / n
     m2_y = sum(p[2] + p[0] * (p[1] - mean_y) ** 2 for p in parts)
     m2_e = sum(p[4] + p[0] * (p[3] - mean_e) ** 2 for p in parts)
-    return float("nan") if m2_y == 0 else 1.0 - m2_e / m2_y
+    return [float(n), float(mean_y), float(m2_y), float(mean_e), float(m2_e)]
 
 
 # what a trace calls the collective that ends an epoch (benchmarks/dist_trace.py marks epochs by it)

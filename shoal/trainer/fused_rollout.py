@@ -39,7 +39,8 @@ import torch
 
 from ..vector.cores import usable_cores
 from .acting_refresh import ActingRefresh, head_steps
-from .config import ConfigError, fused_device_error
+from .config import ConfigError, fused_device_error, torch_path_flags
+from .pipeline import Arrivals, RowRanges, row_bounds
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 from .tail_threads import TailThreads, tail_step
 
@@ -83,16 +84,14 @@ def fused_unavailable_reason(trainer: Any) -> str | None:
     if not isinstance(trainer.env, NativeVecEnv):
         return ("train.rollout='fused' needs a shoal C env on the serial or threads backend "
                 f"(got {type(trainer.env).__name__}); use the torch rollout for Python envs "
-                "and the processes backend (--train.rollout torch"
-                + (" --train.overlap false)" if t.overlap else ")"))
+                f"and the processes backend ({torch_path_flags(t)})")
     if trainer.device.type != "cpu":
-        return fused_device_error(trainer.device)
+        return fused_device_error(trainer.device, t)
     try:
         export_policy(trainer.policy, trainer.env.observations.dtype)
     except ValueError as exc:
         return (f"train.rollout='fused' cannot run this policy in C: {exc} (the torch "
-                "rollout: --train.rollout torch" + (" --train.overlap false)" if t.overlap
-                                                     else ")"))
+                f"rollout: {torch_path_flags(t)})")
     return None
 
 
@@ -106,6 +105,7 @@ class FusedRollout:
         t = trainer.config.train
         self.trainer = trainer
         self.overlap = bool(t.overlap)
+        self.pipeline = bool(t.pipeline) and not trainer.pipeline_note  # (where it applies)
         cores = min(usable_cores(), MAX_ROLLOUT_THREADS)
         if t.rollout_threads > MAX_ROLLOUT_THREADS:
             raise ConfigError(f"train.rollout_threads={t.rollout_threads}: the fused rollout runs "
@@ -172,10 +172,12 @@ class FusedRollout:
         self._next_net = (self._weights_key(), self._export())
 
     def _call(self, first_step: int, storage: Any = None, capsule: Any = None,
-              last_step: int | None = None) -> float:
+              last_step: int | None = None, envs: tuple[int, int] | None = None,
+              threads: int | None = None) -> float:
         """Runs steps ``first_step..last_step`` (default T; ``first_step`` 0: acting into slot
         0 only) of the segment in ``storage`` (default the trainer's) with the C policy
-        ``capsule`` (default the trainer's current weights)."""
+        ``capsule`` (default the trainer's current weights), for the envs ``[lo, hi)`` of
+        ``envs`` (default all) on ``threads`` threads (default :attr:`threads`)."""
         tr = self.trainer
         b, env = (tr.storage if storage is None else storage), tr.env
         state = tr.state
@@ -188,12 +190,15 @@ class FusedRollout:
         h0n, c0n = (None, None) if b.state0_next is None else b.state0_next
         bootstrap = self.bootstrap if first_step else None
         last = (tr.T if first_step else 0) if last_step is None else last_step
+        lo, hi = (0, env.num_envs) if envs is None else envs
         env_seconds = env._c.vec_rollout(
-            env._h, self._refresh() if capsule is None else capsule, first_step, tr.T, float(tr.config.train.gamma),
-            self.threads, arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
+            env._h, self._refresh() if capsule is None else capsule, first_step, tr.T,
+            float(tr.config.train.gamma), self.threads if threads is None else threads,
+            arr(b.obs), arr(b.actions), arr(b.logprobs), arr(b.values),
             arr(b.starts), arr(b.masks), arr(b.rewards), arr(b.dones), arr(h), arr(c), arr(h0),
             arr(c0), arr(h0n), arr(c0n), tr.agent_rng.states, env.masks,
-            None if tr.env_action_masks is None else b.action_masks.numpy(), arr(bootstrap), last)
+            None if tr.env_action_masks is None else b.action_masks.numpy(), arr(bootstrap), last,
+            lo, hi)
         if bootstrap is not None and last == tr.T:    # the whole segment is in
             self._scale_rewards(b, bootstrap)
         return env_seconds
@@ -215,6 +220,69 @@ class FusedRollout:
         """Fills slots 1..T; returns (episode stats, seconds spent stepping envs)."""
         env_seconds = self._call(1)
         return self.trainer.env.log(), env_seconds
+
+    # ---- pipeline: the learner trains on the first rows while the rest are collected ----
+
+    def pipelined_epoch(self) -> tuple[dict[str, float], dict[str, float], float, float]:
+        """One synchronous epoch (``train.pipeline``) with the rollout and the update overlapped:
+        returns (episode stats of the batch, losses, rollout seconds the update waited for,
+        update seconds).
+
+        The batch is collected with the weights the last update ended with, as the synchronous
+        path collects it, but env range by env range (the rows of minibatch 0, 1, ... of
+        ``minibatches = "ranges"``: :mod:`~shoal.trainer.pipeline`). The first range is
+        collected on every core, since the learner cannot start before it is in; then a thread
+        collects the others in order while the learner trains on each as soon as it is in. The
+        storage, and so the update, are those of one call over all envs."""
+        tr = self.trainer
+        t0 = time.perf_counter()
+        T, ape = tr.T, tr.env.agents_per_env
+        per_minibatch = max(1, min(tr.S, tr.config.train.minibatch_size // T))
+        envs = [(lo // ape, hi // ape) for lo, hi in row_bounds(tr.S, per_minibatch)]
+        capsule = self._refresh()
+        arrivals = Arrivals()
+        ranges = RowRanges(tr.storage, per_minibatch, tr.config.train, arrivals, tr.device)
+
+        def landed(count: int) -> None:   # (the episodes of the batch come with its last range)
+            arrivals.arrived(count, tr.env.log() if count == len(envs) else None)
+
+        tr._env_time += self._call(1, capsule=capsule, envs=envs[0])
+        landed(1)
+        rollout_time = time.perf_counter() - t0
+        # the learner's torch threads work meanwhile: the rest of the cores collect
+        learner = tr.config.train.torch_threads or torch.get_num_threads()
+        threads = max(1, self.threads - learner)
+        tail = self.tail     # overlap_tail_threads: the update's last steps on more threads
+        if tail is not None:
+            tail.begin()
+
+        def collect() -> None:
+            try:
+                for k in range(1, len(envs)):
+                    self._call(1, capsule=capsule, envs=envs[k], threads=threads)
+                    ranges.prepare(k, gather=True)  # its advantages and first minibatch
+                    landed(k + 1)
+            except BaseException as exc:  # re-raised on the training thread
+                arrivals.fail(exc)
+                raise
+            finally:
+                if tail is not None:
+                    tail.rollout_done()
+
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="shoal-fused-rollout")
+        worker = self._worker.submit(collect)
+        t1 = time.perf_counter()
+        try:
+            losses = tr.update(None, tail=tail, ranges=ranges)
+        finally:
+            wait([worker])
+            if tail is not None:
+                tail.end()
+        worker.result()     # (the update raised already if a range it read never came)
+        tr.storage.shift()
+        episodes = losses.pop("episodes")   # (merged over the ranks of a torchrun job)
+        return episodes, losses, rollout_time, time.perf_counter() - t1
 
     # ---- overlap: the next rollout runs while the learner trains ----
 

@@ -77,7 +77,8 @@ from torch import nn
 from . import run_state
 from .advantage import compute_advantages
 from .checkpoint import FRESH_EPISODES_NOTE, CheckpointError, atomic_write_text, load_checkpoint
-from .config import Config, ConfigError, to_toml, weight_norm_split_error
+from .config import (Config, ConfigError, pipeline_unavailable, to_toml,
+                     weight_norm_split_error)
 from .config import config_for_env as _config_for_env  # noqa: F401  (its name here before)
 from .dashboard import Dashboard
 from .distributed import (Collective, EpochEnd, JobEpoch, JobMoments, PendingMoments, connect,
@@ -99,6 +100,7 @@ from .acting_refresh import ActingRefresh
 from .stale_batch import (COLLECTOR_CLIP, WEIGHT_CAP, PipelinedAnchor, collector_terms, self_normalised,
                           stale_advantages)
 from .tail_threads import TailThreads
+from .pipeline import RowRanges
 from .sampling import anneal_beta, sample_segments, segment_passes, segment_priorities
 from .transfer import HostUpload
 
@@ -519,6 +521,15 @@ class Trainer:
                                  "pass --train.precision float32 (or bfloat16) to every rank")
         if t.overlap and t.overlap_weight_norm and self.dist.world_size > 1:
             raise ConfigError(weight_norm_split_error(f"a job of {self.dist.world_size} ranks"))
+        per_minibatch = max(1, min(self.S, t.minibatch_size // self.T))
+        why = pipeline_unavailable(t)
+        if why is None and t.pipeline and per_minibatch % env.agents_per_env:
+            why = (f"it collects minibatches env by env, but a minibatch of {per_minibatch} "
+                   f"segments splits envs of {env.agents_per_env} agents (make minibatch_size "
+                   f"/ horizon a multiple of {env.agents_per_env})")
+        #: train.pipeline is on, and why it does not apply to this run ("" where it does)
+        self.pipeline_note = "" if why is None else \
+            f"note: train.pipeline is on but does not apply: {why}; the run is not pipelined"
         self.batch_size = self.S * self.T * self.dist.world_size    # the job's steps per epoch
         self.groups = list(env.agent_groups)
 
@@ -563,11 +574,13 @@ class Trainer:
         if t.overlap and t.rollout != "fused":
             raise ConfigError("train.overlap=true needs train.rollout='fused': with the torch "
                               "rollout pass --train.overlap false")
-        if t.overlap_tail_threads > 1 and (not t.overlap or t.learner_threads > 1):
-            raise ConfigError("train.overlap_tail_threads > 1 needs train.overlap=true and "
-                              "train.learner_threads=1 (it runs the update's last steps on more "
-                              "torch threads once the overlapped rollout thread is done); set "
-                              "train.overlap_tail_threads=0")
+        pipelined = t.pipeline and not self.pipeline_note
+        if t.overlap_tail_threads > 1 and (not (t.overlap or pipelined)
+                                           or t.learner_threads > 1):
+            raise ConfigError("train.overlap_tail_threads > 1 needs train.overlap=true (or "
+                              "train.pipeline=true) and train.learner_threads=1 (it runs the "
+                              "update's last steps on more torch threads once the rollout "
+                              "thread is done); set train.overlap_tail_threads=0")
         if t.overlap_chunks > 1 and not t.overlap:
             raise ConfigError(f"train.overlap_chunks={t.overlap_chunks} needs train.overlap=true "
                               f"(it splits the batch collected during an update); set "
@@ -732,7 +745,8 @@ class Trainer:
     def update(self, episodes: dict[str, float] | None = None,
                anchor: PipelinedAnchor | None = None,
                acting: ActingRefresh | None = None,
-               tail: TailThreads | None = None) -> dict[str, float]:
+               tail: TailThreads | None = None,
+               ranges: RowRanges | None = None) -> dict[str, float]:
         """One pass (``update_epochs`` passes) of minibatch PPO over the batch just collected.
         ``episodes`` (this rank's episode statistics) come back under "episodes", merged over
         the ranks in the update's one closing collective. ``anchor`` (``train.overlap``: a
@@ -741,7 +755,11 @@ class Trainer:
         :class:`~shoal.trainer.acting_refresh.ActingRefresh`) hands the weights after some of
         its gradient steps to the rollout thread, which acts the next batch with them; ``tail``
         (a :class:`~shoal.trainer.tail_threads.TailThreads`) runs its last steps on more torch
-        threads once the rollout thread is done."""
+        threads once the rollout thread is done. ``ranges`` (``train.pipeline``: a
+        :class:`~shoal.trainer.pipeline.RowRanges` with arrivals) is the batch's rows ranges
+        as the rollout thread collects and prepares them: the update waits for each before its
+        first minibatch reads it, and takes the batch's episode statistics once every range is
+        in."""
         t, b = self.config.train, self.storage
         T, S = self.T, self.S
         progress = self.agent_steps / max(1, t.schedule_steps or t.total_steps)
@@ -751,16 +769,26 @@ class Trainer:
         beta = anneal_beta(t.prio_beta0, progress)
 
         masks = b.masks[:, :T]
-        adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
-                                 t.rho_clip, t.c_clip, out=b.advantages)
-        priorities = segment_priorities(adv, masks, t.prio_alpha)
-
         segments = max(1, min(S, t.minibatch_size // T))
+        # minibatches = "ranges": each range's advantages once it is taken (and collected)
+        if ranges is None and t.minibatches == "ranges":
+            ranges = RowRanges(b, segments, t, device=self.device)
+        arrivals = None if ranges is None else ranges.arrivals
+        if ranges is None:
+            adv = compute_advantages(b.values, b.rewards, b.dones, None, t.gamma, t.gae_lambda,
+                                     t.rho_clip, t.c_clip, out=b.advantages)
+            priorities = segment_priorities(adv, masks, t.prio_alpha)
+        else:
+            adv, priorities = b.advantages, None
+
         passes = None
         if t.minibatches == "passes":
             passes = segment_passes(S, segments, t.update_epochs, self.sampler_generator,
                                     self.device)
-        num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
+        if ranges is not None:
+            num_minibatches = ranges.count * t.update_epochs
+        else:
+            num_minibatches = len(passes) if passes else max(1, S // segments) * t.update_epochs
         if acting is not None:
             acting.start(num_minibatches)
         if tail is not None:
@@ -774,6 +802,8 @@ class Trainer:
         def draw(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             """Minibatch k's segments, their importance weights and (data-parallel) the raw
             weight these were divided by."""
+            if ranges is not None:
+                return ranges.take(k)
             if passes:
                 return passes[k], torch.ones(len(passes[k]), device=self.device), None
             d = sample_segments(adv, masks, segments, t.prio_alpha, beta,
@@ -808,8 +838,9 @@ class Trainer:
                                        wait=False)
         # of the batch's estimates before the minibatches refresh them
         # (a pipelined anchor's: anchored_explained, once every segment is anchored)
-        explained: list[float] | None = None if anchor is not None else \
-            variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
+        # (ranges: each range's share as it is taken, ranges.explained())
+        explained: list[float] | None = None if anchor is not None or ranges is not None \
+            else variance_parts(b.values[:, :T], adv + b.values[:, :T], masks)
 
         for k in range(num_minibatches):
             if self.learner is not None:    # train.learner_threads: shards on threads
@@ -831,7 +862,8 @@ class Trainer:
             params = [p for p in self.policy.parameters() if p.grad is not None]
             # the freshest advantage estimates feed the next draws' priorities
             adv[mb.idx] = mb_adv
-            if take is draw:    # (a schedule drawn up front reads them no more)
+            if priorities is not None and take is draw:  # (a schedule drawn up front, or
+                # ranges, reads them no more)
                 priorities[mb.idx] = segment_priorities(mb_adv, mb.masks, t.prio_alpha)
             nxt = take(k + 1) if k + 1 < num_minibatches else None
             # data-parallel: the next minibatch's share of the job's statistics rides in this
@@ -844,16 +876,24 @@ class Trainer:
             if nxt is None and self.dist.distributed:   # and so does the end of the epoch
                 if anchor is not None:  # which carries the anchored values' explained variance
                     explained = anchor.finish()
+                elif ranges is not None:
+                    explained = ranges.explained()
+                    if arrivals is not None:    # (every range is in: the batch's episodes)
+                        episodes = arrivals.episodes
                 ending = self._epoch_end(totals, done, explained, episodes)
             summing = self.dist.sum_gradients(params, wait=False, next_share=share,
                                               epoch_end=ending)
             following = None
-            if anchor is not None and nxt is not None:   # gathered by the rollout thread
-                following = anchor.minibatch_ready(k + 1)
-            if following is not None:
-                following.advantages = b.advantages[following.idx]   # as this step left them
-            elif nxt is not None:
-                following = Minibatch(b, *nxt)
+            if nxt is not None:     # gathered by the rollout thread where it can be: a stale
+                # batch's anchored minibatch (overlap), a range as it came in (train.pipeline)
+                if anchor is not None:
+                    following = anchor.minibatch_ready(k + 1)
+                    if following is not None:   # its advantages as this step left them
+                        following.advantages = b.advantages[following.idx]
+                elif ranges is not None:
+                    following = ranges.gathered(k + 1)
+                if following is None:
+                    following = Minibatch(b, *nxt)
             job = summing.wait()                # the job's gradient on every rank
             if following is not None and ahead:
                 following.job = job
@@ -873,6 +913,10 @@ class Trainer:
             acting.finish()
         if anchor is not None and ending is None:
             explained = anchor.finish()
+        elif ranges is not None and ending is None:   # (stopped early: the ranges not taken too)
+            explained = ranges.explained()
+            if arrivals is not None:
+                episodes = arrivals.episodes
         out = {k: float(v) / max(1, done) for k, v in totals.items()}
         if self.dist.distributed:   # each rank's terms are its share of the job's means
             if ending is None:      # stopped early (target_kl): no gradient sum carried it
@@ -927,6 +971,8 @@ class Trainer:
             dash.start()
             if self.precision_note:
                 dash.message(self.precision_note)
+            if self.pipeline_note:
+                dash.message(self.pipeline_note)
             if self.resumed_from:
                 dash.message(f"resumed from {self.resumed_from} at epoch {self.epoch}"
                              + ("" if self.exact_resume else
@@ -1001,6 +1047,8 @@ class Trainer:
         self.dist.comm_seconds = 0.0
         if self.fused is not None and self.fused.overlap:
             episodes, losses, rollout_time, learn_time = self.fused.overlapped_epoch()
+        elif self.fused is not None and self.fused.pipeline:
+            episodes, losses, rollout_time, learn_time = self.fused.pipelined_epoch()
         else:
             t0 = time.perf_counter()
             episodes = self.rollout()

@@ -121,16 +121,17 @@ def anchor_segments(policy: torch.nn.Module, distribution: Any, storage: Any,
 def pipelined_anchoring(train: Any, storage: Any) -> bool:
     """Whether an update with these settings (a :class:`~shoal.trainer.config.TrainConfig`) of
     a stale batch in ``storage`` is anchored minibatch by minibatch (:class:`PipelinedAnchor`):
-    its minibatches must not depend on the anchored advantages (passes, or uniform draws), drawing
-    them all first must draw what the update would (no early stop on ``target_kl`` between
-    draws), and the policy must be feedforward. A recurrent policy's pass over part of the
+    its minibatches must not depend on the anchored advantages (passes, ranges, or uniform
+    draws), drawing them all first must draw what the update would (no early stop on
+    ``target_kl`` between draws), and the policy must be feedforward. A recurrent policy's pass over part of the
     segments differs from the whole batch's by float32 rounding (its products are shaped by the
     number of segments), and the LSTM sanity env's late learning turns on such differences (one
     seed in three of its synchronous runs falls back from a solved 1.0 late as well): recurrent
     policies keep the whole-batch pass until that is understood."""
     if storage.state0 is not None:
         return False
-    return train.minibatches == "passes" or (train.prio_alpha == 0 and train.target_kl == 0)
+    return train.minibatches in ("passes", "ranges") or (train.prio_alpha == 0
+                                                         and train.target_kl == 0)
 
 
 class PipelinedAnchor:

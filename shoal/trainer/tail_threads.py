@@ -1,5 +1,5 @@
 """The update's last minibatches on more torch threads once the rollout thread is done
-(``train.overlap_tail_threads``).
+(``train.overlap_tail_threads``, with overlap or ``train.pipeline``).
 
 With overlap (:mod:`shoal.trainer.fused_rollout`) the rollout thread anchors the update's
 minibatches, then collects the next batch in C, and is then done for the epoch, while the
@@ -16,6 +16,9 @@ thread, so runs with different settings differ in the last bits; a run under one
 same under a seed whatever the threads do, and resumes exactly. A switch point earlier than the
 rollout thread's finish makes the learner wait for it; a later one leaves the core idle longer:
 BENCHMARKS.md, "The update's tail on both cores", measures where breakout's lies.
+
+With ``train.pipeline`` (:meth:`~shoal.trainer.fused_rollout.FusedRollout.pipelined_epoch`) the
+rollout thread runs no torch op at all: it is done once the batch's last rows range is in.
 
 The torch thread count is process-wide state (torch's own count, MKL's and OpenMP's), which
 the rollout thread also reads: the learner sets it only while the rollout thread runs no torch
@@ -38,7 +41,7 @@ def tail_step(train: Any, num_steps: int) -> int | None:
     switches to ``train.overlap_tail_threads`` torch threads (``overlap_tail_start`` of them,
     rounded up, at least one), or None when these settings (a
     :class:`~shoal.trainer.config.TrainConfig`) never switch."""
-    if not train.overlap or train.overlap_tail_threads <= 1:
+    if not (train.overlap or getattr(train, "pipeline", False)) or train.overlap_tail_threads <= 1:
         return None
     # at least one step first: the update hands the rollout thread its anchoring schedule at
     # its start, and the rollout thread cannot finish before it has it

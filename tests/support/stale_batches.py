@@ -20,9 +20,9 @@ def overlapped_trainer(tmp_path: Any, **overrides: Any) -> Trainer:
             "train.minibatch_size": 64, "log.dashboard": "off", "policy.hidden": 32,
             "train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
             "env.max_steps": 9, "train.learning_rate": 0.01, "log.run_dir": str(tmp_path / "run"),
-            # the default advantages (the hand-computed references), whatever breakout's file
-            # ships; a test sets its own
-            "train.overlap_advantages": "learner"}
+            # the default advantages (the hand-computed references) and minibatch draws,
+            # whatever breakout's file ships; a test sets its own
+            "train.overlap_advantages": "learner", "train.minibatches": "draws"}
     over.update(overrides)
     return Trainer(build_config("breakout", overrides=over))
 

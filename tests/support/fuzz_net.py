@@ -188,8 +188,12 @@ def fused_rollouts(tmp):
                 "log.run_dir": f"{tmp}/r{i}-{threads}", **extra})
             trainer = Trainer(cfg)
             try:
-                for epoch in range(3):
-                    if epoch == 2:      # another thread joins the call (overlap's learner)
+                for epoch in range(4):
+                    if epoch == 3:      # env range by env range (train.pipeline)
+                        E = trainer.env.num_envs
+                        for lo, hi in ((0, 2), (2, 3), (3, E)):
+                            trainer.fused._call(1, envs=(lo, hi), threads=threads)
+                    elif epoch == 2:    # another thread joins the call (overlap's learner)
                         collect_with_helper(trainer)
                     elif epoch:     # a segment in chunks (train.overlap_chunks)
                         for first in range(1, trainer.T + 1, 4):
@@ -199,6 +203,8 @@ def fused_rollouts(tmp):
                     if trainer.obs_norm is not None:
                         trainer.update()      # statistics for the next rollout's C policy
                     trainer.storage.shift()
+                if trainer.fused.pipeline:    # breakout's shipped epoch: ranges on two threads
+                    trainer.run_epoch()
                 fused_bad_calls(trainer)
             finally:
                 trainer.close()
@@ -235,6 +241,11 @@ def fused_bad_calls(trainer):
         (net, 1, trainer.T, 0.9, 1, args + [None, np.zeros((b.obs.shape[0], trainer.T), np.float64)]),
         (net, 1, trainer.T, 0.9, 1, args + [None, np.zeros((trainer.T, b.obs.shape[0]), np.float32).T]),
         (net, 1, trainer.T, 0.9, 1, args + [None, "not an array"]),
+        # env ranges out of bounds or empty
+        (net, 1, trainer.T, 0.9, 1, args + [None, None, trainer.T, 0, env.num_envs + 1]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, None, trainer.T, -1, 2]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, None, trainer.T, 3, 3]),
+        (net, 1, trainer.T, 0.9, 1, args + [None, None, trainer.T, 4, 2]),
     ]
     for capsule, first, T, gamma, threads, a in bad:
         try:

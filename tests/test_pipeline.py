@@ -13,13 +13,10 @@ from shoal.trainer.config import build_config
 from shoal.trainer.distributed import combine_parts, explained_from_parts, variance_parts
 from shoal.trainer.pipeline import Arrivals, row_bounds
 from shoal.trainer.ppo import Trainer
+from support.helped_rollout import FIELDS, assert_same_rollout
 from support.training_runs import assert_repeats_and_resumes_exactly
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-FIELDS = ("obs", "actions", "starts", "masks", "rewards", "dones", "logprobs", "values",
-          "action_masks")
-
 
 def _trainer(tmp_path, name, env="breakout", **overrides):
     over = {"train.total_steps": 10**6, "env.num_envs": 16, "train.horizon": 16,
@@ -53,14 +50,7 @@ def test_env_ranges_fill_the_storage_one_call_fills(tmp_path, env, policy, overr
             whole.fused._call(1)
             for i, envs in enumerate(cuts):
                 split.fused._call(1, envs=envs, threads=1 + i % 2)
-            for name in FIELDS:
-                assert torch.equal(getattr(whole.storage, name),
-                                   getattr(split.storage, name)), f"epoch {epoch}: {name}"
-            if whole.state is not None:
-                for x, y in zip(whole.state + whole.storage.state0 + whole.storage.state0_next,
-                                split.state + split.storage.state0 + split.storage.state0_next):
-                    assert torch.equal(x, y), f"epoch {epoch}: recurrent state"
-            assert whole.env.log() == split.env.log(), f"epoch {epoch}: episode stats"
+            assert_same_rollout(whole, split, f"epoch {epoch}")
             ended += float(whole.storage.dones.sum())
             whole.storage.shift()
             split.storage.shift()
@@ -72,13 +62,19 @@ def test_env_ranges_fill_the_storage_one_call_fills(tmp_path, env, policy, overr
 
 def test_vec_rollout_refuses_a_bad_env_range(tmp_path):
     tr = _trainer(tmp_path, "r")
+    scaled = _trainer(tmp_path, "s", **{"train.norm_reward": True})
     try:
         E = tr.env.num_envs
         for envs in ((0, 0), (3, 2), (-1, 4), (0, E + 1), (E, E)):
             with pytest.raises(ValueError, match=r"envs \[.*out of range"):
                 tr.fused._call(1, envs=envs)
+        # reward scaling runs over the whole segment: a part of it is refused, the whole taken
+        with pytest.raises(ValueError, match="norm_reward.*not by env ranges"):
+            scaled.fused._call(1, envs=(0, 3))
+        scaled.fused._call(1, envs=(0, E))
     finally:
         tr.close()
+        scaled.close()
 
 
 @pytest.mark.parametrize("env,policy,overrides", [

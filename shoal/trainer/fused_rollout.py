@@ -191,6 +191,9 @@ class FusedRollout:
         bootstrap = self.bootstrap if first_step else None
         last = (tr.T if first_step else 0) if last_step is None else last_step
         lo, hi = (0, env.num_envs) if envs is None else envs
+        if bootstrap is not None and (lo, hi) != (0, env.num_envs):
+            raise ValueError("train.norm_reward scales a segment's rewards over every env in "
+                             "step order: collect it in one call, not by env ranges")
         env_seconds = env._c.vec_rollout(
             env._h, self._refresh() if capsule is None else capsule, first_step, tr.T,
             float(tr.config.train.gamma), self.threads if threads is None else threads,

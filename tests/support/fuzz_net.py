@@ -189,7 +189,8 @@ def fused_rollouts(tmp):
             trainer = Trainer(cfg)
             try:
                 for epoch in range(4):
-                    if epoch == 3:      # env range by env range (train.pipeline)
+                    if epoch == 3 and trainer.reward_scaler is None:    # env range by env
+                        # range (train.pipeline; reward scaling needs the whole segment)
                         E = trainer.env.num_envs
                         for lo, hi in ((0, 2), (2, 3), (3, E)):
                             trainer.fused._call(1, envs=(lo, hi), threads=threads)

@@ -63,10 +63,12 @@ PEER_ENV = {"breakout": "breakout", "maze": "grid", "tetris": "tetris", "g2048":
             "drone": "drone"}
 
 # PufferLib's breakout batch shape and network, as shoal flags (the `sps` comparison); torch on
-# all cores (0), which this large batch wants (the shipped breakout config uses 1 thread)
+# all cores (0), which this large batch wants (the shipped breakout config uses 1 thread); the
+# minibatches drawn as in every recorded comparison (breakout.toml now ships row ranges)
 SPS_FLAGS = ["--policy.name", "lstm", "--policy.hidden", "128", "--env.num-envs", "8192",
              "--train.horizon", "64", "--train.minibatch-size", "32768",
-             "--train.update-epochs", "1", "--train.torch-threads", "0"]
+             "--train.update-epochs", "1", "--train.torch-threads", "0",
+             "--train.minibatches", "draws"]
 
 
 # ---- shoal ------------------------------------------------------------------------------------

@@ -117,6 +117,8 @@ def test_breakout_ships_the_pipelined_fused_path_with_precision_auto():
     # the named config on top of it keeps the path it was tuned on
     t = build_config(None, [config_file_path("breakout_lstm")]).train
     assert (t.rollout, t.overlap, t.precision) == ("torch", False, "float32")
+    # with the prioritised draws it was tuned with, not breakout.toml's row ranges
+    assert (t.minibatches, t.pipeline) == ("draws", False) and t.prio_alpha > 0.9
 
 
 def test_the_fused_rollout_off_the_cpu_names_the_fix():

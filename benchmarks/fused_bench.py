@@ -16,9 +16,9 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
   through its fused bfloat16 path)
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
-* ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the fused rollout with
-  overlap and ``train.precision = "auto"``, i.e. ``overlap-bf16`` on a CPU with bfloat16 units
-  and ``overlap`` elsewhere)
+* ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the pipelined fused
+  rollout with ``train.precision = "auto"``, i.e. ``pipeline``; before issue 8's pipeline, the
+  fused rollout with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
 * ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
@@ -27,6 +27,8 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``pipeline``: ``--train.rollout fused --train.overlap false --train.pipeline true
   --train.minibatches ranges --train.precision auto``, one torch thread (synchronous PPO, the
   learner training on each minibatch's envs as soon as they are collected)
+* ``pipeline-tail``, ``pipeline-tail-late``: ``pipeline`` with the update's last quarter
+  (eighth) of gradient steps on two torch threads once the rollout thread is done
 * ``ranges``: ``torch`` with ``--train.minibatches ranges`` (pipeline's minibatch schedule)
 * ``breakout-path``: breakout's shipped overlapped settings, on any env
 
@@ -107,9 +109,9 @@ import torch
 from run_records import median_known, read_jsonl
 
 
-# Every side but "shipped" names its rollout path, overlap, precision and torch threads, so it
-# measures the same thing whatever an env's shipped file chooses (breakout's ships the fused
-# rollout with overlap, precision "auto" and one torch thread).
+# Every side but "shipped" names its rollout path, overlap, pipeline, minibatch schedule,
+# precision and torch threads, so it measures the same thing whatever an env's shipped file
+# chooses (breakout's ships the pipelined fused rollout, precision "auto", one torch thread).
 # (and minibatches drawn as the default "draws": the sides measured before breakout shipped
 # train.pipeline, whose "ranges" schedule only the pipeline sides and "ranges" use)
 _SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1,
@@ -119,6 +121,9 @@ _SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_thre
 _OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
             "train.torch_threads": 1, "train.overlap_weight_cap": 2.0, "train.pipeline": False,
             "train.minibatches": "draws"}
+# synchronous PPO on both cores by pipelining (breakout's shipped path since issue 8's pipeline)
+_PIPELINE = {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
+             "train.minibatches": "ranges", "train.precision": "auto", "train.torch_threads": 1}
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch", **_SYNC},
     "fused": {"train.rollout": "fused", **_SYNC},
@@ -153,23 +158,17 @@ SIDES: dict[str, dict[str, Any]] = {
     # synchronous PPO on both cores by pipelining: the learner trains on each minibatch's envs
     # as soon as they are collected, the rollout thread collecting the rest with the same
     # weights (train.pipeline; minibatches in storage order, "ranges")
-    "pipeline": {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
-                 "train.minibatches": "ranges", "train.precision": "auto",
-                 "train.torch_threads": 1},
+    "pipeline": dict(_PIPELINE),
     # pipeline with the update's last quarter (eighth) of gradient steps on two torch threads,
     # once the rollout thread has collected the batch
-    "pipeline-tail": {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
-                      "train.minibatches": "ranges", "train.precision": "auto",
-                      "train.torch_threads": 1, "train.overlap_tail_threads": 2,
+    "pipeline-tail": {**_PIPELINE, "train.overlap_tail_threads": 2,
                       "train.overlap_tail_start": 0.75},
-    "pipeline-tail-late": {"train.rollout": "fused", "train.overlap": False,
-                           "train.pipeline": True, "train.minibatches": "ranges",
-                           "train.precision": "auto", "train.torch_threads": 1,
-                           "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
+    "pipeline-tail-late": {**_PIPELINE, "train.overlap_tail_threads": 2,
+                           "train.overlap_tail_start": 0.875},
     # the synchronous torch path with pipeline's minibatch schedule (its per-step control)
     "ranges": {"train.rollout": "torch", **_SYNC, "train.minibatches": "ranges"},
-    # breakout's shipped overlapped path on any env (the sanity envs ship the synchronous torch
-    # path)
+    # the overlapped path breakout shipped before the pipeline, on any env (the sanity envs ship
+    # the synchronous torch path)
     "breakout-path": {"train.rollout": "fused", "train.overlap": True, "train.precision": "auto",
                       "train.torch_threads": 1, "train.overlap_weight_cap": 1.0,
                       "train.overlap_advantages": "collector_later", "train.pipeline": False,

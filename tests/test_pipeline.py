@@ -133,7 +133,7 @@ def test_pipelined_training_is_deterministic_and_resumes_exactly(tmp_path, tail)
     ({"train.norm_reward": True}, "train.norm_reward scales the rewards"),
 ])
 def test_pipeline_where_it_cannot_run_leaves_the_run_unpipelined_and_says_why(tmp_path, overrides,
-                                                                              why):
+                                                                              why, capsys):
     """breakout ships train.pipeline on; the switches to the other paths work as they read (the
     pipeline never changes what a run computes, only when the learner reads the batch), and the
     run says why it is not pipelined."""
@@ -151,6 +151,12 @@ def test_pipeline_where_it_cannot_run_leaves_the_run_unpipelined_and_says_why(tm
         assert "multiple of 2" in tr.pipeline_note and not tr.fused.pipeline
     finally:
         tr.close()
+    # and the dashboard says so when the run starts
+    tr = _trainer(tmp_path, "said", **{"train.pipeline": True, "train.rollout": "torch",
+                                       "log.dashboard": "plain",
+                                       "train.total_steps": 16 * 16})
+    tr.train()
+    assert "train.pipeline is on but does not apply" in capsys.readouterr().out
     shipped = _trainer(tmp_path, "shipped", **{"train.pipeline": True})
     try:
         assert shipped.pipeline_note == "" and shipped.fused.pipeline

@@ -407,8 +407,7 @@ static PyObject* py_vec_rollout(PyObject* self, PyObject* args) {
         if (blocks > SHOAL_ROLLOUT_MAX_BLOCKS) blocks = SHOAL_ROLLOUT_MAX_BLOCKS;
         long long most = (env_hi - env_lo) / SHOAL_ROLLOUT_MIN_BLOCK_ENVS;
         if (most < threads) most = threads;     /* (one block a thread at least) */
-        if (blocks > most) blocks = most;
-        if (blocks > env_hi - env_lo) blocks = env_hi - env_lo;
+        if (blocks > most) blocks = most;   /* (<= the call's envs, as threads is) */
         job->num_blocks = (int)blocks;
     }
     pthread_t workers[256];

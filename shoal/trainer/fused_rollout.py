@@ -40,7 +40,7 @@ import torch
 from ..vector.cores import usable_cores
 from .acting_refresh import ActingRefresh, head_steps
 from .config import ConfigError, fused_device_error, torch_path_flags
-from .pipeline import Arrivals, RowRanges, row_bounds
+from .pipeline import Arrivals, RowRanges
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
 from .tail_threads import TailThreads, tail_step
 
@@ -239,12 +239,11 @@ class FusedRollout:
         storage, and so the update, are those of one call over all envs."""
         tr = self.trainer
         t0 = time.perf_counter()
-        T, ape = tr.T, tr.env.agents_per_env
-        per_minibatch = max(1, min(tr.S, tr.config.train.minibatch_size // T))
-        envs = [(lo // ape, hi // ape) for lo, hi in row_bounds(tr.S, per_minibatch)]
+        ape = tr.env.agents_per_env
         capsule = self._refresh()
         arrivals = Arrivals()
-        ranges = RowRanges(tr.storage, per_minibatch, tr.config.train, arrivals, tr.device)
+        ranges = RowRanges(tr.storage, tr.segments, tr.config.train, arrivals, tr.device)
+        envs = [(lo // ape, hi // ape) for lo, hi in ranges.bounds]    # whole envs (_setup)
 
         def landed(count: int) -> None:   # (the episodes of the batch come with its last range)
             arrivals.arrived(count, tr.env.log() if count == len(envs) else None)

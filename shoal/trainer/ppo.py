@@ -521,10 +521,11 @@ class Trainer:
                                  "pass --train.precision float32 (or bfloat16) to every rank")
         if t.overlap and t.overlap_weight_norm and self.dist.world_size > 1:
             raise ConfigError(weight_norm_split_error(f"a job of {self.dist.world_size} ranks"))
-        per_minibatch = max(1, min(self.S, t.minibatch_size // self.T))
+        #: segments (rows of the storage) per minibatch
+        self.segments = max(1, min(self.S, t.minibatch_size // self.T))
         why = pipeline_unavailable(t)
-        if why is None and t.pipeline and per_minibatch % env.agents_per_env:
-            why = (f"it collects minibatches env by env, but a minibatch of {per_minibatch} "
+        if why is None and t.pipeline and self.segments % env.agents_per_env:
+            why = (f"it collects minibatches env by env, but a minibatch of {self.segments} "
                    f"segments splits envs of {env.agents_per_env} agents (make minibatch_size "
                    f"/ horizon a multiple of {env.agents_per_env})")
         #: train.pipeline is on, and why it does not apply to this run ("" where it does)
@@ -769,7 +770,7 @@ class Trainer:
         beta = anneal_beta(t.prio_beta0, progress)
 
         masks = b.masks[:, :T]
-        segments = max(1, min(S, t.minibatch_size // T))
+        segments = self.segments
         # minibatches = "ranges": each range's advantages once it is taken (and collected)
         if ranges is None and t.minibatches == "ranges":
             ranges = RowRanges(b, segments, t, device=self.device)

@@ -44,11 +44,12 @@ extensions = [
 ]
 
 # The trainer's kernels: shoal/trainer/<name>.c -> shoal.trainer._<name> (GAE advantages; the
-# LSTM cell's elementwise forward/backward). They split rows over OpenMP threads
-# (shoal/trainer/kernels.h says why); SHOAL_NO_OPENMP=1 builds them single-threaded.
+# LSTM cell's elementwise forward/backward; pausing the OpenMP runtime they share with torch).
+# They split rows over OpenMP threads (shoal/trainer/kernels.h says why); SHOAL_NO_OPENMP=1
+# builds them single-threaded.
 TRAINER_DIR = os.path.join("shoal", "trainer")
 openmp = [] if os.environ.get("SHOAL_NO_OPENMP") == "1" else ["-fopenmp"]
-for kernel in ("advantage", "lstm_cell"):
+for kernel in ("advantage", "lstm_cell", "openmp"):
     src = os.path.join(TRAINER_DIR, f"{kernel}.c")
     if os.path.exists(src):
         extensions.append(

@@ -17,16 +17,17 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
 * ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the pipelined fused
-  rollout with ``train.precision = "auto"``, i.e. ``pipeline``; before issue 8's pipeline, the
-  fused rollout with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
+  rollout with ``train.precision = "auto"`` and the update's last quarter on two torch threads,
+  i.e. ``pipeline-tail``; before that ``pipeline``; before issue 8's pipeline, the fused rollout
+  with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
 * ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
 * ``sync-cores``, ``sync-one-thread``: the synchronous fused rollout, precision "auto", the
   learner on two (one) torch threads
 * ``pipeline``: ``--train.rollout fused --train.overlap false --train.pipeline true
-  --train.minibatches ranges --train.precision auto``, one torch thread (synchronous PPO, the
-  learner training on each minibatch's envs as soon as they are collected)
+  --train.minibatches ranges --train.precision auto``, one torch thread throughout (synchronous
+  PPO, the learner training on each minibatch's envs as soon as they are collected)
 * ``pipeline-tail``, ``pipeline-tail-late``: ``pipeline`` with the update's last quarter
   (eighth) of gradient steps on two torch threads once the rollout thread is done
 * ``ranges``: ``torch`` with ``--train.minibatches ranges`` (pipeline's minibatch schedule)
@@ -110,20 +111,22 @@ from run_records import median_known, read_jsonl
 
 
 # Every side but "shipped" names its rollout path, overlap, pipeline, minibatch schedule,
-# precision and torch threads, so it measures the same thing whatever an env's shipped file
-# chooses (breakout's ships the pipelined fused rollout, precision "auto", one torch thread).
+# precision, torch threads and tail threads, so it measures the same thing whatever an env's
+# shipped file chooses (breakout's ships the pipelined fused rollout, precision "auto", one torch
+# thread, the update's last quarter on two: "pipeline-tail").
 # (and minibatches drawn as the default "draws": the sides measured before breakout shipped
 # train.pipeline, whose "ranges" schedule only the pipeline sides and "ranges" use)
 _SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1,
-         "train.pipeline": False, "train.minibatches": "draws"}
+         "train.pipeline": False, "train.minibatches": "draws", "train.overlap_tail_threads": 0}
 # (and the stale batch's importance weights truncated at the default 2; breakout's overlapped
 # path used 1)
 _OVERLAP = {"train.rollout": "fused", "train.overlap": True, "train.precision": "float32",
             "train.torch_threads": 1, "train.overlap_weight_cap": 2.0, "train.pipeline": False,
-            "train.minibatches": "draws"}
+            "train.minibatches": "draws", "train.overlap_tail_threads": 0}
 # synchronous PPO on both cores by pipelining (breakout's shipped path since issue 8's pipeline)
 _PIPELINE = {"train.rollout": "fused", "train.overlap": False, "train.pipeline": True,
-             "train.minibatches": "ranges", "train.precision": "auto", "train.torch_threads": 1}
+             "train.minibatches": "ranges", "train.precision": "auto", "train.torch_threads": 1,
+             "train.overlap_tail_threads": 0}
 SIDES: dict[str, dict[str, Any]] = {
     "torch": {"train.rollout": "torch", **_SYNC},
     "fused": {"train.rollout": "fused", **_SYNC},
@@ -150,11 +153,12 @@ SIDES: dict[str, dict[str, Any]] = {
     # batch"; run it with GOMP_SPINCOUNT=1000 when other runs share the cores)
     "sync-cores": {"train.rollout": "fused", "train.overlap": False, "train.precision": "auto",
                    "train.torch_threads": 2, "train.pipeline": False,
-                   "train.minibatches": "draws"},
+                   "train.minibatches": "draws", "train.overlap_tail_threads": 0},
     # the same with the learner on one torch thread: what the second one gives
     "sync-one-thread": {"train.rollout": "fused", "train.overlap": False,
                         "train.precision": "auto", "train.torch_threads": 1,
-                        "train.pipeline": False, "train.minibatches": "draws"},
+                        "train.pipeline": False, "train.minibatches": "draws",
+                        "train.overlap_tail_threads": 0},
     # synchronous PPO on both cores by pipelining: the learner trains on each minibatch's envs
     # as soon as they are collected, the rollout thread collecting the rest with the same
     # weights (train.pipeline; minibatches in storage order, "ranges")
@@ -172,7 +176,7 @@ SIDES: dict[str, dict[str, Any]] = {
     "breakout-path": {"train.rollout": "fused", "train.overlap": True, "train.precision": "auto",
                       "train.torch_threads": 1, "train.overlap_weight_cap": 1.0,
                       "train.overlap_advantages": "collector_later", "train.pipeline": False,
-                      "train.minibatches": "draws"},
+                      "train.minibatches": "draws", "train.overlap_tail_threads": 0},
 }
 
 

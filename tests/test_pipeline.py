@@ -84,6 +84,7 @@ def test_vec_rollout_refuses_a_bad_env_range(tmp_path):
     ("breakout", "mlp", {"train.norm_obs": True, "env.max_steps": 11}),  # statistics updated
     ("g2048", "mlp", {"env.max_steps": 40}),                                # action masks
     ("coord", "mlp", {"train.minibatch_size": 64}),                         # two agents per env
+    ("breakout", "mlp", {"train.learner_threads": 2, "env.max_steps": 11}),  # sharded steps
 ])
 def test_the_pipelined_update_is_the_synchronous_update_bit_for_bit(tmp_path, env, policy,
                                                                      overrides):
@@ -187,6 +188,28 @@ def test_arrivals_let_the_learner_read_only_collected_ranges_and_raise_a_failure
     failing.wait(0)     # what came in before the failure is still readable
     with pytest.raises(RuntimeError, match="rows range 1.*disk"):
         failing.wait(1)
+
+
+def test_a_failure_on_the_rollout_thread_mid_batch_stops_the_epoch_with_its_cause(tmp_path):
+    """The rollout thread's call for a later rows range fails (an action outside the space in
+    the env's action buffer, as a corrupted resume would leave it): the learner, waiting for
+    that range, raises with the cause instead of hanging, and no thread is left running."""
+    tr = _trainer(tmp_path, "fails", **{"train.pipeline": True})
+    try:
+        assert tr.fused.pipeline
+        tr.run_epoch()
+        E = tr.env.num_envs
+        per_range = tr.segments // tr.env.agents_per_env
+        assert E // per_range > 2, "the failing env must be in a range the rollout thread collects"
+        tr.env.actions[E - 1] = 99          # breakout has 3 actions; env E - 1: the last range
+        threads = threading.active_count()
+        with pytest.raises(RuntimeError, match="rollout thread stopped before rows range") as info:
+            tr.run_epoch()
+        assert isinstance(info.value.__cause__, ValueError)
+        assert "action 99 for agent" in str(info.value.__cause__)
+        assert threading.active_count() <= threads     # (the rollout thread waits for work)
+    finally:
+        tr.close()
 
 
 def test_ranges_cover_the_rows_and_their_explained_variance_is_the_batch_s():

@@ -12,7 +12,7 @@ import torch
 from shoal.trainer.config import ConfigError, build_config
 from shoal.trainer.policies import make_policy
 from shoal.trainer.ppo import Trainer
-from shoal.trainer.tail_threads import tail_step
+from shoal.trainer.tail_threads import release_workers, tail_step
 from support.training_runs import assert_repeats_and_resumes_exactly
 
 BASE = {"train.total_steps": 5 * 32 * 16, "env.num_envs": 32, "train.horizon": 16,
@@ -98,18 +98,29 @@ def test_tail_step_follows_the_fraction_and_takes_at_least_one_step():
     assert tail_step(t, 8) is None
 
 
-def test_tail_threads_config_is_checked(tmp_path):
-    def trainer(**over):
+def test_the_tail_applies_to_an_overlapped_or_pipelined_update_on_one_learner_thread(tmp_path):
+    """breakout ships a tail on its pipeline: the flags that leave no rollout thread beside the
+    update (the synchronous paths) or split it over learner threads run without one, as they
+    read; the thread count is never touched there."""
+    def trainer(name, **over):
         return Trainer(build_config("breakout", overrides=dict(
-            BASE, **over, **{"log.run_dir": str(tmp_path / "c")})))
+            BASE, **over, **{"log.run_dir": str(tmp_path / name)})))
 
-    with pytest.raises(ConfigError, match="overlap_tail_threads.*train.overlap=true.*"
-                                          "train.pipeline=true"):
-        trainer(**{"train.overlap": False, "train.pipeline": False})
-    # the pipelined synchronous path (breakout's shipped one) runs a tail too
-    trainer(**{"train.overlap": False, "train.pipeline": True}).close()
-    with pytest.raises(ConfigError, match="learner_threads=1"):
-        trainer(**{"train.learner_threads": 2})
+    for name, over, tail in [
+            ("overlap", {}, True),
+            ("pipeline", {"train.overlap": False, "train.pipeline": True}, True),
+            ("sync", {"train.overlap": False, "train.pipeline": False}, False),
+            ("no-ranges", {"train.overlap": False, "train.pipeline": True,
+                           "train.minibatches": "draws"}, False),    # the pipeline does not apply
+            ("sharded", {"train.learner_threads": 2}, False)]:
+        tr = trainer(name, **over)
+        try:
+            assert (tr.fused.tail is not None) == tail, name
+            with _torch_threads(3):
+                tr.run_epoch()
+                assert torch.get_num_threads() == 3, name
+        finally:
+            tr.close()
     with pytest.raises(ConfigError, match="overlap_tail_start"):
         build_config("breakout", overrides={"train.overlap_tail_start": 1.5})
     with pytest.raises(ConfigError, match="overlap_tail_threads"):
@@ -134,3 +145,16 @@ def test_a_failure_in_the_tail_leaves_the_thread_count_as_it_was(tmp_path):
         with pytest.raises(RuntimeError, match="policy failed in the tail"):
             tr.train()
         assert torch.get_num_threads() == 3
+
+
+def test_releasing_the_openmp_workers_leaves_torch_working_as_before():
+    """The tail's end releases torch's idle OpenMP workers (they stop spin-waiting on the core
+    the rollout thread needs next): the next product on two threads starts them again and
+    computes what it computed before."""
+    a, b = torch.randn(512, 256), torch.randn(256, 64)
+    with _torch_threads(2):
+        before = a @ b
+        assert release_workers(), "a build with OpenMP releases them"
+        assert torch.equal(a @ b, before)
+        assert release_workers()
+    assert torch.equal(a @ b, before)

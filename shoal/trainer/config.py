@@ -176,9 +176,10 @@ class TrainConfig:
                                 "update's gradient steps (1 = the weights from the update's "
                                 "start throughout; fresher data but no faster per step on "
                                 "breakout; feedforward policies only, docs/train.md)", low=1)
-    overlap_tail_threads: int = _f(0, "overlap: torch threads of the update's gradient steps "
-                                      "from overlap_tail_start on, once the rollout thread has "
-                                      "finished its epoch (0 or 1 = off; a fixed schedule: "
+    overlap_tail_threads: int = _f(0, "overlap or pipeline: torch threads of the update's "
+                                      "gradient steps from overlap_tail_start on, once the "
+                                      "rollout thread has finished its epoch (0 or 1 = off; "
+                                      "applies with learner_threads = 1; a fixed schedule: "
                                       "deterministic, docs/train.md)", low=0,
                                   high=MAX_THREADS)
     overlap_tail_start: float = _f(0.75, "overlap_tail_threads: the fraction of the update's "

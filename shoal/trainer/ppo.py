@@ -575,13 +575,6 @@ class Trainer:
         if t.overlap and t.rollout != "fused":
             raise ConfigError("train.overlap=true needs train.rollout='fused': with the torch "
                               "rollout pass --train.overlap false")
-        pipelined = t.pipeline and not self.pipeline_note
-        if t.overlap_tail_threads > 1 and (not (t.overlap or pipelined)
-                                           or t.learner_threads > 1):
-            raise ConfigError("train.overlap_tail_threads > 1 needs train.overlap=true (or "
-                              "train.pipeline=true) and train.learner_threads=1 (it runs the "
-                              "update's last steps on more torch threads once the rollout "
-                              "thread is done); set train.overlap_tail_threads=0")
         if t.overlap_chunks > 1 and not t.overlap:
             raise ConfigError(f"train.overlap_chunks={t.overlap_chunks} needs train.overlap=true "
                               f"(it splits the batch collected during an update); set "

@@ -22,7 +22,13 @@ rollout thread runs no torch op at all: it is done once the batch's last rows ra
 
 The torch thread count is process-wide state (torch's own count, MKL's and OpenMP's), which
 the rollout thread also reads: the learner sets it only while the rollout thread runs no torch
-op, and restores it before the next epoch hands the rollout thread its work.
+op, and restores it before the next epoch hands the rollout thread its work. It then releases
+its idle OpenMP workers (:func:`release_workers`), which would otherwise spin-wait on the core
+the rollout thread starts the next epoch on.
+
+Where it applies: beside a rollout thread (overlap, or the pipeline where it applies) with
+``learner_threads = 1`` (:class:`~shoal.trainer.fused_rollout.FusedRollout` makes no tail
+elsewhere, so breakout's shipped tail leaves ``--train.pipeline false`` as it reads).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["tail_step", "TailThreads"]
+__all__ = ["tail_step", "TailThreads", "release_workers"]
 
 
 def tail_step(train: Any, num_steps: int) -> int | None:
@@ -95,7 +101,26 @@ class TailThreads:
         torch.set_num_threads(self.threads)
 
     def end(self) -> None:
-        """Learner, when the update is over (or failed): its thread count back as it was."""
+        """Learner, when the update is over (or failed): its thread count back as it was, and
+        its OpenMP workers released (:func:`release_workers`)."""
         if self._restore is not None:
             torch.set_num_threads(self._restore)
             self._restore = None
+            release_workers()
+
+
+def release_workers() -> bool:
+    """Lets the calling thread's idle OpenMP workers sleep now (``shoal.trainer._openmp``).
+
+    After a parallel region GNU OpenMP's workers spin-wait for the next one for about 8 ms of a
+    core (``benchmarks/learner_floor.py``). After the update's tail that spin held the core the
+    rollout thread starts the next epoch on: with it, the tail cost the pipeline 4-11% of its
+    steps/s; released, the tail is speed-neutral (0.97-1.02x) and the second core works
+    through the update's end (BENCHMARKS.md, "The update's tail on both cores, without the
+    spin"). The next parallel region starts the workers again. Returns whether they were
+    released (not in a build without OpenMP)."""
+    try:
+        from . import _openmp
+    except ImportError:     # not built (a source tree without build_ext)
+        return False
+    return bool(_openmp.pause())

@@ -17,9 +17,8 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
 * ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the pipelined fused
-  rollout with ``train.precision = "auto"`` and the update's last quarter on two torch threads,
-  i.e. ``pipeline-tail``; before that ``pipeline``; before issue 8's pipeline, the fused rollout
-  with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
+  rollout with ``train.precision = "auto"``, i.e. ``pipeline``; before issue 8's pipeline, the
+  fused rollout with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
 * ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
@@ -113,7 +112,7 @@ from run_records import median_known, read_jsonl
 # Every side but "shipped" names its rollout path, overlap, pipeline, minibatch schedule,
 # precision, torch threads and tail threads, so it measures the same thing whatever an env's
 # shipped file chooses (breakout's ships the pipelined fused rollout, precision "auto", one torch
-# thread, the update's last quarter on two: "pipeline-tail").
+# thread).
 # (and minibatches drawn as the default "draws": the sides measured before breakout shipped
 # train.pipeline, whose "ranges" schedule only the pipeline sides and "ranges" use)
 _SYNC = {"train.overlap": False, "train.precision": "float32", "train.torch_threads": 1,

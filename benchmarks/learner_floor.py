@@ -1,5 +1,7 @@
 """How far the pipelined learner (breakout's shipped path) is from its floor on this machine,
-and what a second learner thread costs: the figures behind BENCHMARKS.md, "The learner's floor".
+and what a second learner thread gives and costs: the figures behind BENCHMARKS.md, "The
+update's tail on both cores, without the spin" (its paragraphs on the spin and the learner's
+floor).
 
     python benchmarks/learner_floor.py
     python benchmarks/learner_floor.py --rounds 5 --steps 40

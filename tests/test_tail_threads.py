@@ -99,9 +99,9 @@ def test_tail_step_follows_the_fraction_and_takes_at_least_one_step():
 
 
 def test_the_tail_applies_to_an_overlapped_or_pipelined_update_on_one_learner_thread(tmp_path):
-    """breakout ships a tail on its pipeline: the flags that leave no rollout thread beside the
-    update (the synchronous paths) or split it over learner threads run without one, as they
-    read; the thread count is never touched there."""
+    """A tail asked for where no rollout thread works beside the update (the synchronous paths)
+    or where the update is split over learner threads does nothing: the run goes on as it
+    would without it, and the thread count is never touched there."""
     def trainer(name, **over):
         return Trainer(build_config("breakout", overrides=dict(
             BASE, **over, **{"log.run_dir": str(tmp_path / name)})))

@@ -134,10 +134,11 @@ class FusedRollout:
                        if self.overlap else None)
         # overlap_tail_threads: the update's last steps on more torch threads once the rollout
         # thread is done (tail_threads.py), where the update overlaps a rollout thread (overlap,
-        # or the pipeline where it applies) and the learner has one thread of shards
+        # or the pipeline where it applies), the learner has one thread of shards, and the
+        # process is not one rank of several (ranks on one machine share its cores)
         self.tail = (TailThreads(t, self.acting)
                      if tail_step(t, 1) is not None and (self.overlap or self.pipeline)
-                     and t.learner_threads == 1 else None)
+                     and t.learner_threads == 1 and trainer.dist.world_size == 1 else None)
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
         # rewards until they are scaled (one buffer: one vec_rollout call runs at a time)
         self.bootstrap = (torch.empty(trainer.S, trainer.T, dtype=torch.float32)

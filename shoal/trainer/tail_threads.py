@@ -27,7 +27,8 @@ its idle OpenMP workers (:func:`release_workers`), which would otherwise spin-wa
 the rollout thread starts the next epoch on.
 
 Where it applies: beside a rollout thread (overlap, or the pipeline where it applies) with
-``learner_threads = 1`` (:class:`~shoal.trainer.fused_rollout.FusedRollout` makes no tail
+``learner_threads = 1``, in a process that is not one rank of a torchrun job (ranks on one
+machine share its cores; :class:`~shoal.trainer.fused_rollout.FusedRollout` makes no tail
 elsewhere, so breakout's shipped tail leaves ``--train.pipeline false`` as it reads).
 """
 

@@ -6,6 +6,13 @@ path when it never waits; the rollout thread's idle time is then epoch - first r
 
     python benchmarks/pipeline_profile.py --epochs 60
     python benchmarks/pipeline_profile.py --epochs 10 --torch-profile     # + the learner's top ops
+    python benchmarks/pipeline_profile.py --epochs 40 --tail-rounds 8     # one thread vs the tail
+
+``--tail-rounds N``: in the same process (one trainer, so one machine state for both), N rounds
+of ``--epochs`` epochs on one torch thread and then ``--epochs`` epochs with the update's tail
+on two (``train.overlap_tail_threads = 2``, ``overlap_tail_start`` from the config), each side's
+per-epoch medians, its CPU use (process CPU time / wall time per epoch) and the tail's steps/s
+against one thread.
 
 Medians over ``--epochs`` epochs after ``--skip`` warm-up epochs of ``shoal train breakout``
 (shipped settings, plus any ``shoal train`` flags after ``--``), in this process. The timing
@@ -33,6 +40,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--skip", type=int, default=10)
     ap.add_argument("--torch-profile", action="store_true")
+    ap.add_argument("--tail-rounds", type=int, default=0,
+                    help="alternate blocks of --epochs without and with the tail, N rounds")
     ap.add_argument("flags", nargs="*", help="shoal train flags (after --)")
     args = ap.parse_args()
 
@@ -73,6 +82,20 @@ def main() -> None:
     if not trainer.fused or not trainer.fused.pipeline:
         raise SystemExit(f"not a pipelined run: {trainer.pipeline_note or 'no fused rollout'}")
     per_epoch: dict[str, list[float]] = defaultdict(list)
+
+    def epoch(into: dict[str, list[float]]) -> None:
+        spent.clear()
+        t, cpu = time.perf_counter(), time.process_time()
+        trainer.run_epoch()
+        wall = time.perf_counter() - t
+        into["epoch"].append(wall)
+        into["CPU"].append((time.process_time() - cpu) / wall)
+        for key in ("update", "waited", "first range", "rollout thread", "learner prepares"):
+            into[key].append(spent[key])
+
+    if args.tail_rounds:
+        tail_rounds(trainer, args, epoch)
+        return
     with trainer.process_state.active():
         for _ in range(args.skip):
             trainer.run_epoch()
@@ -81,13 +104,7 @@ def main() -> None:
         if profiler is not None:
             profiler.__enter__()
         for _ in range(args.epochs):
-            spent.clear()
-            t = time.perf_counter()
-            trainer.run_epoch()
-            per_epoch["epoch"].append(time.perf_counter() - t)
-            for key in ("update", "waited", "first range", "rollout thread",
-                        "learner prepares"):
-                per_epoch[key].append(spent[key])
+            epoch(per_epoch)
         if profiler is not None:
             profiler.__exit__(None, None, None)
     trainer.close()
@@ -95,11 +112,46 @@ def main() -> None:
     print(f"breakout {' '.join(args.flags) or '(shipped)'}: ms per epoch, medians of "
           f"{args.epochs} epochs")
     for key, value in ms.items():
-        print(f"  {key:18s} {value:7.2f}")
+        if key != "CPU":
+            print(f"  {key:18s} {value:7.2f}")
+    print(f"  CPU use             {ms['CPU'] / 10:6.0f}% of one core")
     idle = ms["epoch"] - ms["first range"] - ms["rollout thread"]
     print(f"  rollout thread idle {idle:7.2f} ({100 * idle / ms['epoch']:.0f}% of the epoch)")
     if profiler is not None:
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def tail_rounds(trainer, args, epoch) -> None:
+    """``--tail-rounds``: blocks of epochs without and with the tail, alternating."""
+    import dataclasses
+
+    from shoal.trainer.tail_threads import TailThreads
+
+    tail = TailThreads(dataclasses.replace(trainer.config.train, overlap_tail_threads=2))
+    sides: dict[str, dict[str, list[float]]] = {"one thread": defaultdict(list),
+                                               "tail": defaultdict(list)}
+    try:
+        with trainer.process_state.active():
+            for _ in range(args.skip):
+                trainer.run_epoch()
+            for _ in range(args.tail_rounds):
+                for name, per_epoch in sides.items():
+                    trainer.fused.tail = tail if name == "tail" else None
+                    for _ in range(args.epochs):
+                        epoch(per_epoch)
+    finally:
+        trainer.fused.tail = None
+        trainer.close()
+    print(f"breakout {' '.join(args.flags) or '(shipped)'}: ms per epoch, medians of "
+          f"{args.tail_rounds} rounds x {args.epochs} epochs a side, alternating")
+    ms = {name: {k: 1e3 * statistics.median(v) for k, v in per_epoch.items()}
+          for name, per_epoch in sides.items()}
+    for key in ("epoch", "update", "waited", "first range", "rollout thread"):
+        print(f"  {key:16s} " + "  ".join(f"{name} {ms[name][key]:7.2f}" for name in sides))
+    print("  CPU use          " + "  ".join(f"{name} {ms[name]['CPU'] / 10:6.0f}%"
+                                           for name in sides))
+    print(f"  the tail's steps/s against one thread: "
+          f"{ms['one thread']['epoch'] / ms['tail']['epoch']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
 * ``overlap-bf16``: ``overlap`` with ``--train.precision bfloat16`` (the learner's products in
   bfloat16; the C policy still acts in float32)
 * ``shipped``: no overrides: ``shoal train ENV`` as shipped (breakout: the pipelined fused
-  rollout with ``train.precision = "auto"``, i.e. ``pipeline``; before issue 8's pipeline, the
-  fused rollout with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
+  rollout with ``train.precision = "auto"`` and the free-core tail, i.e.
+  ``pipeline-free-core``; before it ``pipeline``; before issue 8's pipeline, the fused rollout
+  with overlap, ``overlap-bf16`` on a CPU with bfloat16 units)
 * ``tail``: ``overlap-bf16`` plus ``--train.overlap-tail-threads 2`` (the update's last quarter
   of gradient steps on two torch threads, once the rollout thread is done)
 * ``tail-late``: ``tail`` with ``--train.overlap-tail-start 0.875`` (the last eighth)
@@ -28,7 +29,11 @@ explicitly (float32 unless it says bfloat16), whatever the env's shipped file ch
   --train.minibatches ranges --train.precision auto``, one torch thread throughout (synchronous
   PPO, the learner training on each minibatch's envs as soon as they are collected)
 * ``pipeline-tail``, ``pipeline-tail-late``: ``pipeline`` with the update's last quarter
-  (eighth) of gradient steps on two torch threads once the rollout thread is done
+  (eighth) of gradient steps on two torch threads once the rollout thread is done, in every
+  update (``--train.overlap-tail-when always``; so are ``tail`` and ``tail-late``)
+* ``pipeline-free-core``: ``pipeline-tail`` in the updates whose rollout thread had its core to
+  itself, where two threads compute one thread's bits (``--train.overlap-tail-when
+  free_core``: breakout's shipped path)
 * ``ranges``: ``torch`` with ``--train.minibatches ranges`` (pipeline's minibatch schedule)
 * ``breakout-path``: breakout's shipped overlapped settings, on any env
 
@@ -75,7 +80,8 @@ against another checkout of shoal (``PYTHONPATH=../other``) to compare two versi
 command-line flags and ``--train.seed`` = round): process user+sys time / wall time over the
 whole run (start-up, checkpoints and exit included; from ``wait4``), and over its epochs only
 (from the moment the first epoch's metrics line appears to the moment the last one does;
-``/proc/PID/stat`` polled every 2 ms), with the run's steps/s over the same span. ``--checkouts``
+``/proc/PID/stat`` polled every 20 ms: a watcher waking more often takes time slices from the
+run's threads), with the run's steps/s over the same span. ``--checkouts``
 lists shoal checkouts to run (each with ``PYTHONPATH`` set to it; default this one), crossed
 with ``--sides`` (default ``shipped``), alternating run by run; medians over ``--rounds``, and
 each side's ratio to the first. ``--steps`` (default the shipped 20M) sets each run's length.
@@ -140,11 +146,14 @@ SIDES: dict[str, dict[str, Any]] = {
     "overlap-bf16": {**_OVERLAP, "train.precision": "bfloat16"},
     # overlap-bf16 with the update's last quarter of gradient steps on 2 torch threads, once
     # the rollout thread is done (breakout ships torch_threads = 1)
+    # (in every update, as they were measured before the free-core test: overlap_tail_when)
     "tail": {**_OVERLAP, "train.precision": "bfloat16", "train.torch_threads": 1,
-             "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.75},
+             "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.75,
+             "train.overlap_tail_when": "always"},
     # the same with only the last of breakout's 8 steps on 2 threads (never waits as long)
     "tail-late": {**_OVERLAP, "train.precision": "bfloat16", "train.torch_threads": 1,
-                  "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875},
+                  "train.overlap_tail_threads": 2, "train.overlap_tail_start": 0.875,
+                  "train.overlap_tail_when": "always"},
     # the env's config as shipped, no overrides (breakout: fused, overlap, precision auto)
     "shipped": {},
     # both cores busy with no stale batch: the synchronous fused rollout (the envs over both
@@ -163,11 +172,17 @@ SIDES: dict[str, dict[str, Any]] = {
     # weights (train.pipeline; minibatches in storage order, "ranges")
     "pipeline": dict(_PIPELINE),
     # pipeline with the update's last quarter (eighth) of gradient steps on two torch threads,
-    # once the rollout thread has collected the batch
+    # once the rollout thread has collected the batch, in every update
     "pipeline-tail": {**_PIPELINE, "train.overlap_tail_threads": 2,
-                      "train.overlap_tail_start": 0.75},
+                      "train.overlap_tail_start": 0.75, "train.overlap_tail_when": "always"},
     "pipeline-tail-late": {**_PIPELINE, "train.overlap_tail_threads": 2,
-                           "train.overlap_tail_start": 0.875},
+                           "train.overlap_tail_start": 0.875,
+                           "train.overlap_tail_when": "always"},
+    # the same tail in the updates whose rollout thread had its core to itself, where the
+    # threads compute one thread's bits (breakout's shipped path since the free-core test)
+    "pipeline-free-core": {**_PIPELINE, "train.overlap_tail_threads": 2,
+                           "train.overlap_tail_start": 0.75,
+                           "train.overlap_tail_when": "free_core"},
     # the synchronous torch path with pipeline's minibatch schedule (its per-step control)
     "ranges": {"train.rollout": "torch", **_SYNC, "train.minibatches": "ranges"},
     # the overlapped path breakout shipped before the pipeline, on any env (the sanity envs ship
@@ -509,7 +524,7 @@ def run_cpu_once(checkout: str, side: str, seed: int, steps: int | None) -> dict
                 if cpu is not None:
                     marks.append((time.perf_counter(), cpu, now))
                 size = now
-            time.sleep(0.002)
+            time.sleep(0.02)   # (polled every 2 ms, runs with the update's tail read 0.88-0.90x)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

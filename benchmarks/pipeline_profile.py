@@ -10,9 +10,13 @@ path when it never waits; the rollout thread's idle time is then epoch - first r
 
 ``--tail-rounds N``: in the same process (one trainer, so one machine state for both), N rounds
 of ``--epochs`` epochs on one torch thread and then ``--epochs`` epochs with the update's tail
-on two (``train.overlap_tail_threads = 2``, ``overlap_tail_start`` from the config), each side's
-per-epoch medians, its CPU use (process CPU time / wall time per epoch) and the tail's steps/s
-against one thread.
+on two (the run's own tail: breakout ships ``train.overlap_tail_threads = 2`` in the updates
+whose rollout thread had its core, ``overlap_tail_when = "free_core"``; pass
+``-- --train.overlap-tail-when always`` for every update), each side's per-epoch medians, its
+CPU use (process CPU time / wall time per epoch), the tail's steps/s against one thread, how
+many of its updates took the tail, and the rollout thread's share of a core while it collected
+(what the free-core test reads). With a second run on the cores (``python -m shoal train
+breakout &`` first) the share falls and the updates go without the tail.
 
 Medians over ``--epochs`` epochs after ``--skip`` warm-up epochs of ``shoal train breakout``
 (shipped settings, plus any ``shoal train`` flags after ``--``), in this process. The timing
@@ -124,12 +128,17 @@ def main() -> None:
 def tail_rounds(trainer, args, epoch) -> None:
     """``--tail-rounds``: blocks of epochs without and with the tail, alternating."""
     import dataclasses
+    import functools
 
-    from shoal.trainer.tail_threads import TailThreads
+    from shoal.trainer.tail_threads import FREE_CORE_SHARE, TailThreads, steps_alike
 
-    tail = TailThreads(dataclasses.replace(trainer.config.train, overlap_tail_threads=2))
+    # the run's own tail (breakout ships one), else the tail on two threads with its settings
+    tail = trainer.fused.tail or TailThreads(
+        dataclasses.replace(trainer.config.train, overlap_tail_threads=2),
+        step_alike=functools.partial(steps_alike, trainer))
     sides: dict[str, dict[str, list[float]]] = {"one thread": defaultdict(list),
                                                "tail": defaultdict(list)}
+    shares: list[float] = []     # the rollout thread's share of a core (the free-core test)
     try:
         with trainer.process_state.active():
             for _ in range(args.skip):
@@ -139,6 +148,8 @@ def tail_rounds(trainer, args, epoch) -> None:
                     trainer.fused.tail = tail if name == "tail" else None
                     for _ in range(args.epochs):
                         epoch(per_epoch)
+                        if name == "tail":
+                            shares.append(tail.core_share())
     finally:
         trainer.fused.tail = None
         trainer.close()
@@ -152,6 +163,13 @@ def tail_rounds(trainer, args, epoch) -> None:
                                            for name in sides))
     print(f"  the tail's steps/s against one thread: "
           f"{ms['one thread']['epoch'] / ms['tail']['epoch']:.3f}x")
+    print(f"  the tail side's updates ({tail.train.overlap_tail_when}): {tail.taken} with the "
+          f"tail, {tail.busy} without it (the core busy), {tail.rounding} without it (other "
+          f"bits on two threads)")
+    cuts = statistics.quantiles(shares, n=20)
+    print(f"  the rollout thread's CPU time over its collection's wall-clock, tail side: "
+          f"{cuts[0]:.2f} / {statistics.median(shares):.2f} / {cuts[-1]:.2f} (5th / 50th / 95th "
+          f"percentile; the tail is taken from {FREE_CORE_SHARE})")
 
 
 if __name__ == "__main__":

@@ -179,12 +179,20 @@ class TrainConfig:
     overlap_tail_threads: int = _f(0, "overlap or pipeline: torch threads of the update's "
                                       "gradient steps from overlap_tail_start on, once the "
                                       "rollout thread has finished its epoch (0 or 1 = off; "
-                                      "applies with learner_threads = 1; a fixed schedule: "
-                                      "deterministic, docs/train.md)", low=0,
+                                      "applies with learner_threads = 1; deterministic: "
+                                      "overlap_tail_when, docs/train.md)", low=0,
                                   high=MAX_THREADS)
     overlap_tail_start: float = _f(0.75, "overlap_tail_threads: the fraction of the update's "
                                          "gradient steps run before the switch (the learner "
                                          "waits there for the rollout thread)", low=0.0, high=1.0)
+    overlap_tail_when: str = _f("free_core", "overlap_tail_threads: in which updates: "
+                                             "free_core (where the rollout thread had its core "
+                                             "to itself that epoch, and only where the step "
+                                             "computes the same bits on those threads as on "
+                                             "one, so the numbers never depend on load) or "
+                                             "always (every update, by the schedule; another "
+                                             "process on the cores slows each tail step)",
+                                choices=("free_core", "always"))
     overlap_weight_cap: float = _f(2.0, "overlap: truncation of the importance weight "
                                         "pi_learner / pi_collector of each step's policy term "
                                         "(1 keeps the policy's entropy at the synchronous "

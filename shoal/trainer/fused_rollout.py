@@ -29,7 +29,9 @@ rollout's bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -42,7 +44,7 @@ from .acting_refresh import ActingRefresh, head_steps
 from .config import ConfigError, fused_device_error, torch_path_flags
 from .pipeline import Arrivals, RowRanges
 from .stale_batch import PipelinedAnchor, anchor_at_learner, pipelined_anchoring
-from .tail_threads import TailThreads, tail_step
+from .tail_threads import TailThreads, steps_alike, tail_step
 
 __all__ = ["AgentRng", "FusedRollout", "fused_unavailable_reason", "usable_cores"]
 
@@ -136,7 +138,7 @@ class FusedRollout:
         # thread is done (tail_threads.py), where the update overlaps a rollout thread (overlap,
         # or the pipeline where it applies), the learner has one thread of shards, and the
         # process is not one rank of several (ranks on one machine share its cores)
-        self.tail = (TailThreads(t, self.acting)
+        self.tail = (TailThreads(t, self.acting, functools.partial(steps_alike, trainer))
                      if tail_step(t, 1) is not None and (self.overlap or self.pipeline)
                      and t.learner_threads == 1 and trainer.dist.world_size == 1 else None)
         # train.norm_reward: each truncated step's gamma * V(final obs), kept out of the stored
@@ -210,6 +212,12 @@ class FusedRollout:
             self._scale_rewards(b, bootstrap)
         return env_seconds
 
+    @staticmethod
+    def _collecting(tail: TailThreads | None) -> Any:
+        """Around the rollout thread's collection calls: timed for the tail's free-core test
+        (tail_threads.py)."""
+        return contextlib.nullcontext() if tail is None else tail.collecting()
+
     def _scale_rewards(self, b: Any, bootstrap: torch.Tensor) -> None:
         """Scales the raw rewards of ``b`` (slots 1..T just collected) as the torch rollout does
         step by step, then adds the truncation bootstrap term ``bootstrap`` (``-0.0`` where
@@ -265,7 +273,8 @@ class FusedRollout:
         def collect() -> None:
             try:
                 for k in range(1, len(envs)):
-                    self._call(1, capsule=capsule, envs=envs[k], threads=threads)
+                    with self._collecting(tail):
+                        self._call(1, capsule=capsule, envs=envs[k], threads=threads)
                     ranges.prepare(k, gather=True)  # its advantages and first minibatch
                     landed(k + 1)
             except BaseException as exc:  # re-raised on the training thread
@@ -346,12 +355,16 @@ class FusedRollout:
 
         def collect() -> None:
             try:
-                env_seconds = self._call(1, nxt, capsule, head) if head else 0.0
+                with self._collecting(tail):
+                    env_seconds = self._call(1, nxt, capsule, head) if head else 0.0
                 if anchor is not None:
                     anchor.work_ahead()
                     anchor.work_rest()
-                result["env_seconds"] = env_seconds + acting.collect(
-                    lambda first, last, net: self._call(first, nxt, net, last), capsule, head)
+
+                def chunk(first: int, last: int, net: Any) -> float:
+                    with self._collecting(tail):
+                        return self._call(first, nxt, net, last)
+                result["env_seconds"] = env_seconds + acting.collect(chunk, capsule, head)
             except BaseException as exc:  # re-raised on the training thread
                 if anchor is not None:
                     anchor.fail(exc)

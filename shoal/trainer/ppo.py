@@ -900,7 +900,7 @@ class Trainer:
             if acting is not None:
                 acting.stepped(done)
             if tail is not None:
-                tail.stepped(done)
+                tail.stepped(done, following)
             grad_norm_sum += grad_norm.detach()
             mb = following
         if acting is not None:
@@ -984,6 +984,10 @@ class Trainer:
                     metrics_file.write(json.dumps(metrics) + "\n")
                     metrics_file.flush()
                     dash.update(metrics)
+                    tail_note = self.fused.tail.take_note() if self.fused and self.fused.tail \
+                        else None
+                    if tail_note:
+                        dash.message(tail_note)
                     for w in writers:
                         w(metrics)
                     stop = bool(self.callback(self, metrics)) if self.callback else False
@@ -1120,6 +1124,8 @@ class Trainer:
             summary["stopped_by"] = self.stopped_by
         if self.no_snapshot:
             summary["resume_note"] = f"checkpoints hold no env state: {FRESH_EPISODES_NOTE}"
+        if self.fused is not None and self.fused.tail is not None:   # (this session's)
+            summary["tail_updates"] = self.fused.tail.counts()
         if self.dist.is_main:
             atomic_write_text(os.path.join(self.run_dir, "summary.json"),
                               json.dumps(summary, indent=2) + "\n")

@@ -235,6 +235,9 @@ def resume_config(ckpt: Mapping[str, Any], path: str, env_name: str | None,
         env_params = {k: v for k, v in table.items() if k not in generic}
         saved["env"] = {k: v for k, v in table.items() if k in generic}
     apply_mapping(cfg, saved, f"{ckpt_path} config")
+    if "overlap_tail_when" not in dict(saved.get("train") or {}):
+        # saved before train.overlap_tail_when: its tail ran in every update
+        cfg.train.overlap_tail_when = "always"
     if env_params is not None:
         cfg.env.params = env_params
     if env_name and env_name != cfg.env.name:

@@ -259,6 +259,21 @@ def test_a_free_core_tail_that_would_round_differently_is_never_taken(tmp_path):
         plain.close()
 
 
+def test_the_dashboard_says_once_why_the_tail_stays_on_one_thread(tmp_path, capsys):
+    """A whole run (the trainer's own loop, plain dashboard) whose step rounds differently on
+    two threads: the note is printed once, and summary.json counts every update as other
+    bits."""
+    tr = _pipelined(tmp_path, "said", policy=_big_sum_policy,
+                    **{"train.precision": "float32", "log.dashboard": "plain"})
+    with _torch_threads(1):
+        summary = tr.train()
+    out = capsys.readouterr().out
+    assert out.count("the update's tail stays on one torch thread") == 1
+    assert "computes other bits than on one" in out
+    assert summary["tail_updates"] == {"taken": 0, "core_busy": 0,
+                                       "other_bits": summary["epochs"]}
+
+
 def test_a_free_core_tail_computes_what_one_thread_computes(tmp_path):
     """The shipped tail (free_core) on the pipeline: each update decides once (taken, or
     skipped for a busy core or for other bits), and the run is the one-thread run bit for bit

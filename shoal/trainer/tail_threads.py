@@ -101,7 +101,7 @@ class TailThreads:
                  step_alike: Callable[[Any, int], bool] | None = None) -> None:
         self.train, self.acting = train, acting
         self.threads = int(train.overlap_tail_threads)
-        self.guarded = getattr(train, "overlap_tail_when", "free_core") == "free_core"
+        self.guarded = train.overlap_tail_when == "free_core"
         self.step_alike = step_alike
         self._alike: dict[int, bool] = {}       # a minibatch's rows -> the same bits
         self._done = threading.Event()
@@ -174,11 +174,13 @@ class TailThreads:
             self._alike[rows] = (self.step_alike is not None
                                  and self.step_alike(minibatch, self.threads))
             if not self._alike[rows]:
-                self._note = (f"note: the update's tail stays on one torch thread: a gradient "
-                              f"step on {self.threads} threads computes other bits than on one "
-                              f"on this machine, and train.overlap_tail_when = free_core takes "
-                              f"the tail only where it cannot change the numbers "
-                              f"(--train.overlap-tail-when always takes it in every update)")
+                why = ("a compiled policy (train.compile) is not checked" if self.train.compile
+                       else f"a gradient step on {self.threads} threads computes other bits "
+                            f"than on one on this machine")
+                self._note = (f"note: the update's tail stays on one torch thread: {why}, and "
+                              f"train.overlap_tail_when = free_core takes the tail only where it "
+                              f"cannot change the numbers (--train.overlap-tail-when always "
+                              f"takes it in every update)")
         return self._alike[rows]
 
     def take_note(self) -> str | None:
